@@ -1,0 +1,210 @@
+"""The transformers runtime: the float32 reference (the oracle), other dtypes, GGUF reimport.
+
+At ``float32`` on CPU this runner *is* the oracle generator. At ``bfloat16`` and
+``float16`` it is the reference at lower precision (the CUDA precision ladder). Opened
+on a ``.gguf`` artifact it reads the file through transformers' GGUF loader
+(dequantizing to float32): the reimport half of the roundtrip suite.
+
+Greedy decoding uses an explicit ``GenerationConfig`` (no sampling, one beam, no
+repetition penalty), so a model's own generation_config.json cannot turn on processors
+that the engines under test do not apply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pytest_groundtruth import logprobs as lp
+from pytest_groundtruth.runtimes.base import (
+    Artifact,
+    Capability,
+    Generation,
+    PerplexityResult,
+    Runner,
+    Runtime,
+    RuntimeUnavailable,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from pytest_groundtruth.cache import ArtifactCache
+    from pytest_groundtruth.sources import ResolvedModel
+
+DTYPES = ("float32", "bfloat16", "float16")
+SEED = 42  # the original oracle's seed; greedy decoding does not depend on it
+
+
+def library_versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"transformers": transformers.__version__, "torch": torch.__version__}
+
+
+def eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The end-of-sequence ids the model stops at (generation config, config, tokenizer)."""
+    for source in (model.generation_config, model.config):
+        value = getattr(source, "eos_token_id", None)
+        if value is not None:
+            return [value] if isinstance(value, int) else list(value)
+    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+
+class TransformersRuntime(Runtime):
+    name: ClassVar[str] = "transformers"
+    quantizations: ClassVar[tuple[str, ...]] = DTYPES
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.GENERATE, Capability.TOPK, Capability.PERPLEXITY, Capability.SCORE}
+    )
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+
+    def unavailable(self) -> str | None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                return (
+                    "CUDA is not available (torch.cuda.is_available() is False): run on a "
+                    "machine with an NVIDIA GPU and a CUDA build of torch"
+                )
+        return None
+
+    def version(self) -> str:
+        versions = library_versions()
+        return f"transformers {versions['transformers']} / torch {versions['torch']}"
+
+    def artifact_suffix(self, quant: str) -> str:
+        return ""
+
+    def prepare(self, model: ResolvedModel, quant: str, cache: ArtifactCache) -> Artifact:
+        """The float32 model directory is the artifact: dtypes are applied at load time."""
+        self.check_quant(quant)
+        return Artifact(
+            runtime=self.name,
+            model=model.slug,
+            quant=quant,
+            path=model.path,
+            key=f"{model.fingerprint[:16]}-transformers-{quant}-{self.device}",
+            recipe=f"AutoModelForCausalLM.from_pretrained({str(model.path)!r}, dtype=torch.{quant})",
+        )
+
+    def build(self, model: ResolvedModel, quant: str, out: Path) -> str:
+        raise NotImplementedError("the transformers runtime loads the model directory itself")
+
+    def open(self, artifact: Artifact, model: ResolvedModel) -> TransformersRunner:
+        reason = self.unavailable()
+        if reason:
+            raise RuntimeUnavailable(reason)
+        return TransformersRunner(artifact, self.device, model.spec.trust_remote_code)
+
+
+class TransformersRunner(Runner):
+    def __init__(self, artifact: Artifact, device: str = "cpu", trust_remote_code: bool = False):
+        super().__init__(artifact)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = artifact.path
+        dtype = getattr(torch, artifact.quant) if artifact.quant in DTYPES else torch.float32
+        if path.suffix == ".gguf":
+            kwargs: dict[str, Any] = {"gguf_file": path.name}
+            directory = path.parent
+            self.load_call = (
+                f"AutoModelForCausalLM.from_pretrained({str(directory)!r}, "
+                f"gguf_file={path.name!r}, dtype=torch.float32)"
+            )
+        else:
+            kwargs = {"use_safetensors": True}
+            directory = path
+            self.load_call = (
+                f"AutoModelForCausalLM.from_pretrained({str(path)!r}, dtype=torch.{artifact.quant})"
+            )
+        self.device = device
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            directory, trust_remote_code=trust_remote_code, **kwargs
+        )
+        self.model = AutoModelForCausalLM.from_pretrained(
+            directory, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs
+        ).to(device)
+        self.model.eval()
+        self.eos = eos_ids(self.model, self.tokenizer)
+        pad = self.tokenizer.pad_token_id
+        self.pad = pad if pad is not None else (self.eos[0] if self.eos else 0)
+
+    def close(self) -> None:
+        del self.model
+        import gc
+
+        gc.collect()
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer(text)["input_ids"])
+
+    def generate(self, prompt: str, max_new_tokens: int, top_k: int = 0) -> Generation:
+        import torch
+        from transformers import GenerationConfig
+
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            repetition_penalty=1.0,
+            eos_token_id=self.eos,
+            pad_token_id=self.pad,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        inputs = self.tokenizer(prompt, return_tensors="pt").to(self.device)
+        prompt_len = inputs["input_ids"].shape[1]
+        torch.manual_seed(SEED)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, generation_config=config)
+        seconds = time.perf_counter() - start
+        tokens = [int(t) for t in out.sequences[0, prompt_len:].tolist()]
+        logits = torch.stack(out.logits)[:, 0, :].float().cpu().numpy()
+        logprobs = lp.log_softmax(logits)  # also rejects NaN/Inf
+        topk = tuple(lp.top_k(row, top_k) for row in logprobs) if top_k else None
+        return Generation(
+            tokens=tuple(tokens),
+            text=self.tokenizer.decode(tokens, skip_special_tokens=True),
+            prompt_tokens=tuple(int(t) for t in inputs["input_ids"][0].tolist()),
+            stop_reason="eos" if tokens and tokens[-1] in self.eos else "length",
+            seconds=seconds,
+            call=f"{self.load_call}.generate(<{prompt!r}>, max_new_tokens={max_new_tokens}, "
+            "do_sample=False)",
+            topk=topk,
+        )
+
+    def _logprobs(self, ids: Sequence[int]) -> npt.NDArray[np.float64]:
+        import torch
+
+        tensor = torch.tensor([list(ids)], device=self.device)
+        with torch.inference_mode():
+            logits = self.model(tensor).logits[0].float().cpu().numpy()
+        return lp.log_softmax(logits)
+
+    def perplexity(self, text: str) -> PerplexityResult:
+        ids = self.tokenize(text)
+        start = time.perf_counter()
+        logprobs = self._logprobs(ids)
+        ppl, nll = lp.perplexity(logprobs[:-1], ids[1:])
+        return PerplexityResult(
+            perplexity=ppl,
+            cross_entropy=nll,
+            tokens_evaluated=len(ids) - 1,
+            seconds=time.perf_counter() - start,
+            call=f"{self.load_call}(<{len(ids)} tokens>).logits",
+        )
+
+    def score(self, token_ids: Sequence[int], start: int) -> npt.NDArray[np.float32]:
+        import numpy as np
+
+        return self._logprobs(token_ids)[start - 1 : len(token_ids) - 1].astype(np.float32)

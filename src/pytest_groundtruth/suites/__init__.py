@@ -1,0 +1,1 @@
+"""Suites: what each concludes from runtime results (see catalog.py for the list)."""
