@@ -51,15 +51,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
         if path.is_dir() and tmp.is_dir():
             _replace_dir(tmp, path)
         else:
-            os.replace(tmp, path)
+            tmp.replace(path)
     finally:
         _remove(tmp)
 
 
 def _replace_dir(new: Path, target: Path) -> None:
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)
-    os.replace(new, target)
+    target.replace(old)
+    new.replace(target)
     _remove(old)
 
 

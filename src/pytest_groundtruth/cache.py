@@ -25,8 +25,8 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -194,31 +194,45 @@ def generation_from_dict(data: dict[str, Any]) -> Generation:
 
 
 class GenerationCache:
-    """Generations keyed by artifact key, prompt and settings (JSON files)."""
+    """Engine results keyed by artifact key and what was asked (JSON files).
+
+    Generations are keyed by prompt, ``max_new_tokens`` and ``top_k``; other results
+    (perplexity) by a ``what`` string that names the input (e.g. a text's hash).
+    """
 
     def __init__(self, root: Path, refresh_token: str | None = None) -> None:
         self.root = root / "generations"
         self.refresh_token = refresh_token
 
-    def _path(self, artifact_key: str, prompt: str, max_new_tokens: int, top_k: int) -> Path:
-        name = _digest([GENERATION_SCHEMA, artifact_key, prompt, max_new_tokens, top_k])
+    def _path(self, artifact_key: str, what: Any) -> Path:
+        name = _digest([GENERATION_SCHEMA, artifact_key, what])
         return self.root / f"{name[:40]}.json"
+
+    def get_json(self, artifact_key: str, what: Any) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self._path(artifact_key, what).read_text())
+            if self.refresh_token is not None and data.get("token") != self.refresh_token:
+                return None
+            result: dict[str, Any] = data["result"]
+            return result
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # missing or unreadable: the engine runs again
+
+    def put_json(self, artifact_key: str, what: Any, result: dict[str, Any]) -> None:
+        payload = {"token": self.refresh_token, "result": result}
+        atomic_write_text(self._path(artifact_key, what), json.dumps(payload) + "\n")
 
     def get(
         self, artifact_key: str, prompt: str, max_new_tokens: int, top_k: int
     ) -> Generation | None:
-        path = self._path(artifact_key, prompt, max_new_tokens, top_k)
+        data = self.get_json(artifact_key, ["generate", prompt, max_new_tokens, top_k])
         try:
-            data = json.loads(path.read_text())
-            if self.refresh_token is not None and data.get("token") != self.refresh_token:
-                return None
-            return generation_from_dict(data["generation"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # missing or unreadable: the engine runs again
+            return None if data is None else generation_from_dict(data)
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def put(
         self, artifact_key: str, prompt: str, max_new_tokens: int, top_k: int, gen: Generation
     ) -> None:
-        path = self._path(artifact_key, prompt, max_new_tokens, top_k)
-        payload = {"token": self.refresh_token, "generation": generation_to_dict(gen)}
-        atomic_write_text(path, json.dumps(payload) + "\n")
+        self.put_json(artifact_key, ["generate", prompt, max_new_tokens, top_k],
+                      generation_to_dict(gen))

@@ -125,7 +125,7 @@ class _Reader:
         if name not in self.data:
             raise self.fail(name, "missing")
         value = self.data[name]
-        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
             raise self.fail(name, f"expected {names}, got {type(value).__name__}")
         return value

@@ -138,9 +138,13 @@ class Settings:
                    "prompt": prompt}
         best: BoundRule | None = None
         for rule in self.bounds:  # later rules win ties: files read later are more local
-            if rule.suite == suite and param in rule.values and rule.matches(**context):
-                if best is None or len(rule.match) >= len(best.match):
-                    best = rule
+            if (
+                rule.suite == suite
+                and param in rule.values
+                and rule.matches(**context)
+                and (best is None or len(rule.match) >= len(best.match))
+            ):
+                best = rule
         if best is not None:
             return Bound(best.values[param], f"{best.origin}: {best.reason}")
         default = CATALOG[suite].params[param]

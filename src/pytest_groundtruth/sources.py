@@ -173,7 +173,9 @@ def _resolve_hub(spec: ModelSpec) -> ResolvedModel:
             f"{state}: {how}"
         ) from exc
     except OSError as exc:  # gated/missing repos, network errors
-        raise ModelUnavailable(f"model {spec.slug!r} ({repo}) could not be fetched ({exc}): {how}")
+        raise ModelUnavailable(
+            f"model {spec.slug!r} ({repo}) could not be fetched ({exc}): {how}"
+        ) from exc
     _require_safetensors(spec, path)
     return ResolvedModel(
         spec,

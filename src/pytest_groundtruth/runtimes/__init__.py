@@ -1,1 +1,1 @@
-"""Runtimes under test. :func:`pytest_groundtruth.runtimes.registry.get_runtime` finds one by name."""
+"""Runtimes under test; :func:`pytest_groundtruth.runtimes.registry.get_runtime` finds one."""

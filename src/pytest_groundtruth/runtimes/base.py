@@ -149,7 +149,8 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def perplexity(self, text: str) -> PerplexityResult:
-        """Perplexity of ``text`` (its own tokenization, one pass, no BOS unless the model adds one)."""
+        """Perplexity of ``text``: its own tokenization (BOS only where the model adds one),
+        one pass, every position after the first predicted."""
 
     def score(self, token_ids: Sequence[int], start: int) -> npt.NDArray[np.float32]:
         """Log-probabilities ``[len(token_ids) - start, vocab]`` of the next token at each

@@ -80,6 +80,9 @@ class TransformersRuntime(Runtime):
         versions = library_versions()
         return f"transformers {versions['transformers']} / torch {versions['torch']}"
 
+    def key_parts(self, quant: str) -> dict[str, str]:
+        return {**super().key_parts(quant), "device": self.device}
+
     def artifact_suffix(self, quant: str) -> str:
         return ""
 
@@ -91,8 +94,9 @@ class TransformersRuntime(Runtime):
             model=model.slug,
             quant=quant,
             path=model.path,
-            key=f"{model.fingerprint[:16]}-transformers-{quant}-{self.device}",
-            recipe=f"AutoModelForCausalLM.from_pretrained({str(model.path)!r}, dtype=torch.{quant})",
+            key=cache.key(self, model, quant),
+            recipe=f"AutoModelForCausalLM.from_pretrained({str(model.path)!r}, "
+            f"dtype=torch.{quant})",
         )
 
     def build(self, model: ResolvedModel, quant: str, out: Path) -> str:
@@ -124,7 +128,8 @@ class TransformersRunner(Runner):
             kwargs = {"use_safetensors": True}
             directory = path
             self.load_call = (
-                f"AutoModelForCausalLM.from_pretrained({str(path)!r}, dtype=torch.{artifact.quant})"
+                f"AutoModelForCausalLM.from_pretrained({str(path)!r}, "
+                f"dtype=torch.{artifact.quant})"
             )
         self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(

@@ -9,10 +9,10 @@ suite and per model / runtime / quantization / prompt (``[[tool.groundtruth.boun
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TypeAlias
 
-Number = Union[int, float]
-Default = Union[Number, dict[str, Number], None]
+Number: TypeAlias = "int | float"
+Default: TypeAlias = "int | float | dict[str, int | float] | None"
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ CATALOG: dict[str, SuiteInfo] = {
             params={
                 "max_mismatches": {"bfloat16": 3, "float16": 5, "*": 5},
                 "pair_max_mismatches": 3,
+                "slack": 0,  # drift(bf16) <= drift(fp16)
             },
         ),
     )

@@ -1,0 +1,171 @@
+"""The ``groundtruth`` command: oracles, the roster, measurements and benchmarks.
+
+Each subcommand parses its options here and hands off to the module that does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pytest_groundtruth.settings import ConfigError, Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    root = Path(args.root).resolve()
+    extra = [Path(p) for p in args.config]
+    return load_settings(root, extra)
+
+
+def _cache_dir(settings: Settings, override: str | None) -> Path:
+    from pytest_groundtruth.cache import default_cache_dir
+
+    if override:
+        return Path(override)
+    return settings.path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+
+
+def cmd_oracle(args: argparse.Namespace) -> int:
+    from pytest_groundtruth.oracle_build import build_all
+    from pytest_groundtruth.prompts import load_prompts
+    from pytest_groundtruth.sources import ModelUnavailable, resolve
+
+    settings = _settings(args)
+    if args.device == "cpu" and args.precision != "float32":
+        print("error: CPU oracles are float32; lower precisions are GPU oracles "
+              "(--device cuda)", file=sys.stderr)
+        return 2
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: --device cuda but torch.cuda.is_available() is False",
+                  file=sys.stderr)
+            return 2
+    slugs = list(settings.roster) if args.all else (args.model or list(settings.models))
+    cache = _cache_dir(settings, args.cache_dir)
+    models = []
+    for slug in slugs:
+        try:
+            models.append(resolve(settings.spec(slug), cache, settings.root))
+        except ModelUnavailable as exc:
+            if not args.all:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"skipped {slug}: {exc}", file=sys.stderr)
+    prompts = load_prompts(settings.path(settings.prompts_dir),
+                           list(settings.prompts) if settings.prompts else None)
+    blocked = 0
+    for change in build_all(
+        models,
+        prompts,
+        settings.path(settings.oracle_dir),
+        settings.path(settings.eval_text),
+        settings.root,
+        max_new_tokens=settings.max_new_tokens,
+        top_k=settings.top_k,
+        device=args.device,
+        precision=args.precision,
+        force=args.force,
+        check=args.check,
+        progress=not args.quiet,
+    ):
+        if change.status == "unchanged":
+            if not args.quiet:
+                print(f"unchanged  {change.path}")
+            continue
+        verb = "wrote" if change.written else ("would write" if change.status == "new"
+                                               else "NOT written")
+        print(f"{change.status:<10} {change.path}: {verb}"
+              + (f" - {change.detail}" if change.detail else ""))
+        blocked += not change.written
+    if blocked:
+        hint = "" if args.check else "; rerun with --force to overwrite"
+        print(f"{blocked} oracle file(s) differ from what was generated{hint}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from pytest_groundtruth.sources import ModelError, ModelUnavailable, resolve
+
+    settings = _settings(args)
+    cache = _cache_dir(settings, args.cache_dir)
+    for slug, spec in sorted(settings.roster.items()):
+        status = "not resolved (pass --resolve)"
+        if args.resolve:
+            try:
+                status = f"ok: {resolve(spec, cache, settings.root).path}"
+            except (ModelUnavailable, ModelError) as exc:
+                status = f"unavailable: {exc}"
+        print(f"{slug:<14} {spec.architecture:<6} {spec.source}\n    {status}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from pytest_groundtruth.sources import ModelUnavailable, resolve
+
+    settings = _settings(args)
+    cache = _cache_dir(settings, args.cache_dir)
+    for slug in args.model:
+        try:
+            print(f"{slug}: {resolve(settings.spec(slug), cache, settings.root).path}")
+        except ModelUnavailable as exc:
+            print(f"{slug}: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="groundtruth", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default=".", help="project root holding pyproject.toml")
+    common.add_argument("--config", action="append", default=[],
+                        help="extra groundtruth.toml layered over [tool.groundtruth]")
+    common.add_argument("--cache-dir", help="artifact/model cache (default: config or "
+                        "$XDG_CACHE_HOME/pytest-groundtruth)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    oracle = sub.add_parser("oracle", parents=[common],
+                            help="generate oracle files with the float32 transformers reference")
+    which = oracle.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true",
+                       help="every roster model that resolves here")
+    which.add_argument("--model", action="append", metavar="SLUG",
+                       help="a roster model (repeatable); default: the configured models")
+    oracle.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    oracle.add_argument("--precision", choices=("float32", "bfloat16", "float16"),
+                        default="float32")
+    oracle.add_argument("--force", action="store_true",
+                        help="overwrite oracle files whose content changed")
+    oracle.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when any file would change")
+    oracle.add_argument("--quiet", action="store_true", help="no progress bar")
+    oracle.set_defaults(func=cmd_oracle)
+
+    models = sub.add_parser("models", parents=[common], help="list the roster")
+    models.add_argument("--resolve", action="store_true",
+                        help="resolve each model (may convert or download)")
+    models.set_defaults(func=cmd_models)
+
+    fetch = sub.add_parser("fetch", parents=[common],
+                           help="download/convert models into the cache (needs the hub for hf:)")
+    fetch.add_argument("model", nargs="+", metavar="SLUG")
+    fetch.set_defaults(func=cmd_fetch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Run one case: dispatch to the suite's module (imported on first use)."""
+
+from __future__ import annotations
+
+import importlib
+
+from pytest_groundtruth.matrix import Case
+from pytest_groundtruth.results import SuiteResult
+from pytest_groundtruth.workbench import Workbench
+
+MODULES = {
+    "canary": "canary",
+    "token": "token_count",
+    "drift": "drift",
+    "roundtrip": "roundtrip",
+    "ppl": "ppl",
+    "cuda": "cuda",
+}
+
+
+def run_case(case: Case, bench: Workbench) -> SuiteResult:
+    module = importlib.import_module(f"pytest_groundtruth.suites.{MODULES[case.suite]}")
+    result: SuiteResult = module.run(case, bench)
+    return result
