@@ -83,7 +83,10 @@ class ParityItem(pytest.Item):
         from pytest_groundtruth.suites.run import run_case
 
         bench = state_of(self.config).workbench(self.settings_key)
+        device = "cuda" if self.case.suite == "cuda" else "cpu"
         try:
+            bench.model(self.case.model)  # unavailable model or engine: skip before anything
+            bench.runtime(self.case.runtime, device)
             self.result = run_case(self.case, bench)
         except (ModelUnavailable, RuntimeUnavailable) as exc:
             pytest.skip(str(exc))

@@ -51,9 +51,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from pytest_groundtruth.cache import default_cache_dir
+    from pytest_groundtruth.settings import ConfigError, load_settings
 
     opt = config.option
-    cache = opt.gt_cache_dir or f"{default_cache_dir()} (default)"
+    try:
+        settings = load_settings(config.rootpath)
+        configured = settings.path(settings.cache_dir) if settings.cache_dir else None
+    except ConfigError:
+        configured = None  # reported with the file and key at collection
+    cache = opt.gt_cache_dir or configured or f"{default_cache_dir()} (default)"
     line = f"groundtruth: cache {cache}"
     if opt.gt_no_cache:
         line += ", cache bypassed (--gt-no-cache)"
@@ -111,9 +117,11 @@ class HtmlHooks:
         from pytest_groundtruth.report.html import matrix_html
 
         state = state_of(session.config)
-        notes = [f"configuration: {', '.join(s.sources)}" for s in state.settings.values()]
-        for settings in state.settings.values():
-            notes.append(f"perplexity text: {settings.path(settings.eval_text)}")
-        content = matrix_html(state.records, notes)
+        notes: dict[str, None] = {}  # ordered, without repeats
+        for record in state.records:
+            summary = record["settings"]
+            notes[f"configuration: {', '.join(summary['sources'])}"] = None
+            notes[f"perplexity text: {summary['eval_text']}"] = None
+        content = matrix_html(state.records, list(notes))
         if content:
             prefix.append(content)

@@ -56,7 +56,7 @@ class SuiteResult:
         lines = [f"{self.case.name}: {self.summary}"]
         if self.bound is not None:
             lines.append(f"  bound: {self.bound} ({self.bound_origin or 'default'})")
-        if self.first_divergence is not None:
+        if self.first_divergence is not None and "first divergence" not in self.summary:
             lines.append(f"  first divergence at position {self.first_divergence}")
         lines.extend(f"  note: {n}" for n in self.notes)
         if self.rows:
@@ -101,9 +101,8 @@ def render_table(rows: Sequence[TokenRow]) -> list[str]:
     ]
     widths = [max(len(c[i]) for c in (header, *body)) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [
-        fmt.format(*c) for c in body
-    ]
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    return [line.rstrip() for line in lines + [fmt.format(*c) for c in body]]
 
 
 def token_rows(

@@ -137,6 +137,15 @@ class GroundtruthState:
         self.finish_lines = lines
 
 
+def settings_summary(settings: Settings) -> dict[str, Any]:
+    """What the controller needs to know about a worker's settings (for reports)."""
+    return {
+        "sources": list(settings.sources),
+        "oracle_dir": str(settings.path(settings.oracle_dir)),
+        "eval_text": str(settings.path(settings.eval_text)),
+    }
+
+
 def outcome_of(report: pytest.TestReport) -> str:
     if hasattr(report, "wasxfail"):
         return "xfailed" if report.skipped else "xpassed"
@@ -164,6 +173,7 @@ def attach(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestRe
         "result": item.result.to_dict() if item.result is not None else None,
         "runtime_version": item.runtime_version,
         "reason": "",
+        "settings": settings_summary(item.settings),
     }
     if report.skipped and isinstance(report.longrepr, tuple):
         data["reason"] = str(report.longrepr[2]).removeprefix("Skipped: ")

@@ -55,6 +55,5 @@ def render_text(records: list[dict[str, Any]]) -> list[str]:
     ]
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [
-        fmt.format(*r) for r in rows
-    ]
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    return [line.rstrip() for line in lines + [fmt.format(*r) for r in rows]]

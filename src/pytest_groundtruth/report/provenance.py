@@ -31,12 +31,10 @@ def tool_versions(state: GroundtruthState) -> dict[str, str]:
 def oracle_provenance(state: GroundtruthState) -> dict[str, Any]:
     """Per model: the oracle directory, model fingerprint and the versions that made it."""
     found: dict[str, Any] = {}
-    models = sorted({r["case"]["model"] for r in state.records})
-    for settings in state.settings.values():
-        root = settings.path(settings.oracle_dir)
-        for slug in models:
-            if slug in found:
-                continue
+    for record in state.records:
+        slug = record["case"]["model"]
+        if slug not in found:
+            root = Path(record["settings"]["oracle_dir"])
             files = sorted((root / slug).glob("*.json"))
             if not files:
                 continue

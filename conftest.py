@@ -1,0 +1,59 @@
+"""Shared fixtures for the project's own tests (the plugin itself is loaded by entry point).
+
+* ``gt_cache`` - the artifact/model cache the tests share. The default user cache
+  (``$GROUNDTRUTH_CACHE_DIR`` or ``~/.cache/pytest-groundtruth``): content-addressed
+  and locked, so parallel workers and later runs reuse converted models.
+* ``tiny`` - resolve a tiny model by architecture.
+* ``make_project`` - a pytester project with oracles, prompts and a groundtruth.toml,
+  for testing the plugin the way users run it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pytest_groundtruth.cache import default_cache_dir
+from pytest_groundtruth.roster import BUILTIN
+from pytest_groundtruth.sources import ResolvedModel, resolve
+
+ROOT = Path(__file__).parent
+
+
+@pytest.fixture(scope="session")
+def gt_cache() -> Path:
+    return default_cache_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny(gt_cache: Path) -> Callable[[str], ResolvedModel]:
+    def get(arch: str) -> ResolvedModel:
+        return resolve(BUILTIN[f"tiny-{arch}"], gt_cache)
+
+    return get
+
+
+@pytest.fixture
+def make_project(pytester: pytest.Pytester, gt_cache: Path) -> Callable[..., pytest.Pytester]:
+    """Lay out a user project: pyproject [tool.groundtruth], prompts, oracles, groundtruth.toml."""
+
+    def make(
+        tool: str, groundtruth_toml: str = "", models: tuple[str, ...] = ()
+    ) -> pytest.Pytester:
+        pytester.makefile(
+            ".toml",
+            pyproject=f"[tool.pytest.ini_options]\naddopts = '-p no:cacheprovider'\n"
+            f"[tool.groundtruth]\ncache_dir = {str(gt_cache)!r}\n{tool}",
+        )
+        shutil.copytree(ROOT / "prompts", pytester.path / "prompts")
+        for slug in models:
+            shutil.copytree(ROOT / "oracle" / slug, pytester.path / "oracle" / slug)
+        tests = pytester.path / "tests"
+        tests.mkdir()
+        (tests / "groundtruth.toml").write_text(groundtruth_toml)
+        return pytester
+
+    return make

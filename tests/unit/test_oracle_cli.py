@@ -1,0 +1,93 @@
+"""`groundtruth oracle`: reproduces files byte for byte, never overwrites silently."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pytest_groundtruth.cli import main
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture
+def project(tmp_path: Path, gt_cache: Path) -> Path:
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.groundtruth]\nmodels = ["tiny-llama"]\ncache_dir = {str(gt_cache)!r}\n')
+    shutil.copytree(ROOT / "prompts", tmp_path / "prompts")
+    shutil.copytree(ROOT / "oracle" / "tiny-llama", tmp_path / "oracle" / "tiny-llama")
+    return tmp_path
+
+
+def run(project: Path, *args: str) -> int:
+    return main(["oracle", "--root", str(project), "--quiet", *args])
+
+
+def test_regeneration_is_byte_identical(project: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(project, "--check") == 0
+    assert run(project) == 0
+    for path in (ROOT / "oracle" / "tiny-llama").rglob("*.json"):
+        copy = project / "oracle" / "tiny-llama" / path.relative_to(ROOT / "oracle" / "tiny-llama")
+        assert copy.read_bytes() == path.read_bytes()
+
+
+def test_changed_oracle_is_not_overwritten_without_force(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = project / "oracle" / "tiny-llama" / "code.json"
+    data = json.loads(path.read_text())
+    committed = data["tokens"][3]
+    data["tokens"][3] = 7
+    data["topk"][3] = {"ids": [7, *data["topk"][3]["ids"][1:]],
+                       "logprobs": data["topk"][3]["logprobs"]}
+    tampered = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    path.write_text(tampered)
+
+    assert run(project) == 1
+    out = capsys.readouterr()
+    assert f"changed    {path}: NOT written - tokens differ first at position 3: committed 7 " in (
+        out.out)
+    assert f"-> regenerated {committed} " in out.out
+    assert "rerun with --force" in out.err
+    assert path.read_text() == tampered
+
+    assert run(project, "--force") == 0
+    assert path.read_bytes() == (ROOT / "oracle" / "tiny-llama" / "code.json").read_bytes()
+
+
+def test_unreadable_oracle_is_reported_and_kept(project: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    path = project / "oracle" / "tiny-llama" / "greeting.json"
+    path.write_text('{"schema": ')
+    assert run(project) == 1
+    assert "unreadable" in capsys.readouterr().out
+    assert path.read_text() == '{"schema": '
+
+
+def test_check_writes_nothing_and_new_files_are_written(project: Path) -> None:
+    shutil.rmtree(project / "oracle")
+    assert run(project, "--check") == 1
+    assert not (project / "oracle").exists()
+    assert run(project) == 0
+    written = sorted(p.relative_to(project).as_posix() for p in project.rglob("*.json"))
+    assert written == [
+        "oracle/tiny-llama/arithmetic.json", "oracle/tiny-llama/code.json",
+        "oracle/tiny-llama/completion.json", "oracle/tiny-llama/eval/perplexity.json",
+        "oracle/tiny-llama/greeting.json",
+    ]
+    assert not list(project.rglob("*.partial"))
+
+
+def test_cpu_oracles_are_float32_only(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(project, "--precision", "bfloat16") == 2
+    assert "GPU oracles" in capsys.readouterr().err
+
+
+def test_unknown_model_is_a_clear_error(project: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(project, "--model", "nope") == 2
+    assert "model 'nope' is not in the roster" in capsys.readouterr().err

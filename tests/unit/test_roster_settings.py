@@ -1,0 +1,138 @@
+"""The roster and [tool.groundtruth]: validation names the file and the key."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pytest_groundtruth.roster import BUILTIN, ModelSpec, RosterError, spec_from_table
+from pytest_groundtruth.settings import ConfigError, Settings, load_settings
+
+GOOD = {
+    "source": "hf:org/model",
+    "architecture": "llama",
+    "layers": 2,
+    "heads": 4,
+    "kv_heads": 2,
+    "hidden": 64,
+    "vocab": 100,
+    "ppl_ceiling": 30,
+}
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "pyproject.toml").write_text("[tool.groundtruth]\n" + body)
+    return tmp_path
+
+
+def test_builtin_roster_matches_the_original_and_the_embedded_model() -> None:
+    assert BUILTIN["smollm-135m"].source == "hf:HuggingFaceTB/SmolLM-135M"
+    assert BUILTIN["qwen2-0.5b"].source == "hf:Qwen/Qwen2-0.5B"
+    assert BUILTIN["gpt2-124m"].source == "hf:openai-community/gpt2"
+    embedded = BUILTIN["smollm2-135m"]
+    assert (embedded.layers, embedded.heads, embedded.kv_heads, embedded.hidden,
+            embedded.vocab) == (30, 9, 3, 576, 49152)
+    assert {BUILTIN[s].architecture for s in ("tiny-llama", "tiny-qwen2", "tiny-gpt2")} == {
+        "llama", "qwen2", "gpt2"}
+    assert not any(spec.trust_remote_code for spec in BUILTIN.values())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"source": "s3://x"}, "field 'source'"),
+        ({"architecture": "mamba"}, "field 'architecture'"),
+        ({"layers": 0}, "field 'layers'"),
+        ({"heads": 4, "kv_heads": 3}, "not a multiple of kv_heads"),
+        ({"ppl_ceiling": 0.5}, "field 'ppl_ceiling'"),
+    ],
+)
+def test_bad_roster_values(change: dict[str, object], message: str) -> None:
+    with pytest.raises(RosterError, match=message) as info:
+        spec_from_table("mine", {**GOOD, **change})
+    assert "'mine'" in str(info.value)
+
+
+def test_roster_table_unknown_and_missing_keys() -> None:
+    with pytest.raises(RosterError, match=r"unknown key.*'layerz'"):
+        spec_from_table("mine", {**GOOD, "layerz": 3})
+    partial = dict(GOOD)
+    del partial["vocab"]
+    with pytest.raises(RosterError, match=r"missing required key.*vocab"):
+        spec_from_table("mine", partial)
+
+
+def test_settings_add_and_override_models(tmp_path: Path) -> None:
+    table = "\n".join(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}"
+                      for k, v in GOOD.items())
+    root = write(tmp_path, 'models = ["mine", "gpt2-124m"]\n'
+                 f"[tool.groundtruth.roster.mine]\n{table}\n"
+                 "[tool.groundtruth.roster.gpt2-124m]\nppl_ceiling = 35\n")
+    settings = load_settings(root)
+    assert settings.models == ("mine", "gpt2-124m")
+    assert settings.spec("mine") == ModelSpec(slug="mine", **GOOD)  # type: ignore[arg-type]
+    assert settings.spec("gpt2-124m") == replace(BUILTIN["gpt2-124m"], ppl_ceiling=35)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("modles = []", "unknown key(s) 'modles'"),
+        ('models = "smollm2-135m"', "key 'models' must be a list of strings"),
+        ('models = ["nope"]', "key 'models' names 'nope', which is not in the roster"),
+        ('runtimes = ["vllm"]', "key 'runtimes' has 'vllm'"),
+        ('quantizations = ["int3"]', "key 'quantizations' has 'int3'"),
+        ("max_new_tokens = true", "key 'max_new_tokens' = True has the wrong type"),
+        ('near_ties = "ignore"', "key 'near_ties'"),
+        ("[[tool.groundtruth.bounds]]\nsuite = 'token'\nmax_mismatches = 4",
+         "key 'reason' is required"),
+        ("[[tool.groundtruth.bounds]]\nsuite = 'tokn'\nreason = 'x'", "key 'suite' = 'tokn'"),
+        ("[[tool.groundtruth.bounds]]\nsuite = 'token'\nreason = 'x'\nmax_mismatch = 4",
+         "unknown key 'max_mismatch' for suite 'token'"),
+        ("[tool.groundtruth.roster.x]\nsource = 'hf:a/b'", "missing required key"),
+    ],
+)
+def test_invalid_configuration_names_file_and_key(tmp_path: Path, body: str,
+                                                  message: str) -> None:
+    root = write(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        load_settings(root)
+    assert message in str(info.value)
+    assert str(root / "pyproject.toml") in str(info.value)
+
+
+def test_invalid_toml_is_reported_with_the_file(tmp_path: Path) -> None:
+    root = write(tmp_path, "models = [")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_settings(root)
+
+
+def test_bounds_most_specific_rule_wins_and_says_why(tmp_path: Path) -> None:
+    root = write(tmp_path, "")
+    (tmp_path / "groundtruth.toml").write_text(
+        "[[bounds]]\nsuite = 'token'\nquantization = 'int8'\nmax_mismatches = 10\n"
+        "reason = 'all int8'\n"
+        "[[bounds]]\nsuite = 'token'\nruntime = 'llamacpp'\nquantization = 'int8'\n"
+        "prompt = 'code'\nmax_mismatches = 16\nreason = 'measured 13 at 19'\n"
+    )
+    settings = load_settings(root, [tmp_path / "groundtruth.toml"])
+    specific = settings.bound("token", "max_mismatches", model="smollm2-135m",
+                              runtime="llamacpp", quantization="int8", prompt="code")
+    assert specific.value == 16
+    assert "measured 13 at 19" in specific.origin
+    assert settings.bound("token", "max_mismatches", runtime="torchao",
+                          quantization="int8").value == 10
+    default = settings.bound("token", "max_mismatches", quantization="int4")
+    assert (default.value, default.origin) == (5, "default")
+    ceiling = settings.bound("ppl", "ceiling", model="smollm2-135m")
+    assert ceiling.value == BUILTIN["smollm2-135m"].ppl_ceiling
+
+
+def test_defaults_without_configuration(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path)
+    assert settings == Settings(root=tmp_path)
+    assert settings.bound("token", "max_mismatches", quantization="int8").value == 3
+    assert settings.bound("drift", "slack").value == 1
+    assert settings.bound("ppl", "max_gap").value == 0.5
