@@ -1,0 +1,399 @@
+"""The llama.cpp runtime: our GGUF export, run by llama-cpp-python.
+
+Artifacts are GGUF files written by :func:`pytest_groundtruth.ggufio.export_gguf`
+(F32, F16, Q8_0, Q4_0, Q4_1 for the project's float32, float16, int8, int4, q4_1).
+The runner loads one with ``llama_cpp.Llama(..., logits_all=True)`` and does greedy
+decoding itself on ``eval()`` + ``scores`` rather than through llama.cpp's sampler, so
+the rule is exactly the oracle's (:mod:`pytest_groundtruth.logprobs`): argmax of the
+float32 logits, ties to the lowest id, stop after an end-of-sequence token.
+
+End of sequence: the stop set is what the file under test declares,
+``tokenizer.ggml.eos_token_id``, so a conversion that writes the wrong EOS shows up as a
+generation that does not stop where the oracle's does; never llama.cpp's own
+end-of-generation set, which also contains every token whose text looks like one
+(SmolLM2's ``<|endoftext|>``, id 0), and which the oracle does not stop at.
+
+Tokenization is llama.cpp's own (``Llama.tokenize``), BOS only where the GGUF's
+``add_bos_token`` says so, special-token text parsed as transformers does.
+Text is the detokenized bytes with control tokens left out, decoded as UTF-8 with
+replacement, which is transformers' ``decode(skip_special_tokens=True)``.
+KV cache: llama.cpp stores keys and values in F16 by default, which alone moves the
+logits of an F32 model by about 1e-2 (measured on tiny-llama: 1.2e-2 with F16, 1.3e-5
+with an F32 cache). ``kv_cache="auto"`` (the default) therefore uses an F32 cache for
+the ``float32`` artifact, so that "float32" is float32 end to end, and llama.cpp's
+default F16 cache for the others, as people run quantized models; ``"f16"`` or
+``"f32"`` force one for all. The choice is part of :meth:`LlamaCppRuntime.key_parts`.
+
+Reimport reads a GGUF through transformers' GGUF loader (dequantizing) and exports it
+again with our exporter at the same type: the roundtrip GGUF -> HF -> GGUF.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pytest_groundtruth import logprobs as lp
+from pytest_groundtruth.atomic import atomic_path
+from pytest_groundtruth.ggufio import EXPORTER_VERSION, GGUFFormatError, export_gguf
+from pytest_groundtruth.ggufio.reader import scan_gguf
+from pytest_groundtruth.runtimes.base import (
+    Artifact,
+    Capability,
+    FaultKind,
+    Generation,
+    PerplexityResult,
+    Runner,
+    Runtime,
+    RuntimeFault,
+    RuntimeUnavailable,
+    TopK,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from pytest_groundtruth.sources import ResolvedModel
+
+# The project's quantization names -> the GGUF type our exporter writes.
+QTYPES = {
+    "float32": "F32",
+    "float16": "F16",
+    "int8": "Q8_0",
+    "int4": "Q4_0",
+    "q4_1": "Q4_1",
+}
+INSTALL = (
+    "pip install llama-cpp-python (builds llama.cpp from source, 7-10 min; "
+    "CMAKE_ARGS=-DGGML_NATIVE=OFF for a portable build), or pip install "
+    "'pytest-groundtruth[llamacpp]'"
+)
+SEED = 42  # greedy decoding does not depend on it; fixed for the record
+MAX_THREADS = 8
+KV_CACHE_TYPES = ("auto", "f16", "f32")
+
+
+def default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, MAX_THREADS))
+
+
+def llama_cpp_version() -> str | None:
+    try:
+        return importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def model_eos_ids(model_dir: Path) -> list[int]:
+    """The model's end-of-sequence ids as transformers reads them (generation config first)."""
+    for name in ("generation_config.json", "config.json"):
+        try:
+            data = json.loads((model_dir / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        value = data.get("eos_token_id") if isinstance(data, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return [value]
+        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            return list(value)
+    return []
+
+
+class LlamaCppRuntime(Runtime):
+    name: ClassVar[str] = "llamacpp"
+    quantizations: ClassVar[tuple[str, ...]] = tuple(QTYPES)
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.GENERATE,
+            Capability.TOPK,
+            Capability.PERPLEXITY,
+            Capability.SCORE,
+            Capability.EXPORT_GGUF,
+            Capability.REIMPORT,
+        }
+    )
+
+    def __init__(
+        self,
+        n_threads: int | None = None,
+        n_ctx: int = 1024,
+        seed: int = SEED,
+        kv_cache: str = "auto",
+    ) -> None:
+        """``n_threads``: llama.cpp threads (default: CPU count, at most 8), fixed so that
+        runs repeat. ``n_ctx``: context size (capped at the model's); ``logits_all``
+        keeps ``n_ctx x vocab`` float32 logits, so it is kept moderate. ``kv_cache``:
+        ``auto`` (F32 for float32, F16 otherwise), ``f16`` or ``f32``."""
+        if kv_cache not in KV_CACHE_TYPES:
+            raise ValueError(f"kv_cache must be one of {KV_CACHE_TYPES}, got {kv_cache!r}")
+        self.n_threads = n_threads if n_threads is not None else default_threads()
+        self.n_ctx = n_ctx
+        self.seed = seed
+        self.kv_cache = kv_cache
+
+    def kv_cache_type(self, quant: str) -> str:
+        """The KV cache type a runner of ``quant`` uses (``f16`` or ``f32``)."""
+        if self.kv_cache == "auto":
+            return "f32" if quant == "float32" else "f16"
+        return self.kv_cache
+
+    def key_parts(self, quant: str) -> dict[str, str]:
+        # The KV cache type changes generations (cached under the artifact key).
+        return {**super().key_parts(quant), "kv_cache": self.kv_cache_type(quant)}
+
+    def unavailable(self) -> str | None:
+        try:
+            import llama_cpp  # noqa: F401
+        except Exception as exc:  # ImportError, or OSError when the shared library is broken
+            return f"llama-cpp-python cannot be imported ({type(exc).__name__}: {exc}): {INSTALL}"
+        return None
+
+    def version(self) -> str:
+        engine = llama_cpp_version() or "not installed"
+        return (
+            f"llama-cpp-python {engine} / ggufio exporter {EXPORTER_VERSION} / "
+            f"gguf {importlib.metadata.version('gguf')}"
+        )
+
+    def artifact_suffix(self, quant: str) -> str:
+        return ".gguf"
+
+    def qtype(self, quant: str) -> str:
+        self.check_quant(quant)
+        return QTYPES[quant]
+
+    def build(self, model: ResolvedModel, quant: str, out: Path) -> str:
+        qtype = self.qtype(quant)
+        export_gguf(model.path, out, qtype, model.spec.tokenizer_pre)
+        return (
+            f"pytest_groundtruth.ggufio.export_gguf({str(model.path)!r}, <out>, {qtype!r}, "
+            f"tokenizer_pre={model.spec.tokenizer_pre!r})  # exporter v{EXPORTER_VERSION}"
+        )
+
+    def validate(self, artifact_path: Path) -> str | None:
+        try:
+            scan = scan_gguf(artifact_path)
+        except GGUFFormatError as exc:
+            return str(exc)
+        if not scan.tensor_count:
+            return f"{artifact_path}: GGUF has no tensors"
+        if not isinstance(scan.scalars.get("general.architecture"), str):
+            return f"{artifact_path}: GGUF has no general.architecture"
+        return None
+
+    def reimport(self, gguf: Path, model: ResolvedModel, quant: str, out: Path) -> str:
+        from pytest_groundtruth.sources import gguf_to_hf_dir
+
+        qtype = self.qtype(quant)
+        pre = scan_gguf(gguf).scalars.get("tokenizer.ggml.pre")
+        tokenizer_pre = pre if isinstance(pre, str) else model.spec.tokenizer_pre
+        with tempfile.TemporaryDirectory(prefix="gt-reimport-") as tmp:
+            hf_dir = Path(tmp) / "hf"
+            gguf_to_hf_dir(gguf, hf_dir)
+            export_gguf(hf_dir, out, qtype, tokenizer_pre)
+        return (
+            f"gguf_to_hf_dir({str(gguf)!r}, <tmp>)  # transformers' GGUF loader, dequantized\n"
+            f"export_gguf(<tmp>, <out>, {qtype!r}, tokenizer_pre={tokenizer_pre!r})"
+        )
+
+    def open(self, artifact: Artifact, model: ResolvedModel) -> LlamaCppRunner:
+        reason = self.unavailable()
+        if reason:
+            raise RuntimeUnavailable(reason)
+        return LlamaCppRunner(
+            artifact,
+            n_threads=self.n_threads,
+            n_ctx=self.n_ctx,
+            seed=self.seed,
+            kv_cache=self.kv_cache_type(artifact.quant),
+        )
+
+
+class LlamaCppRunner(Runner):
+    def __init__(
+        self,
+        artifact: Artifact,
+        eos_ids: Sequence[int] = (),
+        n_threads: int | None = None,
+        n_ctx: int = 1024,
+        seed: int = SEED,
+        kv_cache: str = "f16",
+    ) -> None:
+        """Load ``artifact`` (a GGUF). ``eos_ids``: the stop set (default: the GGUF's
+        eos_token_id); ``kv_cache``: ``f16`` (llama.cpp's default) or ``f32``."""
+        super().__init__(artifact)
+        import llama_cpp
+
+        path = artifact.path
+        try:
+            scan = scan_gguf(path)
+        except GGUFFormatError as exc:
+            raise RuntimeFault(FaultKind.CRASHED, str(exc)) from exc
+        arch = scan.scalars.get("general.architecture")
+        trained = scan.scalars.get(f"{arch}.context_length")
+        self.n_ctx = min(n_ctx, trained) if isinstance(trained, int) and trained > 0 else n_ctx
+        self.n_threads = n_threads if n_threads is not None else default_threads()
+        if kv_cache not in ("f16", "f32"):
+            raise ValueError(f"kv_cache must be 'f16' or 'f32', got {kv_cache!r}")
+        kv_type = llama_cpp.GGML_TYPE_F32 if kv_cache == "f32" else llama_cpp.GGML_TYPE_F16
+        self.load_call = (
+            f"llama_cpp.Llama({str(path)!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads}, "
+            f"n_threads_batch={self.n_threads}, logits_all=True, seed={seed}, "
+            f"type_k=llama_cpp.GGML_TYPE_{kv_cache.upper()}, "
+            f"type_v=llama_cpp.GGML_TYPE_{kv_cache.upper()}, verbose=False)"
+        )
+        try:
+            self.llm: Any = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                logits_all=True,
+                seed=seed,
+                type_k=kv_type,
+                type_v=kv_type,
+                verbose=False,
+            )
+        except Exception as exc:  # llama-cpp-python raises ValueError on a bad model file
+            raise RuntimeFault(
+                FaultKind.CRASHED, f"llama.cpp could not load {path}: {exc}", call=self.load_call
+            ) from exc
+        gguf_eos = scan.scalars.get("tokenizer.ggml.eos_token_id")
+        fallback = [gguf_eos] if isinstance(gguf_eos, int) else []
+        self.eos = list(eos_ids) or fallback
+        self._vocab = self.llm._model.vocab
+        self.n_vocab = int(self.llm.n_vocab())
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()
+            self.llm = None
+
+    # ----------------------------------------------------------------- tokens
+
+    def tokenize(self, text: str) -> list[int]:
+        # add_bos=True means "add BOS if the GGUF's add_bos_token says so";
+        # special=True parses special-token text (<|im_end|>) as transformers does.
+        return [int(t) for t in self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)]
+
+    def _piece(self, token: int) -> bytes:
+        import ctypes
+
+        import llama_cpp
+
+        size = 64
+        while True:
+            buffer = (ctypes.c_char * size)()
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, False)
+            if n >= 0:
+                return buffer.raw[:n]
+            size = -n  # too small: llama.cpp returns minus the size it needs
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        """Text of ``tokens`` without control tokens (``skip_special_tokens=True``)."""
+        return b"".join(self._piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    # ----------------------------------------------------------------- evaluation
+
+    def _eval(self, ids: Sequence[int], call: str) -> None:
+        try:
+            self.llm.eval(list(ids))
+        except Exception as exc:  # llama_decode failures surface as RuntimeError
+            raise RuntimeFault(
+                FaultKind.CRASHED, f"llama.cpp eval failed: {exc}", call=call
+            ) from exc
+
+    def _check_fits(self, n: int, what: str) -> None:
+        if n > self.n_ctx:
+            raise ValueError(
+                f"{what} needs {n} positions but the llama.cpp context holds {self.n_ctx}; "
+                "open the runtime with a larger n_ctx (LlamaCppRuntime(n_ctx=...))"
+            )
+
+    def _logits(self, start: int, stop: int) -> npt.NDArray[np.float32]:
+        import numpy as np
+
+        return np.array(self.llm.scores[start:stop, : self.n_vocab], dtype=np.float32)
+
+    def generate(self, prompt: str, max_new_tokens: int, top_k: int = 0) -> Generation:
+        ids = self.tokenize(prompt)
+        if not ids:
+            raise ValueError(f"prompt {prompt!r} tokenizes to no tokens")
+        self._check_fits(
+            len(ids) + max_new_tokens, f"prompt ({len(ids)} tokens) + {max_new_tokens}"
+        )
+        call = (
+            f"{self.load_call}: greedy argmax over eval()/scores, prompt={prompt!r}, "
+            f"max_new_tokens={max_new_tokens}, eos={self.eos}"
+        )
+        self.llm.reset()
+        tokens: list[int] = []
+        topk: list[TopK] = []
+        stop_reason = "length"
+        start = time.perf_counter()
+        self._eval(ids, call)
+        for step in range(max_new_tokens):
+            logits = self._logits(self.llm.n_tokens - 1, self.llm.n_tokens)
+            row = lp.log_softmax(logits)[0]  # raises RuntimeFault(NAN) on NaN/Inf
+            token = lp.argmax(logits[0])
+            if top_k:
+                topk.append(lp.top_k(row, top_k))
+            tokens.append(token)
+            if token in self.eos:
+                stop_reason = "eos"
+                break
+            if step + 1 < max_new_tokens:
+                self._eval([token], call)
+        seconds = time.perf_counter() - start
+        return Generation(
+            tokens=tuple(tokens),
+            text=self.decode(tokens),
+            prompt_tokens=tuple(ids),
+            stop_reason=stop_reason,
+            seconds=seconds,
+            call=call,
+            topk=tuple(topk) if top_k else None,
+        )
+
+    def _logprobs(self, ids: Sequence[int], call: str) -> npt.NDArray[np.float64]:
+        self._check_fits(len(ids), f"a sequence of {len(ids)} tokens")
+        self.llm.reset()
+        self._eval(ids, call)
+        return lp.log_softmax(self._logits(0, len(ids)))
+
+    def perplexity(self, text: str) -> PerplexityResult:
+        ids = self.tokenize(text)
+        call = f"{self.load_call}.eval(<{len(ids)} tokens>); scores"
+        start = time.perf_counter()
+        logprobs = self._logprobs(ids, call)
+        ppl, nll = lp.perplexity(logprobs[:-1], ids[1:])
+        return PerplexityResult(
+            perplexity=ppl,
+            cross_entropy=nll,
+            tokens_evaluated=len(ids) - 1,
+            seconds=time.perf_counter() - start,
+            call=call,
+        )
+
+    def score(self, token_ids: Sequence[int], start: int) -> npt.NDArray[np.float32]:
+        import numpy as np
+
+        if not 1 <= start <= len(token_ids):
+            raise ValueError(f"start must be in 1..{len(token_ids)}, got {start}")
+        call = f"{self.load_call}.eval(<{len(token_ids)} tokens>); scores[{start - 1}:]"
+        logprobs = self._logprobs(token_ids, call)
+        return logprobs[start - 1 : len(token_ids) - 1].astype(np.float32)
+
+    def export_gguf(self, out: Path) -> str:
+        with atomic_path(out) as tmp:
+            shutil.copyfile(self.artifact.path, tmp)
+        return f"shutil.copyfile({str(self.artifact.path)!r}, {str(out)!r})"
