@@ -210,7 +210,9 @@ BUILTIN: dict[str, ModelSpec] = {
             heads=4,
             kv_heads=2,
             description="2-layer random qwen2 (GQA, q/k/v bias) with the embedded tokenizer",
-            **TINY_SHAPE,
+            # transformers loads qwen2 tokenizers as Qwen2Tokenizer, whose pre-tokenizer
+            # llama.cpp reproduces as "qwen2" (with "smollm", "\n\n" splits differently).
+            **{**TINY_SHAPE, "tokenizer_pre": "qwen2"},
         ),
         ModelSpec(
             slug="tiny-gpt2",

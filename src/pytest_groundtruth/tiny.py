@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 # Bump when the construction below changes: it is part of the model fingerprint.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 SEED = 20261122
 WEIGHT_STD = 0.2  # environment.md: at 0.02 greedy output repeats one token
 
@@ -57,8 +57,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "n_embd": 64,
         "n_layer": 2,
         "n_head": 4,
-        "n_positions": 512,
-        "n_inner": 128,
+        # GPT-2's standard context and feed-forward (4 x n_embd): transformers' GGUF
+        # loader rebuilds GPT-2 configs with these, so the roundtrip can reload it.
+        "n_positions": 1024,
+        "n_inner": None,
         "layer_norm_epsilon": 1e-5,
         "tie_word_embeddings": True,
         **_SPECIAL,
