@@ -9,8 +9,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytest_groundtruth.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from pytest_groundtruth.workbench import Workbench
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -118,6 +122,89 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workbench(args: argparse.Namespace, settings: Settings) -> Workbench:
+    from pytest_groundtruth.workbench import Workbench
+
+    return Workbench(settings, _cache_dir(settings, args.cache_dir),
+                     refresh_token="measure" if getattr(args, "no_cache", False) else None)
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from pytest_groundtruth.atomic import atomic_write_text
+    from pytest_groundtruth.measure import measure
+
+    settings = _settings(args)
+    bench = _workbench(args, settings)
+    try:
+        text = measure(bench, args.model or list(settings.models),
+                       args.runtime or list(settings.runtimes),
+                       args.quant or ["float32", "float16", "bfloat16", "int8", "int4", "q4_1"])
+    finally:
+        bench.close()
+    if args.write:
+        atomic_write_text(Path(args.write), text)
+        print(f"wrote {args.write}", file=sys.stderr)
+    print(text)
+    return 0
+
+
+def cmd_falsify(args: argparse.Namespace) -> int:
+    from pytest_groundtruth.atomic import atomic_write_text
+    from pytest_groundtruth.falsify import FAULT_NAMES, SUITES, falsify, missed, render
+
+    settings = _settings(args)
+    quants = tuple(args.quant or ("float32", "int8", "int4"))
+    suites = tuple(args.suite or SUITES)
+    rows = falsify(settings, _cache_dir(settings, args.cache_dir), args.model, quants,
+                   tuple(args.fault or FAULT_NAMES), suites)
+    text = render(args.model, rows, suites, quants)
+    if args.write:
+        atomic_write_text(Path(args.write), text)
+        print(f"wrote {args.write}", file=sys.stderr)
+    print(text)
+    escaped = missed(rows)
+    if escaped:
+        print(f"faults no suite caught: {', '.join(escaped)}", file=sys.stderr)
+    return 1 if escaped else 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pytest_groundtruth.atomic import atomic_write_text
+    from pytest_groundtruth.bench import DEFAULT_CELLS, run_bench
+
+    settings = _settings(args)
+    cells: tuple[tuple[str, str], ...] = DEFAULT_CELLS
+    if args.cell:
+        pairs = [c.partition(":") for c in args.cell]
+        cells = tuple((runtime, quant) for runtime, _, quant in pairs)
+    text = run_bench(settings, args.model, cells, parity=not args.no_parity,
+                     workers=args.workers)
+    if args.write:
+        atomic_write_text(Path(args.write), text)
+        print(f"wrote {args.write}", file=sys.stderr)
+    print(text)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pytest_groundtruth.atomic import atomic_write_text
+    from pytest_groundtruth.calibration import bounds_document, calibrate
+    from pytest_groundtruth.suites.catalog import AGREEMENT_BOUNDS_FILE
+
+    settings = _settings(args)
+    bench = _workbench(args, settings)
+    try:
+        bounds, text = calibrate(bench, args.model)
+    finally:
+        bench.close()
+    print(text)
+    if args.write:
+        atomic_write_text(Path(args.write), text)
+        atomic_write_text(AGREEMENT_BOUNDS_FILE, bounds_document(args.model, bounds))
+        print(f"wrote {args.write} and {AGREEMENT_BOUNDS_FILE}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="groundtruth", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -149,6 +236,46 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--resolve", action="store_true",
                         help="resolve each model (may convert or download)")
     models.set_defaults(func=cmd_models)
+
+    measure = sub.add_parser("measure", parents=[common],
+                             help="table: runtime x quantization x prompt against the oracle")
+    measure.add_argument("--model", action="append", metavar="SLUG")
+    measure.add_argument("--runtime", action="append", metavar="NAME")
+    measure.add_argument("--quant", action="append", metavar="QUANT")
+    measure.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    measure.add_argument("--no-cache", action="store_true", help="rebuild and rerun engines")
+    measure.set_defaults(func=cmd_measure)
+
+    falsify = sub.add_parser("falsify", parents=[common],
+                             help="inject faults into llama.cpp conversions; which suites catch "
+                             "them")
+    falsify.add_argument("--model", default="smollm2-135m", metavar="SLUG")
+    falsify.add_argument("--quant", action="append", metavar="QUANT",
+                         help="default: float32, int8, int4")
+    falsify.add_argument("--fault", action="append", metavar="NAME", help="default: all")
+    falsify.add_argument("--suite", action="append", metavar="NAME",
+                         help="default: every suite but cuda")
+    falsify.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    falsify.set_defaults(func=cmd_falsify)
+
+    bench = sub.add_parser("bench", parents=[common],
+                           help="conversion time, tokens/s, full parity run cold and warm")
+    bench.add_argument("--model", default="smollm2-135m", metavar="SLUG")
+    bench.add_argument("--cell", action="append", metavar="RUNTIME:QUANT",
+                       help="default: llama.cpp f32/int8/int4, torchao int8/int4, "
+                       "transformers f32")
+    bench.add_argument("--no-parity", action="store_true", help="skip the full parity runs")
+    bench.add_argument("--workers", default="auto", help="pytest-xdist workers for the "
+                       "parity runs ('0' for none)")
+    bench.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    bench.set_defaults(func=cmd_bench)
+
+    calibrate = sub.add_parser("calibrate", parents=[common],
+                               help="derive the agreement suite's default bounds")
+    calibrate.add_argument("--model", default="smollm2-135m", metavar="SLUG")
+    calibrate.add_argument("--write", metavar="FILE",
+                           help="write the report to FILE and the bounds into the package")
+    calibrate.set_defaults(func=cmd_calibrate)
 
     fetch = sub.add_parser("fetch", parents=[common],
                            help="download/convert models into the cache (needs the hub for hf:)")

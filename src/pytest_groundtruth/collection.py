@@ -56,7 +56,9 @@ class GroundtruthFile(pytest.File):
             state.baseline_mark(item)
             yield item
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:
+    def repr_failure(  # type: ignore[override]  # pytest's Collector takes no style
+        self, excinfo: pytest.ExceptionInfo[BaseException]
+    ) -> Any:
         if isinstance(excinfo.value, (ConfigError, PromptError)):
             return f"{self.path}: {excinfo.value}"
         return super().repr_failure(excinfo)

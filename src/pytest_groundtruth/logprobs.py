@@ -25,7 +25,9 @@ def log_softmax(logits: FloatArray) -> npt.NDArray[np.float64]:
         bad = int((~np.isfinite(x)).sum())
         raise RuntimeFault(FaultKind.NAN, f"{bad} non-finite logit(s) (NaN or Inf)")
     shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    result: npt.NDArray[np.float64] = shifted - np.log(
+        np.exp(shifted).sum(axis=-1, keepdims=True))
+    return result
 
 
 def argmax(row: FloatArray) -> int:

@@ -119,9 +119,9 @@ class HtmlHooks:
         state = state_of(session.config)
         notes: dict[str, None] = {}  # ordered, without repeats
         for record in state.records:
-            summary = record["settings"]
-            notes[f"configuration: {', '.join(summary['sources'])}"] = None
-            notes[f"perplexity text: {summary['eval_text']}"] = None
+            settings = record["settings"]
+            notes[f"configuration: {', '.join(settings['sources'])}"] = None
+            notes[f"perplexity text: {settings['eval_text']}"] = None
         content = matrix_html(state.records, list(notes))
         if content:
             prefix.append(content)

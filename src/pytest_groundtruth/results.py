@@ -51,6 +51,7 @@ class SuiteResult:
     calls: tuple[str, ...] = ()  # the exact calls that produced the outputs
     notes: tuple[str, ...] = ()  # near-tie exemptions, warnings: reported, never silent
     details: dict[str, Any] = field(default_factory=dict)
+    table: tuple[str, ...] = ()  # a preformatted report (integrity), shown verbatim
 
     def explain(self) -> str:
         lines = [f"{self.case.name}: {self.summary}"]
@@ -59,6 +60,9 @@ class SuiteResult:
         if self.first_divergence is not None and "first divergence" not in self.summary:
             lines.append(f"  first divergence at position {self.first_divergence}")
         lines.extend(f"  note: {n}" for n in self.notes)
+        if self.table:
+            lines.append("")
+            lines.extend("  " + row for row in self.table)
         if self.rows:
             lines.append("")
             lines.extend("  " + row for row in render_table(self.rows))

@@ -193,7 +193,8 @@ def read_pyproject(root: Path) -> tuple[dict[str, Any], str] | None:
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data: dict[str, Any] = tomllib.load(fh)
+            return data
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
 
@@ -232,10 +233,10 @@ def apply_table(settings: Settings, table: dict[str, Any], origin: str) -> Setti
             if not isinstance(table[key], str) or not table[key]:
                 raise ConfigError(f"{origin}: key {key!r} must be a non-empty path string")
             changes[key] = Path(table[key])
-    for key, kind in _SCALAR_KEYS.items():
+    for key, scalar in _SCALAR_KEYS.items():
         if key in table:
             value = table[key]
-            if isinstance(value, bool) or not isinstance(value, kind):
+            if isinstance(value, bool) or not isinstance(value, scalar):
                 raise ConfigError(f"{origin}: key {key!r} = {value!r} has the wrong type")
             changes[key] = value
     roster = dict(settings.roster)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
@@ -33,7 +34,9 @@ from pytest_groundtruth.runtimes.registry import get_runtime
 from pytest_groundtruth.sources import ModelUnavailable, ResolvedModel, resolve
 
 if TYPE_CHECKING:
-    from pytest_groundtruth.settings import Settings
+    from pytest_groundtruth.matrix import Case
+    from pytest_groundtruth.results import TokenRow
+    from pytest_groundtruth.settings import Bound, Settings
 
 
 class Workbench:
@@ -105,6 +108,20 @@ class Workbench:
     def oracle_perplexity(self, slug: str) -> dict[str, Any]:
         root = self.settings.path(self.settings.oracle_dir)
         return load_perplexity(perplexity_path(root, slug))
+
+    def bound(self, case: Case, param: str) -> Bound:
+        """The bound on ``param`` of the case's suite, for exactly this case."""
+        return self.settings.bound(case.suite, param, model=case.model, runtime=case.runtime,
+                                   quantization=case.quant, prompt=case.prompt)
+
+    def token_table(self, case: Case, reference: Sequence[int], tokens: Sequence[int],
+                    positions: Sequence[int], oracle: Oracle | None = None
+                    ) -> tuple[TokenRow, ...]:
+        """Failure-table rows comparing ``tokens`` with ``reference`` (the oracle's or not)."""
+        from pytest_groundtruth.results import token_rows
+
+        return token_rows(reference, tokens, lambda t: self.decode(case.model, t), positions,
+                          oracle)
 
     def decode(self, slug: str, token: int) -> str:
         """One token's text, special tokens shown (for tables)."""

@@ -61,6 +61,9 @@ def test_namespaced_options_narrow_the_matrix(make_project: Project) -> None:
     assert ids == ["canary[tiny-llama-torchao-int8-code]",
                    "token[tiny-llama-torchao-int8-code]",
                    "ppl[tiny-llama-torchao-int8]",
+                   "topk[tiny-llama-torchao-int8-code]",
+                   "agreement[tiny-llama-torchao-int8]",
+                   "integrity[tiny-llama-torchao-int8]",
                    *[f"cuda[tiny-llama-transformers-{v}code]"
                      for v in ("bfloat16-", "float16-", "pair-bfloat16-float16-",
                                "drift-bfloat16-float16-")]]

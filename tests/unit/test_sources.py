@@ -90,7 +90,7 @@ def test_tiny_models_are_deterministic(tiny: Callable[[str], ResolvedModel], gt_
     tokenizer_dir = resolve(BUILTIN["smollm2-135m"], gt_cache).path
     tiny_builder.build(arch, tmp_path / arch, tokenizer_dir)
     assert _digest(tmp_path / arch) == _digest(cached.path)
-    assert '"builder": 1' in tiny_builder.fingerprint_payload(arch)
+    assert '"builder": 2' in tiny_builder.fingerprint_payload(arch)
 
 
 def test_tiny_qwen2_is_gqa_and_gpt2_has_its_own_layout(

@@ -37,6 +37,8 @@ def result_html(result: SuiteResult) -> str:
                      f"({html.escape(result.bound_origin or 'default')})</p>")
     for note in result.notes:
         parts.append(f"<p>note: {html.escape(note)}</p>")
+    if result.table:
+        parts.append("<pre>" + html.escape("\n".join(result.table)) + "</pre>")
     if result.rows:
         rows = [
             [str(r.position), "" if r.oracle_id is None else str(r.oracle_id),

@@ -35,6 +35,8 @@ def _details(record: dict[str, Any]) -> list[str]:
     if result.get("first_divergence") is not None:
         lines.append(f"**First divergence:** position {result['first_divergence']}")
     lines.extend(f"**Note:** {n}" for n in result.get("notes", []))
+    if result.get("table"):
+        lines += ["", "```", *result["table"], "```"]
     if result.get("rows"):
         table = render_table([TokenRow(**row) for row in result["rows"]])
         lines += ["", "```", *table, "```"]

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 if TYPE_CHECKING:
     import numpy as np
@@ -123,13 +123,16 @@ class Artifact:
     details: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
+R = TypeVar("R", bound="Runner")
+
+
 class Runner(abc.ABC):
     """A loaded artifact. Use as a context manager; leaving it frees the engine."""
 
     def __init__(self, artifact: Artifact) -> None:
         self.artifact = artifact
 
-    def __enter__(self) -> Runner:
+    def __enter__(self: R) -> R:
         return self
 
     def __exit__(

@@ -22,11 +22,10 @@ from pytest_groundtruth.runtimes.base import (
     Artifact,
     Capability,
     Generation,
-    PerplexityResult,
-    Runner,
     Runtime,
     RuntimeUnavailable,
 )
+from pytest_groundtruth.runtimes.logits import LogitsRunner
 
 if TYPE_CHECKING:
     import numpy as np
@@ -95,9 +94,12 @@ class TransformersRuntime(Runtime):
             quant=quant,
             path=model.path,
             key=cache.key(self, model, quant),
-            recipe=f"AutoModelForCausalLM.from_pretrained({str(model.path)!r}, "
-            f"dtype=torch.{quant})",
+            recipe=self.recipe(model.path, quant),
         )
+
+    def recipe(self, path: Path, quant: str) -> str:
+        """How the model is made ready at load time (the artifact's recipe)."""
+        return f"AutoModelForCausalLM.from_pretrained({str(path)!r}, dtype=torch.{quant})"
 
     def build(self, model: ResolvedModel, quant: str, out: Path) -> str:
         raise NotImplementedError("the transformers runtime loads the model directory itself")
@@ -109,7 +111,7 @@ class TransformersRuntime(Runtime):
         return TransformersRunner(artifact, self.device, model.spec.trust_remote_code)
 
 
-class TransformersRunner(Runner):
+class TransformersRunner(LogitsRunner):
     def __init__(self, artifact: Artifact, device: str = "cpu", trust_remote_code: bool = False):
         super().__init__(artifact)
         import torch
@@ -135,9 +137,11 @@ class TransformersRunner(Runner):
         self.tokenizer = AutoTokenizer.from_pretrained(
             directory, trust_remote_code=trust_remote_code, **kwargs
         )
-        self.model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             directory, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs
-        ).to(device)
+        )
+        model.to(device)  # in place
+        self.model: Any = model
         self.model.eval()
         self.eos = eos_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id
@@ -179,7 +183,7 @@ class TransformersRunner(Runner):
         topk = tuple(lp.top_k(row, top_k) for row in logprobs) if top_k else None
         return Generation(
             tokens=tuple(tokens),
-            text=self.tokenizer.decode(tokens, skip_special_tokens=True),
+            text=str(self.tokenizer.decode(tokens, skip_special_tokens=True)),
             prompt_tokens=tuple(int(t) for t in inputs["input_ids"][0].tolist()),
             stop_reason="eos" if tokens and tokens[-1] in self.eos else "length",
             seconds=seconds,
@@ -188,7 +192,7 @@ class TransformersRunner(Runner):
             topk=topk,
         )
 
-    def _logprobs(self, ids: Sequence[int]) -> npt.NDArray[np.float64]:
+    def sequence_logprobs(self, ids: Sequence[int]) -> npt.NDArray[np.float64]:
         import torch
 
         tensor = torch.tensor([list(ids)], device=self.device)
@@ -196,20 +200,5 @@ class TransformersRunner(Runner):
             logits = self.model(tensor).logits[0].float().cpu().numpy()
         return lp.log_softmax(logits)
 
-    def perplexity(self, text: str) -> PerplexityResult:
-        ids = self.tokenize(text)
-        start = time.perf_counter()
-        logprobs = self._logprobs(ids)
-        ppl, nll = lp.perplexity(logprobs[:-1], ids[1:])
-        return PerplexityResult(
-            perplexity=ppl,
-            cross_entropy=nll,
-            tokens_evaluated=len(ids) - 1,
-            seconds=time.perf_counter() - start,
-            call=f"{self.load_call}(<{len(ids)} tokens>).logits",
-        )
-
-    def score(self, token_ids: Sequence[int], start: int) -> npt.NDArray[np.float32]:
-        import numpy as np
-
-        return self._logprobs(token_ids)[start - 1 : len(token_ids) - 1].astype(np.float32)
+    def sequence_call(self, n_tokens: int) -> str:
+        return f"{self.load_call}(<{n_tokens} tokens>).logits"

@@ -49,13 +49,12 @@ from pytest_groundtruth.runtimes.base import (
     Capability,
     FaultKind,
     Generation,
-    PerplexityResult,
-    Runner,
     Runtime,
     RuntimeFault,
     RuntimeUnavailable,
     TopK,
 )
+from pytest_groundtruth.runtimes.logits import LogitsRunner
 
 if TYPE_CHECKING:
     import numpy as np
@@ -217,7 +216,7 @@ class LlamaCppRuntime(Runtime):
         )
 
 
-class LlamaCppRunner(Runner):
+class LlamaCppRunner(LogitsRunner):
     def __init__(
         self,
         artifact: Artifact,
@@ -364,34 +363,14 @@ class LlamaCppRunner(Runner):
             topk=tuple(topk) if top_k else None,
         )
 
-    def _logprobs(self, ids: Sequence[int], call: str) -> npt.NDArray[np.float64]:
+    def sequence_logprobs(self, ids: Sequence[int]) -> npt.NDArray[np.float64]:
         self._check_fits(len(ids), f"a sequence of {len(ids)} tokens")
         self.llm.reset()
-        self._eval(ids, call)
+        self._eval(ids, self.sequence_call(len(ids)))
         return lp.log_softmax(self._logits(0, len(ids)))
 
-    def perplexity(self, text: str) -> PerplexityResult:
-        ids = self.tokenize(text)
-        call = f"{self.load_call}.eval(<{len(ids)} tokens>); scores"
-        start = time.perf_counter()
-        logprobs = self._logprobs(ids, call)
-        ppl, nll = lp.perplexity(logprobs[:-1], ids[1:])
-        return PerplexityResult(
-            perplexity=ppl,
-            cross_entropy=nll,
-            tokens_evaluated=len(ids) - 1,
-            seconds=time.perf_counter() - start,
-            call=call,
-        )
-
-    def score(self, token_ids: Sequence[int], start: int) -> npt.NDArray[np.float32]:
-        import numpy as np
-
-        if not 1 <= start <= len(token_ids):
-            raise ValueError(f"start must be in 1..{len(token_ids)}, got {start}")
-        call = f"{self.load_call}.eval(<{len(token_ids)} tokens>); scores[{start - 1}:]"
-        logprobs = self._logprobs(token_ids, call)
-        return logprobs[start - 1 : len(token_ids) - 1].astype(np.float32)
+    def sequence_call(self, n_tokens: int) -> str:
+        return f"{self.load_call}.eval(<{n_tokens} tokens>); scores"
 
     def export_gguf(self, out: Path) -> str:
         with atomic_path(out) as tmp:

@@ -11,13 +11,13 @@ version. Everything after loading is :class:`~pytest_groundtruth.runtimes.hf.Tra
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pytest_groundtruth.runtimes.base import Artifact, Capability, RuntimeUnavailable
 from pytest_groundtruth.runtimes.hf import TransformersRunner, TransformersRuntime
 
 if TYPE_CHECKING:
-    from pytest_groundtruth.cache import ArtifactCache
     from pytest_groundtruth.sources import ResolvedModel
 
 CONFIGS = {
@@ -34,7 +34,8 @@ def make_config(quant: str) -> Any:
     if quant == "int8":
         return Int8WeightOnlyConfig()
     if quant == "int4":
-        return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32))
+        int4 = getattr(torch, "int4")  # noqa: B009 - absent from torch's type stubs
+        return IntxWeightOnlyConfig(weight_dtype=int4, granularity=PerGroup(32))
     raise ValueError(
         f"torchao runtime has no quantization {quant!r} (it has: {', '.join(CONFIGS)})"
     )
@@ -62,17 +63,8 @@ class TorchaoRuntime(TransformersRuntime):
     def key_parts(self, quant: str) -> dict[str, str]:
         return {**super().key_parts(quant), "config": CONFIGS[quant]}
 
-    def prepare(self, model: ResolvedModel, quant: str, cache: ArtifactCache) -> Artifact:
-        self.check_quant(quant)
-        return Artifact(
-            runtime=self.name,
-            model=model.slug,
-            quant=quant,
-            path=model.path,
-            key=cache.key(self, model, quant),
-            recipe=f"quantize_(AutoModelForCausalLM.from_pretrained({str(model.path)!r}, "
-            f"dtype=torch.float32), {CONFIGS[quant]})",
-        )
+    def recipe(self, path: Path, quant: str) -> str:
+        return f"quantize_({super().recipe(path, 'float32')}, {CONFIGS[quant]})"
 
     def open(self, artifact: Artifact, model: ResolvedModel) -> TorchaoRunner:
         reason = self.unavailable()

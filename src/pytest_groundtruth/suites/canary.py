@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from pytest_groundtruth.matrix import Case
-from pytest_groundtruth.results import SuiteResult, token_rows
+from pytest_groundtruth.results import SuiteResult
 from pytest_groundtruth.suites.tokens import compare
 from pytest_groundtruth.workbench import Workbench
 
 
-def _short(text: str, limit: int = 60) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "...")
+def text_difference(text: str, oracle: str, context: int = 20) -> str:
+    """Where two texts first differ, each shown around that character."""
+    pos = next((i for i, (a, b) in enumerate(zip(text, oracle, strict=False)) if a != b),
+               min(len(text), len(oracle)))
+    start = max(0, pos - context)
+
+    def around(s: str) -> str:
+        return ("..." if start else "") + repr(s[start:pos + context])
+
+    return f"at character {pos}: {around(text)} vs oracle {around(oracle)}"
 
 
 def run(case: Case, bench: Workbench) -> SuiteResult:
@@ -21,8 +29,8 @@ def run(case: Case, bench: Workbench) -> SuiteResult:
     summary = (
         "text identical to the oracle"
         if passed
-        else f"text differs from the oracle: {_short(gen.text)} vs oracle {_short(oracle.text)}"
-        f" ({cmp.mismatches}/{oracle.max_new_tokens} token mismatches)"
+        else f"text differs from the oracle {text_difference(gen.text, oracle.text)} "
+        f"({cmp.mismatches}/{oracle.max_new_tokens} token mismatches)"
     )
     return SuiteResult(
         case=case,
@@ -31,9 +39,8 @@ def run(case: Case, bench: Workbench) -> SuiteResult:
         measured=cmp.mismatches,
         bound="identical text",
         first_divergence=cmp.first,
-        rows=() if passed else token_rows(
-            oracle.tokens, gen.tokens, lambda t: bench.decode(case.model, t),
-            cmp.positions, oracle),
+        rows=() if passed else bench.token_table(
+            case, oracle.tokens, gen.tokens, cmp.positions, oracle),
         artifact=str(artifact.path),
         recipe=artifact.recipe,
         calls=(gen.call,),

@@ -8,7 +8,9 @@ suite and per model / runtime / quantization / prompt (``[[tool.groundtruth.boun
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeAlias
 
 Number: TypeAlias = "int | float"
@@ -27,6 +29,17 @@ class SuiteInfo:
     # Quantizations the suite applies to (None: every selected one).
     quantizations: tuple[str, ...] | None = None
 
+
+AGREEMENT_BOUNDS_FILE = Path(__file__).parents[1] / "data" / "agreement_bounds.json"
+
+
+def load_agreement_bounds(path: Path = AGREEMENT_BOUNDS_FILE) -> dict[str, dict[str, float]]:
+    """The calibrated agreement bounds (written by `groundtruth calibrate`)."""
+    bounds: dict[str, dict[str, float]] = json.loads(path.read_text())["bounds"]
+    return bounds
+
+
+AGREEMENT_BOUNDS = load_agreement_bounds()
 
 CATALOG: dict[str, SuiteInfo] = {
     s.name: s
@@ -86,6 +99,33 @@ CATALOG: dict[str, SuiteInfo] = {
                 "pair_max_mismatches": 3,
                 "slack": 0,  # drift(bf16) <= drift(fp16)
             },
+        ),
+        SuiteInfo(
+            "topk",
+            "at the first divergence each side's token is in the other's top-k (vLLM's rule)",
+            scope="prompt",
+            per_prompt=True,
+            params={"k": 5},
+        ),
+        SuiteInfo(
+            "agreement",
+            "teacher-forced top-1 agreement and KL divergence against the oracle's top-k",
+            scope="artifact",
+            per_prompt=False,
+            # `groundtruth calibrate` derives these (docs/calibration.md).
+            params={
+                "min_top1": {q: b["min_top1"] for q, b in AGREEMENT_BOUNDS.items()},
+                "max_kl": {q: b["max_kl"] for q, b in AGREEMENT_BOUNDS.items()},
+            },
+        ),
+        SuiteInfo(
+            "integrity",
+            "the artifact itself against the source: metadata, tokenizer, every tensor",
+            scope="artifact",
+            per_prompt=False,
+            # Tensor bounds are derived from each tensor's declared type (docs/integrity.md);
+            # slack multiplies them (e.g. 1.5 for an importance-matrix quantization).
+            params={"slack": 1.0},
         ),
     )
 }

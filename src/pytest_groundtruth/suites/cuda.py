@@ -7,7 +7,7 @@ bf16 <= 3/32 and fp16 <= 5/32 mismatches against the float32 oracle; bf16 agains
 from __future__ import annotations
 
 from pytest_groundtruth.matrix import Case
-from pytest_groundtruth.results import SuiteResult, token_rows
+from pytest_groundtruth.results import SuiteResult
 from pytest_groundtruth.suites import drift, token_count
 from pytest_groundtruth.suites.tokens import compare
 from pytest_groundtruth.workbench import Workbench
@@ -29,9 +29,7 @@ def _pair(case: Case, bench: Workbench) -> SuiteResult:
     a, art_a = bench.generate(case.model, case.runtime, case.quant, case.prompt, DEVICE)
     b, _ = bench.generate(case.model, case.runtime, case.other, case.prompt, DEVICE)
     cmp = compare(None, b.tokens, a.tokens)
-    bound = bench.settings.bound("cuda", "pair_max_mismatches", model=case.model,
-                                 runtime=case.runtime, quantization=case.quant,
-                                 prompt=case.prompt)
+    bound = bench.bound(case, "pair_max_mismatches")
     passed = cmp.counted <= bound.value
     return SuiteResult(
         case=case,
@@ -42,8 +40,8 @@ def _pair(case: Case, bench: Workbench) -> SuiteResult:
         bound=bound.value,
         bound_origin=bound.origin,
         first_divergence=cmp.first,
-        rows=() if cmp.first is None else token_rows(
-            b.tokens, a.tokens, lambda t: bench.decode(case.model, t), cmp.positions),
+        rows=() if cmp.first is None else bench.token_table(
+            case, b.tokens, a.tokens, cmp.positions),
         artifact=f"{art_a.path} ({case.quant}, {case.other})",
         calls=(a.call, b.call),
     )

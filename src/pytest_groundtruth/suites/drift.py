@@ -16,8 +16,7 @@ def run(case: Case, bench: Workbench, device: str = "cpu") -> SuiteResult:
     low, art_low = bench.generate(case.model, case.runtime, case.other, case.prompt, device)
     m_high = compare(oracle, oracle.tokens, high.tokens, mode)
     m_low = compare(oracle, oracle.tokens, low.tokens, mode)
-    bound = bench.settings.bound(case.suite, "slack", model=case.model, runtime=case.runtime,
-                                 quantization=case.quant, prompt=case.prompt)
+    bound = bench.bound(case, "slack")
     limit = m_low.counted + bound.value
     passed = m_high.counted <= limit
     summary = (

@@ -38,8 +38,7 @@ def _reference(case: Case, bench: Workbench) -> tuple[dict[str, float], list[str
 
 def _ceiling(case: Case, bench: Workbench) -> SuiteResult:
     result, artifact = bench.perplexity(case.model, case.runtime, case.quant)
-    bound = bench.settings.bound("ppl", "ceiling", model=case.model, runtime=case.runtime,
-                                 quantization=case.quant)
+    bound = bench.bound(case, "ceiling")
     details, notes = _reference(case, bench)
     passed = result.perplexity < bound.value
     summary = f"perplexity {result.perplexity:.3f} {'<' if passed else '>='} ceiling {bound.value}"
@@ -67,8 +66,7 @@ def _gap(case: Case, bench: Workbench) -> SuiteResult:
     assert case.other is not None
     high, art_high = bench.perplexity(case.model, case.runtime, case.quant)
     low, art_low = bench.perplexity(case.model, case.runtime, case.other)
-    bound = bench.settings.bound("ppl", "max_gap", model=case.model, runtime=case.runtime,
-                                 quantization=case.quant)
+    bound = bench.bound(case, "max_gap")
     gap = abs(low.perplexity - high.perplexity)
     passed = gap < bound.value
     _, notes = _reference(case, bench)

@@ -7,7 +7,7 @@ export/reimport must not change a single token, whatever the quantization drift.
 from __future__ import annotations
 
 from pytest_groundtruth.matrix import Case
-from pytest_groundtruth.results import SuiteResult, token_rows
+from pytest_groundtruth.results import SuiteResult
 from pytest_groundtruth.suites.tokens import compare
 from pytest_groundtruth.workbench import Workbench
 
@@ -18,9 +18,7 @@ def run(case: Case, bench: Workbench) -> SuiteResult:
     reimported = bench.roundtrip(case.model, case.runtime, case.quant)
     again = bench.generate_artifact(reimported, case.prompt)
     cmp = compare(None, original.tokens, again.tokens)
-    bound = bench.settings.bound(case.suite, "max_mismatches", model=case.model,
-                                 runtime=case.runtime, quantization=case.quant,
-                                 prompt=case.prompt)
+    bound = bench.bound(case, "max_mismatches")
     passed = cmp.counted <= bound.value
     summary = (
         f"{cmp.counted}/{len(original.tokens)} tokens differ after GGUF export + reimport "
@@ -34,9 +32,8 @@ def run(case: Case, bench: Workbench) -> SuiteResult:
         bound=bound.value,
         bound_origin=bound.origin,
         first_divergence=cmp.first,
-        rows=() if cmp.first is None else token_rows(
-            original.tokens, again.tokens, lambda t: bench.decode(case.model, t),
-            cmp.positions),
+        rows=() if cmp.first is None else bench.token_table(
+            case, original.tokens, again.tokens, cmp.positions),
         artifact=f"{artifact.path} -> {reimported.path}",
         recipe=reimported.recipe,
         calls=(original.call, again.call),

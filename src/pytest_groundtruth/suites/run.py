@@ -15,6 +15,9 @@ MODULES = {
     "roundtrip": "roundtrip",
     "ppl": "ppl",
     "cuda": "cuda",
+    "topk": "topk",
+    "agreement": "agreement",
+    "integrity": "integrity",
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pytest_groundtruth.matrix import Case
-from pytest_groundtruth.results import SuiteResult, token_rows
+from pytest_groundtruth.results import SuiteResult
 from pytest_groundtruth.suites.tokens import compare
 from pytest_groundtruth.workbench import Workbench
 
@@ -13,9 +13,7 @@ def run(case: Case, bench: Workbench, device: str = "cpu") -> SuiteResult:
     oracle = bench.oracle(case.model, case.prompt)
     gen, artifact = bench.generate(case.model, case.runtime, case.quant, case.prompt, device)
     cmp = compare(oracle, oracle.tokens, gen.tokens, bench.settings.near_ties)
-    bound = bench.settings.bound(case.suite, "max_mismatches", model=case.model,
-                                 runtime=case.runtime, quantization=case.quant,
-                                 prompt=case.prompt)
+    bound = bench.bound(case, "max_mismatches")
     passed = cmp.counted <= bound.value
     n = oracle.max_new_tokens
     summary = f"{cmp.counted}/{n} positional mismatches {'<=' if passed else '>'} {bound.value}"
@@ -29,9 +27,8 @@ def run(case: Case, bench: Workbench, device: str = "cpu") -> SuiteResult:
         bound=bound.value,
         bound_origin=bound.origin,
         first_divergence=cmp.first,
-        rows=() if cmp.first is None else token_rows(
-            oracle.tokens, gen.tokens, lambda t: bench.decode(case.model, t),
-            cmp.positions, oracle),
+        rows=() if cmp.first is None else bench.token_table(
+            case, oracle.tokens, gen.tokens, cmp.positions, oracle),
         artifact=str(artifact.path),
         recipe=artifact.recipe,
         calls=(gen.call,),

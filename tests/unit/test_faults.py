@@ -1,0 +1,126 @@
+"""The fault-injection harness: each fault changes what it says, and only that."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pytest_groundtruth.cache import ArtifactCache
+from pytest_groundtruth.calibration import Measured, derive
+from pytest_groundtruth.faults import FAULTS, FaultNotApplicable, broken_artifact, inject
+from pytest_groundtruth.ggufio.reader import read_metadata
+from pytest_groundtruth.runtimes.llamacpp import LlamaCppRuntime
+from pytest_groundtruth.sources import ResolvedModel
+
+pytestmark = pytest.mark.requires_llamacpp
+
+
+@pytest.fixture(scope="module")
+def q8(tiny: Callable[[str], ResolvedModel], gt_cache: Path) -> Path:
+    return ArtifactCache(gt_cache).artifact(LlamaCppRuntime(), tiny("llama"), "int8").path
+
+
+def tensors(path: Path) -> dict[str, bytes]:
+    import gguf
+
+    return {t.name: bytes(np.asarray(t.data).tobytes()) for t in gguf.GGUFReader(path).tensors}
+
+
+@pytest.fixture(scope="module")
+def original(q8: Path) -> tuple[dict[str, bytes], dict[str, object]]:
+    return tensors(q8), read_metadata(q8)
+
+
+EXPECTED_TENSORS = {
+    "embedding_rows_shuffled": {"token_embd.weight"},
+    "qk_permutation_skipped": {"blk.0.attn_q.weight", "blk.0.attn_k.weight",
+                               "blk.1.attn_q.weight", "blk.1.attn_k.weight"},
+    "norm_weight_replaced": {"blk.1.attn_norm.weight"},
+    "scale_off": {"blk.1.ffn_down.weight"},
+    "rope_theta_wrong": set(),
+    "eos_id_wrong": set(),
+    "tokenizer_pre_wrong": set(),
+}
+EXPECTED_FIELDS = {
+    "rope_theta_wrong": ("llama.rope.freq_base", 1000.0),
+    "eos_id_wrong": ("tokenizer.ggml.eos_token_id", 1),
+    "tokenizer_pre_wrong": ("tokenizer.ggml.pre", "default"),
+    "layer_dropped": ("llama.block_count", 1),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_each_fault_changes_what_it_names(
+    fault: str, q8: Path, original: tuple[dict[str, bytes], dict[str, object]], tmp_path: Path
+) -> None:
+    out = tmp_path / f"{fault}.gguf"
+    change = inject(fault, q8, out)
+    assert change
+    before, meta_before = original
+    after = tensors(out)
+    if fault in EXPECTED_TENSORS:
+        assert {n for n in before if before[n] != after.get(n)} == EXPECTED_TENSORS[fault]
+    if fault == "layer_dropped":
+        assert set(before) - set(after) == {n for n in before if n.startswith("blk.1.")}
+    if fault == "layer_duplicated":
+        changed = {n for n in before if before[n] != after[n]}
+        assert changed
+        assert all(n.startswith("blk.1.") for n in changed)
+        assert all(after[n] == before[n.replace("blk.1.", "blk.0.")] for n in changed)
+    meta_after = read_metadata(out)
+    if fault in EXPECTED_FIELDS:
+        key, value = EXPECTED_FIELDS[fault]
+        assert meta_after[key] == value != meta_before[key]
+    else:
+        assert meta_before == meta_after
+
+
+def test_scale_off_is_a_whole_tensor_scale(q8: Path, tmp_path: Path) -> None:
+    import gguf
+    from gguf.quants import dequantize
+
+    out = tmp_path / "scaled.gguf"
+    inject("scale_off", q8, out)
+
+    def ffn(path: Path) -> np.ndarray:
+        t = next(t for t in gguf.GGUFReader(path).tensors if t.name == "blk.1.ffn_down.weight")
+        return np.asarray(dequantize(t.data, t.tensor_type))
+
+    ratio = np.linalg.norm(ffn(out)) / np.linalg.norm(ffn(q8))
+    assert ratio == pytest.approx(1.02, abs=2e-3)
+
+
+def test_broken_files_still_load_and_are_cached(q8: Path, tmp_path: Path) -> None:
+    from pytest_groundtruth.runtimes.base import Artifact
+    from pytest_groundtruth.runtimes.llamacpp import LlamaCppRunner
+
+    path, change = broken_artifact(tmp_path, q8, "k" * 24, "rope_theta_wrong")
+    again, _ = broken_artifact(tmp_path, q8, "k" * 24, "rope_theta_wrong")
+    assert path == again
+    assert "freq_base" in change
+    with LlamaCppRunner(Artifact("llamacpp", "tiny-llama", "int8", path, "k", "r")) as runner:
+        assert len(runner.generate("Hello", 4).tokens) == 4
+
+
+def test_faults_that_do_not_apply_say_why(tiny: Callable[[str], ResolvedModel],
+                                          gt_cache: Path, tmp_path: Path) -> None:
+    gpt2 = ArtifactCache(gt_cache).artifact(LlamaCppRuntime(), tiny("gpt2"), "int8").path
+    with pytest.raises(FaultNotApplicable, match="gpt2 has no llama q/k permutation"):
+        inject("qk_permutation_skipped", gpt2, tmp_path / "x.gguf")
+    with pytest.raises(FaultNotApplicable, match=r"no rope\.freq_base"):
+        inject("rope_theta_wrong", gpt2, tmp_path / "y.gguf")
+    assert not list(tmp_path.iterdir())
+
+
+def test_calibration_rule() -> None:
+    rows = [Measured("a", "int8", 0.98, 0.003, 100), Measured("b", "int8", 0.99, 0.001, 100)]
+    bounds = derive(rows, "int8")
+    # 3 x max(0.003, published 0.0014) = 0.009; 0.977 (published) - 3 * 0.0150 = 0.932
+    assert bounds == {"max_kl": 0.009, "min_top1": 0.93}
+    perfect = derive([Measured("a", "float32", 1.0, 0.0, 95)], "float32")
+    assert perfect == {"max_kl": 0.0001, "min_top1": 0.98}  # 1 - 1/95, KL floor
+    with pytest.raises(ValueError, match="no correct conversion"):
+        derive(rows, "int4")
