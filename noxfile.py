@@ -48,8 +48,6 @@ def parity(session: nox.Session) -> None:
         "auto",
         "--dist",
         "loadgroup",
-        "--gt-baseline",
-        "tests/parity/baseline.txt",
         f"--html={REPORTS}/parity.html",
         "--self-contained-html",
         f"--gt-results={REPORTS}/parity.json",
