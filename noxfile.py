@@ -11,6 +11,8 @@ pip caches the wheel, so later installs take seconds.
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import nox
 
@@ -29,10 +31,40 @@ def install(session: nox.Session, extras: str = "dev") -> None:
     session.install("--no-deps", EMBEDDED)
 
 
+def llama_cpp_sources(session: nox.Session) -> None:
+    """Put the installed llama-cpp-python's sdist in the cache (once per machine, ~1 min).
+
+    Its vendored convert_hf_to_gguf.py is the reference our GGUF exporter and integrity
+    checks are compared with (tests/unit/test_ggufio.py, test_integrity.py).
+    """
+    where = session.run(
+        "python", "-c",
+        "from importlib.metadata import version; "
+        "from pytest_groundtruth.cache import default_cache_dir; "
+        "print(default_cache_dir() / 'sdist', version('llama-cpp-python'))",
+        silent=True,
+    )
+    folder, version = str(where).split()
+    target = Path(folder) / f"llama_cpp_python-{version}.tar.gz"
+    if target.is_file():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        try:
+            session.run("python", "-m", "pip", "download", "--quiet", "--no-deps",
+                        "--no-binary", ":all:", f"llama-cpp-python=={version}", "-d", scratch)
+        except nox.command.CommandFailed:
+            # No index reachable: the converter comparisons skip and say how to provide it.
+            session.warn(f"could not download the llama-cpp-python {version} sdist")
+            return
+        (Path(scratch) / target.name).replace(target)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite (unit, plugin, parity on the embedded model), two workers."""
     install(session)
+    llama_cpp_sources(session)
     session.run("pytest", "-n", "auto", "--dist", "loadgroup", *session.posargs)
 
 

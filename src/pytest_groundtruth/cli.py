@@ -122,6 +122,16 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace, text: str) -> None:
+    """Print a generated document and, with --write FILE, write it atomically."""
+    from pytest_groundtruth.atomic import atomic_write_text
+
+    if args.write:
+        atomic_write_text(Path(args.write), text)
+        print(f"wrote {args.write}", file=sys.stderr)
+    print(text)
+
+
 def _workbench(args: argparse.Namespace, settings: Settings) -> Workbench:
     from pytest_groundtruth.workbench import Workbench
 
@@ -130,7 +140,6 @@ def _workbench(args: argparse.Namespace, settings: Settings) -> Workbench:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from pytest_groundtruth.atomic import atomic_write_text
     from pytest_groundtruth.measure import measure
 
     settings = _settings(args)
@@ -141,15 +150,11 @@ def cmd_measure(args: argparse.Namespace) -> int:
                        args.quant or ["float32", "float16", "bfloat16", "int8", "int4", "q4_1"])
     finally:
         bench.close()
-    if args.write:
-        atomic_write_text(Path(args.write), text)
-        print(f"wrote {args.write}", file=sys.stderr)
-    print(text)
+    _publish(args, text)
     return 0
 
 
 def cmd_falsify(args: argparse.Namespace) -> int:
-    from pytest_groundtruth.atomic import atomic_write_text
     from pytest_groundtruth.falsify import FAULT_NAMES, SUITES, falsify, missed, render
 
     settings = _settings(args)
@@ -158,10 +163,7 @@ def cmd_falsify(args: argparse.Namespace) -> int:
     rows = falsify(settings, _cache_dir(settings, args.cache_dir), args.model, quants,
                    tuple(args.fault or FAULT_NAMES), suites)
     text = render(args.model, rows, suites, quants)
-    if args.write:
-        atomic_write_text(Path(args.write), text)
-        print(f"wrote {args.write}", file=sys.stderr)
-    print(text)
+    _publish(args, text)
     escaped = missed(rows)
     if escaped:
         print(f"faults no suite caught: {', '.join(escaped)}", file=sys.stderr)
@@ -169,7 +171,6 @@ def cmd_falsify(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pytest_groundtruth.atomic import atomic_write_text
     from pytest_groundtruth.bench import DEFAULT_CELLS, run_bench
 
     settings = _settings(args)
@@ -179,10 +180,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         cells = tuple((runtime, quant) for runtime, _, quant in pairs)
     text = run_bench(settings, args.model, cells, parity=not args.no_parity,
                      workers=args.workers)
-    if args.write:
-        atomic_write_text(Path(args.write), text)
-        print(f"wrote {args.write}", file=sys.stderr)
-    print(text)
+    _publish(args, text)
     return 0
 
 

@@ -7,11 +7,7 @@ Fast tests use the tiny models; ``slow`` ones the embedded SmolLM2 (Q4_1 GGUF).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -441,63 +437,17 @@ def test_reader_needs_the_right_config(
 # --------------------------------------------------------------------------- llama.cpp's converter
 
 
-def llama_cpp_sdist() -> Path | None:
-    explicit = os.environ.get("GROUNDTRUTH_LLAMACPP_SDIST")
-    candidates = [Path(explicit)] if explicit else []
-    candidates.append(Path("/tmp/sdist/llama_cpp_python-0.3.36.tar.gz"))
-    return next((p for p in candidates if p.is_file()), None)
-
-
-@pytest.fixture(scope="module")
-def converter(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    sdist = llama_cpp_sdist()
-    if sdist is None:
-        pytest.skip(
-            "llama.cpp's convert_hf_to_gguf.py is not at hand: set GROUNDTRUTH_LLAMACPP_SDIST "
-            "to a llama-cpp-python sdist (pip download --no-deps --no-binary :all: "
-            "llama-cpp-python==0.3.36)"
-        )
-    root = tmp_path_factory.mktemp("llama.cpp")
-    with tarfile.open(sdist) as tar:
-        wanted = [
-            m
-            for m in tar.getmembers()
-            if "/vendor/llama.cpp/" in m.name
-            and any(
-                f"/vendor/llama.cpp/{part}" in m.name
-                for part in ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
-            )
-        ]
-        tar.extractall(root, members=wanted, filter="data")
-    (script,) = root.glob("*/vendor/llama.cpp/convert_hf_to_gguf.py")
-    return script
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("outtype", ["f32", "q8_0"])
 def test_tensor_bytes_match_llama_cpp_converter(
     outtype: str,
-    converter: Path,
+    llama_cpp_convert: Callable[[Path, str, Path], Path],
     tiny: Callable[[str], ResolvedModel],
     exported: Callable[[str, str], Path],
     tmp_path: Path,
 ) -> None:
     model = tiny("llama")
-    theirs = tmp_path / f"theirs.{outtype}.gguf"
-    subprocess.run(
-        [
-            sys.executable,
-            str(converter),
-            str(model.path),
-            "--outtype",
-            outtype,
-            "--outfile",
-            str(theirs),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    theirs = llama_cpp_convert(model.path, outtype, tmp_path / f"theirs.{outtype}.gguf")
     ours = exported("llama", outtype.upper())
     a, b = scan_gguf(ours), scan_gguf(theirs)
     assert list(a.tensors.items()) == list(b.tensors.items())  # names, order, types, shapes

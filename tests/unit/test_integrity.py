@@ -12,9 +12,6 @@ import importlib.util
 import json
 import re
 import shutil
-import subprocess
-import sys
-import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -749,38 +746,12 @@ def test_the_embedded_file_itself_passes(embedded: ResolvedModel) -> None:
     assert all(r["rel_error"] == 0 for r in rows)
 
 
-def llama_cpp_sdist() -> Path | None:
-    import os
-
-    explicit = os.environ.get("GROUNDTRUTH_LLAMACPP_SDIST")
-    candidates = [Path(explicit)] if explicit else []
-    candidates.append(Path("/tmp/sdist/llama_cpp_python-0.3.36.tar.gz"))
-    return next((p for p in candidates if p.is_file()), None)
-
-
-@pytest.fixture(scope="module")
-def converter(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    sdist = llama_cpp_sdist()
-    if sdist is None:
-        pytest.skip("llama.cpp's convert_hf_to_gguf.py is not at hand: set "
-                    "GROUNDTRUTH_LLAMACPP_SDIST to a llama-cpp-python sdist")
-    root = tmp_path_factory.mktemp("llama.cpp")
-    with tarfile.open(sdist) as tar:
-        wanted = [m for m in tar.getmembers() if "/vendor/llama.cpp/" in m.name and any(
-            f"/vendor/llama.cpp/{part}" in m.name
-            for part in ("convert_hf_to_gguf.py", "conversion/", "gguf-py/"))]
-        tar.extractall(root, members=wanted, filter="data")
-    (script,) = root.glob("*/vendor/llama.cpp/convert_hf_to_gguf.py")
-    return script
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("outtype", ["f32", "q8_0"])
-def test_llama_cpp_converter_output_passes(outtype: str, converter: Path,
-                                           embedded: ResolvedModel, tmp_path: Path) -> None:
-    theirs = tmp_path / f"theirs.{outtype}.gguf"
-    subprocess.run([sys.executable, str(converter), str(embedded.path), "--outtype", outtype,
-                    "--outfile", str(theirs)], check=True, capture_output=True, timeout=600)
+def test_llama_cpp_converter_output_passes(
+        outtype: str, llama_cpp_convert: Callable[[Path, str, Path], Path],
+        embedded: ResolvedModel, tmp_path: Path) -> None:
+    theirs = llama_cpp_convert(embedded.path, outtype, tmp_path / f"theirs.{outtype}.gguf")
     report = check(theirs, embedded)
     assert report.passed, notes(report)
     assert report.metadata.checked == 19
