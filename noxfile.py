@@ -65,7 +65,7 @@ def tests(session: nox.Session) -> None:
     """The whole test suite (unit, plugin, parity on the embedded model), two workers."""
     install(session)
     llama_cpp_sources(session)
-    session.run("pytest", "-n", "auto", "--dist", "loadgroup", *session.posargs)
+    session.run("pytest", "-n", "auto", "--dist", "loadgroup", "--durations=15", *session.posargs)
 
 
 @nox.session

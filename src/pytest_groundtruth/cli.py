@@ -74,17 +74,19 @@ def cmd_oracle(args: argparse.Namespace) -> int:
         precision=args.precision,
         force=args.force,
         check=args.check,
+        tolerance=args.tolerance,
         progress=not args.quiet,
     ):
         if change.status == "unchanged":
             if not args.quiet:
                 print(f"unchanged  {change.path}")
             continue
+        noise = change.status == "noise"
         verb = "wrote" if change.written else ("would write" if change.status == "new"
-                                               else "NOT written")
+                                               else "kept" if noise else "NOT written")
         print(f"{change.status:<10} {change.path}: {verb}"
               + (f" - {change.detail}" if change.detail else ""))
-        blocked += not change.written
+        blocked += not (change.written or noise)
     if blocked:
         hint = "" if args.check else "; rerun with --force to overwrite"
         print(f"{blocked} oracle file(s) differ from what was generated{hint}", file=sys.stderr)
@@ -227,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="overwrite oracle files whose content changed")
     oracle.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 when any file would change")
+    oracle.add_argument("--tolerance", type=float, metavar="NATS",
+                        help="treat changes that are only log-probability / cross-entropy "
+                        "noise within NATS (tokens and top-k ids identical) as unchanged; "
+                        "default: byte for byte")
     oracle.add_argument("--quiet", action="store_true", help="no progress bar")
     oracle.set_defaults(func=cmd_oracle)
 

@@ -3,6 +3,8 @@
 Regenerating on the same machine reproduces the files byte for byte. An existing file
 whose content would change is left alone unless ``force`` is set; either way the
 result says which files changed and how (first differing token, or which fields).
+Another machine's float32 kernels move log-probabilities in the sixth decimal: a
+tolerance classifies such changes as noise (:mod:`pytest_groundtruth.oracle_diff`).
 Every write is atomic.
 """
 
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_groundtruth.atomic import atomic_write_text
+from pytest_groundtruth.oracle_diff import compare_texts
 from pytest_groundtruth.oracle_format import (
     NEAR_TIE_MARGIN,
     Oracle,
@@ -36,7 +39,7 @@ PPL_SCHEMA = "pytest-groundtruth/oracle-perplexity/1"
 @dataclass(frozen=True)
 class OracleChange:
     path: Path
-    status: str  # "new" | "unchanged" | "changed" | "unreadable"
+    status: str  # "new" | "unchanged" | "noise" | "changed" | "unreadable"
     detail: str = ""
     written: bool = False
 
@@ -81,75 +84,37 @@ def make_oracle(
     )
 
 
-def describe_change(old: Oracle, new: Oracle, decode: Any = None) -> str:
-    """One line saying how ``new`` differs from ``old`` (first differing token first)."""
+def reconcile(path: Path, new_text: str, force: bool, check: bool, decode: Any = None,
+              tolerance: float | None = None) -> OracleChange:
+    """Compare ``new_text`` with the file at ``path``; write it when allowed.
 
-    def show(token: int | None) -> str:
-        if token is None:
-            return "(end)"
-        return f"{token} {decode([token])!r}" if decode else str(token)
-
-    if old.tokens != new.tokens:
-        n = min(len(old.tokens), len(new.tokens))
-        pos = next((i for i in range(n) if old.tokens[i] != new.tokens[i]), n)
-        before = old.tokens[pos] if pos < len(old.tokens) else None
-        after = new.tokens[pos] if pos < len(new.tokens) else None
-        return (
-            f"tokens differ first at position {pos}: committed {show(before)} -> "
-            f"regenerated {show(after)} ({len(old.tokens)} -> {len(new.tokens)} tokens)"
-        )
-    if old.prompt_tokens != new.prompt_tokens:
-        return f"prompt tokens differ: {list(old.prompt_tokens)} -> {list(new.prompt_tokens)}"
-    worst, where = 0.0, -1
-    for i, (a, b) in enumerate(zip(old.steps, new.steps, strict=False)):
-        if a.ids != b.ids:
-            return f"tokens identical; top-k ids differ at position {i}"
-        delta = max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=False))
-        if delta > worst:
-            worst, where = delta, i
-    if worst:
-        return (
-            f"tokens identical; top-k log-probabilities differ by up to {worst:.2g} "
-            f"(position {where})"
-        )
-    old_data, new_data = json.loads(old.to_json()), json.loads(new.to_json())
-    fields = [k for k in new_data if old_data.get(k) != new_data[k]]
-    return "fields changed: " + ", ".join(
-        f"{k} ({old_data.get(k)!r} -> {new_data[k]!r})" for k in fields
-    )
-
-
-def reconcile(path: Path, new_text: str, new: Oracle | None, force: bool, check: bool,
-              decode: Any = None) -> OracleChange:
-    """Compare ``new_text`` with the file at ``path``; write it when allowed."""
-    if path.is_file():
-        old_text = path.read_text(encoding="utf-8")
-        if old_text == new_text:
-            return OracleChange(path, "unchanged")
-        try:
-            detail = (
-                describe_change(load_oracle(path), new, decode) if new is not None
-                else _json_diff(old_text, new_text)
-            )
-            status = "changed"
-        except OracleError as exc:
-            detail, status = str(exc), "unreadable"
-        write = force and not check
+    With a ``tolerance`` (nats), a change that is only numeric noise within it (see
+    :mod:`pytest_groundtruth.oracle_diff`) is reported as ``noise`` and keeps the file.
+    """
+    if not path.is_file():
+        write = not check
+        if write:
+            atomic_write_text(path, new_text)
+        return OracleChange(path, "new", written=write)
+    old_text = path.read_text(encoding="utf-8")
+    if old_text == new_text:
+        return OracleChange(path, "unchanged")
+    try:
+        if "topk" in json.loads(new_text):
+            load_oracle(path)
+        else:
+            load_perplexity(path)
+    except OracleError as exc:
+        detail, status = str(exc), "unreadable"
     else:
-        detail, status, write = "", "new", not check
+        difference = compare_texts(old_text, new_text, decode)
+        detail = difference.detail
+        noise = tolerance is not None and difference.within(tolerance)
+        status = "noise" if noise else "changed"
+    write = force and not check
     if write:
         atomic_write_text(path, new_text)
     return OracleChange(path, status, detail, written=write)
-
-
-def _json_diff(old_text: str, new_text: str) -> str:
-    try:
-        old, new = json.loads(old_text), json.loads(new_text)
-    except ValueError as exc:
-        return f"unreadable: {exc}"
-    return "fields changed: " + ", ".join(
-        f"{k} ({old.get(k)!r} -> {new[k]!r})" for k in new if old.get(k) != new[k]
-    )
 
 
 def perplexity_record(
@@ -224,6 +189,7 @@ def build_all(
     precision: str = "float32",
     force: bool = False,
     check: bool = False,
+    tolerance: float | None = None,
     progress: bool = True,
 ) -> Iterator[OracleChange]:
     """Regenerate the oracles of ``models`` x ``prompts``; yield one change per file."""
@@ -244,12 +210,12 @@ def build_all(
                 bar.set_postfix_str(f"{model.slug}/{prompt.name}")
                 oracle = make_oracle(runner, model, prompt, max_new_tokens, top_k, gpu)
                 path = oracle_path(oracle_root, model.slug, prompt.name, precision, device)
-                yield reconcile(path, oracle.to_json(), oracle, force, check,
-                                runner.tokenizer.decode)
+                yield reconcile(path, oracle.to_json(), force, check,
+                                runner.tokenizer.decode, tolerance)
                 bar.update()
             if device == "cpu" and precision == "float32":
                 text = perplexity_record(runner, model, eval_text, root)
-                yield reconcile(perplexity_path(oracle_root, model.slug), text, None, force,
-                                check)
+                yield reconcile(perplexity_path(oracle_root, model.slug), text, force,
+                                check, tolerance=tolerance)
             bar.update()
     bar.close()

@@ -1,4 +1,12 @@
-"""The oracle drift check: regenerating every committed oracle reproduces it byte for byte.
+"""The oracle drift check: regenerating every committed oracle reproduces it.
+
+Tokens, prompt tokens and top-k ids must be identical. Log-probabilities and the
+perplexity record may move by float32 kernel noise when this runs on another CPU than
+the one that wrote them: measured 2026-11-30, oracles written on one x86-64 machine and
+regenerated on a Sapphire Rapids (AVX-512, AMX) one, torch 2.13.0 both times, moved by at
+most 3.4e-5 nats (smollm2-135m, code prompt) and 7e-6 (tiny models), all tokens equal.
+TOLERANCE is about six times that. On the machine that wrote them the files regenerate
+byte for byte (tests/unit/test_oracle_cli.py).
 
 If this fails, the reference changed under us (a transformers or torch upgrade, a
 different embedded model file, a changed tiny-model builder). `groundtruth oracle
@@ -16,14 +24,15 @@ from pytest_groundtruth.cli import main
 
 ROOT = Path(__file__).parents[2]
 COMMITTED = sorted(p.name for p in (ROOT / "oracle").iterdir() if p.is_dir())
+TOLERANCE = "2e-4"  # nats; see the module docstring for the measurement
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("slug", COMMITTED)
-def test_committed_oracles_regenerate_byte_for_byte(
+def test_committed_oracles_regenerate(
     slug: str, gt_cache: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(["oracle", "--root", str(ROOT), "--model", slug, "--check", "--quiet",
-                 "--cache-dir", str(gt_cache)])
+                 "--tolerance", TOLERANCE, "--cache-dir", str(gt_cache)])
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
