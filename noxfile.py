@@ -72,7 +72,8 @@ def tests(session: nox.Session) -> None:
 def parity(session: nox.Session) -> None:
     """The main job: check the oracles, run the parity suites, write the HTML report."""
     install(session)
-    session.run("groundtruth", "oracle", "--check", "--quiet")
+    # --tolerance: the oracles were written on another CPU (float32 kernel noise, tokens equal)
+    session.run("groundtruth", "oracle", "--check", "--tolerance", "--quiet")
     session.run(
         "pytest",
         "tests/parity",

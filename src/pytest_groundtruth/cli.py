@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytest_groundtruth.oracle_diff import CROSS_MACHINE_TOLERANCE
 from pytest_groundtruth.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -229,10 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="overwrite oracle files whose content changed")
     oracle.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 when any file would change")
-    oracle.add_argument("--tolerance", type=float, metavar="NATS",
+    oracle.add_argument("--tolerance", type=float, metavar="NATS", nargs="?",
+                        const=CROSS_MACHINE_TOLERANCE,
                         help="treat changes that are only log-probability / cross-entropy "
                         "noise within NATS (tokens and top-k ids identical) as unchanged; "
-                        "default: byte for byte")
+                        f"bare: {CROSS_MACHINE_TOLERANCE}, the measured noise between CPUs "
+                        "with margin; default: byte for byte")
     oracle.add_argument("--quiet", action="store_true", help="no progress bar")
     oracle.set_defaults(func=cmd_oracle)
 
