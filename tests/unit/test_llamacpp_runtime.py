@@ -31,6 +31,7 @@ from pytest_groundtruth.runtimes.hf import TransformersRunner, TransformersRunti
 from pytest_groundtruth.runtimes.llamacpp import (
     LlamaCppRunner,
     LlamaCppRuntime,
+    default_threads,
     llama_cpp_version,
 )
 from pytest_groundtruth.runtimes.registry import get_runtime
@@ -128,6 +129,16 @@ def references(
 
 
 # --------------------------------------------------------------------------- the runtime
+
+
+@pytest.mark.parametrize(("workers", "expected"), [("1", 8), ("2", 8), ("4", 4), ("32", 1),
+                                                   ("", 8), ("auto", 8)])
+def test_threads_are_shared_among_xdist_workers(
+        monkeypatch: pytest.MonkeyPatch, workers: str, expected: int) -> None:
+    """16 CPUs: at most 8 threads, and the workers share the CPUs instead of fighting."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", workers)
+    assert default_threads() == expected
 
 
 def test_runtime_declaration(runtime: LlamaCppRuntime) -> None:
