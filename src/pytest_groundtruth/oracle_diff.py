@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_groundtruth.compare import first_divergence
+
 # Measured 2026-11-30: oracles written on one x86-64 machine and regenerated on a Sapphire
 # Rapids one (AVX-512, AMX), torch 2.13.0 both times, moved by at most 3.4e-5 nats
 # (smollm2-135m, code prompt) and 7e-6 (tiny models), every token equal. About six times that:
@@ -50,8 +52,8 @@ def _show(token: int | None, decode: Any) -> str:
 
 
 def _token_change(old: list[int], new: list[int], decode: Any) -> str:
-    n = min(len(old), len(new))
-    pos = next((i for i in range(n) if old[i] != new[i]), n)
+    pos = first_divergence(old, new)
+    assert pos is not None, "called only for sequences that differ"
     before = old[pos] if pos < len(old) else None
     after = new[pos] if pos < len(new) else None
     return (
