@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_groundtruth.cache import default_cache_dir
-from pytest_groundtruth.roster import BUILTIN
-from pytest_groundtruth.sources import ResolvedModel, resolve
+from pytest_groundtruth.config.roster import BUILTIN
+from pytest_groundtruth.models.sources import ResolvedModel, resolve
+from pytest_groundtruth.store.cache import default_cache_dir
 
 ROOT = Path(__file__).parent
 

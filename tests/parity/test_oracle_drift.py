@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_groundtruth.cli import main
+from pytest_groundtruth.tools.cli import main
 
 ROOT = Path(__file__).parents[2]
 COMMITTED = sorted(p.name for p in (ROOT / "oracle").iterdir() if p.is_dir())

@@ -1,9 +1,9 @@
 """The apr runtime against the apr stand-in (real models, real subprocesses), and against
 the real ``apr`` binary where one is installed (``requires_apr``).
 
-The stand-in (pytest_groundtruth.standins.apr_standin) is put on PATH as ``apr`` through
+The stand-in (pytest_groundtruth.standins.apr) is put on PATH as ``apr`` through
 a launcher in a temporary bin directory. Its faults (APR_STANDIN_FAULT) drive the
-runner's error handling: every fault must come back as the right FaultKind with the
+runner's error handling: every fault must come back as the right FailureKind with the
 exact command line and the engine's stderr.
 """
 
@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_groundtruth import roster, sources
-from pytest_groundtruth.cache import ArtifactCache
+from pytest_groundtruth.config import roster
+from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
+from pytest_groundtruth.models import sources
+from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.apr import (
     APR_QUANT,
     AprRunner,
@@ -35,16 +37,10 @@ from pytest_groundtruth.runtimes.apr import (
     parse_perplexity,
     strip_ansi,
 )
-from pytest_groundtruth.runtimes.base import (
-    Artifact,
-    Capability,
-    FaultKind,
-    RuntimeFault,
-    RuntimeUnavailable,
-)
-from pytest_groundtruth.sources import ResolvedModel
-from pytest_groundtruth.standins import apr_standin
-from pytest_groundtruth.standins.apr_standin import FAULT_ENV, is_standin_version
+from pytest_groundtruth.runtimes.base import Artifact, Capability
+from pytest_groundtruth.standins.apr import cli as apr_standin
+from pytest_groundtruth.standins.apr.cli import FAULT_ENV, is_standin_version
+from pytest_groundtruth.store.cache import ArtifactCache
 
 PROMPT = "The capital of France is"
 TEXT = "The capital of France is Paris. It lies on the Seine and has about two million people."
@@ -105,12 +101,12 @@ def fp16_generation(
 
 def fault_raised(
     apr: AprRuntime, artifact: Artifact, model: ResolvedModel, what: str
-) -> RuntimeFault:
+) -> EngineFailure:
     with apr.open(artifact, model) as runner:
         call = (lambda: runner.generate(PROMPT, 32)) if what == "run" else (
             lambda: runner.perplexity(TEXT)
         )
-        with pytest.raises(RuntimeFault) as info:
+        with pytest.raises(EngineFailure) as info:
             call()
     return info.value
 
@@ -307,7 +303,7 @@ def test_crash_reports_command_and_stderr(
 ) -> None:
     monkeypatch.setenv(FAULT_ENV, "crash")
     fault = fault_raised(apr, artifacts["float16"], tiny_llama, "run")
-    assert fault.kind is FaultKind.CRASHED
+    assert fault.kind is FailureKind.CRASHED
     assert "exited with status 101" in str(fault)
     assert fault.call.split()[1:3] == ["run", str(artifacts["float16"].path)]
     assert f"call: {fault.call}" in str(fault)
@@ -321,7 +317,7 @@ def test_crash_of_eval_is_not_taken_for_a_threshold_exit(
 ) -> None:
     monkeypatch.setenv(FAULT_ENV, "eval:crash")
     fault = fault_raised(apr, artifacts["float16"], tiny_llama, "eval")
-    assert fault.kind is FaultKind.CRASHED
+    assert fault.kind is FailureKind.CRASHED
     assert "eval" in fault.call
 
 
@@ -329,9 +325,9 @@ def test_crash_during_build_leaves_nothing(
     apr: AprRuntime, monkeypatch: pytest.MonkeyPatch, tiny_llama: ResolvedModel, tmp_path: Path
 ) -> None:
     monkeypatch.setenv(FAULT_ENV, "import:crash")
-    with pytest.raises(RuntimeFault) as info:
+    with pytest.raises(EngineFailure) as info:
         apr.prepare(tiny_llama, "int8", ArtifactCache(tmp_path))
-    assert info.value.kind is FaultKind.CRASHED
+    assert info.value.kind is FailureKind.CRASHED
     assert "import" in info.value.call
     assert "--quantize int8" in info.value.call
     leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.name.endswith(".apr")]
@@ -345,7 +341,7 @@ def test_garbage_output(
 ) -> None:
     monkeypatch.setenv(FAULT_ENV, "garbage")
     fault = fault_raised(apr, artifacts["float16"], tiny_llama, "run")
-    assert fault.kind is FaultKind.GARBAGE
+    assert fault.kind is FailureKind.GARBAGE
     assert "no JSON object" in str(fault)
     assert "generated" in str(fault)
     assert fault.call.startswith(apr.executable() or "?")
@@ -359,13 +355,13 @@ def test_dash_leading_prompt_is_not_taken_for_a_flag(
     # command line was accepted.
     monkeypatch.setenv(FAULT_ENV, "garbage")
     with apr.open(artifacts["float16"], tiny_llama) as runner:
-        with pytest.raises(RuntimeFault) as info:
+        with pytest.raises(EngineFailure) as info:
             runner.generate("-n 5 --json", 32)
-        assert info.value.kind is FaultKind.GARBAGE
+        assert info.value.kind is FailureKind.GARBAGE
         assert "'-p=-n 5 --json'" in info.value.call
-        with pytest.raises(RuntimeFault) as info:
+        with pytest.raises(EngineFailure) as info:
             runner.perplexity("--threshold 1")
-        assert info.value.kind is FaultKind.GARBAGE
+        assert info.value.kind is FailureKind.GARBAGE
 
 
 def test_timeout_kills_the_process_group(
@@ -377,7 +373,7 @@ def test_timeout_kills_the_process_group(
     start = time.perf_counter()
     fault = fault_raised(runtime, artifacts["float16"], tiny_llama, "run")
     elapsed = time.perf_counter() - start
-    assert fault.kind is FaultKind.TIMEOUT
+    assert fault.kind is FailureKind.TIMEOUT
     assert "1.5 s" in str(fault)
     assert fault.call.split()[1] == "run"
     assert elapsed < 5.0  # the helper holding the pipes died with the group
@@ -398,7 +394,7 @@ def test_nan_perplexity(
 ) -> None:
     monkeypatch.setenv(FAULT_ENV, "eval:nan")
     fault = fault_raised(apr, artifacts["float16"], tiny_llama, "eval")
-    assert fault.kind is FaultKind.NAN
+    assert fault.kind is FailureKind.NAN
     assert "perplexity nan" in str(fault).lower()
     assert "--text" in fault.call
 
@@ -409,7 +405,7 @@ def test_non_integer_tokens(
 ) -> None:
     monkeypatch.setenv(FAULT_ENV, "bad-tokens")
     fault = fault_raised(apr, artifacts["float16"], tiny_llama, "run")
-    assert fault.kind is FaultKind.GARBAGE
+    assert fault.kind is FailureKind.GARBAGE
     assert "not an integer id" in str(fault)
 
 
@@ -440,7 +436,7 @@ def test_refused_flag_gives_the_hint(
 ) -> None:
     monkeypatch.setenv(FAULT_ENV, fault)
     error = fault_raised(apr, artifacts["float16"], tiny_llama, what)
-    assert error.kind is FaultKind.REFUSED
+    assert error.kind is FailureKind.REFUSED
     assert refused in error.stderr
     assert refused in str(error)
     assert "apr run <file> <prompt> -n 32 -f json" in str(error)
@@ -461,9 +457,9 @@ def test_old_cli_hint_is_the_old_spelling(
 
 def test_unknown_fault_name_is_refused(apr: AprRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(FAULT_ENV, "version:explode")
-    with pytest.raises(RuntimeFault) as info:
+    with pytest.raises(EngineFailure) as info:
         apr.version()
-    assert info.value.kind is FaultKind.CRASHED
+    assert info.value.kind is FailureKind.CRASHED
     assert "unknown fault 'explode'" in info.value.stderr
 
 
@@ -517,20 +513,20 @@ def test_parse_generation_stop_reasons() -> None:
     ],
 )
 def test_parse_generation_rejects_bad_tokens(tokens: object, message: str) -> None:
-    with pytest.raises(RuntimeFault, match=message) as info:
+    with pytest.raises(EngineFailure, match=message) as info:
         parse_generation(completed(json.dumps({"text": "x", "tokens": tokens})), 4, (2,), 100)
-    assert info.value.kind is FaultKind.GARBAGE
+    assert info.value.kind is FailureKind.GARBAGE
     assert info.value.call == "apr run m.apr"
 
 
 @pytest.mark.parametrize(
     ("perplexity", "kind"),
-    [("null", FaultKind.NAN), ("NaN", FaultKind.NAN), ("Infinity", FaultKind.NAN),
-     ('"12"', FaultKind.GARBAGE), ("0.5", FaultKind.GARBAGE)],
+    [("null", FailureKind.NAN), ("NaN", FailureKind.NAN), ("Infinity", FailureKind.NAN),
+     ('"12"', FailureKind.GARBAGE), ("0.5", FailureKind.GARBAGE)],
 )
-def test_parse_perplexity_faults(perplexity: str, kind: FaultKind) -> None:
+def test_parse_perplexity_faults(perplexity: str, kind: FailureKind) -> None:
     stdout = f'{{"perplexity": {perplexity}, "cross_entropy": 1.0, "tokens_evaluated": 5}}'
-    with pytest.raises(RuntimeFault) as info:
+    with pytest.raises(EngineFailure) as info:
         parse_perplexity(completed(stdout))
     assert info.value.kind is kind
 

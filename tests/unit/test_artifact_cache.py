@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_groundtruth.cache import ArtifactCache
+from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.llamacpp import LlamaCppRuntime
-from pytest_groundtruth.sources import ResolvedModel
+from pytest_groundtruth.store.cache import ArtifactCache
 
 pytestmark = pytest.mark.requires_llamacpp
 

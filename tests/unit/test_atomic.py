@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_groundtruth.atomic import atomic_path, atomic_write_text, locked
+from pytest_groundtruth.core.atomic import atomic_path, atomic_write_text, locked
 
 
 def test_write_replaces_whole_file(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_groundtruth.baseline import BaselineError, load_baseline, write_baseline
+from pytest_groundtruth.plugin.baseline import BaselineError, load_baseline, write_baseline
 
 Project = Callable[..., pytest.Pytester]
 TOOL = ('models = ["tiny-llama"]\nruntimes = ["transformers"]\n'

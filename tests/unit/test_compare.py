@@ -5,7 +5,11 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_groundtruth.compare import count_mismatches, first_divergence, mismatch_positions
+from pytest_groundtruth.measures.sequences import (
+    count_mismatches,
+    first_divergence,
+    mismatch_positions,
+)
 
 tokens = st.lists(st.integers(min_value=0, max_value=50), max_size=40)
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_groundtruth.cache import ArtifactCache
-from pytest_groundtruth.calibration import Measured, derive
-from pytest_groundtruth.faults import FAULTS, FaultNotApplicable, broken_artifact, inject
 from pytest_groundtruth.ggufio.reader import read_metadata
+from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.llamacpp import LlamaCppRuntime
-from pytest_groundtruth.sources import ResolvedModel
+from pytest_groundtruth.store.cache import ArtifactCache
+from pytest_groundtruth.tools.calibrate import Measured, derive
+from pytest_groundtruth.tools.file_faults import FAULTS, FaultNotApplicable, broken_artifact, inject
 
 pytestmark = pytest.mark.requires_llamacpp
 

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
-from pytest_groundtruth import tiny as tiny_builder
+from pytest_groundtruth.config.roster import BUILTIN
 from pytest_groundtruth.ggufio import (
     EXPORTER_VERSION,
     GGUFExportError,
@@ -31,8 +31,8 @@ from pytest_groundtruth.ggufio import (
     read_metadata,
 )
 from pytest_groundtruth.ggufio.reader import scan_gguf
-from pytest_groundtruth.roster import BUILTIN
-from pytest_groundtruth.sources import ResolvedModel, resolve
+from pytest_groundtruth.models import tiny as tiny_builder
+from pytest_groundtruth.models.sources import ResolvedModel, resolve
 
 ARCHS = ("llama", "qwen2", "gpt2")
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"

@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
+from pytest_groundtruth.config.roster import BUILTIN
 from pytest_groundtruth.ggufio import export_gguf, ggml_encoder, names
 from pytest_groundtruth.integrity import expected_error, metadata
 from pytest_groundtruth.integrity.check import (
@@ -46,8 +47,7 @@ from pytest_groundtruth.integrity.tokenizer import (
     compare_tokenizers,
     reference_facts,
 )
-from pytest_groundtruth.roster import BUILTIN
-from pytest_groundtruth.sources import ResolvedModel, resolve
+from pytest_groundtruth.models.sources import ResolvedModel, resolve
 
 FloatArray = npt.NDArray[np.float32]
 HAS_LLAMACPP = importlib.util.find_spec("llama_cpp") is not None

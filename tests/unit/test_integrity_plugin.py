@@ -19,7 +19,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from pytest_groundtruth.ggufio import export_gguf
-from pytest_groundtruth.sources import ResolvedModel
+from pytest_groundtruth.models.sources import ResolvedModel
 
 pytestmark = [
     pytest.mark.requires_llamacpp,

@@ -16,17 +16,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from pytest_groundtruth.cache import ArtifactCache
+from pytest_groundtruth.config.roster import BUILTIN
+from pytest_groundtruth.core.failures import EngineFailure, FailureKind
 from pytest_groundtruth.ggufio import EXPORTER_VERSION, export_gguf
 from pytest_groundtruth.ggufio.reader import scan_gguf
-from pytest_groundtruth.roster import BUILTIN
-from pytest_groundtruth.runtimes.base import (
-    Artifact,
-    Capability,
-    FaultKind,
-    Generation,
-    RuntimeFault,
-)
+from pytest_groundtruth.models.sources import ResolvedModel, resolve
+from pytest_groundtruth.runtimes.base import Artifact, Capability, Generation
 from pytest_groundtruth.runtimes.hf import TransformersRunner, TransformersRuntime
 from pytest_groundtruth.runtimes.llamacpp import (
     LlamaCppRunner,
@@ -35,7 +30,7 @@ from pytest_groundtruth.runtimes.llamacpp import (
     llama_cpp_version,
 )
 from pytest_groundtruth.runtimes.registry import get_runtime
-from pytest_groundtruth.sources import ResolvedModel, resolve
+from pytest_groundtruth.store.cache import ArtifactCache
 
 pytestmark = [
     pytest.mark.requires_llamacpp,
@@ -364,19 +359,19 @@ def test_nan_logits_are_a_fault(tiny: Callable[[str], ResolvedModel], tmp_path: 
     out = tmp_path / "nan.gguf"
     export_gguf(broken, out, "F32", "smollm")
     with LlamaCppRunner(artifact_at(out), eos_ids=[2]) as runner:
-        with pytest.raises(RuntimeFault) as info:
+        with pytest.raises(EngineFailure) as info:
             runner.generate(PROMPTS["greeting"], 4)
-        assert info.value.kind is FaultKind.NAN
-        with pytest.raises(RuntimeFault):
+        assert info.value.kind is FailureKind.NAN
+        with pytest.raises(EngineFailure):
             runner.perplexity(PARAGRAPH)
 
 
 def test_unloadable_file_is_a_crash(tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 40)
-    with pytest.raises(RuntimeFault) as info:
+    with pytest.raises(EngineFailure) as info:
         LlamaCppRunner(artifact_at(bad))
-    assert info.value.kind is FaultKind.CRASHED
+    assert info.value.kind is FailureKind.CRASHED
 
 
 def test_export_gguf_copies_the_artifact(

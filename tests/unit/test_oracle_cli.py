@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_groundtruth.cli import main
+from pytest_groundtruth.tools.cli import main
 
 ROOT = Path(__file__).parents[2]
 

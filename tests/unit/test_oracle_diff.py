@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_groundtruth.oracle_diff import compare_oracles, compare_records, compare_texts
+from pytest_groundtruth.oracle.diff import compare_oracles, compare_records, compare_texts
 
 ROOT = Path(__file__).parents[2]
 

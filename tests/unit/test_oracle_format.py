@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_groundtruth.oracle_format import OracleError, load_oracle, oracle_path
+from pytest_groundtruth.oracle.format import OracleError, load_oracle, oracle_path
 
 ROOT = Path(__file__).parents[2]
 COMMITTED = sorted((ROOT / "oracle").glob("*/*.json"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_groundtruth.standins.apr_standin import write_launcher
+from pytest_groundtruth.standins.apr.cli import write_launcher
 
 Project = Callable[..., pytest.Pytester]
 
@@ -40,10 +40,10 @@ def test_crash_and_nan_fail_only_their_tests(apr_project: pytest.Pytester,
     result = apr_project.runpytest("--gt-no-cache", "--gt-results", "r.json")
     result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines([
-        "*token[[]tiny-llama-apr-float16-code[]]: RuntimeFault: [[]crashed[]] *",
+        "*token[[]tiny-llama-apr-float16-code[]]: EngineFailure: [[]crashed[]] *",
         "*call: * run * -p 'def fibonacci(n):' -n 32 *--json*",
         "*panicked*",
-        "*ppl[[]tiny-llama-apr-float16[]]: RuntimeFault: [[]NaN/Inf[]]*",
+        "*ppl[[]tiny-llama-apr-float16[]]: EngineFailure: [[]NaN/Inf[]]*",
     ])
     seen = records(apr_project)
     assert seen["token[tiny-llama-apr-float16-greeting]"]["fault"] == "crashed"
@@ -56,7 +56,7 @@ def test_hang_times_out_and_the_rest_runs_on(apr_project: pytest.Pytester,
     result = apr_project.runpytest("--gt-no-cache", "--gt-timeout", "20", "--gt-results",
                                     "r.json")
     result.assert_outcomes(failed=2, passed=1)
-    result.stdout.fnmatch_lines(["*RuntimeFault: [[]timeout[]]*"])
+    result.stdout.fnmatch_lines(["*EngineFailure: [[]timeout[]]*"])
     assert records(apr_project)["ppl[tiny-llama-apr-float16]"]["outcome"] == "passed"
 
 
@@ -65,4 +65,4 @@ def test_garbage_instead_of_json(apr_project: pytest.Pytester,
     monkeypatch.setenv("APR_STANDIN_FAULT", "run:garbage")
     result = apr_project.runpytest("--gt-no-cache", "-k", "code")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*RuntimeFault: [[]garbage output[]]*"])
+    result.stdout.fnmatch_lines(["*EngineFailure: [[]garbage output[]]*"])

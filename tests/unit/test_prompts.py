@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_groundtruth.prompts import PromptError, load_prompts
+from pytest_groundtruth.config.prompts import PromptError, load_prompts
 
 ROOT = Path(__file__).parents[2]
 

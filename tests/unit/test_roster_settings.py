@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_groundtruth.roster import BUILTIN, ModelSpec, RosterError, spec_from_table
-from pytest_groundtruth.settings import ConfigError, Settings, load_settings
+from pytest_groundtruth.config.roster import BUILTIN, ModelSpec, RosterError, spec_from_table
+from pytest_groundtruth.config.settings import ConfigError, Settings, load_settings
 
 GOOD = {
     "source": "hf:org/model",

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_groundtruth import tiny as tiny_builder
-from pytest_groundtruth.roster import BUILTIN, ModelSpec
-from pytest_groundtruth.sources import ModelError, ModelUnavailable, ResolvedModel, resolve
+from pytest_groundtruth.config.roster import BUILTIN, ModelSpec
+from pytest_groundtruth.models import tiny as tiny_builder
+from pytest_groundtruth.models.sources import ModelError, ModelUnavailable, ResolvedModel, resolve
 
 HUB = replace(BUILTIN["smollm-135m"], slug="not-here", source="hf:groundtruth-tests/absent")
 

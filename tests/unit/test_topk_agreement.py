@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_groundtruth.divergence import agreement, bucket_kl
-from pytest_groundtruth.logprobs import log_softmax, top_k
-from pytest_groundtruth.oracle_format import Oracle, OracleStep, load_oracle
+from pytest_groundtruth.measures.agreement import agreement, bucket_kl
+from pytest_groundtruth.measures.logprobs import log_softmax, top_k
+from pytest_groundtruth.oracle.format import Oracle, load_oracle
 from pytest_groundtruth.suites.topk import check
 
 ROOT = Path(__file__).parents[2]
@@ -24,7 +24,7 @@ rows = st.lists(st.floats(min_value=-20, max_value=20, allow_nan=False), min_siz
 
 def oracle_from(logits: list[list[float]], k: int = 10) -> tuple[Oracle, np.ndarray]:
     lps = log_softmax(np.array(logits))
-    steps = tuple(OracleStep(*(lambda t: (t.ids, t.logprobs))(top_k(r, k))) for r in lps)
+    steps = tuple(top_k(r, k) for r in lps)
     tokens = tuple(s.ids[0] for s in steps)
     oracle = replace(ORACLE, tokens=tokens, steps=steps, top_k=k,
                      max_new_tokens=max(len(tokens), 1))
@@ -55,7 +55,7 @@ def test_bucket_kl_is_non_negative(a: list[float], b: list[float]) -> None:
     n = min(len(a), len(b))
     p = log_softmax(np.array(a[:n]))
     q = log_softmax(np.array(b[:n]))
-    step = OracleStep(*(lambda t: (t.ids, t.logprobs))(top_k(p, min(5, n))))
+    step = top_k(p, min(5, n))
     assert bucket_kl(step, q) >= 0.0
 
 
@@ -83,7 +83,7 @@ def test_later_positions_are_not_compared() -> None:
 
 def test_kl_grows_with_a_shifted_distribution() -> None:
     p = log_softmax(np.array([5.0, 4.0, 1.0, 0.0, -1.0, -2.0]))
-    step = OracleStep(*(lambda t: (t.ids, t.logprobs))(top_k(p, 3)))
+    step = top_k(p, 3)
     close = log_softmax(np.array([5.0, 3.9, 1.1, 0.0, -1.0, -2.0]))
     far = log_softmax(np.array([0.0, 4.0, 5.0, 0.0, -1.0, -2.0]))
     assert 0 < bucket_kl(step, close) < bucket_kl(step, far)

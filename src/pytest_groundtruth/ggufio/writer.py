@@ -35,7 +35,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from pytest_groundtruth.atomic import atomic_path
+from pytest_groundtruth.core.atomic import atomic_path
 from pytest_groundtruth.ggufio import names, tokenizer_meta
 from pytest_groundtruth.ggufio.names import GGUFExportError, HParams
 

@@ -11,10 +11,10 @@ import html
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from pytest_groundtruth.report.matrix import aggregate, cell_status, cell_text
+from pytest_groundtruth.report.grid import aggregate, cell_status, cell_text
 
 if TYPE_CHECKING:
-    from pytest_groundtruth.results import SuiteResult
+    from pytest_groundtruth.suites.result import SuiteResult
 
 COLOURS = {"failed": "#f8d7da", "xpassed": "#f8d7da", "xfailed": "#fff3cd",
            "passed": "#d1e7dd", "skipped": "#e2e3e5"}

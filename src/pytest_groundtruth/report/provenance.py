@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytest_groundtruth.session import GroundtruthState
+    from pytest_groundtruth.plugin.session import GroundtruthState
 
 PACKAGES = ("pytest-groundtruth", "pytest", "torch", "transformers", "gguf",
             "llama-cpp-python", "torchao", "pytest-xdist", "pytest-html")

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_groundtruth.atomic import atomic_write_text
+from pytest_groundtruth.core.atomic import atomic_write_text
 from pytest_groundtruth.report.provenance import oracle_provenance, tool_versions
 
 if TYPE_CHECKING:
-    from pytest_groundtruth.session import GroundtruthState
+    from pytest_groundtruth.plugin.session import GroundtruthState
 
 SCHEMA = "pytest-groundtruth/results/1"
 

@@ -13,18 +13,18 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_groundtruth.atomic import atomic_write_text
+from pytest_groundtruth.core.atomic import atomic_write_text
 from pytest_groundtruth.report.provenance import oracle_provenance, tool_versions
-from pytest_groundtruth.results import render_table
+from pytest_groundtruth.suites.result import render_table
 
 if TYPE_CHECKING:
-    from pytest_groundtruth.session import GroundtruthState
+    from pytest_groundtruth.plugin.session import GroundtruthState
 
 FAILED = ("failed", "xpassed")
 
 
 def _details(record: dict[str, Any]) -> list[str]:
-    from pytest_groundtruth.results import TokenRow
+    from pytest_groundtruth.suites.result import TokenRow
 
     result = record.get("result")
     if not result:

@@ -13,7 +13,7 @@ The runner speaks the command line documented in docs/anchors.md ("The `apr` CLI
 Every call is an argv list (never a shell), has a timeout (the process group is killed
 when it runs out), runs with ``NO_COLOR=1``, and has its stdout stripped of ANSI escape
 codes before the JSON object is looked for (log lines may come before or after it).
-Failures are :class:`~pytest_groundtruth.runtimes.base.RuntimeFault` s carrying the exact
+Failures are :class:`~pytest_groundtruth.runtimes.base.EngineFailure` s carrying the exact
 command line (``shlex.join``) and stderr: a refused flag is ``REFUSED`` (with a hint about
 older releases' spelling), any other non-zero exit ``CRASHED``, a timeout ``TIMEOUT``,
 output without the expected JSON or with non-integer token ids ``GARBAGE``, a NaN/Inf
@@ -56,20 +56,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
 from pytest_groundtruth.runtimes.base import (
     Artifact,
     Capability,
-    FaultKind,
     Generation,
     PerplexityResult,
     Runner,
     Runtime,
-    RuntimeFault,
-    RuntimeUnavailable,
 )
 
 if TYPE_CHECKING:
-    from pytest_groundtruth.sources import ResolvedModel
+    from pytest_groundtruth.models.sources import ResolvedModel
 
 #: The apr command line this runner speaks (anchors.md, "The `apr` CLI", current flags).
 APR_CLI = (
@@ -169,7 +167,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 def invoke(argv: Sequence[str], timeout: float) -> Completed:
     """Run ``argv`` (no shell) with ``NO_COLOR=1`` under ``timeout`` seconds.
 
-    Raises ``RuntimeFault(TIMEOUT)`` (after killing the whole process group) when it
+    Raises ``EngineFailure(TIMEOUT)`` (after killing the whole process group) when it
     runs out, :class:`RuntimeUnavailable` when the executable cannot be started.
     """
     argv = tuple(argv)
@@ -196,8 +194,8 @@ def invoke(argv: Sequence[str], timeout: float) -> Completed:
         except subprocess.TimeoutExpired:  # a grandchild in its own session holds the pipes
             proc.kill()
             out, err = b"", b""
-        raise RuntimeFault(
-            FaultKind.TIMEOUT,
+        raise EngineFailure(
+            FailureKind.TIMEOUT,
             f"apr did not finish within {timeout:g} s (its process group was killed)",
             call=call,
             stderr=strip_ansi(err.decode("utf-8", "replace")),
@@ -215,16 +213,16 @@ def invoke(argv: Sequence[str], timeout: float) -> Completed:
     )
 
 
-def fault_of(kind: FaultKind, message: str, done: Completed) -> RuntimeFault:
+def fault_of(kind: FailureKind, message: str, done: Completed) -> EngineFailure:
     """A fault of ``kind`` carrying ``done``'s command line and (ANSI-stripped) stderr."""
-    return RuntimeFault(kind, message, call=done.call, stderr=strip_ansi(done.stderr))
+    return EngineFailure(kind, message, call=done.call, stderr=strip_ansi(done.stderr))
 
 
-def exit_fault(done: Completed) -> RuntimeFault:
+def exit_fault(done: Completed) -> EngineFailure:
     """The fault for a non-zero exit: REFUSED for a rejected command line, else CRASHED."""
     if is_refusal(done.stderr):
         return fault_of(
-            FaultKind.REFUSED,
+            FailureKind.REFUSED,
             f"apr refused the command line (exit status {done.returncode}); {OLD_CLI_HINT}",
             done,
         )
@@ -236,7 +234,7 @@ def exit_fault(done: Completed) -> RuntimeFault:
         what = f"was killed by signal {-done.returncode}{signame}"
     else:
         what = f"exited with status {done.returncode}"
-    return fault_of(FaultKind.CRASHED, f"apr {what}", done)
+    return fault_of(FailureKind.CRASHED, f"apr {what}", done)
 
 
 def parse_json(done: Completed, required: Sequence[str]) -> dict[str, Any]:
@@ -244,7 +242,7 @@ def parse_json(done: Completed, required: Sequence[str]) -> dict[str, Any]:
     obj = find_json_object(done.stdout, required)
     if obj is None:
         raise fault_of(
-            FaultKind.GARBAGE,
+            FailureKind.GARBAGE,
             f"apr printed no JSON object with keys {', '.join(required)}; stdout begins "
             f"{_excerpt(strip_ansi(done.stdout))}",
             done,
@@ -256,19 +254,19 @@ def token_ids(value: object, done: Completed, vocab: int | None = None) -> tuple
     """Validate apr's ``tokens``: a list of non-negative integers below ``vocab``."""
     if not isinstance(value, list):
         raise fault_of(
-            FaultKind.GARBAGE, f"apr's 'tokens' is not a list: {_excerpt(repr(value))}", done
+            FailureKind.GARBAGE, f"apr's 'tokens' is not a list: {_excerpt(repr(value))}", done
         )
     for position, token in enumerate(value):
         if isinstance(token, bool) or not isinstance(token, int):
             raise fault_of(
-                FaultKind.GARBAGE,
+                FailureKind.GARBAGE,
                 f"apr's token #{position} is {token!r}, not an integer id "
                 f"(tokens begin {_excerpt(repr(value), 120)})",
                 done,
             )
         if token < 0 or (vocab is not None and token >= vocab):
             raise fault_of(
-                FaultKind.GARBAGE,
+                FailureKind.GARBAGE,
                 f"apr's token #{position} is {token}, outside the vocabulary [0, {vocab})",
                 done,
             )
@@ -291,11 +289,11 @@ def parse_generation(
     text = data["text"]
     if not isinstance(text, str):
         raise fault_of(
-            FaultKind.GARBAGE, f"apr's 'text' is not a string: {_excerpt(repr(text))}", done
+            FailureKind.GARBAGE, f"apr's 'text' is not a string: {_excerpt(repr(text))}", done
         )
     if len(tokens) > max_new_tokens:
         raise fault_of(
-            FaultKind.GARBAGE, f"apr returned {len(tokens)} tokens for -n {max_new_tokens}", done
+            FailureKind.GARBAGE, f"apr returned {len(tokens)} tokens for -n {max_new_tokens}", done
         )
     millis = _finite_number(data.get("inference_time_ms"))
     seconds = millis / 1000.0 if millis is not None and millis > 0 else done.seconds
@@ -316,19 +314,20 @@ def parse_perplexity(done: Completed) -> PerplexityResult:
     raw = data["perplexity"]
     if raw is None or (isinstance(raw, float) and not math.isfinite(raw)):
         spelled = "null (serde_json's spelling of NaN/Inf)" if raw is None else repr(raw)
-        raise fault_of(FaultKind.NAN, f"apr eval reported perplexity {spelled}", done)
+        raise fault_of(FailureKind.NAN, f"apr eval reported perplexity {spelled}", done)
     ppl = _finite_number(raw)
     if ppl is None or ppl < 1.0:
         raise fault_of(
-            FaultKind.GARBAGE, f"apr eval reported perplexity {raw!r} (must be a number >= 1)", done
+            FailureKind.GARBAGE, f"apr eval reported perplexity {raw!r} (must be a number >= 1)",
+            done,
         )
     raw_nll = data.get("cross_entropy")
     if isinstance(raw_nll, float) and not math.isfinite(raw_nll):
-        raise fault_of(FaultKind.NAN, f"apr eval reported cross_entropy {raw_nll!r}", done)
+        raise fault_of(FailureKind.NAN, f"apr eval reported cross_entropy {raw_nll!r}", done)
     nll = _finite_number(raw_nll)
     count = data.get("tokens_evaluated")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise fault_of(FaultKind.GARBAGE, f"apr eval reported tokens_evaluated {count!r}", done)
+        raise fault_of(FailureKind.GARBAGE, f"apr eval reported tokens_evaluated {count!r}", done)
     secs = _finite_number(data.get("eval_time_secs"))
     return PerplexityResult(
         perplexity=ppl,
@@ -363,7 +362,7 @@ def staged(out: Path, name: str) -> Iterator[Path]:
         target = directory / name
         yield target
         if not target.is_file():
-            raise RuntimeFault(FaultKind.GARBAGE, f"apr exited 0 but did not write {target}")
+            raise EngineFailure(FailureKind.GARBAGE, f"apr exited 0 but did not write {target}")
         target.replace(out)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -410,7 +409,7 @@ class AprRuntime(Runtime):
             done = self.call("--version")
             lines = strip_ansi(done.stdout).strip().splitlines()
             if not lines:
-                raise fault_of(FaultKind.GARBAGE, "`apr --version` printed nothing", done)
+                raise fault_of(FailureKind.GARBAGE, "`apr --version` printed nothing", done)
             self._version = lines[0].strip()
         return self._version
 
@@ -464,8 +463,8 @@ class AprRuntime(Runtime):
         info = self.inspect(path)
         layers = info.get("num_layers")
         if isinstance(layers, int) and not isinstance(layers, bool) and layers != model.spec.layers:
-            raise RuntimeFault(
-                FaultKind.GARBAGE,
+            raise EngineFailure(
+                FailureKind.GARBAGE,
                 f"apr inspect reports {layers} layers in {path.name}; the roster says "
                 f"{model.spec.layers} for {model.slug!r}",
             )

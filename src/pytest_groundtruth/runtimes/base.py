@@ -26,12 +26,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
+from pytest_groundtruth.measures.logprobs import TopK
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from pytest_groundtruth.cache import ArtifactCache
-    from pytest_groundtruth.sources import ResolvedModel
+    from pytest_groundtruth.models.sources import ResolvedModel
+    from pytest_groundtruth.store.cache import ArtifactCache
 
 
 class Capability(enum.Enum):
@@ -41,46 +43,6 @@ class Capability(enum.Enum):
     SCORE = "teacher-forced scoring"
     EXPORT_GGUF = "GGUF export"
     REIMPORT = "GGUF reimport"
-
-
-class FaultKind(enum.Enum):
-    """How a runtime failed, beyond a wrong answer (the QA playbook's outcomes)."""
-
-    CRASHED = "crashed"
-    TIMEOUT = "timeout"
-    GARBAGE = "garbage output"
-    NAN = "NaN/Inf"
-    REFUSED = "refused the command line"
-
-
-class RuntimeFault(Exception):
-    """The engine itself failed; carries the exact call and what it printed."""
-
-    def __init__(self, kind: FaultKind, message: str, call: str = "", stderr: str = "") -> None:
-        self.kind = kind
-        self.call = call
-        self.stderr = stderr
-        super().__init__(message)
-
-    def __str__(self) -> str:
-        text = f"[{self.kind.value}] {self.args[0]}"
-        if self.call:
-            text += f"\n  call: {self.call}"
-        if self.stderr.strip():
-            text += "\n  stderr:\n    " + "\n    ".join(self.stderr.strip().splitlines()[-20:])
-        return text
-
-
-class RuntimeUnavailable(Exception):
-    """The runtime cannot run here (not installed, no GPU); the message says how to fix it."""
-
-
-@dataclass(frozen=True)
-class TopK:
-    """The k most likely next tokens at one step, most likely first."""
-
-    ids: tuple[int, ...]
-    logprobs: tuple[float, ...]
 
 
 @dataclass(frozen=True)

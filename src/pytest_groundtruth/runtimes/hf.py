@@ -17,22 +17,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pytest_groundtruth import logprobs as lp
-from pytest_groundtruth.runtimes.base import (
-    Artifact,
-    Capability,
-    Generation,
-    Runtime,
-    RuntimeUnavailable,
-)
+from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.measures import logprobs as lp
+from pytest_groundtruth.runtimes.base import Artifact, Capability, Generation, Runtime
 from pytest_groundtruth.runtimes.logits import LogitsRunner
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from pytest_groundtruth.cache import ArtifactCache
-    from pytest_groundtruth.sources import ResolvedModel
+    from pytest_groundtruth.models.sources import ResolvedModel
+    from pytest_groundtruth.store.cache import ArtifactCache
 
 DTYPES = ("float32", "bfloat16", "float16")
 SEED = 42  # the original oracle's seed; greedy decoding does not depend on it

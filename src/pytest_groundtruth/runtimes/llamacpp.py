@@ -4,7 +4,7 @@ Artifacts are GGUF files written by :func:`pytest_groundtruth.ggufio.export_gguf
 (F32, F16, Q8_0, Q4_0, Q4_1 for the project's float32, float16, int8, int4, q4_1).
 The runner loads one with ``llama_cpp.Llama(..., logits_all=True)`` and does greedy
 decoding itself on ``eval()`` + ``scores`` rather than through llama.cpp's sampler, so
-the rule is exactly the oracle's (:mod:`pytest_groundtruth.logprobs`): argmax of the
+the rule is exactly the oracle's (:mod:`pytest_groundtruth.measures.logprobs`): argmax of the
 float32 logits, ties to the lowest id, stop after an end-of-sequence token.
 
 End of sequence: the stop set is what the file under test declares,
@@ -40,27 +40,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pytest_groundtruth import logprobs as lp
-from pytest_groundtruth.atomic import atomic_path
+from pytest_groundtruth.core.atomic import atomic_path
+from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
 from pytest_groundtruth.ggufio import EXPORTER_VERSION, GGUFFormatError, export_gguf
 from pytest_groundtruth.ggufio.reader import scan_gguf
-from pytest_groundtruth.runtimes.base import (
-    Artifact,
-    Capability,
-    FaultKind,
-    Generation,
-    Runtime,
-    RuntimeFault,
-    RuntimeUnavailable,
-    TopK,
-)
+from pytest_groundtruth.measures import logprobs as lp
+from pytest_groundtruth.measures.logprobs import TopK
+from pytest_groundtruth.runtimes.base import Artifact, Capability, Generation, Runtime
 from pytest_groundtruth.runtimes.logits import LogitsRunner
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from pytest_groundtruth.sources import ResolvedModel
+    from pytest_groundtruth.models.sources import ResolvedModel
 
 # The project's quantization names -> the GGUF type our exporter writes.
 QTYPES = {
@@ -199,7 +192,7 @@ class LlamaCppRuntime(Runtime):
         return None
 
     def reimport(self, gguf: Path, model: ResolvedModel, quant: str, out: Path) -> str:
-        from pytest_groundtruth.sources import gguf_to_hf_dir
+        from pytest_groundtruth.models.sources import gguf_to_hf_dir
 
         qtype = self.qtype(quant)
         pre = scan_gguf(gguf).scalars.get("tokenizer.ggml.pre")
@@ -245,7 +238,7 @@ class LlamaCppRunner(LogitsRunner):
         try:
             scan = scan_gguf(path)
         except GGUFFormatError as exc:
-            raise RuntimeFault(FaultKind.CRASHED, str(exc)) from exc
+            raise EngineFailure(FailureKind.CRASHED, str(exc)) from exc
         arch = scan.scalars.get("general.architecture")
         trained = scan.scalars.get(f"{arch}.context_length")
         self.n_ctx = min(n_ctx, trained) if isinstance(trained, int) and trained > 0 else n_ctx
@@ -272,8 +265,8 @@ class LlamaCppRunner(LogitsRunner):
                 verbose=False,
             )
         except Exception as exc:  # llama-cpp-python raises ValueError on a bad model file
-            raise RuntimeFault(
-                FaultKind.CRASHED, f"llama.cpp could not load {path}: {exc}", call=self.load_call
+            raise EngineFailure(
+                FailureKind.CRASHED, f"llama.cpp could not load {path}: {exc}", call=self.load_call
             ) from exc
         gguf_eos = scan.scalars.get("tokenizer.ggml.eos_token_id")
         fallback = [gguf_eos] if isinstance(gguf_eos, int) else []
@@ -317,8 +310,8 @@ class LlamaCppRunner(LogitsRunner):
         try:
             self.llm.eval(list(ids))
         except Exception as exc:  # llama_decode failures surface as RuntimeError
-            raise RuntimeFault(
-                FaultKind.CRASHED, f"llama.cpp eval failed: {exc}", call=call
+            raise EngineFailure(
+                FailureKind.CRASHED, f"llama.cpp eval failed: {exc}", call=call
             ) from exc
 
     def _check_fits(self, n: int, what: str) -> None:
@@ -352,7 +345,7 @@ class LlamaCppRunner(LogitsRunner):
         self._eval(ids, call)
         for step in range(max_new_tokens):
             logits = self._logits(self.llm.n_tokens - 1, self.llm.n_tokens)
-            row = lp.log_softmax(logits)[0]  # raises RuntimeFault(NAN) on NaN/Inf
+            row = lp.log_softmax(logits)[0]  # raises EngineFailure(NAN) on NaN/Inf
             token = lp.argmax(logits[0])
             if top_k:
                 topk.append(lp.top_k(row, top_k))

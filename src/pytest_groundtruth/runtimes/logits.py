@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pytest_groundtruth import logprobs as lp
+from pytest_groundtruth.measures import logprobs as lp
 from pytest_groundtruth.runtimes.base import PerplexityResult, Runner
 
 if TYPE_CHECKING:

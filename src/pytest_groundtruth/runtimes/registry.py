@@ -6,8 +6,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pytest_groundtruth.config.settings import Settings
     from pytest_groundtruth.runtimes.base import Runtime
-    from pytest_groundtruth.settings import Settings
 
 _CLASSES = {
     "transformers": "pytest_groundtruth.runtimes.hf:TransformersRuntime",

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pytest_groundtruth.runtimes.base import Artifact, Capability, RuntimeUnavailable
+from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.runtimes.base import Artifact, Capability
 from pytest_groundtruth.runtimes.hf import TransformersRunner, TransformersRuntime
 
 if TYPE_CHECKING:
-    from pytest_groundtruth.sources import ResolvedModel
+    from pytest_groundtruth.models.sources import ResolvedModel
 
 CONFIGS = {
     "int8": "Int8WeightOnlyConfig()",

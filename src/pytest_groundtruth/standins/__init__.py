@@ -7,5 +7,5 @@ timeouts, fault reporting. A stand-in is never the engine itself, and says so in
 ``--version`` line, its output and its files. Tests that need the real engine are marked
 (``requires_apr``) and skip when only the stand-in is present.
 
-- :mod:`pytest_groundtruth.standins.apr_standin`: the ``apr`` CLI of aprender.
+- :mod:`pytest_groundtruth.standins.apr`: the ``apr`` CLI of aprender.
 """

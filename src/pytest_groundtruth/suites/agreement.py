@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pytest_groundtruth.divergence import PositionAgreement, agreement
-from pytest_groundtruth.matrix import Case
-from pytest_groundtruth.results import SuiteResult
-from pytest_groundtruth.workbench import Workbench
+from pytest_groundtruth.measures.agreement import PositionAgreement, agreement
+from pytest_groundtruth.suites.cases import Case
+from pytest_groundtruth.suites.context import Workbench
+from pytest_groundtruth.suites.result import SuiteResult
 
 
 def _score(case: Case, bench: Workbench) -> tuple[dict[str, list[PositionAgreement]], str]:

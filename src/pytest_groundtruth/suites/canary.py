@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pytest_groundtruth.matrix import Case
-from pytest_groundtruth.results import SuiteResult
-from pytest_groundtruth.suites.tokens import compare
-from pytest_groundtruth.workbench import Workbench
+from pytest_groundtruth.suites.cases import Case
+from pytest_groundtruth.suites.context import Workbench
+from pytest_groundtruth.suites.result import SuiteResult
 
 
 def text_difference(text: str, oracle: str, context: int = 20) -> str:
@@ -24,7 +23,7 @@ def run(case: Case, bench: Workbench) -> SuiteResult:
     assert case.prompt is not None
     oracle = bench.oracle(case.model, case.prompt)
     gen, artifact = bench.generate(case.model, case.runtime, case.quant, case.prompt)
-    cmp = compare(oracle, oracle.tokens, gen.tokens)
+    cmp = oracle.compare(gen.tokens)
     passed = gen.text == oracle.text
     summary = (
         "text identical to the oracle"

@@ -6,11 +6,11 @@ bf16 <= 3/32 and fp16 <= 5/32 mismatches against the float32 oracle; bf16 agains
 
 from __future__ import annotations
 
-from pytest_groundtruth.matrix import Case
-from pytest_groundtruth.results import SuiteResult
-from pytest_groundtruth.suites import drift, token_count
-from pytest_groundtruth.suites.tokens import compare
-from pytest_groundtruth.workbench import Workbench
+from pytest_groundtruth.measures.sequences import compare
+from pytest_groundtruth.suites import drift, token
+from pytest_groundtruth.suites.cases import Case
+from pytest_groundtruth.suites.context import Workbench
+from pytest_groundtruth.suites.result import SuiteResult
 
 DEVICE = "cuda"
 
@@ -21,14 +21,14 @@ def run(case: Case, bench: Workbench) -> SuiteResult:
         return drift.run(case, bench, DEVICE)
     if case.variant == "pair":
         return _pair(case, bench)
-    return token_count.run(case, bench, DEVICE)
+    return token.run(case, bench, DEVICE)
 
 
 def _pair(case: Case, bench: Workbench) -> SuiteResult:
     assert case.prompt is not None and case.other is not None
     a, art_a = bench.generate(case.model, case.runtime, case.quant, case.prompt, DEVICE)
     b, _ = bench.generate(case.model, case.runtime, case.other, case.prompt, DEVICE)
-    cmp = compare(None, b.tokens, a.tokens)
+    cmp = compare(b.tokens, a.tokens)
     bound = bench.bound(case, "pair_max_mismatches")
     passed = cmp.counted <= bound.value
     return SuiteResult(

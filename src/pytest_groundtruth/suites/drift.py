@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pytest_groundtruth.matrix import Case
-from pytest_groundtruth.results import SuiteResult
-from pytest_groundtruth.suites.tokens import compare
-from pytest_groundtruth.workbench import Workbench
+from pytest_groundtruth.suites.cases import Case
+from pytest_groundtruth.suites.context import Workbench
+from pytest_groundtruth.suites.result import SuiteResult
 
 
 def run(case: Case, bench: Workbench, device: str = "cpu") -> SuiteResult:
@@ -14,8 +13,8 @@ def run(case: Case, bench: Workbench, device: str = "cpu") -> SuiteResult:
     mode = bench.settings.near_ties
     high, art_high = bench.generate(case.model, case.runtime, case.quant, case.prompt, device)
     low, art_low = bench.generate(case.model, case.runtime, case.other, case.prompt, device)
-    m_high = compare(oracle, oracle.tokens, high.tokens, mode)
-    m_low = compare(oracle, oracle.tokens, low.tokens, mode)
+    m_high = oracle.compare(high.tokens, mode)
+    m_low = oracle.compare(low.tokens, mode)
     bound = bench.bound(case, "slack")
     limit = m_low.counted + bound.value
     passed = m_high.counted <= limit

@@ -21,6 +21,7 @@ import hashlib
 import json
 from typing import Any
 
+from pytest_groundtruth.core.failures import EngineFailure
 from pytest_groundtruth.integrity import report as words
 from pytest_groundtruth.integrity.check import (
     ENGINE_FAILED,
@@ -32,11 +33,11 @@ from pytest_groundtruth.integrity.check import (
     evaluate,
 )
 from pytest_groundtruth.integrity.findings import to_jsonable
-from pytest_groundtruth.matrix import Case
-from pytest_groundtruth.results import SuiteResult
-from pytest_groundtruth.runtimes.base import Artifact, RuntimeFault
-from pytest_groundtruth.sources import ResolvedModel
-from pytest_groundtruth.workbench import Workbench
+from pytest_groundtruth.models.sources import ResolvedModel
+from pytest_groundtruth.runtimes.base import Artifact
+from pytest_groundtruth.suites.cases import Case
+from pytest_groundtruth.suites.context import Workbench
+from pytest_groundtruth.suites.result import SuiteResult
 
 INTEGRITY_VERSION = "1"  # bump when a measurement changes meaning (invalidates the cache)
 RULE = ("metadata and tokenizer exact; each tensor: error <= k_T*e_ref + u_T, |scale - "
@@ -48,7 +49,7 @@ def engine_tokenizer(bench: Workbench, artifact: Artifact) -> EngineTokenizer | 
     cannot load the file fails the tokenizer section; the other sections still run)."""
     try:
         runner: Any = bench.runner(artifact)
-    except RuntimeFault as exc:
+    except EngineFailure as exc:
         return f"{ENGINE_FAILED}: {exc}"
     call = getattr(runner, "load_call", type(runner).__name__)
     try:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 
-from pytest_groundtruth.matrix import Case
-from pytest_groundtruth.oracle_format import OracleError
-from pytest_groundtruth.results import SuiteResult
-from pytest_groundtruth.workbench import Workbench
+from pytest_groundtruth.oracle.format import OracleError
+from pytest_groundtruth.suites.cases import Case
+from pytest_groundtruth.suites.context import Workbench
+from pytest_groundtruth.suites.result import SuiteResult
 
 
 def run(case: Case, bench: Workbench) -> SuiteResult:

@@ -6,10 +6,10 @@ export/reimport must not change a single token, whatever the quantization drift.
 
 from __future__ import annotations
 
-from pytest_groundtruth.matrix import Case
-from pytest_groundtruth.results import SuiteResult
-from pytest_groundtruth.suites.tokens import compare
-from pytest_groundtruth.workbench import Workbench
+from pytest_groundtruth.measures.sequences import compare
+from pytest_groundtruth.suites.cases import Case
+from pytest_groundtruth.suites.context import Workbench
+from pytest_groundtruth.suites.result import SuiteResult
 
 
 def run(case: Case, bench: Workbench) -> SuiteResult:
@@ -17,7 +17,7 @@ def run(case: Case, bench: Workbench) -> SuiteResult:
     original, artifact = bench.generate(case.model, case.runtime, case.quant, case.prompt)
     reimported = bench.roundtrip(case.model, case.runtime, case.quant)
     again = bench.generate_artifact(reimported, case.prompt)
-    cmp = compare(None, original.tokens, again.tokens)
+    cmp = compare(original.tokens, again.tokens)
     bound = bench.bound(case, "max_mismatches")
     passed = cmp.counted <= bound.value
     summary = (

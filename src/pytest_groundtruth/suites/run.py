@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib
 
-from pytest_groundtruth.matrix import Case
-from pytest_groundtruth.results import SuiteResult
-from pytest_groundtruth.workbench import Workbench
+from pytest_groundtruth.suites.cases import Case
+from pytest_groundtruth.suites.context import Workbench
+from pytest_groundtruth.suites.result import SuiteResult
 
 MODULES = {
     "canary": "canary",
-    "token": "token_count",
+    "token": "token",
     "drift": "drift",
     "roundtrip": "roundtrip",
     "ppl": "ppl",

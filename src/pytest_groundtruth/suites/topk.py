@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pytest_groundtruth.compare import first_divergence
-from pytest_groundtruth.logprobs import top_k as top_k_of
-from pytest_groundtruth.matrix import Case
-from pytest_groundtruth.oracle_format import Oracle
-from pytest_groundtruth.results import SuiteResult
+from pytest_groundtruth.measures.logprobs import top_k as top_k_of
+from pytest_groundtruth.measures.sequences import first_divergence
+from pytest_groundtruth.oracle.format import Oracle
 from pytest_groundtruth.runtimes.base import Capability, Generation
-from pytest_groundtruth.workbench import Workbench
+from pytest_groundtruth.suites.cases import Case
+from pytest_groundtruth.suites.context import Workbench
+from pytest_groundtruth.suites.result import SuiteResult
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,355 @@
+"""Configuration: ``[tool.groundtruth]`` in pyproject.toml, layered ``groundtruth.toml`` files.
+
+Every key is validated: an unknown key or a value of the wrong type is a
+:class:`ConfigError` that names the file and the key. The same :class:`Settings` object
+serves the pytest plugin and the ``groundtruth`` command.
+
+Example::
+
+    [tool.groundtruth]
+    models = ["smollm2-135m", "my-model"]
+    runtimes = ["llamacpp", "apr"]
+    quantizations = ["int8", "int4"]
+
+    [tool.groundtruth.roster.my-model]
+    source = "hf:my-org/my-model"
+    architecture = "llama"
+    layers = 30
+    heads = 9
+    kv_heads = 3
+    hidden = 576
+    vocab = 49152
+    ppl_ceiling = 25
+
+    [[tool.groundtruth.bounds]]
+    suite = "token"
+    runtime = "llamacpp"
+    quantization = "int8"
+    max_mismatches = 16
+    reason = "measured 13 mismatches at position 19 on the code prompt (near tie)"
+
+    [[tool.groundtruth.artifacts]]      # test a file someone else produced
+    model = "smollm2-135m"
+    runtime = "llamacpp"
+    quantization = "int4"
+    path = "dist/smollm2-q4_0.gguf"
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pytest_groundtruth.config.roster import BUILTIN, ModelSpec, RosterError, spec_from_table
+from pytest_groundtruth.suites.catalog import CATALOG, Number
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+RUNTIMES = ("transformers", "llamacpp", "torchao", "apr")
+QUANTIZATIONS = ("float32", "bfloat16", "float16", "int8", "int4", "q4_1")
+NEAR_TIE_MODES = ("count", "exempt")
+MATCH_KEYS = ("suite", "model", "runtime", "quantization", "prompt")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; names the file and the key."""
+
+
+@dataclass(frozen=True)
+class BoundRule:
+    suite: str
+    values: dict[str, Number]
+    reason: str
+    origin: str  # file that set it
+    match: dict[str, str] = field(default_factory=dict)  # model/runtime/quantization/prompt
+
+    def matches(self, **context: str | None) -> bool:
+        return all(context.get(k) == v for k, v in self.match.items())
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A resolved bound with where it came from (shown in failure messages)."""
+
+    value: Any
+    origin: str  # "default" or "<file>: <reason>"
+
+
+@dataclass(frozen=True)
+class ExternalArtifact:
+    model: str
+    runtime: str
+    quantization: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    models: tuple[str, ...] = ("smollm2-135m",)
+    runtimes: tuple[str, ...] = ("llamacpp", "torchao", "transformers", "apr")
+    quantizations: tuple[str, ...] = ("int8", "int4")
+    suites: tuple[str, ...] = tuple(CATALOG)
+    prompts: tuple[str, ...] | None = None
+    oracle_dir: Path = Path("oracle")
+    prompts_dir: Path = Path("prompts")
+    eval_text: Path = Path("prompts/eval/perplexity.txt")
+    cache_dir: Path | None = None
+    max_new_tokens: int = 32
+    top_k: int = 10
+    near_ties: str = "count"
+    apr_bin: str = "apr"
+    timeout: float = 300.0
+    cuda_precisions: tuple[str, ...] = ("bfloat16", "float16")
+    roster: dict[str, ModelSpec] = field(default_factory=lambda: dict(BUILTIN))
+    bounds: tuple[BoundRule, ...] = ()
+    artifacts: tuple[ExternalArtifact, ...] = ()
+    sources: tuple[str, ...] = ()  # the files the settings were read from
+
+    def path(self, value: Path) -> Path:
+        return value if value.is_absolute() else self.root / value
+
+    def spec(self, slug: str) -> ModelSpec:
+        try:
+            return self.roster[slug]
+        except KeyError:
+            raise ConfigError(
+                f"model {slug!r} is not in the roster (known: {', '.join(sorted(self.roster))}); "
+                f"add it under [tool.groundtruth.roster.{slug}]"
+            ) from None
+
+    def bound(
+        self,
+        suite: str,
+        param: str,
+        *,
+        model: str | None = None,
+        runtime: str | None = None,
+        quantization: str | None = None,
+        prompt: str | None = None,
+    ) -> Bound:
+        """The most specific rule for this suite parameter, else the catalog default."""
+        context = {"model": model, "runtime": runtime, "quantization": quantization,
+                   "prompt": prompt}
+        best: BoundRule | None = None
+        for rule in self.bounds:  # later rules win ties: files read later are more local
+            if (
+                rule.suite == suite
+                and param in rule.values
+                and rule.matches(**context)
+                and (best is None or len(rule.match) >= len(best.match))
+            ):
+                best = rule
+        if best is not None:
+            return Bound(best.values[param], f"{best.origin}: {best.reason}")
+        default = CATALOG[suite].params[param]
+        if isinstance(default, dict):
+            default = default.get(quantization or "*", default.get("*"))
+        if param == "ceiling" and default is None and model is not None:
+            return Bound(self.spec(model).ppl_ceiling, f"roster entry {model!r} (ppl_ceiling)")
+        return Bound(default, "default")
+
+
+# --------------------------------------------------------------------------- loading
+
+_LIST_KEYS = {
+    "models": str,
+    "runtimes": str,
+    "quantizations": str,
+    "suites": str,
+    "prompts": str,
+    "cuda_precisions": str,
+}
+_PATH_KEYS = ("oracle_dir", "prompts_dir", "eval_text", "cache_dir")
+_SCALAR_KEYS: dict[str, type | tuple[type, ...]] = {
+    "max_new_tokens": int,
+    "top_k": int,
+    "near_ties": str,
+    "apr_bin": str,
+    "timeout": (int, float),
+}
+_TABLE_KEYS = ("roster", "bounds", "artifacts")
+KNOWN_KEYS = (*_LIST_KEYS, *_PATH_KEYS, *_SCALAR_KEYS, *_TABLE_KEYS)
+
+
+def read_pyproject(root: Path) -> tuple[dict[str, Any], str] | None:
+    path = root / "pyproject.toml"
+    if not path.is_file():
+        return None
+    data = _read_toml(path)
+    table = data.get("tool", {}).get("groundtruth")
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.groundtruth] must be a table")
+    return table, f"{path} [tool.groundtruth]"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data: dict[str, Any] = tomllib.load(fh)
+            return data
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
+
+
+def load_settings(root: Path, extra_files: list[Path] | tuple[Path, ...] = ()) -> Settings:
+    """Settings from ``root/pyproject.toml`` then each of ``extra_files`` in order."""
+    settings = Settings(root=root)
+    layers: list[tuple[dict[str, Any], str]] = []
+    found = read_pyproject(root)
+    if found is not None:
+        layers.append(found)
+    for file in extra_files:
+        layers.append((_read_toml(file), str(file)))
+    for table, origin in layers:
+        settings = apply_table(settings, table, origin)
+    return settings
+
+
+def apply_table(settings: Settings, table: dict[str, Any], origin: str) -> Settings:
+    """Layer one configuration table over ``settings``; validate every key."""
+    unknown = sorted(set(table) - set(KNOWN_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{origin}: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"known keys: {', '.join(KNOWN_KEYS)}"
+        )
+    changes: dict[str, Any] = {"sources": (*settings.sources, origin)}
+    for key, kind in _LIST_KEYS.items():
+        if key in table:
+            value = table[key]
+            if not isinstance(value, list) or not all(isinstance(v, kind) for v in value):
+                raise ConfigError(f"{origin}: key {key!r} must be a list of strings")
+            changes[key] = tuple(value)
+    for key in _PATH_KEYS:
+        if key in table:
+            if not isinstance(table[key], str) or not table[key]:
+                raise ConfigError(f"{origin}: key {key!r} must be a non-empty path string")
+            changes[key] = Path(table[key])
+    for key, scalar in _SCALAR_KEYS.items():
+        if key in table:
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, scalar):
+                raise ConfigError(f"{origin}: key {key!r} = {value!r} has the wrong type")
+            changes[key] = value
+    roster = dict(settings.roster)
+    for slug, entry in _table(table, "roster", origin).items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{origin}: [roster.{slug}] must be a table")
+        try:
+            roster[slug] = spec_from_table(slug, entry, base=roster.get(slug))
+        except (RosterError, TypeError) as exc:
+            raise ConfigError(f"{origin}: {exc}") from exc
+    changes["roster"] = roster
+    changes["bounds"] = settings.bounds + tuple(
+        _bound_rule(rule, origin, i) for i, rule in enumerate(_list(table, "bounds", origin))
+    )
+    changes["artifacts"] = settings.artifacts + tuple(
+        _external(entry, origin, i) for i, entry in enumerate(_list(table, "artifacts", origin))
+    )
+    result = replace(settings, **changes)
+    validate(result, origin)
+    return result
+
+
+def _table(table: dict[str, Any], key: str, origin: str) -> dict[str, Any]:
+    value = table.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}: key {key!r} must be a table")
+    return value
+
+
+def _list(table: dict[str, Any], key: str, origin: str) -> list[dict[str, Any]]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{origin}: key {key!r} must be an array of tables ([[{key}]])")
+    return value
+
+
+def _bound_rule(rule: dict[str, Any], origin: str, index: int) -> BoundRule:
+    where = f"{origin}: bounds[{index}]"
+    suite = rule.get("suite")
+    if suite not in CATALOG:
+        raise ConfigError(f"{where}: key 'suite' = {suite!r} is not one of {', '.join(CATALOG)}")
+    reason = rule.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ConfigError(
+            f"{where}: key 'reason' is required: say which measurement justifies the bound"
+        )
+    params = CATALOG[suite].params
+    values: dict[str, Number] = {}
+    match: dict[str, str] = {}
+    for key, value in rule.items():
+        if key in ("suite", "reason"):
+            continue
+        if key in MATCH_KEYS:
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: key {key!r} must be a string")
+            match[key] = value
+        elif key in params:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}: key {key!r} = {value!r} must be a number")
+            values[key] = value
+        else:
+            raise ConfigError(
+                f"{where}: unknown key {key!r} for suite {suite!r}; it takes "
+                f"{', '.join(params) or 'no bounds'} and may match on {', '.join(MATCH_KEYS[1:])}"
+            )
+    if not values:
+        raise ConfigError(f"{where}: sets no bound (suite {suite!r} takes {', '.join(params)})")
+    return BoundRule(suite, values, reason.strip(), origin, match)
+
+
+def _external(entry: dict[str, Any], origin: str, index: int) -> ExternalArtifact:
+    where = f"{origin}: artifacts[{index}]"
+    keys = ("model", "runtime", "quantization", "path")
+    unknown = sorted(set(entry) - set(keys))
+    missing = [k for k in keys if not isinstance(entry.get(k), str)]
+    if unknown or missing:
+        raise ConfigError(f"{where}: needs string keys {', '.join(keys)} "
+                          f"(unknown: {unknown}, missing: {missing})")
+    return ExternalArtifact(entry["model"], entry["runtime"], entry["quantization"],
+                            Path(entry["path"]))
+
+
+def validate(settings: Settings, origin: str) -> None:
+    """Cross-field checks: names must exist in the roster, runtimes, quantizations, suites."""
+    for slug in settings.models:
+        if slug not in settings.roster:
+            raise ConfigError(
+                f"{origin}: key 'models' names {slug!r}, which is not in the roster "
+                f"(known: {', '.join(sorted(settings.roster))})"
+            )
+    checks = (
+        ("runtimes", settings.runtimes, RUNTIMES),
+        ("quantizations", settings.quantizations, QUANTIZATIONS),
+        ("suites", settings.suites, tuple(CATALOG)),
+        ("cuda_precisions", settings.cuda_precisions, ("bfloat16", "float16")),
+    )
+    for key, values, allowed in checks:
+        for value in values:
+            if value not in allowed:
+                raise ConfigError(
+                    f"{origin}: key {key!r} has {value!r}, not one of {', '.join(allowed)}"
+                )
+    if settings.near_ties not in NEAR_TIE_MODES:
+        raise ConfigError(
+            f"{origin}: key 'near_ties' = {settings.near_ties!r} is not one of {NEAR_TIE_MODES}"
+        )
+    if settings.max_new_tokens <= 0 or settings.top_k < 2:
+        raise ConfigError(f"{origin}: 'max_new_tokens' must be > 0 and 'top_k' >= 2")
+    if settings.timeout <= 0:
+        raise ConfigError(f"{origin}: key 'timeout' must be a positive number of seconds")
+    for art in settings.artifacts:
+        if art.runtime not in RUNTIMES or art.model not in settings.roster:
+            raise ConfigError(
+                f"{origin}: artifact {art.path}: unknown runtime {art.runtime!r} or model "
+                f"{art.model!r}"
+            )

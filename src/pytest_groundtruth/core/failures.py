@@ -1,0 +1,41 @@
+"""How an engine failed, beyond a wrong answer: the kinds, and the exception that carries one.
+
+Pure data: raised by runtimes and by the numeric helpers (a NaN logit), caught by the
+plugin, which turns each kind into a test outcome.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class FailureKind(enum.Enum):
+    """How a runtime failed, beyond a wrong answer (the QA playbook's outcomes)."""
+
+    CRASHED = "crashed"
+    TIMEOUT = "timeout"
+    GARBAGE = "garbage output"
+    NAN = "NaN/Inf"
+    REFUSED = "refused the command line"
+
+
+class EngineFailure(Exception):
+    """The engine itself failed; carries the exact call and what it printed."""
+
+    def __init__(self, kind: FailureKind, message: str, call: str = "", stderr: str = "") -> None:
+        self.kind = kind
+        self.call = call
+        self.stderr = stderr
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        text = f"[{self.kind.value}] {self.args[0]}"
+        if self.call:
+            text += f"\n  call: {self.call}"
+        if self.stderr.strip():
+            text += "\n  stderr:\n    " + "\n    ".join(self.stderr.strip().splitlines()[-20:])
+        return text
+
+
+class RuntimeUnavailable(Exception):
+    """The runtime cannot run here (not installed, no GPU); the message says how to fix it."""

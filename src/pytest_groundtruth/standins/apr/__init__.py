@@ -1,0 +1,1 @@
+"""The apr stand-in: see :mod:`pytest_groundtruth.standins.apr.cli`."""

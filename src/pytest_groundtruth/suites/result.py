@@ -1,0 +1,148 @@
+"""What a suite concludes: :class:`SuiteResult`, with the token table that explains it.
+
+A failing parity test must say why in terms a runtime engineer can act on: the measured
+value against the bound (and where the bound came from), the first divergence, a table
+of the positions that differ (oracle token id and text, runtime token id and text, the
+oracle's log-probability of the runtime's token, near ties), the artifact and the exact
+call that produced the output. :meth:`SuiteResult.explain` renders exactly that; the
+HTML report and the ticket use the same data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pytest_groundtruth.oracle.format import Oracle
+from pytest_groundtruth.suites.cases import Case
+
+MAX_TABLE_ROWS = 12
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    position: int
+    oracle_id: int | None
+    oracle_text: str
+    runtime_id: int | None
+    runtime_text: str
+    # The oracle's log-probability of the runtime's token at this position: None when the
+    # oracle did not store it (outside its top-k: the value is below ``floor``).
+    oracle_logprob: float | None
+    floor: float | None  # the oracle's k-th log-probability at this position
+    near_tie: bool
+    margin: float | None  # the oracle's top-1 minus top-2 log-probability
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    case: Case
+    passed: bool
+    summary: str  # one line: measured vs bound
+    measured: Any = None
+    bound: Any = None
+    bound_origin: str = ""
+    first_divergence: int | None = None
+    rows: tuple[TokenRow, ...] = ()
+    artifact: str = ""  # path of the artifact under test
+    recipe: str = ""  # how the artifact was produced
+    calls: tuple[str, ...] = ()  # the exact calls that produced the outputs
+    notes: tuple[str, ...] = ()  # near-tie exemptions, warnings: reported, never silent
+    details: dict[str, Any] = field(default_factory=dict)
+    table: tuple[str, ...] = ()  # a preformatted report (integrity), shown verbatim
+
+    def explain(self) -> str:
+        lines = [f"{self.case.name}: {self.summary}"]
+        if self.bound is not None:
+            lines.append(f"  bound: {self.bound} ({self.bound_origin or 'default'})")
+        if self.first_divergence is not None and "first divergence" not in self.summary:
+            lines.append(f"  first divergence at position {self.first_divergence}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        if self.table:
+            lines.append("")
+            lines.extend("  " + row for row in self.table)
+        if self.rows:
+            lines.append("")
+            lines.extend("  " + row for row in render_table(self.rows))
+        if self.artifact:
+            lines.append(f"\n  artifact: {self.artifact}")
+        if self.recipe:
+            lines.append(f"  built by: {self.recipe}")
+        for call in self.calls:
+            lines.append(f"  output of: {call}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["case"] = {**asdict(self.case), "id": self.case.id, "name": self.case.name}
+        return data
+
+
+def _fmt_lp(row: TokenRow) -> str:
+    if row.oracle_logprob is not None:
+        return f"{row.oracle_logprob:.3f}"
+    if row.floor is not None:
+        return f"< {row.floor:.2f}"
+    return "?"
+
+
+def render_table(rows: Sequence[TokenRow]) -> list[str]:
+    header = ("pos", "oracle id", "oracle text", "runtime id", "runtime text",
+              "oracle logp(runtime)", "near tie")
+    body = [
+        (
+            str(r.position),
+            "-" if r.oracle_id is None else str(r.oracle_id),
+            repr(r.oracle_text),
+            "-" if r.runtime_id is None else str(r.runtime_id),
+            repr(r.runtime_text),
+            _fmt_lp(r),
+            f"yes (margin {r.margin:.3f})" if r.near_tie and r.margin is not None else "",
+        )
+        for r in rows
+    ]
+    widths = [max(len(c[i]) for c in (header, *body)) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    return [line.rstrip() for line in lines + [fmt.format(*c) for c in body]]
+
+
+def token_rows(
+    reference: Sequence[int],
+    tokens: Sequence[int],
+    decode: Callable[[int], str],
+    positions: Sequence[int],
+    oracle: Oracle | None = None,
+    limit: int = MAX_TABLE_ROWS,
+) -> tuple[TokenRow, ...]:
+    """Table rows for ``positions`` (at most ``limit``) comparing ``tokens`` with
+    ``reference``; with ``oracle`` (whose tokens are the reference) also the oracle's
+    log-probability of the runtime's token and the near ties."""
+    rows = []
+    near = set(oracle.near_ties) if oracle else set()
+    for pos in list(positions)[:limit]:
+        oracle_id = reference[pos] if pos < len(reference) else None
+        runtime_id = tokens[pos] if pos < len(tokens) else None
+        step = oracle.steps[pos] if oracle and pos < len(oracle.steps) else None
+        logprob = floor = margin = None
+        if step is not None:
+            floor = step.logprobs[-1]
+            margin = step.margin if math.isfinite(step.margin) else None
+            if runtime_id in step.ids:
+                logprob = step.logprobs[step.ids.index(runtime_id)]
+        rows.append(
+            TokenRow(
+                position=pos,
+                oracle_id=oracle_id,
+                oracle_text="" if oracle_id is None else decode(oracle_id),
+                runtime_id=runtime_id,
+                runtime_text="" if runtime_id is None else decode(runtime_id),
+                oracle_logprob=logprob,
+                floor=floor,
+                near_tie=pos in near,
+                margin=margin,
+            )
+        )
+    return tuple(rows)

@@ -1,0 +1,278 @@
+"""Fault injection: deliberately broken conversions, to measure what each suite catches.
+
+Each :class:`Fault` rewrites a correct GGUF (as our exporter or llama.cpp's converter
+wrote it) into a broken one, the way a real converter bug would: the file still loads,
+only something inside is wrong. The rewrite copies every key/value and tensor through
+``gguf.GGUFWriter``; tensors the fault touches are dequantized, changed and quantized
+again to their own type (all other tensors keep their bytes).
+
+The faults (name: what the converter got wrong -> what a good instrument should name):
+
+* embedding_rows_shuffled: 1 000 token embedding rows permuted -> token_embd.weight
+* qk_permutation_skipped: llama q/k rows written without llama.cpp's permutation ->
+  blk.N.attn_q / attn_k
+* rope_theta_wrong: rope frequency base off by 10x -> <arch>.rope.freq_base
+* norm_weight_replaced: one layer's attention norm weight set to ones ->
+  blk.M.attn_norm.weight
+* layer_dropped: the last transformer block left out -> <arch>.block_count
+* layer_duplicated: block M overwritten with a copy of block M-1 -> blk.M.*
+* scale_off: one weight tensor scaled by 1.02 (a scale rounding bug) ->
+  blk.M.ffn_down.weight
+* eos_id_wrong: the EOS id written as the BOS id -> tokenizer.ggml.eos_token_id
+* tokenizer_pre_wrong: pre-tokenizer written as "default" -> tokenizer.ggml.pre
+
+M is the middle block. Faults that do not apply to an architecture (no RoPE in gpt2, no
+q/k permutation outside llama) are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+HARNESS_VERSION = "1"
+SCALE = 1.02
+SHUFFLED_ROWS = 1000
+
+
+class FaultNotApplicable(Exception):
+    """The fault does not exist for this architecture; the message says why."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    summary: str
+    responsible: str
+
+
+FAULTS: dict[str, Fault] = {
+    f.name: f
+    for f in (
+        Fault("embedding_rows_shuffled", f"{SHUFFLED_ROWS} token embedding rows permuted",
+              "token_embd.weight"),
+        Fault("qk_permutation_skipped", "llama q/k rows written in HF order (no permute)",
+              "blk.N.attn_q.weight / attn_k.weight"),
+        Fault("rope_theta_wrong", "rope frequency base off by 10x", "<arch>.rope.freq_base"),
+        Fault("norm_weight_replaced", "middle layer's attention norm weight set to ones",
+              "blk.M.attn_norm.weight"),
+        Fault("layer_dropped", "the last transformer block left out", "<arch>.block_count"),
+        Fault("layer_duplicated", "block M overwritten by a copy of block M-1", "blk.M.*"),
+        Fault("scale_off", f"middle layer's ffn_down scaled by {SCALE}",
+              "blk.M.ffn_down.weight"),
+        Fault("eos_id_wrong", "EOS id written as the BOS id", "tokenizer.ggml.eos_token_id"),
+        Fault("tokenizer_pre_wrong", "pre-tokenizer written as 'default'",
+              "tokenizer.ggml.pre"),
+    )
+}
+
+
+@dataclass
+class _Tensor:
+    name: str
+    ggml_type: Any  # gguf.GGMLQuantizationType
+    data: npt.NDArray[Any]  # raw, as GGUFReader maps it
+    changed: bool = False
+
+
+class _Model:
+    """A GGUF in memory-mapped pieces: ordered key/values and tensors."""
+
+    def __init__(self, path: Path) -> None:
+        import gguf
+
+        reader = gguf.GGUFReader(path, "r")
+        self.arch: str = str(reader.fields["general.architecture"].contents())
+        self.fields: dict[str, tuple[Any, Any, Any]] = {}  # name -> (value, type, subtype)
+        for field in reader.fields.values():
+            if field.name.startswith("GGUF.") or field.name == "general.architecture":
+                continue
+            vtype = field.types[0]
+            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            self.fields[field.name] = (field.contents(), vtype, sub)
+        self.tensors = [_Tensor(t.name, t.tensor_type, t.data) for t in reader.tensors]
+
+    def value(self, key: str) -> Any:
+        return self.fields[key][0]
+
+    def set(self, key: str, value: Any) -> None:
+        _, vtype, sub = self.fields[key]
+        self.fields[key] = (value, vtype, sub)
+
+    @property
+    def blocks(self) -> int:
+        return int(self.value(f"{self.arch}.block_count"))
+
+    def tensor(self, name: str) -> _Tensor:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(f"tensor {name!r} not in the GGUF")
+
+    def floats(self, t: _Tensor) -> npt.NDArray[np.float32]:
+        from gguf.quants import dequantize
+
+        return np.asarray(dequantize(t.data, t.ggml_type), dtype=np.float32)
+
+    def replace(self, t: _Tensor, values: npt.NDArray[np.float32]) -> None:
+        """Store ``values`` in the tensor's own type (K-quants through libggml's encoder)."""
+        import gguf
+        from gguf.quants import quantize
+
+        from pytest_groundtruth.ggufio import ggml_encoder
+
+        values = values.astype(np.float32)
+        if t.ggml_type == gguf.GGMLQuantizationType.F32:
+            t.data = values
+        elif ggml_encoder.available(t.ggml_type.name) is None and t.ggml_type.name not in (
+            "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"
+        ):
+            t.data = ggml_encoder.encode(values, t.ggml_type.name)
+        else:
+            t.data = quantize(values, t.ggml_type)
+        t.changed = True
+
+    def write(self, out: Path) -> None:
+        import gguf
+
+        writer = gguf.GGUFWriter(out, self.arch)
+        for key, (value, vtype, sub) in self.fields.items():
+            writer.add_key_value(key, value, vtype, sub_type=sub)
+        for t in self.tensors:
+            writer.add_tensor(t.name, t.data, raw_dtype=t.ggml_type)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+
+
+def _middle(model: _Model) -> int:
+    return model.blocks // 2
+
+
+def _shuffle_embedding(model: _Model) -> str:
+    t = model.tensor("token_embd.weight")
+    rows = np.random.default_rng(0).choice(t.data.shape[0], SHUFFLED_ROWS, replace=False)
+    data = np.array(t.data)  # raw rows (a quantized row is whole blocks): bytes move intact
+    data[np.sort(rows)] = data[rows]
+    t.data, t.changed = data, True
+    return f"token_embd.weight: {SHUFFLED_ROWS} rows permuted (rng seed 0)"
+
+
+def _skip_qk_permutation(model: _Model) -> str:
+    from pytest_groundtruth.ggufio.names import unpermute
+
+    if model.arch != "llama":
+        raise FaultNotApplicable(f"{model.arch} has no llama q/k permutation")
+    heads = int(model.value("llama.attention.head_count"))
+    kv_heads = int(model.value("llama.attention.head_count_kv"))
+    for block in range(model.blocks):
+        for part, n_kv in (("attn_q", heads), ("attn_k", kv_heads)):
+            t = model.tensor(f"blk.{block}.{part}.weight")
+            model.replace(t, unpermute(model.floats(t), heads, n_kv))
+    return "blk.*.attn_q/attn_k.weight: rows left in Hugging Face order"
+
+
+def _rope_theta(model: _Model) -> str:
+    key = f"{model.arch}.rope.freq_base"
+    if key not in model.fields:
+        raise FaultNotApplicable(f"{model.arch} has no rope.freq_base")
+    old = float(model.value(key))
+    model.set(key, old / 10)
+    return f"{key}: {old} -> {old / 10}"
+
+
+def _norm_ones(model: _Model) -> str:
+    t = model.tensor(f"blk.{_middle(model)}.attn_norm.weight")
+    model.replace(t, np.ones_like(model.floats(t)))
+    return f"{t.name}: set to ones"
+
+
+def _drop_layer(model: _Model) -> str:
+    last = model.blocks - 1
+    model.tensors = [t for t in model.tensors if not t.name.startswith(f"blk.{last}.")]
+    model.set(f"{model.arch}.block_count", last)
+    return f"blk.{last}.* removed, {model.arch}.block_count {last + 1} -> {last}"
+
+
+def _duplicate_layer(model: _Model) -> str:
+    if model.blocks < 2:
+        raise FaultNotApplicable("a single-block model has no layer to duplicate")
+    dst = max(_middle(model), 1)
+    src = dst - 1
+    for t in model.tensors:
+        if t.name.startswith(f"blk.{dst}."):
+            twin = model.tensor(t.name.replace(f"blk.{dst}.", f"blk.{src}.", 1))
+            t.data, t.ggml_type, t.changed = twin.data, twin.ggml_type, True
+    return f"blk.{dst}.* replaced by copies of blk.{src}.*"
+
+
+def _scale(model: _Model) -> str:
+    t = model.tensor(f"blk.{_middle(model)}.ffn_down.weight")
+    model.replace(t, model.floats(t) * np.float32(SCALE))
+    return f"{t.name}: multiplied by {SCALE}"
+
+
+def _eos(model: _Model) -> str:
+    bos = int(model.value("tokenizer.ggml.bos_token_id"))
+    eos = int(model.value("tokenizer.ggml.eos_token_id"))
+    model.set("tokenizer.ggml.eos_token_id", bos)
+    return f"tokenizer.ggml.eos_token_id: {eos} -> {bos} (the BOS id)"
+
+
+def _pre(model: _Model) -> str:
+    key = "tokenizer.ggml.pre"
+    old = model.value(key) if key in model.fields else None
+    if old == "default":
+        raise FaultNotApplicable("the pre-tokenizer is already 'default'")
+    model.set(key, "default")
+    return f"{key}: {old!r} -> 'default'"
+
+
+APPLY: dict[str, Callable[[_Model], str]] = {
+    "embedding_rows_shuffled": _shuffle_embedding,
+    "qk_permutation_skipped": _skip_qk_permutation,
+    "rope_theta_wrong": _rope_theta,
+    "norm_weight_replaced": _norm_ones,
+    "layer_dropped": _drop_layer,
+    "layer_duplicated": _duplicate_layer,
+    "scale_off": _scale,
+    "eos_id_wrong": _eos,
+    "tokenizer_pre_wrong": _pre,
+}
+
+
+def inject(fault: str, source: Path, out: Path) -> str:
+    """Write ``source`` with ``fault`` injected to ``out`` (atomically); return what changed.
+
+    Raises :class:`FaultNotApplicable` when the fault does not exist for the model.
+    """
+    from pytest_groundtruth.core.atomic import atomic_path
+
+    if fault not in APPLY:
+        raise ValueError(f"unknown fault {fault!r} (known: {', '.join(APPLY)})")
+    model = _Model(source)
+    change = APPLY[fault](model)
+    with atomic_path(out) as tmp:
+        model.write(tmp)
+    return change
+
+
+def broken_artifact(cache_dir: Path, source: Path, source_key: str, fault: str) -> tuple[Path,
+                                                                                        str]:
+    """The cached broken copy of ``source`` (keyed by the source and harness version)."""
+    from pytest_groundtruth.core.atomic import atomic_write_text, locked
+
+    out = cache_dir / "faults" / f"{source_key[:24]}-{fault}-v{HARNESS_VERSION}.gguf"
+    note = out.with_suffix(".json")
+    with locked(out):
+        if not (out.is_file() and note.is_file()):
+            change = inject(fault, source, out)
+            atomic_write_text(note, json.dumps({"fault": fault, "change": change}) + "\n")
+    return out, str(json.loads(note.read_text())["change"])
