@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from pytest_groundtruth.config.roster import BUILTIN
+from pytest_groundtruth.core.paths import default_cache_dir
 from pytest_groundtruth.models.sources import ResolvedModel, resolve
-from pytest_groundtruth.store.cache import default_cache_dir
 
 ROOT = Path(__file__).parent
 

@@ -40,7 +40,7 @@ def llama_cpp_sources(session: nox.Session) -> None:
     where = session.run(
         "python", "-c",
         "from importlib.metadata import version; "
-        "from pytest_groundtruth.store.cache import default_cache_dir; "
+        "from pytest_groundtruth.core.paths import default_cache_dir; "
         "print(default_cache_dir() / 'sdist', version('llama-cpp-python'))",
         silent=True,
     )

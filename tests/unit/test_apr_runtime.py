@@ -40,7 +40,7 @@ from pytest_groundtruth.runtimes.apr import (
 from pytest_groundtruth.runtimes.base import Artifact, Capability
 from pytest_groundtruth.standins.apr import cli as apr_standin
 from pytest_groundtruth.standins.apr.cli import FAULT_ENV, is_standin_version
-from pytest_groundtruth.store.cache import ArtifactCache
+from pytest_groundtruth.store.artifacts import ArtifactCache, prepare, reimported
 
 PROMPT = "The capital of France is"
 TEXT = "The capital of France is Paris. It lies on the Seine and has about two million people."
@@ -88,7 +88,7 @@ def artifacts(
 ) -> dict[str, Artifact]:
     """Artifacts built through the real artifact cache (temporary path, rename, manifest)."""
     cache = ArtifactCache(apr_test_cache)
-    return {q: standin_runtime.prepare(tiny_llama, q, cache) for q in ("float16",)}
+    return {q: prepare(standin_runtime, tiny_llama, q, cache) for q in ("float16",)}
 
 
 @pytest.fixture(scope="session")
@@ -183,7 +183,7 @@ def test_build_through_cache(
     ]
     log_lines = (apr_test_cache / "builds.log").read_text().splitlines()
     runtime = AprRuntime(apr_bin=shlex.split(artifact.recipe)[0], timeout=240.0)
-    again = runtime.prepare(tiny_llama, "float16", ArtifactCache(apr_test_cache))
+    again = prepare(runtime, tiny_llama, "float16", ArtifactCache(apr_test_cache))
     assert again.path == artifact.path
     assert again.key == artifact.key
     assert (apr_test_cache / "builds.log").read_text().splitlines() == log_lines
@@ -244,7 +244,7 @@ def test_quantized_generation(
 ) -> None:
     from transformers import AutoTokenizer
 
-    artifact = apr.prepare(tiny_llama, quant, ArtifactCache(apr_test_cache))
+    artifact = prepare(apr, tiny_llama, quant, ArtifactCache(apr_test_cache))
     assert f"--quantize {quant}" in artifact.recipe
     with apr.open(artifact, tiny_llama) as runner:
         gen = runner.generate(PROMPT, 32)
@@ -277,7 +277,7 @@ def test_export_gguf_and_reimport_roundtrip(
     assert reader.fields["general.architecture"].contents() == "llama"
     assert reader.fields["llama.block_count"].contents() == 2
     assert reader.fields["tokenizer.ggml.pre"].contents() == "smollm"
-    back = ArtifactCache(apr_test_cache).reimported(standin_runtime, tiny_llama, "float16", gguf)
+    back = reimported(standin_runtime, tiny_llama, "float16", gguf, ArtifactCache(apr_test_cache))
     assert shlex.split(back.recipe)[1:4] == ["import", str(gguf), "--quantize"]
     with standin_runtime.open(back, tiny_llama) as runner:
         assert runner.generate(PROMPT, 32).tokens == fp16_generation
@@ -326,7 +326,7 @@ def test_crash_during_build_leaves_nothing(
 ) -> None:
     monkeypatch.setenv(FAULT_ENV, "import:crash")
     with pytest.raises(EngineFailure) as info:
-        apr.prepare(tiny_llama, "int8", ArtifactCache(tmp_path))
+        prepare(apr, tiny_llama, "int8", ArtifactCache(tmp_path))
     assert info.value.kind is FailureKind.CRASHED
     assert "import" in info.value.call
     assert "--quantize int8" in info.value.call
@@ -567,7 +567,7 @@ def test_real_apr_contract(
     """import, run --json, eval --json, inspect --json and export gguf on the real binary."""
     assert real_apr.version()
     cache = ArtifactCache(tmp_path / "cache")
-    artifact = real_apr.prepare(tiny_llama, "int8", cache)
+    artifact = prepare(real_apr, tiny_llama, "int8", cache)
     assert artifact.path.stat().st_size > 0
     assert real_apr.inspect(artifact.path)["architecture"]
     with real_apr.open(artifact, tiny_llama) as runner:
@@ -590,12 +590,12 @@ def test_real_apr_reimport(
     real_apr: AprRuntime, tiny_llama: ResolvedModel, tmp_path: Path
 ) -> None:
     cache = ArtifactCache(tmp_path / "cache")
-    artifact = real_apr.prepare(tiny_llama, "int4", cache)
+    artifact = prepare(real_apr, tiny_llama, "int4", cache)
     gguf = tmp_path / "out.gguf"
     with real_apr.open(artifact, tiny_llama) as runner:
         first = runner.generate(PROMPT, 32)
         runner.export_gguf(gguf)
-    back = cache.reimported(real_apr, tiny_llama, "int4", gguf)
+    back = reimported(real_apr, tiny_llama, "int4", gguf, cache)
     with real_apr.open(back, tiny_llama) as runner:
         again = runner.generate(PROMPT, 32)
     assert len(again.tokens) == len(first.tokens) or again.stop_reason == "eos"

@@ -10,7 +10,7 @@ import pytest
 
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.llamacpp import LlamaCppRuntime
-from pytest_groundtruth.store.cache import ArtifactCache
+from pytest_groundtruth.store.artifacts import ArtifactCache, prepare
 
 pytestmark = pytest.mark.requires_llamacpp
 
@@ -32,8 +32,8 @@ def fresh_cache(tmp_path: Path, gt_cache: Path) -> Path:
 def test_built_once_then_reused(fresh_cache: Path, tiny: Callable[[str], ResolvedModel]) -> None:
     model = tiny("llama")
     runtime = LlamaCppRuntime()
-    first = ArtifactCache(fresh_cache).artifact(runtime, model, "int8")
-    second = ArtifactCache(fresh_cache).artifact(runtime, model, "int8")
+    first = prepare(runtime, model, "int8", ArtifactCache(fresh_cache))
+    second = prepare(runtime, model, "int8", ArtifactCache(fresh_cache))
     assert first == second
     assert len(builds(fresh_cache)) == 1
     assert first.details["sha256"]
@@ -45,10 +45,10 @@ def test_corrupt_or_truncated_artifact_is_rebuilt(fresh_cache: Path,
                                                   tiny: Callable[[str], ResolvedModel]) -> None:
     model = tiny("llama")
     cache = ArtifactCache(fresh_cache)
-    artifact = cache.artifact(LlamaCppRuntime(), model, "int8")
+    artifact = prepare(LlamaCppRuntime(), model, "int8", cache)
     good = artifact.path.read_bytes()
     artifact.path.write_bytes(good[: len(good) // 2])  # an interrupted copy, say
-    rebuilt = cache.artifact(LlamaCppRuntime(), model, "int8")
+    rebuilt = prepare(LlamaCppRuntime(), model, "int8", cache)
     assert rebuilt.path.read_bytes() == good
     assert len(builds(fresh_cache)) == 2
 
@@ -56,10 +56,10 @@ def test_corrupt_or_truncated_artifact_is_rebuilt(fresh_cache: Path,
 def test_refresh_token_rebuilds_once(fresh_cache: Path,
                                      tiny: Callable[[str], ResolvedModel]) -> None:
     model = tiny("llama")
-    ArtifactCache(fresh_cache).artifact(LlamaCppRuntime(), model, "int8")
+    prepare(LlamaCppRuntime(), model, "int8", ArtifactCache(fresh_cache))
     for _ in range(2):
-        ArtifactCache(fresh_cache, refresh_token="run-1").artifact(LlamaCppRuntime(), model,
-                                                                   "int8")
+        prepare(LlamaCppRuntime(), model, "int8",
+                ArtifactCache(fresh_cache, refresh_token="run-1"))
     assert len(builds(fresh_cache)) == 2
 
 
@@ -79,15 +79,15 @@ def test_two_xdist_workers_convert_one_artifact_once(
         import pytest
 
         @pytest.mark.parametrize("n", [0, 1])
-        def test_ask(gt_workbench, n):
+        def test_ask(gt_context, n):
             Path({str(barrier)!r}, str(n)).touch()
             deadline = time.time() + 60
             while len(os.listdir({str(barrier)!r})) < 2 and time.time() < deadline:
                 time.sleep(0.05)
-            artifact = gt_workbench.artifact("tiny-llama", "llamacpp", "int8")
+            artifact = gt_context.engines.artifact("tiny-llama", "llamacpp", "int8")
             assert artifact.path.is_file()
         """)
     result = pytester.runpytest("-n", "2", "--dist", "load", "test_same.py")
     result.assert_outcomes(passed=2)
-    entries = [b for b in builds(fresh_cache) if b["runtime"] == "llamacpp"]
+    entries = [b for b in builds(fresh_cache) if b["label"].startswith("llamacpp-")]
     assert len(entries) == 1, entries

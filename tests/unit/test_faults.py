@@ -11,7 +11,7 @@ import pytest
 from pytest_groundtruth.ggufio.reader import read_metadata
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.llamacpp import LlamaCppRuntime
-from pytest_groundtruth.store.cache import ArtifactCache
+from pytest_groundtruth.store.artifacts import ArtifactCache, prepare
 from pytest_groundtruth.tools.calibrate import Measured, derive
 from pytest_groundtruth.tools.file_faults import FAULTS, FaultNotApplicable, broken_artifact, inject
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.requires_llamacpp
 
 @pytest.fixture(scope="module")
 def q8(tiny: Callable[[str], ResolvedModel], gt_cache: Path) -> Path:
-    return ArtifactCache(gt_cache).artifact(LlamaCppRuntime(), tiny("llama"), "int8").path
+    return prepare(LlamaCppRuntime(), tiny("llama"), "int8", ArtifactCache(gt_cache)).path
 
 
 def tensors(path: Path) -> dict[str, bytes]:
@@ -107,7 +107,7 @@ def test_broken_files_still_load_and_are_cached(q8: Path, tmp_path: Path) -> Non
 
 def test_faults_that_do_not_apply_say_why(tiny: Callable[[str], ResolvedModel],
                                           gt_cache: Path, tmp_path: Path) -> None:
-    gpt2 = ArtifactCache(gt_cache).artifact(LlamaCppRuntime(), tiny("gpt2"), "int8").path
+    gpt2 = prepare(LlamaCppRuntime(), tiny("gpt2"), "int8", ArtifactCache(gt_cache)).path
     with pytest.raises(FaultNotApplicable, match="gpt2 has no llama q/k permutation"):
         inject("qk_permutation_skipped", gpt2, tmp_path / "x.gguf")
     with pytest.raises(FaultNotApplicable, match=r"no rope\.freq_base"):

@@ -17,6 +17,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from pytest_groundtruth.config.roster import BUILTIN
+from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind
 from pytest_groundtruth.ggufio import EXPORTER_VERSION, export_gguf
 from pytest_groundtruth.ggufio.reader import scan_gguf
@@ -29,8 +30,8 @@ from pytest_groundtruth.runtimes.llamacpp import (
     default_threads,
     llama_cpp_version,
 )
-from pytest_groundtruth.runtimes.registry import get_runtime
-from pytest_groundtruth.store.cache import ArtifactCache
+from pytest_groundtruth.runtimes.registry import make_runtime
+from pytest_groundtruth.store.artifacts import ArtifactCache, prepare, reimported
 
 pytestmark = [
     pytest.mark.requires_llamacpp,
@@ -96,7 +97,7 @@ def runners(
     def get(arch: str, quant: str) -> LlamaCppRunner:
         if (arch, quant) not in opened:
             model = tiny(arch)
-            opened[arch, quant] = runtime.open(runtime.prepare(model, quant, cache), model)
+            opened[arch, quant] = runtime.open(prepare(runtime, model, quant, cache), model)
         return opened[arch, quant]
 
     yield get
@@ -115,7 +116,7 @@ def references(
     def get(arch: str) -> TransformersRunner:
         if arch not in opened:
             model = tiny(arch)
-            opened[arch] = hf.open(hf.prepare(model, "float32", cache), model)
+            opened[arch] = hf.open(prepare(hf, model, "float32", cache), model)
         return opened[arch]
 
     yield get
@@ -146,7 +147,7 @@ def test_runtime_declaration(runtime: LlamaCppRuntime) -> None:
         "Q4_0",
         "Q4_1",
     }
-    assert runtime.capabilities == frozenset(Capability)
+    assert runtime.capabilities == frozenset(Capability) - {Capability.CHAT}
     assert runtime.artifact_suffix("int8") == ".gguf"
     assert runtime.unavailable() is None
     version = runtime.version()
@@ -154,7 +155,7 @@ def test_runtime_declaration(runtime: LlamaCppRuntime) -> None:
     assert f"exporter {EXPORTER_VERSION}" in version
     assert runtime.key_parts("float32")["kv_cache"] == "f32"
     assert runtime.key_parts("int4")["kv_cache"] == "f16"
-    assert isinstance(get_runtime("llamacpp"), LlamaCppRuntime)
+    assert isinstance(make_runtime("llamacpp", Settings(root=Path.cwd())), LlamaCppRuntime)
     with pytest.raises(ValueError, match="has no quantization 'bfloat16'"):
         runtime.qtype("bfloat16")
     with pytest.raises(ValueError, match="kv_cache must be one of"):
@@ -168,7 +169,7 @@ def test_build_and_validate(
     tmp_path: Path,
 ) -> None:
     model = tiny("qwen2")
-    artifact = runtime.prepare(model, "int8", cache)
+    artifact = prepare(runtime, model, "int8", cache)
     assert artifact.path.suffix == ".gguf"
     assert "export_gguf(" in artifact.recipe
     assert "'Q8_0'" in artifact.recipe
@@ -402,7 +403,7 @@ def test_reimport_roundtrip_reproduces_the_artifact(
     runner = runners("llama", "int4")
     exported = tmp_path / "exported" / "model.gguf"
     runner.export_gguf(exported)
-    back = cache.reimported(runtime, model, "int4", exported)
+    back = reimported(runtime, model, "int4", exported, cache)
     assert "gguf_to_hf_dir" in back.recipe
     a, b = scan_gguf(back.path), scan_gguf(runner.artifact.path)
     assert list(a.tensors.items()) == list(b.tensors.items())
@@ -426,7 +427,7 @@ def embedded(gt_cache: Path) -> ResolvedModel:
 @pytest.fixture(scope="module")
 def embedded_reference(embedded: ResolvedModel, cache: ArtifactCache) -> Iterator[dict[str, Any]]:
     hf = TransformersRuntime()
-    with hf.open(hf.prepare(embedded, "float32", cache), embedded) as reference:
+    with hf.open(prepare(hf, embedded, "float32", cache), embedded) as reference:
         yield {
             "generations": {k: reference.generate(v, 32) for k, v in PROMPTS.items()},
             "tokens": {k: reference.tokenize(v) for k, v in PROMPTS.items()},
@@ -442,7 +443,7 @@ def test_embedded_f32_against_transformers(
     embedded_reference: dict[str, Any],
 ) -> None:
     """The done-when bound: llama.cpp F32 within 2/32 mismatches on every prompt."""
-    with runtime.open(runtime.prepare(embedded, "float32", cache), embedded) as runner:
+    with runtime.open(prepare(runtime, embedded, "float32", cache), embedded) as runner:
         for name, prompt in PROMPTS.items():
             ref: Generation = embedded_reference["generations"][name]
             got = runner.generate(prompt, 32)
@@ -468,7 +469,7 @@ def test_embedded_quantized_runs_deterministically(
 ) -> None:
     """Quantized greedy output drifts from the reference (measured, not bounded here;
     see the token suites' bounds); each run of it is reproducible."""
-    with runtime.open(runtime.prepare(embedded, quant, cache), embedded) as runner:
+    with runtime.open(prepare(runtime, embedded, quant, cache), embedded) as runner:
         for prompt in PROMPTS.values():
             first, second = runner.generate(prompt, 32), runner.generate(prompt, 32)
             assert first.tokens == second.tokens

@@ -119,4 +119,4 @@ def test_cpu_oracles_are_float32_only(project: Path, capsys: pytest.CaptureFixtu
 def test_unknown_model_is_a_clear_error(project: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     assert run(project, "--model", "nope") == 2
-    assert "model 'nope' is not in the roster" in capsys.readouterr().err
+    assert "'nope', which is not in the roster" in capsys.readouterr().err

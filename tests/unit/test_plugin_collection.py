@@ -82,6 +82,8 @@ def test_capability_gaps_are_listed_with_their_reason(make_project: Project) -> 
         (["--gt-model", "nope"], "", "*command line: key 'models' names 'nope'*"),
         ([], 'modles = ["x"]', "*pyproject.toml [[]tool.groundtruth[]]: unknown key(s) 'modles'*"),
         (["--gt-artifact", "garbage"], "", "*expected MODEL:RUNTIME:QUANT=PATH*"),
+        (["--gt-quant", "int3"], "", "*key 'quantizations' has 'int3', which no runtime "
+         "offers (apr: int8, int4, float16; llamacpp: *"),
     ],
 )
 def test_invalid_options_and_config_are_errors_that_name_the_key(
@@ -101,11 +103,12 @@ def test_bad_groundtruth_toml_names_the_file(make_project: Project) -> None:
     result.stdout.fnmatch_lines(["*groundtruth.toml: bounds[[]0[]]: key 'reason' is required*"])
 
 
-def test_choices_are_enforced_by_argparse(make_project: Project) -> None:
+def test_an_unknown_runtime_is_an_error_that_lists_the_known_ones(make_project: Project) -> None:
     pytester = make_project(TINY)
     result = pytester.runpytest("--collect-only", "--gt-runtime", "vllm")
     assert result.ret != 0
-    result.stderr.fnmatch_lines(["*--gt-runtime: invalid choice: 'vllm'*"])
+    result.stdout.fnmatch_lines(["*key 'runtimes' has 'vllm', which is neither a registered "
+                                 "runtime (apr, llamacpp, torchao, transformers)*"])
 
 
 def test_fixtures_are_documented(make_project: Project) -> None:

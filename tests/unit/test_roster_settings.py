@@ -83,7 +83,7 @@ def test_settings_add_and_override_models(tmp_path: Path) -> None:
         ('models = "smollm2-135m"', "key 'models' must be a list of strings"),
         ('models = ["nope"]', "key 'models' names 'nope', which is not in the roster"),
         ('runtimes = ["vllm"]', "key 'runtimes' has 'vllm'"),
-        ('quantizations = ["int3"]', "key 'quantizations' has 'int3'"),
+        ('quantizations = ["in t3"]', "key 'quantizations': 'in t3' is not a valid name"),
         ("max_new_tokens = true", "key 'max_new_tokens' = True has the wrong type"),
         ('near_ties = "ignore"', "key 'near_ties'"),
         ("[[tool.groundtruth.bounds]]\nsuite = 'token'\nmax_mismatches = 4",

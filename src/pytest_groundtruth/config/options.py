@@ -1,62 +1,58 @@
-"""Command-line options: one group, one ``--gt-`` prefix, ``dest`` always set.
+"""Options, declared once: the pytest plugin's ``--gt-*`` flags and the ``groundtruth`` CLI's.
 
+Each :class:`Option` is one flag: its help, what it parses to and which setting it
+overrides. The plugin adds them all to one pytest group (``--gt-<name>``); a CLI
+subcommand adds the ones it takes (``--<name>``). Both hand the parsed values to
+:func:`apply_overrides`, so a value is validated the same way whichever way it came.
 Values stay plain strings and lists (pytest-xdist sends option values to workers).
-:func:`apply_overrides` layers them over the file configuration.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import argparse
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from pytest_groundtruth.config.settings import (
     NEAR_TIE_MODES,
-    QUANTIZATIONS,
-    RUNTIMES,
     ConfigError,
     ExternalArtifact,
     Settings,
     validate,
 )
 
+PYTEST_PREFIX = "--gt-"
 
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("groundtruth", "pytest-groundtruth: LLM conversion parity")
-    group.addoption("--gt-model", dest="gt_model", action="append", metavar="SLUG",
-                    help="run only these roster models (repeatable; default: [tool.groundtruth] "
-                    "models)")
-    group.addoption("--gt-runtime", dest="gt_runtime", action="append", choices=RUNTIMES,
-                    help="run only these runtimes (repeatable)")
-    group.addoption("--gt-quant", dest="gt_quant", action="append", choices=QUANTIZATIONS,
-                    help="run only these quantizations (repeatable)")
-    group.addoption("--gt-prompt", dest="gt_prompt", action="append", metavar="NAME",
-                    help="run only these prompts (file stems in the prompts directory)")
-    group.addoption("--gt-near-ties", dest="gt_near_ties", choices=NEAR_TIE_MODES,
-                    help="count (default) or exempt a first flip at an oracle near tie in "
-                    "count-based suites (always reported)")
-    group.addoption("--gt-cache-dir", dest="gt_cache_dir", metavar="DIR",
-                    help="artifact/generation cache (default: cache_dir or "
-                    "$XDG_CACHE_HOME/pytest-groundtruth)")
-    group.addoption("--gt-no-cache", dest="gt_no_cache", action="store_true",
-                    help="rebuild artifacts and rerun engines instead of using cached results")
-    group.addoption("--gt-apr-bin", dest="gt_apr_bin", metavar="PATH",
-                    help="the apr executable (default: apr_bin or `apr` on PATH)")
-    group.addoption("--gt-timeout", dest="gt_timeout", metavar="SECONDS",
-                    help="timeout for one engine subprocess call (apr)")
-    group.addoption("--gt-artifact", dest="gt_artifact", action="append",
-                    metavar="MODEL:RUNTIME:QUANT=PATH",
-                    help="test this pre-built artifact instead of converting (repeatable)")
-    group.addoption("--gt-results", dest="gt_results", metavar="FILE",
-                    help="write every measurement as JSON to FILE")
-    group.addoption("--gt-ticket", dest="gt_ticket", metavar="FILE",
-                    help="write a GitHub issue (markdown) for the failures; nothing when none")
-    group.addoption("--gt-baseline", dest="gt_baseline", metavar="FILE",
-                    help="known falsifications: listed failures become strict xfails")
-    group.addoption("--gt-baseline-update", dest="gt_baseline_update", action="store_true",
-                    help="rewrite --gt-baseline from this run's parity failures")
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # the flag without its prefix: "model" -> --gt-model / --model
+    help: str
+    metavar: str | None = None
+    repeat: bool = False  # may be given several times (a list)
+    flag: bool = False  # takes no value (store_true)
+    choices: tuple[str, ...] | None = None
+    setting: str | None = None  # the Settings field it overrides
+    parse: Callable[[Any], Any] | None = None  # value -> setting value (raises ConfigError)
+
+    @property
+    def dest(self) -> str:
+        return "gt_" + self.name.replace("-", "_")
+
+    def kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"dest": self.dest, "help": self.help}
+        if self.flag:
+            kw["action"] = "store_true"
+            return kw
+        kw["action"] = "append" if self.repeat else "store"
+        if self.metavar:
+            kw["metavar"] = self.metavar
+        if self.choices:
+            kw["choices"] = self.choices
+        return kw
 
 
 def parse_artifact(text: str) -> ExternalArtifact:
@@ -64,36 +60,94 @@ def parse_artifact(text: str) -> ExternalArtifact:
     parts = spec.split(":")
     if not sep or len(parts) != 3 or not all(parts) or not path:
         raise ConfigError(f"--gt-artifact {text!r}: expected MODEL:RUNTIME:QUANT=PATH")
-    return ExternalArtifact(parts[0], parts[1], parts[2], Path(path))
+    return ExternalArtifact(parts[0], parts[1], parts[2], Path(path).resolve())
 
 
-def apply_overrides(settings: Settings, config: pytest.Config) -> Settings:
-    """Layer the ``--gt-*`` options over ``settings`` and validate the result."""
-    opt = config.option
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--gt-timeout {text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"--gt-timeout {text!r} must be a positive, finite number of seconds")
+    return value
+
+
+def _names(values: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(values))
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", "run only these roster models (repeatable; default: [tool.groundtruth] "
+           "models)", "SLUG", repeat=True, setting="models", parse=_names),
+    Option("runtime", "run only these runtimes (repeatable)", "NAME", repeat=True,
+           setting="runtimes", parse=_names),
+    Option("quant", "run only these quantizations (repeatable)", "QUANT", repeat=True,
+           setting="quantizations", parse=_names),
+    Option("prompt", "run only these prompts (file stems in the prompts directory)", "NAME",
+           repeat=True, setting="prompts", parse=_names),
+    Option("near-ties", "count (default) or exempt a first flip at an oracle near tie in "
+           "count-based suites (always reported)", choices=NEAR_TIE_MODES, setting="near_ties"),
+    Option("cache-dir", "artifact/result cache (default: cache_dir or the user cache "
+           "directory); write --gt-cache-dir=DIR", "DIR", setting="cache_dir",
+           parse=lambda v: Path(v).resolve()),
+    Option("no-cache", "rebuild artifacts and rerun engines instead of using cached results",
+           flag=True),
+    Option("apr-bin", "the apr executable (default: apr_bin or `apr` on PATH)", "PATH",
+           setting="apr_bin"),
+    Option("timeout", "timeout in seconds for one engine subprocess call", "SECONDS",
+           setting="timeout", parse=parse_seconds),
+    Option("artifact", "test this pre-built artifact instead of converting (repeatable)",
+           "MODEL:RUNTIME:QUANT=PATH", repeat=True, setting="artifacts",
+           parse=lambda values: tuple(parse_artifact(v) for v in values)),
+    Option("results", "write every measurement as JSON to FILE", "FILE"),
+    Option("ticket", "write a GitHub issue (markdown) for the failures; nothing when none",
+           "FILE"),
+    Option("baseline", "known falsifications: listed failures become strict xfails", "FILE"),
+    Option("baseline-update", "rewrite --gt-baseline from this run's parity failures",
+           flag=True),
+)
+BY_NAME = {o.name: o for o in OPTIONS}
+# The options that narrow or configure a run (the CLI's measuring commands take these).
+RUN_OPTIONS = ("model", "runtime", "quant", "prompt", "near-ties", "cache-dir", "no-cache",
+               "apr-bin", "timeout", "artifact")
+
+
+def add_pytest_options(parser: Any) -> None:
+    """Every option on pytest's parser, in one group, as ``--gt-<name>``."""
+    group = parser.getgroup("groundtruth", "pytest-groundtruth: LLM conversion parity")
+    for option in OPTIONS:
+        group.addoption(PYTEST_PREFIX + option.name, **option.kwargs())
+
+
+def add_cli_options(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """The named options on an argparse (sub)command, as ``--<name>``."""
+    for name in names:
+        option = BY_NAME[name]
+        parser.add_argument("--" + option.name, **option.kwargs())
+
+
+def apply_overrides(settings: Settings, values: Mapping[str, Any] | argparse.Namespace,
+                    origin: str = "command line") -> Settings:
+    """Layer parsed option values (by ``dest``) over ``settings`` and validate the result."""
+    get = (lambda k: getattr(values, k, None)) if isinstance(values, argparse.Namespace) \
+        else values.get
     changes: dict[str, Any] = {}
-    for option, key in (("gt_model", "models"), ("gt_runtime", "runtimes"),
-                        ("gt_quant", "quantizations"), ("gt_prompt", "prompts")):
-        value = getattr(opt, option, None)
-        if value:
-            changes[key] = tuple(dict.fromkeys(value))
-    if opt.gt_near_ties:
-        changes["near_ties"] = opt.gt_near_ties
-    if opt.gt_apr_bin:
-        changes["apr_bin"] = opt.gt_apr_bin
-    if opt.gt_timeout:
-        try:
-            changes["timeout"] = float(opt.gt_timeout)
-        except ValueError:
-            raise ConfigError(f"--gt-timeout {opt.gt_timeout!r} is not a number") from None
-    if opt.gt_cache_dir:
-        changes["cache_dir"] = Path(opt.gt_cache_dir).resolve()
-    if opt.gt_artifact:
-        extra = tuple(parse_artifact(a) for a in opt.gt_artifact)
-        changes["artifacts"] = settings.artifacts + tuple(
-            replace(a, path=a.path.resolve()) for a in extra
-        )
+    for option in OPTIONS:
+        value = get(option.dest)
+        if option.setting is None or value in (None, [], False):
+            continue
+        changes[option.setting] = option.parse(value) if option.parse else value
+    if "artifacts" in changes:
+        changes["artifacts"] = settings.artifacts + changes["artifacts"]
     if not changes:
         return settings
     result = replace(settings, **changes)
-    validate(result, "command line")
+    validate(result, origin)
     return result
+
+
+def pytest_values(config: Any, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The ``--gt-*`` values of a pytest config, by ``dest``."""
+    return {o.dest: getattr(config.option, o.dest, None) for o in OPTIONS
+            if names is None or o.name in names}

@@ -16,10 +16,23 @@ class PromptError(ValueError):
 
 
 @dataclass(frozen=True)
+class Message:
+    """One turn of a chat prompt."""
+
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
 class Prompt:
     name: str
-    text: str
+    text: str  # a plain prompt's text; a chat prompt's messages, one "role: content" per line
     path: Path
+    messages: tuple[Message, ...] = ()  # set for a chat prompt
+
+    @property
+    def is_chat(self) -> bool:
+        return bool(self.messages)
 
 
 def load_prompts(directory: Path, names: list[str] | None = None) -> list[Prompt]:

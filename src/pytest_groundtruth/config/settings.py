@@ -43,15 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from pytest_groundtruth.config.roster import BUILTIN, ModelSpec, RosterError, spec_from_table
-from pytest_groundtruth.suites.catalog import CATALOG, Number
+from pytest_groundtruth.core.paths import default_cache_dir
+from pytest_groundtruth.core.plugins import RUNTIMES, SUITES, load, ranked, registered
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-RUNTIMES = ("transformers", "llamacpp", "torchao", "apr")
-QUANTIZATIONS = ("float32", "bfloat16", "float16", "int8", "int4", "q4_1")
 NEAR_TIE_MODES = ("count", "exempt")
 MATCH_KEYS = ("suite", "model", "runtime", "quantization", "prompt")
 
@@ -63,7 +62,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class BoundRule:
     suite: str
-    values: dict[str, Number]
+    values: dict[str, int | float]
     reason: str
     origin: str  # file that set it
     match: dict[str, str] = field(default_factory=dict)  # model/runtime/quantization/prompt
@@ -94,7 +93,7 @@ class Settings:
     models: tuple[str, ...] = ("smollm2-135m",)
     runtimes: tuple[str, ...] = ("llamacpp", "torchao", "transformers", "apr")
     quantizations: tuple[str, ...] = ("int8", "int4")
-    suites: tuple[str, ...] = tuple(CATALOG)
+    suites: tuple[str, ...] = field(default_factory=lambda: ranked(SUITES))
     prompts: tuple[str, ...] | None = None
     oracle_dir: Path = Path("oracle")
     prompts_dir: Path = Path("prompts")
@@ -107,12 +106,25 @@ class Settings:
     timeout: float = 300.0
     cuda_precisions: tuple[str, ...] = ("bfloat16", "float16")
     roster: dict[str, ModelSpec] = field(default_factory=lambda: dict(BUILTIN))
+    # [tool.groundtruth.runtime.<name>]: a configured runtime's kind and options
+    runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     bounds: tuple[BoundRule, ...] = ()
     artifacts: tuple[ExternalArtifact, ...] = ()
     sources: tuple[str, ...] = ()  # the files the settings were read from
 
     def path(self, value: Path) -> Path:
         return value if value.is_absolute() else self.root / value
+
+    def cache_root(self) -> Path:
+        """The cache directory: ``cache_dir`` (or ``--gt-cache-dir``), else the default."""
+        return self.path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+    def supplied_artifact(self, model: str, runtime: str, quantization: str) -> Path | None:
+        """The user's file for this cell (``[[artifacts]]``, ``--gt-artifact``), if any."""
+        for art in self.artifacts:
+            if (art.model, art.runtime, art.quantization) == (model, runtime, quantization):
+                return self.path(art.path)
+        return None
 
     def spec(self, slug: str) -> ModelSpec:
         try:
@@ -147,12 +159,23 @@ class Settings:
                 best = rule
         if best is not None:
             return Bound(best.values[param], f"{best.origin}: {best.reason}")
-        default = CATALOG[suite].params[param]
-        if isinstance(default, dict):
-            default = default.get(quantization or "*", default.get("*"))
+        default = load(SUITES, suite).default(param, quantization)
         if param == "ceiling" and default is None and model is not None:
             return Bound(self.spec(model).ppl_ceiling, f"roster entry {model!r} (ppl_ceiling)")
         return Bound(default, "default")
+
+
+def known_runtimes(settings: Settings) -> set[str]:
+    """Runtime names ``settings`` can run: registered kinds and configured runtimes."""
+    return set(registered(RUNTIMES)) | set(settings.runtime_options)
+
+
+def check_name(name: str, where: str) -> None:
+    """A name that becomes part of test ids and file names: letters, digits, ``-_.``,
+    not ``.`` or ``..``."""
+    if not name or name in (".", "..") or not all(c.isalnum() or c in "-_." for c in name):
+        raise ConfigError(f"{where}: {name!r} is not a valid name (letters, digits, '-', '_', "
+                          "'.'; not '.' or '..')")
 
 
 # --------------------------------------------------------------------------- loading
@@ -173,7 +196,7 @@ _SCALAR_KEYS: dict[str, type | tuple[type, ...]] = {
     "apr_bin": str,
     "timeout": (int, float),
 }
-_TABLE_KEYS = ("roster", "bounds", "artifacts")
+_TABLE_KEYS = ("roster", "runtime", "bounds", "artifacts")
 KNOWN_KEYS = (*_LIST_KEYS, *_PATH_KEYS, *_SCALAR_KEYS, *_TABLE_KEYS)
 
 
@@ -248,6 +271,14 @@ def apply_table(settings: Settings, table: dict[str, Any], origin: str) -> Setti
         except (RosterError, TypeError) as exc:
             raise ConfigError(f"{origin}: {exc}") from exc
     changes["roster"] = roster
+    runtime_options = dict(settings.runtime_options)
+    for name, entry in _table(table, "runtime", origin).items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
+            raise ConfigError(f"{origin}: [runtime.{name}] must be a table with a string key "
+                              f"'kind' (a registered runtime kind, e.g. 'command')")
+        check_name(name, f"{origin}: [runtime.{name}]")
+        runtime_options[name] = dict(entry)
+    changes["runtime_options"] = runtime_options
     changes["bounds"] = settings.bounds + tuple(
         _bound_rule(rule, origin, i) for i, rule in enumerate(_list(table, "bounds", origin))
     )
@@ -276,15 +307,16 @@ def _list(table: dict[str, Any], key: str, origin: str) -> list[dict[str, Any]]:
 def _bound_rule(rule: dict[str, Any], origin: str, index: int) -> BoundRule:
     where = f"{origin}: bounds[{index}]"
     suite = rule.get("suite")
-    if suite not in CATALOG:
-        raise ConfigError(f"{where}: key 'suite' = {suite!r} is not one of {', '.join(CATALOG)}")
+    if suite not in registered(SUITES):
+        raise ConfigError(f"{where}: key 'suite' = {suite!r} is not one of "
+                          f"{', '.join(registered(SUITES))}")
     reason = rule.get("reason")
     if not isinstance(reason, str) or not reason.strip():
         raise ConfigError(
             f"{where}: key 'reason' is required: say which measurement justifies the bound"
         )
-    params = CATALOG[suite].params
-    values: dict[str, Number] = {}
+    params = load(SUITES, suite).params
+    values: dict[str, int | float] = {}
     match: dict[str, str] = {}
     for key, value in rule.items():
         if key in ("suite", "reason"):
@@ -327,10 +359,18 @@ def validate(settings: Settings, origin: str) -> None:
                 f"{origin}: key 'models' names {slug!r}, which is not in the roster "
                 f"(known: {', '.join(sorted(settings.roster))})"
             )
+    runtimes = known_runtimes(settings)
+    for name in settings.runtimes:
+        if name not in runtimes:
+            raise ConfigError(
+                f"{origin}: key 'runtimes' has {name!r}, which is neither a registered runtime "
+                f"({', '.join(sorted(registered(RUNTIMES)))}) nor configured in "
+                f"[tool.groundtruth.runtime.{name}]"
+            )
+    for quant in settings.quantizations:
+        check_name(quant, f"{origin}: key 'quantizations'")
     checks = (
-        ("runtimes", settings.runtimes, RUNTIMES),
-        ("quantizations", settings.quantizations, QUANTIZATIONS),
-        ("suites", settings.suites, tuple(CATALOG)),
+        ("suites", settings.suites, ranked(SUITES)),
         ("cuda_precisions", settings.cuda_precisions, ("bfloat16", "float16")),
     )
     for key, values, allowed in checks:
@@ -348,7 +388,7 @@ def validate(settings: Settings, origin: str) -> None:
     if settings.timeout <= 0:
         raise ConfigError(f"{origin}: key 'timeout' must be a positive number of seconds")
     for art in settings.artifacts:
-        if art.runtime not in RUNTIMES or art.model not in settings.roster:
+        if art.runtime not in runtimes or art.model not in settings.roster:
             raise ConfigError(
                 f"{origin}: artifact {art.path}: unknown runtime {art.runtime!r} or model "
                 f"{art.model!r}"

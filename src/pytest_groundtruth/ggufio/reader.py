@@ -269,3 +269,17 @@ def _scan(buf: memoryview, path: Path, size: int) -> GGUFScan:
         return scan
     finally:
         cur.buf = b""  # drop the view before the map closes
+
+
+def gguf_problem(path: Path) -> str | None:
+    """Why ``path`` is not a sound GGUF model file (truncated, no tensors, no
+    architecture), or None."""
+    try:
+        scan = scan_gguf(path)
+    except GGUFFormatError as exc:
+        return str(exc)
+    if not scan.tensor_count:
+        return f"{path}: GGUF has no tensors"
+    if not isinstance(scan.scalars.get("general.architecture"), str):
+        return f"{path}: GGUF has no general.architecture"
+    return None

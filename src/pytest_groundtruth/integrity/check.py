@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_groundtruth.ggufio import names
+from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.integrity import metadata, tokenizer
+from pytest_groundtruth.integrity.expected_error import no_reference_reason
 from pytest_groundtruth.integrity.findings import (
     FAILED,
     PASSED,
@@ -33,7 +35,11 @@ from pytest_groundtruth.integrity.findings import (
     TokenizerFinding,
     to_jsonable,
 )
-from pytest_groundtruth.integrity.gguf_tensors import TensorMeasurement
+from pytest_groundtruth.integrity.gguf_arrays import array_lengths
+from pytest_groundtruth.integrity.gguf_tensors import TensorMeasurement, measure_gguf
+from pytest_groundtruth.integrity.source import SourceTensors
+from pytest_groundtruth.integrity.tensors import judge
+from pytest_groundtruth.integrity.torch_weights import measure_module
 
 ENGINE_FAILED = "the engine could not load the artifact"
 
@@ -146,10 +152,6 @@ def load_reference_tokenizer(model_dir: Path) -> Any:
 def check_gguf(path: Path, model_dir: Path, prompts: Sequence[str],
                engine: EngineTokenizer | str) -> Measurement:
     """A GGUF artifact; ``engine`` is the engine's tokenizer or why there is none."""
-    from pytest_groundtruth.ggufio.reader import scan_gguf
-    from pytest_groundtruth.integrity.gguf_arrays import array_lengths
-    from pytest_groundtruth.integrity.gguf_tensors import measure_gguf
-    from pytest_groundtruth.integrity.source import SourceTensors
 
     config = names.read_config(model_dir)
     hp = names.hparams(config, str(model_dir / "config.json"))
@@ -181,8 +183,6 @@ def check_directory(path: Path, model_dir: Path, prompts: Sequence[str], module:
                     engine: EngineTokenizer | None = None) -> Measurement:
     """A transformers model directory loaded as ``module``; ``reference`` builds each
     tensor's reference (:mod:`.torch_weights`)."""
-    from pytest_groundtruth.integrity.source import SourceTensors
-    from pytest_groundtruth.integrity.torch_weights import measure_module
 
     config = names.read_config(model_dir)
     hp = names.hparams(config, str(model_dir / "config.json"))
@@ -236,7 +236,6 @@ def check_apr(info: Mapping[str, Any], model_dir: Path, call: str) -> Measuremen
 
 def evaluate(measurement: Measurement, slack: float = 1.0) -> IntegrityReport:
     """Judge the tensors (with ``slack`` on every derived bound) and assemble the report."""
-    from pytest_groundtruth.integrity.tensors import judge
 
     if measurement.tensors is None:
         tensors = skipped("tensors", measurement.tensors_skipped)
@@ -250,7 +249,6 @@ def evaluate(measurement: Measurement, slack: float = 1.0) -> IntegrityReport:
                            if s.ref_rel_error is None})
         notes = list(measurement.tensors.notes)
         if unjudged:
-            from pytest_groundtruth.integrity.expected_error import no_reference_reason
 
             notes += [f"values of {q} tensors not judged: {no_reference_reason(q)}"
                       for q in unjudged]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pytest_groundtruth.core.tables import text_table
 from pytest_groundtruth.integrity.findings import (
     FAILED,
     SKIPPED,
@@ -131,10 +132,7 @@ def worst_tensor(report: IntegrityReport) -> tuple[str, float] | None:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    return [line.rstrip() for line in lines + [fmt.format(*r) for r in rows]]
+    return text_table(header, rows)
 
 
 def _limited(rows: list[list[str]], limit: int) -> tuple[list[list[str]], str]:

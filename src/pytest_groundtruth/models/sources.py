@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pytest_groundtruth.config.roster import BUILTIN, EMBEDDED_DIST, EMBEDDED_INSTALL, ModelSpec
 from pytest_groundtruth.core.atomic import atomic_path, locked
+from pytest_groundtruth.core.hashing import file_sha256, text_sha256
 from pytest_groundtruth.models import tiny
 
 HF_ALLOW_PATTERNS = [
@@ -54,23 +55,6 @@ class ResolvedModel:
     @property
     def slug(self) -> str:
         return self.spec.slug
-
-
-def file_sha256(path: Path, _memo: dict[tuple[str, int, int], str] = {}) -> str:  # noqa: B006
-    """SHA-256 of a file, memoised per process by (path, size, mtime)."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _memo:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
-        _memo[key] = digest.hexdigest()
-    return _memo[key]
-
-
-def _text_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def resolve(spec: ModelSpec, cache_dir: Path, root: Path | None = None) -> ResolvedModel:
@@ -180,7 +164,7 @@ def _resolve_hub(spec: ModelSpec) -> ResolvedModel:
     return ResolvedModel(
         spec,
         path,
-        fingerprint=_text_sha256(f"hf:{repo}@{path.name}"),
+        fingerprint=text_sha256(f"hf:{repo}@{path.name}"),
         provenance={"source": spec.source, "revision": path.name},
     )
 
@@ -288,7 +272,7 @@ def _tiny(spec: ModelSpec, cache_dir: Path) -> ResolvedModel:
         )
     embedded = resolve(BUILTIN["smollm2-135m"], cache_dir)  # the tokenizer comes from it
     payload = tiny.fingerprint_payload(arch) + embedded.fingerprint
-    fingerprint = _text_sha256(payload)
+    fingerprint = text_sha256(payload)
     target = cache_dir / "models" / f"tiny-{arch}-{fingerprint[:16]}"
     with locked(target):
         if not (target / ".complete").is_file():

@@ -12,32 +12,35 @@ from typing import Any
 
 import pytest
 
-from pytest_groundtruth.config.options import add_options
+from pytest_groundtruth.config.options import add_pytest_options
+from pytest_groundtruth.config.settings import ConfigError, load_settings
 from pytest_groundtruth.plugin.collection import CONFIG_FILE, GroundtruthFile
 from pytest_groundtruth.plugin.fixtures import (  # noqa: F401 - fixtures are found by name here
     apr_runner,
+    gt_context,
     gt_model,
     gt_oracle,
     gt_runner,
     gt_runtime,
     gt_settings,
-    gt_workbench,
 )
-from pytest_groundtruth.plugin.session import STATE_KEY, GroundtruthState, attach, state_of
-from pytest_groundtruth.suites.catalog import CATALOG
+from pytest_groundtruth.plugin.session import SESSION_KEY, GroundtruthSession, attach, session_of
+from pytest_groundtruth.report import grid, html
+from pytest_groundtruth.suites.spec import get_suite, suite_names
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    add_options(parser)
+    add_pytest_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for name, info in CATALOG.items():
-        config.addinivalue_line("markers", f"{name}: pytest-groundtruth suite: {info.summary}")
+    for name in suite_names():
+        config.addinivalue_line("markers", f"{name}: pytest-groundtruth suite: "
+                                f"{get_suite(name).summary}")
     config.addinivalue_line("markers", "xdist_group(name): pytest-xdist --dist loadgroup group")
-    state = GroundtruthState(config)
-    config.stash[STATE_KEY] = state
-    config.pluginmanager.register(state, "groundtruth-state")  # receives the reports
+    session = GroundtruthSession(config)
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(session, "groundtruth-session")  # receives the reports
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "groundtruth-xdist")
     if config.pluginmanager.hasplugin("html"):
@@ -45,22 +48,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if STATE_KEY in config.stash:
-        state_of(config).close()
+    if SESSION_KEY in config.stash:
+        session_of(config).close()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    from pytest_groundtruth.config.settings import ConfigError, load_settings
-    from pytest_groundtruth.store.cache import default_cache_dir
-
     opt = config.option
     try:
-        settings = load_settings(config.rootpath)
-        configured = settings.path(settings.cache_dir) if settings.cache_dir else None
+        cache = load_settings(config.rootpath).cache_root()
     except ConfigError:
-        configured = None  # reported with the file and key at collection
-    cache = opt.gt_cache_dir or configured or f"{default_cache_dir()} (default)"
-    line = f"groundtruth: cache {cache}"
+        cache = None  # reported with the file and key at collection
+    line = f"groundtruth: cache {opt.gt_cache_dir or cache}"
     if opt.gt_no_cache:
         line += ", cache bypassed (--gt-no-cache)"
     if opt.gt_baseline:
@@ -86,19 +84,17 @@ def pytest_runtest_makereport(
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    state = state_of(session.config)
-    if not state.is_worker:
-        state.finish()
+    groundtruth = session_of(session.config)
+    if not groundtruth.is_worker:
+        groundtruth.finish()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    from pytest_groundtruth.report.grid import render_text
-
-    state = state_of(config)
-    lines = render_text(state.records)
-    if lines or state.finish_lines:
+    session = session_of(config)
+    lines = grid.render_text(session.run.records)
+    if lines or session.finish_lines:
         terminalreporter.section("groundtruth parity matrix")
-        for line in [*lines, *state.finish_lines]:
+        for line in [*lines, *session.finish_lines]:
             terminalreporter.write_line(line)
 
 
@@ -106,7 +102,7 @@ class XdistHooks:
     """Send the controller's cache refresh token to every worker."""
 
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput["gt_refresh_token"] = state_of(node.config).refresh_token
+        node.workerinput["gt_refresh_token"] = session_of(node.config).refresh_token
 
 
 class HtmlHooks:
@@ -114,14 +110,6 @@ class HtmlHooks:
 
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str],
                                     postfix: list[str], session: pytest.Session) -> None:
-        from pytest_groundtruth.report.html import matrix_html
-
-        state = state_of(session.config)
-        notes: dict[str, None] = {}  # ordered, without repeats
-        for record in state.records:
-            settings = record["settings"]
-            notes[f"configuration: {', '.join(settings['sources'])}"] = None
-            notes[f"perplexity text: {settings['eval_text']}"] = None
-        content = matrix_html(state.records, list(notes))
+        content = html.matrix_html(session_of(session.config).run.records)
         if content:
             prefix.append(content)

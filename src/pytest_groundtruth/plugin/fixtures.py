@@ -8,18 +8,27 @@ unavailable model or runtime skips the test with the reason and the fix.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import pytest
 
-if TYPE_CHECKING:
-    from pytest_groundtruth.config.settings import Settings
-    from pytest_groundtruth.models.sources import ResolvedModel
-    from pytest_groundtruth.oracle.format import Oracle
-    from pytest_groundtruth.runtimes.base import Runner, Runtime
-    from pytest_groundtruth.suites.context import Workbench
+from pytest_groundtruth.config.settings import Settings
+from pytest_groundtruth.context import Context
+from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.models.sources import ModelUnavailable, ResolvedModel
+from pytest_groundtruth.oracle.format import Oracle
+from pytest_groundtruth.plugin.session import FIXTURES, session_of
+from pytest_groundtruth.runtimes.base import Runner, Runtime
 
-FIXTURE_KEY = "<fixtures>"
+T = TypeVar("T")
+
+
+def _or_skip(make: Callable[[], T]) -> T:
+    """``make()``, or a skip with the reason when the model or runtime is unavailable."""
+    try:
+        return make()
+    except (ModelUnavailable, RuntimeUnavailable) as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -31,35 +40,24 @@ def gt_settings(pytestconfig: pytest.Config) -> Settings:
         def test_roster(gt_settings):
             assert "smollm2-135m" in gt_settings.models
     """
-    from pytest_groundtruth.config.options import apply_overrides
-    from pytest_groundtruth.config.settings import load_settings
-    from pytest_groundtruth.plugin.session import state_of
-
-    settings = apply_overrides(load_settings(pytestconfig.rootpath), pytestconfig)
-    state_of(pytestconfig).register_settings(FIXTURE_KEY, settings)
-    return settings
+    return session_of(pytestconfig).load(FIXTURES, [])
 
 
 @pytest.fixture(scope="session")
-def gt_workbench(pytestconfig: pytest.Config, gt_settings: Settings) -> Workbench:
-    """The per-process workbench (caches, open runners) behind the other fixtures.
+def gt_context(pytestconfig: pytest.Config, gt_settings: Settings) -> Context:
+    """The per-process context (inputs, engines, cached results) behind the other fixtures.
 
     Example::
 
-        def test_cached(gt_workbench):
-            gen, artifact = gt_workbench.generate("smollm2-135m", "llamacpp", "int8", "code")
+        def test_cached(gt_context):
+            gen, artifact = gt_context.results.generate("smollm2-135m", "llamacpp", "int8",
+                                                        "code")
     """
-    from pytest_groundtruth.plugin.session import state_of
-
-    return state_of(pytestconfig).workbench(FIXTURE_KEY)
-
-
-def _skip_unavailable(exc: Exception) -> None:
-    pytest.skip(str(exc))
+    return session_of(pytestconfig).context(FIXTURES)
 
 
 @pytest.fixture(scope="session")
-def gt_model(gt_workbench: Workbench) -> Callable[[str], ResolvedModel]:
+def gt_model(gt_context: Context) -> Callable[[str], ResolvedModel]:
     """Resolve a roster model to its float32 directory; skips when it is not available.
 
     Example::
@@ -68,20 +66,11 @@ def gt_model(gt_workbench: Workbench) -> Callable[[str], ResolvedModel]:
             model = gt_model("smollm2-135m")
             assert (model.path / "config.json").is_file()
     """
-    from pytest_groundtruth.models.sources import ModelUnavailable
-
-    def get(slug: str) -> ResolvedModel:
-        try:
-            return gt_workbench.model(slug)
-        except ModelUnavailable as exc:
-            _skip_unavailable(exc)
-            raise  # unreachable: pytest.skip raises
-
-    return get
+    return lambda slug: _or_skip(lambda: gt_context.engines.model(slug))
 
 
 @pytest.fixture(scope="session")
-def gt_oracle(gt_workbench: Workbench) -> Callable[[str, str], Oracle]:
+def gt_oracle(gt_context: Context) -> Callable[[str, str], Oracle]:
     """Load and validate an oracle file.
 
     Example::
@@ -90,33 +79,24 @@ def gt_oracle(gt_workbench: Workbench) -> Callable[[str, str], Oracle]:
             oracle = gt_oracle("smollm2-135m", "completion")
             assert oracle.tokens[:2] == (7042, 30)
     """
-    return gt_workbench.oracle
+    return lambda slug, prompt: gt_context.inputs.oracle(slug, prompt)
 
 
 @pytest.fixture(scope="session")
-def gt_runtime(gt_workbench: Workbench) -> Callable[[str], Runtime]:
-    """A runtime by name (``transformers``, ``llamacpp``, ``torchao``, ``apr``); skips when
-    it cannot run here (for ``apr``: the binary is not on PATH).
+def gt_runtime(gt_context: Context) -> Callable[[str], Runtime]:
+    """A runtime by name (``transformers``, ``llamacpp``, ``torchao``, ``apr``, or one you
+    configured); skips when it cannot run here (for ``apr``: the binary is not on PATH).
 
     Example::
 
         def test_apr_version(gt_runtime):
             assert gt_runtime("apr").version()
     """
-    from pytest_groundtruth.core.failures import RuntimeUnavailable
-
-    def get(name: str) -> Runtime:
-        try:
-            return gt_workbench.runtime(name)
-        except RuntimeUnavailable as exc:
-            _skip_unavailable(exc)
-            raise
-
-    return get
+    return lambda name: _or_skip(lambda: gt_context.engines.runtime(name))
 
 
 @pytest.fixture(scope="session")
-def gt_runner(gt_workbench: Workbench) -> Callable[..., Runner]:
+def gt_runner(gt_context: Context) -> Callable[..., Runner]:
     """An open runner for a model at a quantization (converted once, cached, kept open).
 
     Example::
@@ -125,15 +105,10 @@ def gt_runner(gt_workbench: Workbench) -> Callable[..., Runner]:
             runner = gt_runner("llamacpp", "int8", model="smollm2-135m")
             assert "Paris" in runner.generate("The capital of France is", 8).text
     """
-    from pytest_groundtruth.core.failures import RuntimeUnavailable
-    from pytest_groundtruth.models.sources import ModelUnavailable
+    engines = gt_context.engines
 
     def get(runtime: str, quant: str, model: str = "smollm2-135m") -> Runner:
-        try:
-            return gt_workbench.runner(gt_workbench.artifact(model, runtime, quant))
-        except (ModelUnavailable, RuntimeUnavailable) as exc:
-            _skip_unavailable(exc)
-            raise
+        return _or_skip(lambda: engines.runner(engines.artifact(model, runtime, quant)))
 
     return get
 

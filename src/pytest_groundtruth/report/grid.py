@@ -1,6 +1,6 @@
 """The parity matrix: models x runtimes x quantizations, one cell per suite.
 
-Built from the session's records (one per parity test). Each cell counts outcomes,
+Built from the run's records (one per parity test). Each cell counts outcomes,
 e.g. ``2 FAIL 2 pass`` or ``skip``; the terminal and the HTML report render the same
 data.
 """
@@ -8,8 +8,10 @@ data.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+
+from pytest_groundtruth.core.tables import text_table
+from pytest_groundtruth.report.records import ParityRecord
 
 ORDER = ("failed", "xpassed", "xfailed", "passed", "skipped")
 LABEL = {"failed": "FAIL", "xpassed": "XPASS", "xfailed": "xfail", "passed": "pass",
@@ -18,16 +20,15 @@ LABEL = {"failed": "FAIL", "xpassed": "XPASS", "xfailed": "xfail", "passed": "pa
 Row = tuple[str, str, str]  # model, runtime, quant
 
 
-def aggregate(records: Iterable[dict[str, Any]]) -> tuple[list[str], dict[Row, dict[str,
-                                                                                  Counter[str]]]]:
+def aggregate(records: Iterable[ParityRecord]
+              ) -> tuple[list[str], dict[Row, dict[str, Counter[str]]]]:
     suites: list[str] = []
     cells: dict[Row, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
     for record in records:
-        case = record["case"]
-        if case["suite"] not in suites:
-            suites.append(case["suite"])
-        cells[(case["model"], case["runtime"], case["quant"])][case["suite"]][
-            record["outcome"]] += 1
+        case = record.case
+        if case.suite not in suites:
+            suites.append(case.suite)
+        cells[(case.model, case.runtime, case.quant_label)][case.suite][record.outcome] += 1
     return suites, dict(cells)
 
 
@@ -44,7 +45,7 @@ def cell_status(counts: Counter[str]) -> str:
     return next((o for o in ORDER if counts.get(o)), "")
 
 
-def render_text(records: list[dict[str, Any]]) -> list[str]:
+def render_text(records: Sequence[ParityRecord]) -> list[str]:
     suites, cells = aggregate(records)
     if not cells:
         return []
@@ -53,7 +54,4 @@ def render_text(records: list[dict[str, Any]]) -> list[str]:
         [*row, *(cell_text(cells[row].get(s, Counter())) for s in suites)]
         for row in sorted(cells)
     ]
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    return [line.rstrip() for line in lines + [fmt.format(*r) for r in rows]]
+    return text_table(header, rows)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import html
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 from pytest_groundtruth.report.grid import aggregate, cell_status, cell_text
-
-if TYPE_CHECKING:
-    from pytest_groundtruth.suites.result import SuiteResult
+from pytest_groundtruth.report.records import ParityRecord
+from pytest_groundtruth.suites.result import SuiteResult
 
 COLOURS = {"failed": "#f8d7da", "xpassed": "#f8d7da", "xfailed": "#fff3cd",
            "passed": "#d1e7dd", "skipped": "#e2e3e5"}
@@ -64,7 +64,11 @@ def extra_for(result: SuiteResult) -> dict[str, Any] | None:
             "content": result_html(result), "mime_type": None}
 
 
-def matrix_html(records: list[dict[str, Any]], notes: list[str]) -> str:
+def matrix_html(records: Sequence[ParityRecord]) -> str:
+    notes: dict[str, None] = {}  # ordered, without repeats
+    for record in records:
+        notes[f"configuration: {', '.join(record.settings.sources)}"] = None
+        notes[f"perplexity text: {record.settings.eval_text}"] = None
     suites, cells = aggregate(records)
     if not cells:
         return ""

@@ -5,36 +5,37 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import platform
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from pytest_groundtruth.plugin.session import GroundtruthState
+from pytest_groundtruth.report.records import ParityRecord
 
 PACKAGES = ("pytest-groundtruth", "pytest", "torch", "transformers", "gguf",
             "llama-cpp-python", "torchao", "pytest-xdist", "pytest-html")
 
 
-def tool_versions(state: GroundtruthState) -> dict[str, str]:
-    versions = {"python": platform.python_version()}
+def tool_versions(records: Sequence[ParityRecord]) -> dict[str, Any]:
+    versions: dict[str, Any] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-    for record in state.records:  # engines that ran, as they reported themselves (apr)
-        if record["case"]["runtime"] == "apr" and record.get("runtime_version"):
-            versions["apr"] = record["runtime_version"]
+    engines = {r.case.runtime: r.runtime_version for r in records
+               if r.runtime_version and not r.runtime_version.startswith("unknown")}
+    if engines:  # each runtime that ran, as it reported itself (`apr --version`, ...)
+        versions["runtimes"] = dict(sorted(engines.items()))
     return versions
 
 
-def oracle_provenance(state: GroundtruthState) -> dict[str, Any]:
+def oracle_provenance(records: Sequence[ParityRecord]) -> dict[str, Any]:
     """Per model: the oracle directory, model fingerprint and the versions that made it."""
     found: dict[str, Any] = {}
-    for record in state.records:
-        slug = record["case"]["model"]
+    for record in records:
+        slug = record.case.model
         if slug not in found:
-            root = Path(record["settings"]["oracle_dir"])
+            root = Path(record.settings.oracle_dir)
             files = sorted((root / slug).glob("*.json"))
             if not files:
                 continue

@@ -1,1 +1,1 @@
-"""Runtimes under test; :func:`pytest_groundtruth.runtimes.registry.get_runtime` finds one."""
+"""Runtimes under test: the interface (base), the registry (entry points), the engines."""

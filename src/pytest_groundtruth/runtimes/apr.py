@@ -51,11 +51,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
+from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
 from pytest_groundtruth.runtimes.base import (
     Artifact,
@@ -64,6 +65,7 @@ from pytest_groundtruth.runtimes.base import (
     PerplexityResult,
     Runner,
     Runtime,
+    read_options,
 )
 
 if TYPE_CHECKING:
@@ -369,9 +371,9 @@ def staged(out: Path, name: str) -> Iterator[Path]:
 
 
 class AprRuntime(Runtime):
-    name: ClassVar[str] = "apr"
-    quantizations: ClassVar[tuple[str, ...]] = tuple(APR_QUANT)
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+    name = "apr"
+    quantizations: tuple[str, ...] = tuple(APR_QUANT)
+    capabilities: frozenset[Capability] = frozenset(
         {Capability.GENERATE, Capability.PERPLEXITY, Capability.EXPORT_GGUF, Capability.REIMPORT}
     )
 
@@ -379,6 +381,16 @@ class AprRuntime(Runtime):
         self.apr_bin = apr_bin
         self.timeout = timeout
         self._version: str | None = None
+
+    @classmethod
+    def from_config(cls, name: str, options: Mapping[str, Any], settings: Settings,
+                    device: str = "cpu") -> Runtime:
+        """Options: ``bin`` (default: ``apr_bin``), ``timeout`` (default: ``timeout``)."""
+        values = read_options(name, options, {"bin": str, "timeout": (int, float)})
+        runtime = cls(apr_bin=values.get("bin", settings.apr_bin),
+                      timeout=float(values.get("timeout", settings.timeout)))
+        runtime.name = name
+        return runtime
 
     # -- the binary
 

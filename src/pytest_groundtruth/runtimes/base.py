@@ -8,8 +8,15 @@ perplexity and, where the engine can, scores a token sequence (teacher forcing) 
 exports GGUF. Every runner returns the same result types, so any two runtimes are
 compared by the same code.
 
-Capabilities are declared on the class; a suite that needs one the runtime lacks skips
+Capabilities are declared on the class (or set per instance, for runtimes configured
+from data such as the command runtime); a suite that needs one the runtime lacks skips
 with :meth:`Runtime.missing`'s reason.
+
+Runtimes are registered by entry point (group ``pytest_groundtruth.runtimes``, name ->
+``module:Class``); the built-in ones register the same way, in this package's
+pyproject.toml. A configured runtime (``[tool.groundtruth.runtime.<name>]`` with a
+``kind``) is built by :meth:`Runtime.from_config`. Constructing a runtime must stay
+cheap: the engine is imported when an artifact is built or opened, never before.
 
 Stop rule (the same for the oracle and every runtime): greedy decoding stops after the
 model's end-of-sequence token, which is included in ``tokens``, with
@@ -20,12 +27,14 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from pytest_groundtruth.config.prompts import Message
+from pytest_groundtruth.config.settings import ConfigError, Settings
 from pytest_groundtruth.measures.logprobs import TopK
 
 if TYPE_CHECKING:
@@ -33,11 +42,11 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from pytest_groundtruth.models.sources import ResolvedModel
-    from pytest_groundtruth.store.cache import ArtifactCache
 
 
 class Capability(enum.Enum):
     GENERATE = "generate"
+    CHAT = "chat prompts (a conversation rendered with the model's chat template)"
     TOPK = "top-k log-probabilities per generated step"
     PERPLEXITY = "perplexity"
     SCORE = "teacher-forced scoring"
@@ -56,10 +65,35 @@ class Generation:
     seconds: float
     call: str  # the exact command line or Python call that produced it
     topk: tuple[TopK, ...] | None = None
+    # Timings where the engine gives them (never part of a default check): seconds to
+    # the first generated token, and per generated token after the first.
+    first_token_seconds: float | None = None
+    step_seconds: tuple[float, ...] = ()
+    notes: tuple[str, ...] = ()  # how the result was obtained, when it matters
 
     @property
     def tokens_per_second(self) -> float:
         return len(self.tokens) / self.seconds if self.seconds > 0 else float("inf")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Generation:
+        topk = data.get("topk")
+        return cls(
+            tokens=tuple(data["tokens"]),
+            text=data["text"],
+            prompt_tokens=tuple(data["prompt_tokens"]),
+            stop_reason=data["stop_reason"],
+            seconds=float(data["seconds"]),
+            call=data["call"],
+            topk=None if topk is None else tuple(
+                TopK(tuple(t["ids"]), tuple(t["logprobs"])) for t in topk),
+            first_token_seconds=data.get("first_token_seconds"),
+            step_seconds=tuple(data.get("step_seconds", ())),
+            notes=tuple(data.get("notes", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -69,6 +103,13 @@ class PerplexityResult:
     tokens_evaluated: int
     seconds: float
     call: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PerplexityResult:
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -86,6 +127,23 @@ class Artifact:
 
 
 R = TypeVar("R", bound="Runner")
+
+
+def read_options(runtime: str, options: Mapping[str, Any],
+                 kinds: Mapping[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    """``options`` checked against ``kinds`` (option -> accepted type): an unknown option or
+    a value of the wrong type is a :class:`ConfigError` naming the runtime and the option."""
+    unknown = sorted(set(options) - set(kinds))
+    if unknown:
+        raise ConfigError(
+            f"runtime {runtime!r}: unknown option(s) {', '.join(map(repr, unknown))} "
+            f"(it takes: {', '.join(kinds) or 'none'})"
+        )
+    for key, value in options.items():
+        kind = kinds[key]
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+            raise ConfigError(f"runtime {runtime!r}: option {key!r} = {value!r} has the wrong type")
+    return dict(options)
 
 
 class Runner(abc.ABC):
@@ -122,6 +180,12 @@ class Runner(abc.ABC):
         position ``start .. len - 1``, given the preceding ``token_ids`` (teacher forcing)."""
         raise NotImplementedError(f"{self.artifact.runtime} cannot score token sequences")
 
+    def chat(self, messages: Sequence[Message], max_new_tokens: int,
+             top_k: int = 0) -> Generation:
+        """Greedy-generate the reply to a conversation rendered with the chat template the
+        engine has for the model (``prompt_tokens`` are the rendered prompt's ids)."""
+        raise NotImplementedError(f"{self.artifact.runtime} cannot run chat prompts")
+
     def tokenize(self, text: str) -> list[int]:
         """The engine's own tokenization of ``text`` (as used for generation)."""
         raise NotImplementedError(f"{self.artifact.runtime} does not expose its tokenizer")
@@ -134,9 +198,24 @@ class Runner(abc.ABC):
 class Runtime(abc.ABC):
     """A runtime engine under test (stateless; holds only its settings)."""
 
-    name: ClassVar[str]
-    quantizations: ClassVar[tuple[str, ...]]
-    capabilities: ClassVar[frozenset[Capability]]
+    name: str
+    quantizations: tuple[str, ...]
+    capabilities: frozenset[Capability]
+    #: False when the source model directory itself is the artifact (the engine converts
+    #: at load time: transformers, torchao); :meth:`describe` then says how.
+    builds_artifacts: bool = True
+
+    @classmethod
+    def from_config(cls, name: str, options: Mapping[str, Any], settings: Settings,
+                    device: str = "cpu") -> Runtime:
+        """The runtime ``name`` configured by ``options`` (its
+        ``[tool.groundtruth.runtime.<name>]`` table without ``kind``). Raise
+        :class:`~pytest_groundtruth.config.settings.ConfigError` naming the option on bad
+        input. The default takes no options."""
+        read_options(name, options, {})
+        runtime = cls()
+        runtime.name = name
+        return runtime
 
     def unavailable(self) -> str | None:
         """Why this runtime cannot run here (with how to fix it), or None when it can."""
@@ -153,10 +232,10 @@ class Runtime(abc.ABC):
     def version(self) -> str:
         """The engine's version (goes into artifact keys and reports)."""
 
-    def prepare(self, model: ResolvedModel, quant: str, cache: ArtifactCache) -> Artifact:
-        """The artifact of ``model`` at ``quant``: from the cache, or built once into it."""
-        self.check_quant(quant)
-        return cache.artifact(self, model, quant)
+    def describe(self, model_path: Path, quant: str) -> str:
+        """For a runtime that builds no artifact: how it makes ``model_path`` ready at
+        ``quant`` when it loads it (the artifact's recipe)."""
+        raise NotImplementedError(f"{self.name} builds its artifacts")
 
     def key_parts(self, quant: str) -> dict[str, str]:
         """What besides the source model decides the artifact's bytes (versions, settings)."""

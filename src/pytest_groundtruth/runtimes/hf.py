@@ -13,21 +13,27 @@ that the engines under test do not apply.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from pytest_groundtruth.core.failures import RuntimeUnavailable
 from pytest_groundtruth.measures import logprobs as lp
-from pytest_groundtruth.runtimes.base import Artifact, Capability, Generation, Runtime
+from pytest_groundtruth.runtimes.base import (
+    Artifact,
+    Capability,
+    Generation,
+    Runtime,
+    read_options,
+)
 from pytest_groundtruth.runtimes.logits import LogitsRunner
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from pytest_groundtruth.config.settings import Settings
     from pytest_groundtruth.models.sources import ResolvedModel
-    from pytest_groundtruth.store.cache import ArtifactCache
 
 DTYPES = ("float32", "bfloat16", "float16")
 SEED = 42  # the original oracle's seed; greedy decoding does not depend on it
@@ -50,14 +56,22 @@ def eos_ids(model: Any, tokenizer: Any) -> list[int]:
 
 
 class TransformersRuntime(Runtime):
-    name: ClassVar[str] = "transformers"
-    quantizations: ClassVar[tuple[str, ...]] = DTYPES
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+    name = "transformers"
+    quantizations: tuple[str, ...] = DTYPES
+    capabilities: frozenset[Capability] = frozenset(
         {Capability.GENERATE, Capability.TOPK, Capability.PERPLEXITY, Capability.SCORE}
     )
 
     def __init__(self, device: str = "cpu") -> None:
         self.device = device
+
+    @classmethod
+    def from_config(cls, name: str, options: Mapping[str, Any], settings: Settings,
+                    device: str = "cpu") -> Runtime:
+        read_options(name, options, {})
+        runtime = cls(device=device)
+        runtime.name = name
+        return runtime
 
     def unavailable(self) -> str | None:
         if self.device.startswith("cuda"):
@@ -80,24 +94,14 @@ class TransformersRuntime(Runtime):
     def artifact_suffix(self, quant: str) -> str:
         return ""
 
-    def prepare(self, model: ResolvedModel, quant: str, cache: ArtifactCache) -> Artifact:
-        """The float32 model directory is the artifact: dtypes are applied at load time."""
-        self.check_quant(quant)
-        return Artifact(
-            runtime=self.name,
-            model=model.slug,
-            quant=quant,
-            path=model.path,
-            key=cache.key(self, model, quant),
-            recipe=self.recipe(model.path, quant),
-        )
+    builds_artifacts = False
 
-    def recipe(self, path: Path, quant: str) -> str:
-        """How the model is made ready at load time (the artifact's recipe)."""
-        return f"AutoModelForCausalLM.from_pretrained({str(path)!r}, dtype=torch.{quant})"
+    def describe(self, model_path: Path, quant: str) -> str:
+        """The float32 model directory is the artifact: dtypes are applied at load time."""
+        return f"AutoModelForCausalLM.from_pretrained({str(model_path)!r}, dtype=torch.{quant})"
 
     def build(self, model: ResolvedModel, quant: str, out: Path) -> str:
-        raise NotImplementedError("the transformers runtime loads the model directory itself")
+        raise NotImplementedError(f"{self.name} loads the model directory itself")
 
     def open(self, artifact: Artifact, model: ResolvedModel) -> TransformersRunner:
         reason = self.unavailable()

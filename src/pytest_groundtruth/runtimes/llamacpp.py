@@ -36,17 +36,25 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
+from pytest_groundtruth.config.settings import ConfigError, Settings
 from pytest_groundtruth.core.atomic import atomic_path
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
 from pytest_groundtruth.ggufio import EXPORTER_VERSION, GGUFFormatError, export_gguf
-from pytest_groundtruth.ggufio.reader import scan_gguf
+from pytest_groundtruth.ggufio.reader import gguf_problem, scan_gguf
 from pytest_groundtruth.measures import logprobs as lp
 from pytest_groundtruth.measures.logprobs import TopK
-from pytest_groundtruth.runtimes.base import Artifact, Capability, Generation, Runtime
+from pytest_groundtruth.models.sources import gguf_to_hf_dir
+from pytest_groundtruth.runtimes.base import (
+    Artifact,
+    Capability,
+    Generation,
+    Runtime,
+    read_options,
+)
 from pytest_groundtruth.runtimes.logits import LogitsRunner
 
 if TYPE_CHECKING:
@@ -110,9 +118,9 @@ def model_eos_ids(model_dir: Path) -> list[int]:
 
 
 class LlamaCppRuntime(Runtime):
-    name: ClassVar[str] = "llamacpp"
-    quantizations: ClassVar[tuple[str, ...]] = tuple(QTYPES)
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+    name = "llamacpp"
+    quantizations: tuple[str, ...] = tuple(QTYPES)
+    capabilities: frozenset[Capability] = frozenset(
         {
             Capability.GENERATE,
             Capability.TOPK,
@@ -140,6 +148,18 @@ class LlamaCppRuntime(Runtime):
         self.n_ctx = n_ctx
         self.seed = seed
         self.kv_cache = kv_cache
+
+    @classmethod
+    def from_config(cls, name: str, options: Mapping[str, Any], settings: Settings,
+                    device: str = "cpu") -> Runtime:
+        """Options: ``n_ctx``, ``n_threads``, ``kv_cache`` (``auto`` | ``f16`` | ``f32``)."""
+        values = read_options(name, options, {"n_ctx": int, "n_threads": int, "kv_cache": str})
+        try:
+            runtime = cls(**values)
+        except ValueError as exc:
+            raise ConfigError(f"runtime {name!r}: {exc}") from None
+        runtime.name = name
+        return runtime
 
     def kv_cache_type(self, quant: str) -> str:
         """The KV cache type a runner of ``quant`` uses (``f16`` or ``f32``)."""
@@ -181,18 +201,9 @@ class LlamaCppRuntime(Runtime):
         )
 
     def validate(self, artifact_path: Path) -> str | None:
-        try:
-            scan = scan_gguf(artifact_path)
-        except GGUFFormatError as exc:
-            return str(exc)
-        if not scan.tensor_count:
-            return f"{artifact_path}: GGUF has no tensors"
-        if not isinstance(scan.scalars.get("general.architecture"), str):
-            return f"{artifact_path}: GGUF has no general.architecture"
-        return None
+        return gguf_problem(artifact_path)
 
     def reimport(self, gguf: Path, model: ResolvedModel, quant: str, out: Path) -> str:
-        from pytest_groundtruth.models.sources import gguf_to_hf_dir
 
         qtype = self.qtype(quant)
         pre = scan_gguf(gguf).scalars.get("tokenizer.ggml.pre")

@@ -1,40 +1,30 @@
-"""Runtime lookup by name. Runtime modules import their engines lazily, so this is cheap."""
+"""Runtimes by name: the built-in kinds and third-party ones, all through entry points.
+
+A name in ``runtimes`` is either a registered kind used as is (``llamacpp``) or a
+runtime configured in ``[tool.groundtruth.runtime.<name>]``, whose ``kind`` names the
+registered class and whose other keys are its options (:meth:`Runtime.from_config`).
+Building a runtime imports its module but never its engine.
+"""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pytest_groundtruth.config.settings import Settings
-    from pytest_groundtruth.runtimes.base import Runtime
-
-_CLASSES = {
-    "transformers": "pytest_groundtruth.runtimes.hf:TransformersRuntime",
-    "llamacpp": "pytest_groundtruth.runtimes.llamacpp:LlamaCppRuntime",
-    "torchao": "pytest_groundtruth.runtimes.torchao_rt:TorchaoRuntime",
-    "apr": "pytest_groundtruth.runtimes.apr:AprRuntime",
-}
-
-NAMES = tuple(_CLASSES)
+from pytest_groundtruth.config.settings import ConfigError, Settings
+from pytest_groundtruth.core import plugins
+from pytest_groundtruth.runtimes.base import Runtime
 
 
-def runtime_class(name: str) -> type[Runtime]:
+def runtime_class(kind: str) -> type[Runtime]:
     try:
-        module_name, _, attr = _CLASSES[name].partition(":")
-    except KeyError:
-        raise ValueError(f"unknown runtime {name!r} (known: {', '.join(_CLASSES)})") from None
-    cls: type[Runtime] = getattr(importlib.import_module(module_name), attr)
+        cls = plugins.load(plugins.RUNTIMES, kind)
+    except plugins.PluginError as exc:
+        raise ConfigError(f"unknown runtime kind: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Runtime)):
+        raise ConfigError(f"runtime kind {kind!r} is registered as {cls!r}, not a Runtime class")
     return cls
 
 
-def get_runtime(name: str, settings: Settings | None = None, device: str = "cpu") -> Runtime:
-    """An instance of runtime ``name`` configured from ``settings``."""
-    cls = runtime_class(name)
-    if name == "apr":
-        apr_bin = settings.apr_bin if settings else "apr"
-        timeout = settings.timeout if settings else 300.0
-        return cls(apr_bin=apr_bin, timeout=timeout)  # type: ignore[call-arg]
-    if name == "transformers":
-        return cls(device=device)  # type: ignore[call-arg]
-    return cls()
+def make_runtime(name: str, settings: Settings, device: str = "cpu") -> Runtime:
+    """The runtime ``name`` as ``settings`` configure it, for ``device``."""
+    table = dict(settings.runtime_options.get(name, {}))
+    kind = table.pop("kind", name)
+    return runtime_class(kind).from_config(name, table, settings, device)

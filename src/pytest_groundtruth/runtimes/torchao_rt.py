@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from pytest_groundtruth.core.failures import RuntimeUnavailable
 from pytest_groundtruth.runtimes.base import Artifact, Capability
@@ -43,9 +43,9 @@ def make_config(quant: str) -> Any:
 
 
 class TorchaoRuntime(TransformersRuntime):
-    name: ClassVar[str] = "torchao"
-    quantizations: ClassVar[tuple[str, ...]] = tuple(CONFIGS)
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+    name = "torchao"
+    quantizations: tuple[str, ...] = tuple(CONFIGS)
+    capabilities: frozenset[Capability] = frozenset(
         {Capability.GENERATE, Capability.TOPK, Capability.PERPLEXITY, Capability.SCORE}
     )
 
@@ -64,8 +64,8 @@ class TorchaoRuntime(TransformersRuntime):
     def key_parts(self, quant: str) -> dict[str, str]:
         return {**super().key_parts(quant), "config": CONFIGS[quant]}
 
-    def recipe(self, path: Path, quant: str) -> str:
-        return f"quantize_({super().recipe(path, 'float32')}, {CONFIGS[quant]})"
+    def describe(self, model_path: Path, quant: str) -> str:
+        return f"quantize_({super().describe(model_path, 'float32')}, {CONFIGS[quant]})"
 
     def open(self, artifact: Artifact, model: ResolvedModel) -> TorchaoRunner:
         reason = self.unavailable()

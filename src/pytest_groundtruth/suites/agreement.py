@@ -8,21 +8,37 @@ quantization (docs/suites.md says how they were calibrated).
 
 from __future__ import annotations
 
-import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from pytest_groundtruth.context import Context
+from pytest_groundtruth.core.hashing import text_sha256
 from pytest_groundtruth.measures.agreement import PositionAgreement, agreement
-from pytest_groundtruth.suites.cases import Case
-from pytest_groundtruth.suites.context import Workbench
-from pytest_groundtruth.suites.result import SuiteResult
+from pytest_groundtruth.runtimes.base import Capability
+from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.result import SuiteResult, bound_of, token_table
+from pytest_groundtruth.suites.spec import Suite
+
+BOUNDS_FILE = Path(__file__).parents[1] / "data" / "agreement_bounds.json"
 
 
-def _score(case: Case, bench: Workbench) -> tuple[dict[str, list[PositionAgreement]], str]:
-    artifact = bench.artifact(case.model, case.runtime, case.quant)
-    oracles = {name: bench.oracle(case.model, name) for name in bench.prompts}
-    runner = bench.runner(artifact)
+def load_bounds(path: Path = BOUNDS_FILE) -> dict[str, dict[str, float]]:
+    """The calibrated agreement bounds (written by `groundtruth calibrate`)."""
+    bounds: dict[str, dict[str, float]] = json.loads(path.read_text())["bounds"]
+    return bounds
+
+
+BOUNDS = load_bounds()
+
+
+def _score(case: Case, ctx: Context) -> tuple[dict[str, list[PositionAgreement]], str]:
+    artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
+    oracles = {name: ctx.inputs.oracle(case.model, name) for name in ctx.inputs.prompts}
+    runner = ctx.engines.runner(artifact)
     per_prompt = {}
     for name, oracle in oracles.items():
         ids = list(oracle.prompt_tokens) + list(oracle.tokens)
@@ -49,33 +65,30 @@ class Agreement:
         return sum(p.kl for p in self.pooled) / len(self.pooled)
 
 
-def measure(case: Case, bench: Workbench) -> Agreement:
+def measure(case: Case, ctx: Context) -> Agreement:
     """Teacher-forced agreement of the case's artifact, cached by artifact and oracles."""
-    artifact = bench.artifact(case.model, case.runtime, case.quant)
-    oracle_digest = hashlib.sha256("".join(
-        bench.oracle(case.model, n).to_json() for n in bench.prompts).encode()).hexdigest()
-    key = ["agreement", oracle_digest]
-    cached = bench.generations.get_json(artifact.key, key)
-    if cached is None:
-        per_prompt, call = _score(case, bench)
-        cached = {
-            "call": call,
-            "positions": {n: [[int(p.top1), p.kl, p.runtime_argmax] for p in ps]
-                          for n, ps in per_prompt.items()},
-        }
-        bench.generations.put_json(artifact.key, key, cached)
+    artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
+    oracles = "".join(ctx.inputs.oracle(case.model, n).to_json() for n in ctx.inputs.prompts)
+
+    def make() -> dict[str, Any]:
+        per_prompt, call = _score(case, ctx)
+        return {"call": call,
+                "positions": {n: [[int(p.top1), p.kl, p.runtime_argmax] for p in ps]
+                              for n, ps in per_prompt.items()}}
+
+    cached = ctx.results.cached("agreement", artifact, text_sha256(oracles), make)
     positions = {n: [PositionAgreement(bool(t), kl, a) for t, kl, a in ps]
                  for n, ps in cached["positions"].items()}
     return Agreement(positions, cached["call"])
 
 
-def run(case: Case, bench: Workbench) -> SuiteResult:
-    artifact = bench.artifact(case.model, case.runtime, case.quant)
-    measured = measure(case, bench)
+def run(case: Case, ctx: Context) -> SuiteResult:
+    artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
+    measured = measure(case, ctx)
     positions, pooled = measured.positions, measured.pooled
     top1, kl = measured.top1, measured.kl
-    min_top1 = bench.bound(case, "min_top1")
-    max_kl = bench.bound(case, "max_kl")
+    min_top1 = bound_of(ctx, case, "min_top1")
+    max_kl = bound_of(ctx, case, "max_kl")
     passed = top1 >= min_top1.value and kl <= max_kl.value
     summary = (
         f"top-1 agreement {top1:.3f} ({'>=' if top1 >= min_top1.value else '<'} "
@@ -86,7 +99,7 @@ def run(case: Case, bench: Workbench) -> SuiteResult:
         ((n, i) for n, ps in positions.items() for i in range(len(ps))),
         key=lambda ni: positions[ni[0]][ni[1]].kl,
     )
-    oracle = bench.oracle(case.model, worst_name)
+    oracle = ctx.inputs.oracle(case.model, worst_name)
     runtime_tokens = list(oracle.tokens)
     runtime_tokens[worst] = positions[worst_name][worst].runtime_argmax
     return SuiteResult(
@@ -96,7 +109,7 @@ def run(case: Case, bench: Workbench) -> SuiteResult:
         measured={"top1": top1, "kl": kl},
         bound={"min_top1": min_top1.value, "max_kl": max_kl.value},
         bound_origin=f"min_top1: {min_top1.origin}; max_kl: {max_kl.origin}",
-        rows=bench.token_table(case, oracle.tokens, runtime_tokens, [worst], oracle),
+        rows=token_table(ctx, case, oracle.tokens, runtime_tokens, [worst], oracle),
         artifact=str(artifact.path),
         recipe=artifact.recipe,
         calls=(measured.call,),
@@ -107,3 +120,18 @@ def run(case: Case, bench: Workbench) -> SuiteResult:
                                     "mean_kl": sum(p.kl for p in ps) / len(ps)}
                                 for n, ps in positions.items()}},
     )
+
+
+SUITE = Suite(
+    "agreement",
+    "teacher-forced top-1 agreement and KL divergence against the oracle's top-k",
+    run,
+    needs=((Capability.SCORE,),),
+    per_prompt=False,
+    # `groundtruth calibrate` derives these (docs/calibration.md).
+    params={
+        "min_top1": {q: b["min_top1"] for q, b in BOUNDS.items()},
+        "max_kl": {q: b["max_kl"] for q, b in BOUNDS.items()},
+    },
+    rank=80,
+)

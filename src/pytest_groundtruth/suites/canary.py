@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pytest_groundtruth.suites.cases import Case
-from pytest_groundtruth.suites.context import Workbench
-from pytest_groundtruth.suites.result import SuiteResult
+from pytest_groundtruth.context import Context
+from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.result import SuiteResult, token_table
+from pytest_groundtruth.suites.spec import Suite
 
 
 def text_difference(text: str, oracle: str, context: int = 20) -> str:
@@ -19,10 +20,10 @@ def text_difference(text: str, oracle: str, context: int = 20) -> str:
     return f"at character {pos}: {around(text)} vs oracle {around(oracle)}"
 
 
-def run(case: Case, bench: Workbench) -> SuiteResult:
+def run(case: Case, ctx: Context) -> SuiteResult:
     assert case.prompt is not None
-    oracle = bench.oracle(case.model, case.prompt)
-    gen, artifact = bench.generate(case.model, case.runtime, case.quant, case.prompt)
+    oracle = ctx.inputs.oracle(case.model, case.prompt)
+    gen, artifact = ctx.results.generate(case.model, case.runtime, case.quant, case.prompt)
     cmp = oracle.compare(gen.tokens)
     passed = gen.text == oracle.text
     summary = (
@@ -38,11 +39,20 @@ def run(case: Case, bench: Workbench) -> SuiteResult:
         measured=cmp.mismatches,
         bound="identical text",
         first_divergence=cmp.first,
-        rows=() if passed else bench.token_table(
-            case, oracle.tokens, gen.tokens, cmp.positions, oracle),
+        rows=() if passed else token_table(
+            ctx, case, oracle.tokens, gen.tokens, cmp.positions, oracle),
         artifact=str(artifact.path),
         recipe=artifact.recipe,
         calls=(gen.call,),
         details={"text": gen.text, "oracle_text": oracle.text, "tokens": list(gen.tokens),
                  "tokens_per_second": gen.tokens_per_second},
     )
+
+
+SUITE = Suite(
+    "canary",
+    "int8 generation's text equals the oracle text exactly",
+    run,
+    quantizations=("int8",),
+    rank=10,
+)

@@ -6,30 +6,37 @@ bf16 <= 3/32 and fp16 <= 5/32 mismatches against the float32 oracle; bf16 agains
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from pytest_groundtruth.config.settings import Settings
+from pytest_groundtruth.context import Context
 from pytest_groundtruth.measures.sequences import compare
 from pytest_groundtruth.suites import drift, token
-from pytest_groundtruth.suites.cases import Case
-from pytest_groundtruth.suites.context import Workbench
-from pytest_groundtruth.suites.result import SuiteResult
+from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.result import SuiteResult, bound_of, token_table
+from pytest_groundtruth.suites.spec import Cell, Suite
 
 DEVICE = "cuda"
+RUNTIME = "transformers"  # the reference, at GPU precisions
 
 
-def run(case: Case, bench: Workbench) -> SuiteResult:
-    bench.runtime(case.runtime, DEVICE)  # raises RuntimeUnavailable without CUDA
+def run(case: Case, ctx: Context) -> SuiteResult:
+    ctx.engines.runtime(case.runtime, case.device)  # raises RuntimeUnavailable without CUDA
     if case.variant == "drift":
-        return drift.run(case, bench, DEVICE)
+        return drift.run(case, ctx)
     if case.variant == "pair":
-        return _pair(case, bench)
-    return token.run(case, bench, DEVICE)
+        return _pair(case, ctx)
+    return token.run(case, ctx)
 
 
-def _pair(case: Case, bench: Workbench) -> SuiteResult:
+def _pair(case: Case, ctx: Context) -> SuiteResult:
     assert case.prompt is not None and case.other is not None
-    a, art_a = bench.generate(case.model, case.runtime, case.quant, case.prompt, DEVICE)
-    b, _ = bench.generate(case.model, case.runtime, case.other, case.prompt, DEVICE)
+    a, art_a = ctx.results.generate(case.model, case.runtime, case.quant,
+                                     case.prompt, case.device)
+    b, _ = ctx.results.generate(case.model, case.runtime, case.other,
+                                 case.prompt, case.device)
     cmp = compare(b.tokens, a.tokens)
-    bound = bench.bound(case, "pair_max_mismatches")
+    bound = bound_of(ctx, case, "pair_max_mismatches")
     passed = cmp.counted <= bound.value
     return SuiteResult(
         case=case,
@@ -40,8 +47,38 @@ def _pair(case: Case, bench: Workbench) -> SuiteResult:
         bound=bound.value,
         bound_origin=bound.origin,
         first_divergence=cmp.first,
-        rows=() if cmp.first is None else bench.token_table(
-            case, b.tokens, a.tokens, cmp.positions),
+        rows=() if cmp.first is None else token_table(
+            ctx, case, b.tokens, a.tokens, cmp.positions),
         artifact=f"{art_a.path} ({case.quant}, {case.other})",
         calls=(a.call, b.call),
     )
+
+
+def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[str],
+           settings: Settings) -> list[Case]:
+    """The transformers reference at each GPU precision, per prompt; with two precisions
+    also their pair and drift comparisons. Not per configured runtime."""
+    precisions = list(settings.cuda_precisions)
+    cases = [Case("cuda", model, RUNTIME, precision, p, device=DEVICE)
+             for precision in precisions for p in prompts]
+    if len(precisions) == 2:
+        high, low = precisions
+        cases += [Case("cuda", model, RUNTIME, high, p, other=low, variant=variant,
+                       device=DEVICE)
+                  for p in prompts for variant in ("pair", "drift")]
+    return cases
+
+
+SUITE = Suite(
+    "cuda",
+    "GPU precision ladder: bf16/fp16 against the float32 oracle and each other",
+    run,
+    params={
+        "max_mismatches": {"bfloat16": 3, "float16": 5, "*": 5},
+        "pair_max_mismatches": 3,
+        "slack": 0,  # drift(bf16) <= drift(fp16)
+    },
+    device=DEVICE,
+    expand=_cases,
+    rank=60,
+)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from pytest_groundtruth.suites.cases import Case
-from pytest_groundtruth.suites.context import Workbench
-from pytest_groundtruth.suites.result import SuiteResult
+from pytest_groundtruth.context import Context
+from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.result import SuiteResult, bound_of
+from pytest_groundtruth.suites.spec import Suite, each_pair
 
 
-def run(case: Case, bench: Workbench, device: str = "cpu") -> SuiteResult:
+def run(case: Case, ctx: Context) -> SuiteResult:
     assert case.prompt is not None and case.other is not None
-    oracle = bench.oracle(case.model, case.prompt)
-    mode = bench.settings.near_ties
-    high, art_high = bench.generate(case.model, case.runtime, case.quant, case.prompt, device)
-    low, art_low = bench.generate(case.model, case.runtime, case.other, case.prompt, device)
+    oracle = ctx.inputs.oracle(case.model, case.prompt)
+    mode = ctx.settings.near_ties
+    high, art_high = ctx.results.generate(case.model, case.runtime, case.quant,
+                                           case.prompt, case.device)
+    low, art_low = ctx.results.generate(case.model, case.runtime, case.other,
+                                         case.prompt, case.device)
     m_high = oracle.compare(high.tokens, mode)
     m_low = oracle.compare(low.tokens, mode)
-    bound = bench.bound(case, "slack")
+    bound = bound_of(ctx, case, "slack")
     limit = m_low.counted + bound.value
     passed = m_high.counted <= limit
     summary = (
@@ -38,3 +41,13 @@ def run(case: Case, bench: Workbench, device: str = "cpu") -> SuiteResult:
                  f"first_divergence_{case.quant}": m_high.first,
                  f"first_divergence_{case.other}": m_low.first},
     )
+
+
+SUITE = Suite(
+    "drift",
+    "int8 mismatches <= int4 mismatches + slack (more bits must not drift more)",
+    run,
+    params={"slack": 1},
+    expand=each_pair,
+    rank=30,
+)

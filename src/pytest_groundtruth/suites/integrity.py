@@ -21,6 +21,7 @@ import hashlib
 import json
 from typing import Any
 
+from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import EngineFailure
 from pytest_groundtruth.integrity import report as words
 from pytest_groundtruth.integrity.check import (
@@ -33,22 +34,25 @@ from pytest_groundtruth.integrity.check import (
     evaluate,
 )
 from pytest_groundtruth.integrity.findings import to_jsonable
+from pytest_groundtruth.integrity.torch_weights import cast_reference, torchao_reference
 from pytest_groundtruth.models.sources import ResolvedModel
+from pytest_groundtruth.runtimes.apr import AprRuntime
 from pytest_groundtruth.runtimes.base import Artifact
-from pytest_groundtruth.suites.cases import Case
-from pytest_groundtruth.suites.context import Workbench
-from pytest_groundtruth.suites.result import SuiteResult
+from pytest_groundtruth.runtimes.torchao_rt import make_config
+from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.result import SuiteResult, bound_of
+from pytest_groundtruth.suites.spec import Suite
 
 INTEGRITY_VERSION = "1"  # bump when a measurement changes meaning (invalidates the cache)
 RULE = ("metadata and tokenizer exact; each tensor: error <= k_T*e_ref + u_T, |scale - "
         "ref| and |bias - ref| within the scheme's rounding (docs/integrity.md)")
 
 
-def engine_tokenizer(bench: Workbench, artifact: Artifact) -> EngineTokenizer | str:
+def engine_tokenizer(ctx: Context, artifact: Artifact) -> EngineTokenizer | str:
     """The loaded engine's tokenize/decode, or why the engine offers none (an engine that
     cannot load the file fails the tokenizer section; the other sections still run)."""
     try:
-        runner: Any = bench.runner(artifact)
+        runner: Any = ctx.engines.runner(artifact)
     except EngineFailure as exc:
         return f"{ENGINE_FAILED}: {exc}"
     call = getattr(runner, "load_call", type(runner).__name__)
@@ -66,26 +70,23 @@ def engine_tokenizer(bench: Workbench, artifact: Artifact) -> EngineTokenizer | 
     return EngineTokenizer(runner.tokenize, decode, f"{call}: tokenize() / decode()")
 
 
-def measure(case: Case, bench: Workbench, artifact: Artifact, model: ResolvedModel
+def measure(case: Case, ctx: Context, artifact: Artifact, model: ResolvedModel
             ) -> Measurement:
-    prompts = [p.text for p in bench.prompts.values()]
+    prompts = [p.text for p in ctx.inputs.prompts.values()]
     if artifact.path.suffix == ".gguf":
-        return check_gguf(artifact.path, model.path, prompts, engine_tokenizer(bench, artifact))
+        return check_gguf(artifact.path, model.path, prompts, engine_tokenizer(ctx, artifact))
     if case.runtime == "apr":
-        from pytest_groundtruth.runtimes.apr import AprRuntime
 
-        runtime = bench.runtime("apr")
+        runtime = ctx.engines.runtime("apr")
         assert isinstance(runtime, AprRuntime)
         info = runtime.inspect(artifact.path)
         return check_apr(info, model.path, f"{runtime.apr_bin} inspect {artifact.path} --json")
     if case.runtime in ("transformers", "torchao"):
         import torch
 
-        from pytest_groundtruth.integrity.torch_weights import cast_reference, torchao_reference
 
-        runner: Any = bench.runner(artifact)
+        runner: Any = ctx.engines.runner(artifact)
         if case.runtime == "torchao":
-            from pytest_groundtruth.runtimes.torchao_rt import make_config
 
             reference = torchao_reference(lambda: make_config(case.quant), torch.float32)
         else:
@@ -96,25 +97,17 @@ def measure(case: Case, bench: Workbench, artifact: Artifact, model: ResolvedMod
                      f"{artifact.path}")
 
 
-def run(case: Case, bench: Workbench) -> SuiteResult:
-    model = bench.model(case.model)
-    artifact = bench.artifact(case.model, case.runtime, case.quant)
-    slack = bench.settings.bound("integrity", "slack", model=case.model, runtime=case.runtime,
-                                 quantization=case.quant)
-    prompts = hashlib.sha256(json.dumps([p.text for p in bench.prompts.values()]).encode())
+def run(case: Case, ctx: Context) -> SuiteResult:
+    model = ctx.engines.model(case.model)
+    artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
+    slack = bound_of(ctx, case, "slack")
+    prompts = hashlib.sha256(json.dumps([p.text for p in ctx.inputs.prompts.values()]).encode())
     # The path is part of the key: the recorded calls name the file that was read.
-    key = ["integrity", INTEGRITY_VERSION, model.fingerprint, prompts.hexdigest(),
-           str(artifact.path)]
-    cached = bench.generations.get_json(artifact.key, key)
-    measurement = None
-    if cached is not None:
-        try:
-            measurement = Measurement.from_json(cached)
-        except (KeyError, TypeError, ValueError):
-            measurement = None
-    if measurement is None:
-        measurement = measure(case, bench, artifact, model)
-        bench.generations.put_json(artifact.key, key, measurement.to_json())
+    key = [INTEGRITY_VERSION, model.fingerprint, prompts.hexdigest(), str(artifact.path)]
+    cached = ctx.results.cached(
+        "integrity", artifact, key, lambda: measure(case, ctx, artifact, model).to_json(),
+        valid=_decodes)
+    measurement = Measurement.from_json(cached)
     report = evaluate(measurement, float(slack.value))
     found = words.problems(report)
     return SuiteResult(
@@ -139,3 +132,24 @@ def run(case: Case, bench: Workbench) -> SuiteResult:
             **report.details,
         },
     )
+
+
+SUITE = Suite(
+    "integrity",
+    "the artifact itself against the source: metadata, tokenizer, every tensor",
+    run,
+    needs=(),
+    per_prompt=False,
+    # Tensor bounds are derived from each tensor's declared type (docs/integrity.md);
+    # slack multiplies them (e.g. 1.5 for an importance-matrix quantization).
+    params={"slack": 1.0},
+    rank=90,
+)
+
+
+def _decodes(data: dict[str, Any]) -> bool:
+    try:
+        Measurement.from_json(data)
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True

@@ -8,23 +8,27 @@ the float32 oracle's perplexity and the ratio.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
+from pytest_groundtruth.config.settings import Settings
+from pytest_groundtruth.context import Context
 from pytest_groundtruth.oracle.format import OracleError
-from pytest_groundtruth.suites.cases import Case
-from pytest_groundtruth.suites.context import Workbench
-from pytest_groundtruth.suites.result import SuiteResult
+from pytest_groundtruth.runtimes.base import Capability
+from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.result import SuiteResult, bound_of
+from pytest_groundtruth.suites.spec import Cell, Suite, each_artifact, each_pair
 
 
-def run(case: Case, bench: Workbench) -> SuiteResult:
-    return _gap(case, bench) if case.variant == "gap" else _ceiling(case, bench)
+def run(case: Case, ctx: Context) -> SuiteResult:
+    return _gap(case, ctx) if case.variant == "gap" else _ceiling(case, ctx)
 
 
-def _reference(case: Case, bench: Workbench) -> tuple[dict[str, float], list[str]]:
-    path, text = bench.eval_text
+def _reference(case: Case, ctx: Context) -> tuple[dict[str, float], list[str]]:
+    path, text = ctx.inputs.eval_text
     details: dict[str, float] = {}
     notes = [f"evaluation text: {path}"]
     try:
-        record = bench.oracle_perplexity(case.model)
+        record = ctx.inputs.oracle_perplexity(case.model)
     except OracleError as exc:
         notes.append(f"no oracle perplexity to compare with ({exc})")
         return details, notes
@@ -36,10 +40,10 @@ def _reference(case: Case, bench: Workbench) -> tuple[dict[str, float], list[str
     return details, notes
 
 
-def _ceiling(case: Case, bench: Workbench) -> SuiteResult:
-    result, artifact = bench.perplexity(case.model, case.runtime, case.quant)
-    bound = bench.bound(case, "ceiling")
-    details, notes = _reference(case, bench)
+def _ceiling(case: Case, ctx: Context) -> SuiteResult:
+    result, artifact = ctx.results.perplexity(case.model, case.runtime, case.quant)
+    bound = bound_of(ctx, case, "ceiling")
+    details, notes = _reference(case, ctx)
     passed = result.perplexity < bound.value
     summary = f"perplexity {result.perplexity:.3f} {'<' if passed else '>='} ceiling {bound.value}"
     if "oracle_perplexity" in details:
@@ -62,14 +66,14 @@ def _ceiling(case: Case, bench: Workbench) -> SuiteResult:
     )
 
 
-def _gap(case: Case, bench: Workbench) -> SuiteResult:
+def _gap(case: Case, ctx: Context) -> SuiteResult:
     assert case.other is not None
-    high, art_high = bench.perplexity(case.model, case.runtime, case.quant)
-    low, art_low = bench.perplexity(case.model, case.runtime, case.other)
-    bound = bench.bound(case, "max_gap")
+    high, art_high = ctx.results.perplexity(case.model, case.runtime, case.quant)
+    low, art_low = ctx.results.perplexity(case.model, case.runtime, case.other)
+    bound = bound_of(ctx, case, "max_gap")
     gap = abs(low.perplexity - high.perplexity)
     passed = gap < bound.value
-    _, notes = _reference(case, bench)
+    _, notes = _reference(case, ctx)
     return SuiteResult(
         case=case,
         passed=passed,
@@ -84,3 +88,22 @@ def _gap(case: Case, bench: Workbench) -> SuiteResult:
         details={f"perplexity_{case.quant}": high.perplexity,
                  f"perplexity_{case.other}": low.perplexity},
     )
+
+
+def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[str],
+           settings: Settings) -> list[Case]:
+    """A ceiling case per artifact, and a gap case per (int8, int4) pair."""
+    return (each_artifact(suite, model, cells, prompts, settings)
+            + each_pair(suite, model, cells, prompts, settings, variant="gap"))
+
+
+SUITE = Suite(
+    "ppl",
+    "perplexity below the model's ceiling; |ppl(int4) - ppl(int8)| below a gap",
+    run,
+    needs=((Capability.PERPLEXITY,),),
+    per_prompt=False,
+    params={"ceiling": None, "max_gap": 0.5},
+    expand=_cases,
+    rank=50,
+)

@@ -15,8 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pytest_groundtruth.config.settings import Bound
+from pytest_groundtruth.context import Context
+from pytest_groundtruth.core.tables import text_table
 from pytest_groundtruth.oracle.format import Oracle
-from pytest_groundtruth.suites.cases import Case
+from pytest_groundtruth.suites.case import Case
 
 MAX_TABLE_ROWS = 12
 
@@ -74,6 +77,16 @@ class SuiteResult:
             lines.append(f"  output of: {call}")
         return "\n".join(lines)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SuiteResult:
+        """The inverse of :meth:`to_dict` (results travel as JSON from xdist workers)."""
+        fields = {k: v for k, v in data.items() if k not in ("case", "rows")}
+        case = {k: v for k, v in data["case"].items() if k not in ("id", "name")}
+        return cls(case=Case(**case), rows=tuple(TokenRow(**r) for r in data["rows"]),
+                   **{**fields, "calls": tuple(fields.get("calls", ())),
+                      "notes": tuple(fields.get("notes", ())),
+                      "table": tuple(fields.get("table", ()))})
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["case"] = {**asdict(self.case), "id": self.case.id, "name": self.case.name}
@@ -103,10 +116,7 @@ def render_table(rows: Sequence[TokenRow]) -> list[str]:
         )
         for r in rows
     ]
-    widths = [max(len(c[i]) for c in (header, *body)) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    return [line.rstrip() for line in lines + [fmt.format(*c) for c in body]]
+    return text_table(header, body)
 
 
 def token_rows(
@@ -146,3 +156,15 @@ def token_rows(
             )
         )
     return tuple(rows)
+
+
+def bound_of(ctx: Context, case: Case, param: str) -> Bound:
+    """The bound on ``param`` of the case's suite, for exactly this case."""
+    return ctx.settings.bound(case.suite, param, **case.match)
+
+
+def token_table(ctx: Context, case: Case, reference: Sequence[int], tokens: Sequence[int],
+                positions: Sequence[int], oracle: Oracle | None = None) -> tuple[TokenRow, ...]:
+    """Failure-table rows comparing ``tokens`` with ``reference`` (the oracle's or not)."""
+    return token_rows(reference, tokens, lambda t: ctx.inputs.decode(case.model, t), positions,
+                      oracle)

@@ -6,19 +6,21 @@ export/reimport must not change a single token, whatever the quantization drift.
 
 from __future__ import annotations
 
+from pytest_groundtruth.context import Context
 from pytest_groundtruth.measures.sequences import compare
-from pytest_groundtruth.suites.cases import Case
-from pytest_groundtruth.suites.context import Workbench
-from pytest_groundtruth.suites.result import SuiteResult
+from pytest_groundtruth.runtimes.base import Capability
+from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.result import SuiteResult, bound_of, token_table
+from pytest_groundtruth.suites.spec import Suite
 
 
-def run(case: Case, bench: Workbench) -> SuiteResult:
+def run(case: Case, ctx: Context) -> SuiteResult:
     assert case.prompt is not None
-    original, artifact = bench.generate(case.model, case.runtime, case.quant, case.prompt)
-    reimported = bench.roundtrip(case.model, case.runtime, case.quant)
-    again = bench.generate_artifact(reimported, case.prompt)
+    original, artifact = ctx.results.generate(case.model, case.runtime, case.quant, case.prompt)
+    reimported = ctx.results.roundtrip(case.model, case.runtime, case.quant)
+    again = ctx.results.generation(reimported, case.prompt)
     cmp = compare(original.tokens, again.tokens)
-    bound = bench.bound(case, "max_mismatches")
+    bound = bound_of(ctx, case, "max_mismatches")
     passed = cmp.counted <= bound.value
     summary = (
         f"{cmp.counted}/{len(original.tokens)} tokens differ after GGUF export + reimport "
@@ -32,10 +34,21 @@ def run(case: Case, bench: Workbench) -> SuiteResult:
         bound=bound.value,
         bound_origin=bound.origin,
         first_divergence=cmp.first,
-        rows=() if cmp.first is None else bench.token_table(
-            case, original.tokens, again.tokens, cmp.positions),
+        rows=() if cmp.first is None else token_table(
+            ctx, case, original.tokens, again.tokens, cmp.positions),
         artifact=f"{artifact.path} -> {reimported.path}",
         recipe=reimported.recipe,
         calls=(original.call, again.call),
         details={"tokens": list(original.tokens), "reimported_tokens": list(again.tokens)},
     )
+
+
+SUITE = Suite(
+    "roundtrip",
+    "export the int4 artifact to GGUF, reimport: tokens identical to the artifact's own",
+    run,
+    needs=((Capability.EXPORT_GGUF,), (Capability.REIMPORT,)),
+    quantizations=("int4",),
+    params={"max_mismatches": 0},
+    rank=40,
+)

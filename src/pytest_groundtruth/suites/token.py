@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from pytest_groundtruth.suites.cases import Case
-from pytest_groundtruth.suites.context import Workbench
-from pytest_groundtruth.suites.result import SuiteResult
+from pytest_groundtruth.context import Context
+from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.result import SuiteResult, bound_of, token_table
+from pytest_groundtruth.suites.spec import Suite
 
 
-def run(case: Case, bench: Workbench, device: str = "cpu") -> SuiteResult:
+def run(case: Case, ctx: Context) -> SuiteResult:
     assert case.prompt is not None
-    oracle = bench.oracle(case.model, case.prompt)
-    gen, artifact = bench.generate(case.model, case.runtime, case.quant, case.prompt, device)
-    cmp = oracle.compare(gen.tokens, bench.settings.near_ties)
-    bound = bench.bound(case, "max_mismatches")
+    oracle = ctx.inputs.oracle(case.model, case.prompt)
+    gen, artifact = ctx.results.generate(case.model, case.runtime, case.quant,
+                                          case.prompt, case.device)
+    cmp = oracle.compare(gen.tokens, ctx.settings.near_ties)
+    bound = bound_of(ctx, case, "max_mismatches")
     passed = cmp.counted <= bound.value
     n = oracle.max_new_tokens
     summary = f"{cmp.counted}/{n} positional mismatches {'<=' if passed else '>'} {bound.value}"
@@ -26,8 +28,8 @@ def run(case: Case, bench: Workbench, device: str = "cpu") -> SuiteResult:
         bound=bound.value,
         bound_origin=bound.origin,
         first_divergence=cmp.first,
-        rows=() if cmp.first is None else bench.token_table(
-            case, oracle.tokens, gen.tokens, cmp.positions, oracle),
+        rows=() if cmp.first is None else token_table(
+            ctx, case, oracle.tokens, gen.tokens, cmp.positions, oracle),
         artifact=str(artifact.path),
         recipe=artifact.recipe,
         calls=(gen.call,),
@@ -35,3 +37,15 @@ def run(case: Case, bench: Workbench, device: str = "cpu") -> SuiteResult:
         details={"mismatches": cmp.mismatches, "tokens": list(gen.tokens),
                  "stop_reason": gen.stop_reason, "tokens_per_second": gen.tokens_per_second},
     )
+
+
+SUITE = Suite(
+    "token",
+    "positional token mismatches against the oracle within a bound",
+    run,
+    params={
+        "max_mismatches": {"int8": 3, "int4": 5, "float32": 2, "bfloat16": 3, "float16": 5,
+                           "*": 5},
+    },
+    rank=20,
+)

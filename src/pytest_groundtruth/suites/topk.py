@@ -16,13 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pytest_groundtruth.context import Context
 from pytest_groundtruth.measures.logprobs import top_k as top_k_of
 from pytest_groundtruth.measures.sequences import first_divergence
 from pytest_groundtruth.oracle.format import Oracle
 from pytest_groundtruth.runtimes.base import Capability, Generation
-from pytest_groundtruth.suites.cases import Case
-from pytest_groundtruth.suites.context import Workbench
-from pytest_groundtruth.suites.result import SuiteResult
+from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.result import SuiteResult, bound_of, token_table
+from pytest_groundtruth.suites.spec import Suite
 
 
 @dataclass(frozen=True)
@@ -55,32 +56,32 @@ def check(oracle: Oracle, tokens: tuple[int, ...], runtime_topk: tuple[int, ...]
     return TopKVerdict(passed, pos, oracle_token, runtime_token, oracle_rank, runtime_rank)
 
 
-def runtime_topk_at(bench: Workbench, case: Case, gen: Generation, pos: int,
+def runtime_topk_at(ctx: Context, case: Case, gen: Generation, pos: int,
                     k: int) -> tuple[int, ...] | None:
     """The runtime's own top-k ids at ``pos``: from its generation, else by scoring."""
     if pos >= len(gen.tokens):
         return None  # the runtime stopped before: its distribution there is not known
     if gen.topk is not None and pos < len(gen.topk):
         return gen.topk[pos].ids[:k]
-    runtime = bench.runtime(case.runtime)
+    runtime = ctx.engines.runtime(case.runtime)
     if Capability.SCORE not in runtime.capabilities or not gen.prompt_tokens:
         return None
-    runner = bench.runner(bench.artifact(case.model, case.runtime, case.quant))
+    runner = ctx.engines.runner(ctx.engines.artifact(case.model, case.runtime, case.quant))
     ids = list(gen.prompt_tokens) + list(gen.tokens[:pos + 1])
     row = runner.score(ids, len(ids) - 1)[0]
     return top_k_of(np.asarray(row, dtype=np.float64), k).ids
 
 
-def run(case: Case, bench: Workbench) -> SuiteResult:
+def run(case: Case, ctx: Context) -> SuiteResult:
     assert case.prompt is not None
-    oracle = bench.oracle(case.model, case.prompt)
-    gen, artifact = bench.generate(case.model, case.runtime, case.quant, case.prompt)
-    k = int(bench.bound(case, "k").value)
+    oracle = ctx.inputs.oracle(case.model, case.prompt)
+    gen, artifact = ctx.results.generate(case.model, case.runtime, case.quant, case.prompt)
+    k = int(bound_of(ctx, case, "k").value)
     if k > oracle.top_k:
         raise ValueError(f"topk k = {k} exceeds the oracle's stored top_k = {oracle.top_k} "
                          f"({oracle.path}); regenerate the oracle with a larger top_k")
     pos = first_divergence(oracle.tokens, gen.tokens)
-    runtime_ids = runtime_topk_at(bench, case, gen, pos, k) if pos is not None else None
+    runtime_ids = runtime_topk_at(ctx, case, gen, pos, k) if pos is not None else None
     verdict = check(oracle, gen.tokens, runtime_ids, k)
     if verdict.position is None:
         summary = "identical to the oracle: no divergence"
@@ -101,11 +102,21 @@ def run(case: Case, bench: Workbench) -> SuiteResult:
         measured=verdict.oracle_rank_of_runtime if verdict.position is not None else 0,
         bound=f"both within top-{k} at the first divergence",
         first_divergence=verdict.position,
-        rows=() if verdict.position is None else bench.token_table(
-            case, oracle.tokens, gen.tokens, [verdict.position], oracle),
+        rows=() if verdict.position is None else token_table(
+            ctx, case, oracle.tokens, gen.tokens, [verdict.position], oracle),
         artifact=str(artifact.path),
         recipe=artifact.recipe,
         calls=(gen.call,),
         details={"k": k, "oracle_rank_of_runtime": verdict.oracle_rank_of_runtime,
                  "runtime_rank_of_oracle": verdict.runtime_rank_of_oracle},
     )
+
+
+SUITE = Suite(
+    "topk",
+    "at the first divergence each side's token is in the other's top-k (vLLM's rule)",
+    run,
+    needs=((Capability.TOPK, Capability.SCORE),),
+    params={"k": 5},
+    rank=70,
+)

@@ -24,9 +24,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pytest_groundtruth.config.settings import Settings
+from pytest_groundtruth.context import Context
 from pytest_groundtruth.models.sources import resolve
-from pytest_groundtruth.runtimes.registry import runtime_class
-from pytest_groundtruth.suites.context import Workbench
+from pytest_groundtruth.runtimes.registry import make_runtime
 
 DEFAULT_CELLS = (("llamacpp", "float32"), ("llamacpp", "int8"), ("llamacpp", "int4"),
                  ("torchao", "int8"), ("torchao", "int4"), ("transformers", "float32"))
@@ -48,20 +48,20 @@ def _size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
-def time_cell(bench: Workbench, model: str, runtime: str, quant: str) -> CellTiming:
+def time_cell(ctx: Context, model: str, runtime: str, quant: str) -> CellTiming:
     start = time.perf_counter()
-    artifact = bench.artifact(model, runtime, quant)
+    artifact = ctx.engines.artifact(model, runtime, quant)
     convert = time.perf_counter() - start
     start = time.perf_counter()
-    runner = bench.runner(artifact)
+    runner = ctx.engines.runner(artifact)
     load = time.perf_counter() - start
     extra = getattr(runner, "quantize_seconds", 0.0)  # torchao converts at load
     tokens = seconds = 0.0
-    for prompt in bench.prompts.values():
-        gen = runner.generate(prompt.text, bench.settings.max_new_tokens)
+    for prompt in ctx.inputs.prompts.values():
+        gen = runner.generate(prompt.text, ctx.settings.max_new_tokens)
         tokens += len(gen.tokens)
         seconds += gen.seconds
-    bench.close()
+    ctx.close()
     size = _size_mb(artifact.path) if runtime == "llamacpp" else 0.0
     return CellTiming(runtime, quant, convert + extra, load - extra,
                       tokens / seconds if seconds else 0.0, size)
@@ -94,9 +94,9 @@ def run_bench(settings: Settings, model: str, cells: tuple[tuple[str, str], ...]
         start = time.perf_counter()
         resolve(settings.spec(model), cache, settings.root)
         source_s = time.perf_counter() - start
-        bench = Workbench(replace(settings, artifacts=()), cache, max_open_runners=1)
-        rows = [time_cell(bench, model, r, q) for r, q in cells
-                if q in runtime_class(r).quantizations]
+        ctx = Context.open(replace(settings, artifacts=()), cache, max_open_runners=1)
+        rows = [time_cell(ctx, model, r, q) for r, q in cells
+                if q in make_runtime(r, settings).quantizations]
         out += [
             f"### {model}: conversion and generation",
             "",

@@ -24,10 +24,11 @@ import json
 import math
 from dataclasses import dataclass
 
+from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import RuntimeUnavailable
-from pytest_groundtruth.runtimes.registry import runtime_class
-from pytest_groundtruth.suites.cases import Case
-from pytest_groundtruth.suites.context import Workbench
+from pytest_groundtruth.runtimes.registry import make_runtime
+from pytest_groundtruth.suites.agreement import measure
+from pytest_groundtruth.suites.case import Case
 
 KL_FLOOR = 1e-4
 
@@ -85,24 +86,23 @@ def derive(measured: list[Measured], quant: str) -> dict[str, float]:
     return {"min_top1": round(_round_down(min_top1), 6), "max_kl": round(_round_up(max_kl), 8)}
 
 
-def measure_correct(bench: Workbench, model: str) -> list[Measured]:
-    from pytest_groundtruth.suites.agreement import measure
+def measure_correct(ctx: Context, model: str) -> list[Measured]:
 
     out = []
     for quant, cells in CORRECT.items():
         for runtime, q in cells:
-            if q not in runtime_class(runtime).quantizations:
+            if q not in make_runtime(runtime, ctx.settings).quantizations:
                 continue
             try:
-                result = measure(Case("agreement", model, runtime, q), bench)
+                result = measure(Case("agreement", model, runtime, q), ctx)
             except RuntimeUnavailable:
                 continue
             out.append(Measured(runtime, quant, result.top1, result.kl, len(result.pooled)))
     return out
 
 
-def calibrate(bench: Workbench, model: str) -> tuple[dict[str, dict[str, float]], str]:
-    measured = measure_correct(bench, model)
+def calibrate(ctx: Context, model: str) -> tuple[dict[str, dict[str, float]], str]:
+    measured = measure_correct(ctx, model)
     bounds = {q: derive(measured, q) for q in CORRECT}
     bounds["*"] = bounds[CATCH_ALL]
     lines = [

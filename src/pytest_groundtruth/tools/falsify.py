@@ -17,15 +17,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pytest_groundtruth.config.settings import ExternalArtifact, Settings
+from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import EngineFailure
-from pytest_groundtruth.suites.cases import build_cases
-from pytest_groundtruth.suites.catalog import CATALOG
-from pytest_groundtruth.suites.context import Workbench
-from pytest_groundtruth.suites.run import run_case
+from pytest_groundtruth.suites.matrix import build_cases
+from pytest_groundtruth.suites.spec import get_suite, suite_names
 from pytest_groundtruth.tools.file_faults import FAULTS, FaultNotApplicable, broken_artifact
 
 RUNTIME = "llamacpp"
-SUITES = tuple(s for s in CATALOG if s != "cuda")
+SUITES = tuple(s for s in suite_names() if get_suite(s).device == "cpu")
 SHORT = {"float32": "f32", "int8": "q8", "int4": "q4", "q4_1": "q4_1", "float16": "f16"}
 
 
@@ -41,14 +40,14 @@ class RowResult:
 def _run_row(settings: Settings, cache_dir: Path, label: str, suites: tuple[str, ...],
              prompts: list[str], quants: tuple[str, ...]) -> RowResult:
     row = RowResult(label)
-    bench = Workbench(settings, cache_dir)
+    ctx = Context.open(settings, cache_dir)
     try:
         for case in build_cases(settings, prompts):
             if case.suite not in suites or case.skip:
                 continue
             quant = case.quant if case.other is None else f"{case.quant}+{case.other}"
             try:
-                result = run_case(case, bench)
+                result = get_suite(case.suite).run(case, ctx)
                 failed, summary = not result.passed, result.summary
             except EngineFailure as exc:
                 failed, summary = True, f"engine fault: {exc}".splitlines()[0]
@@ -57,7 +56,7 @@ def _run_row(settings: Settings, cache_dir: Path, label: str, suites: tuple[str,
                     row.caught[case.suite].append(SHORT.get(quant, quant))
                 row.evidence.setdefault(case.suite, f"{case.name}: {summary}")
     finally:
-        bench.close()
+        ctx.close()
     return row
 
 
@@ -66,10 +65,10 @@ def falsify(settings: Settings, cache_dir: Path, model: str, quants: tuple[str, 
             progress: bool = True) -> list[RowResult]:
     base = replace(settings, models=(model,), runtimes=(RUNTIME,), quantizations=quants,
                    suites=suites, artifacts=())
-    bench = Workbench(base, cache_dir)
-    prompts = list(bench.prompts)
-    correct = {q: bench.artifact(model, RUNTIME, q) for q in quants}
-    bench.close()
+    ctx = Context.open(base, cache_dir)
+    prompts = list(ctx.inputs.prompts)
+    correct = {q: ctx.engines.artifact(model, RUNTIME, q) for q in quants}
+    ctx.close()
     rows = [_run_row(base, cache_dir, "correct conversion", suites, prompts, quants)]
     for fault in faults:
         if progress:

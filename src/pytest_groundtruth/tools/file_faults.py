@@ -36,6 +36,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pytest_groundtruth.core.atomic import atomic_path, atomic_write_text, locked
+from pytest_groundtruth.ggufio import ggml_encoder
+from pytest_groundtruth.ggufio.names import unpermute
+
 HARNESS_VERSION = "1"
 SCALE = 1.02
 SHUFFLED_ROWS = 1000
@@ -125,7 +129,6 @@ class _Model:
         import gguf
         from gguf.quants import quantize
 
-        from pytest_groundtruth.ggufio import ggml_encoder
 
         values = values.astype(np.float32)
         if t.ggml_type == gguf.GGMLQuantizationType.F32:
@@ -166,7 +169,6 @@ def _shuffle_embedding(model: _Model) -> str:
 
 
 def _skip_qk_permutation(model: _Model) -> str:
-    from pytest_groundtruth.ggufio.names import unpermute
 
     if model.arch != "llama":
         raise FaultNotApplicable(f"{model.arch} has no llama q/k permutation")
@@ -253,7 +255,6 @@ def inject(fault: str, source: Path, out: Path) -> str:
 
     Raises :class:`FaultNotApplicable` when the fault does not exist for the model.
     """
-    from pytest_groundtruth.core.atomic import atomic_path
 
     if fault not in APPLY:
         raise ValueError(f"unknown fault {fault!r} (known: {', '.join(APPLY)})")
@@ -267,7 +268,6 @@ def inject(fault: str, source: Path, out: Path) -> str:
 def broken_artifact(cache_dir: Path, source: Path, source_key: str, fault: str) -> tuple[Path,
                                                                                         str]:
     """The cached broken copy of ``source`` (keyed by the source and harness version)."""
-    from pytest_groundtruth.core.atomic import atomic_write_text, locked
 
     out = cache_dir / "faults" / f"{source_key[:24]}-{fault}-v{HARNESS_VERSION}.gguf"
     note = out.with_suffix(".json")

@@ -1,0 +1,42 @@
+"""What suites and tools run with: :class:`Context` = the inputs, the engines, the results.
+
+* :class:`~.inputs.Inputs`: what a runtime is judged against (prompts, evaluation text,
+  oracles, bounds) and how to show tokens in tables;
+* :class:`~.engines.Engines`: models, runtimes, artifacts and open runners;
+* :class:`~.results.Results`: engine results (generations, perplexities, scores), each
+  made once and kept in the result store.
+
+One context lives per pytest process and configuration (each xdist worker has its own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_groundtruth.config.settings import Settings
+from pytest_groundtruth.context.engines import Engines
+from pytest_groundtruth.context.inputs import Inputs
+from pytest_groundtruth.context.results import Results
+from pytest_groundtruth.store.artifacts import ArtifactCache
+from pytest_groundtruth.store.results import ResultStore
+
+
+@dataclass
+class Context:
+    settings: Settings
+    inputs: Inputs
+    engines: Engines
+    results: Results
+
+    @classmethod
+    def open(cls, settings: Settings, cache_dir: Path | None = None,
+             refresh_token: str | None = None, max_open_runners: int = 2) -> Context:
+        root = cache_dir if cache_dir is not None else settings.cache_root()
+        engines = Engines(settings, root, ArtifactCache(root, refresh_token), max_open_runners)
+        inputs = Inputs(settings, engines.model)
+        store = ResultStore(root, refresh_token)
+        return cls(settings, inputs, engines, Results(settings, inputs, engines, store))
+
+    def close(self) -> None:
+        self.engines.close()

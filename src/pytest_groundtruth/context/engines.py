@@ -1,0 +1,95 @@
+"""What runs: resolved models, configured runtimes, artifacts and open runners.
+
+Each model is resolved once per process; why a model or a runtime is unavailable is
+remembered, so every test of it skips with the same reason without retrying. The
+artifact under test is the user's file when one is configured for the cell, else the
+runtime's conversion from the artifact cache. A few runners stay open (the pool), so a
+model is loaded once per process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytest_groundtruth.config.settings import Settings
+from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.core.hashing import tree_sha256
+from pytest_groundtruth.models.sources import ModelUnavailable, ResolvedModel, resolve
+from pytest_groundtruth.runtimes.base import Artifact, Runner, Runtime
+from pytest_groundtruth.runtimes.registry import make_runtime
+from pytest_groundtruth.store.artifacts import ArtifactCache, prepare
+from pytest_groundtruth.store.pool import RunnerPool
+
+
+class Engines:
+    def __init__(self, settings: Settings, cache_dir: Path, artifacts: ArtifactCache,
+                 max_open_runners: int = 2) -> None:
+        self.settings = settings
+        self.cache_dir = cache_dir
+        self.artifacts = artifacts
+        self.pool = RunnerPool(max_open_runners)
+        self._models: dict[str, ResolvedModel | ModelUnavailable] = {}
+        self._runtimes: dict[str, Runtime] = {}
+        self._built: dict[tuple[str, str, str, str], Artifact] = {}
+
+    def model(self, slug: str) -> ResolvedModel:
+        """The resolved model; raises :class:`ModelUnavailable` (remembered) when it cannot be."""
+        if slug not in self._models:
+            try:
+                self._models[slug] = resolve(self.settings.spec(slug), self.cache_dir,
+                                             self.settings.root)
+            except ModelUnavailable as exc:
+                self._models[slug] = exc
+        found = self._models[slug]
+        if isinstance(found, ModelUnavailable):
+            raise found
+        return found
+
+    def runtime(self, name: str, device: str = "cpu") -> Runtime:
+        """The configured runtime; raises :class:`RuntimeUnavailable` when it cannot run here."""
+        key = f"{name}@{device}"
+        if key not in self._runtimes:
+            self._runtimes[key] = make_runtime(name, self.settings, device)
+        runtime = self._runtimes[key]
+        reason = runtime.unavailable()
+        if reason:
+            raise RuntimeUnavailable(reason)
+        return runtime
+
+    def artifact(self, slug: str, runtime_name: str, quant: str, device: str = "cpu"
+                 ) -> Artifact:
+        """The artifact under test: the user's file when configured, else built and cached."""
+        key = (slug, runtime_name, quant, device)
+        if key not in self._built:
+            runtime = self.runtime(runtime_name, device)
+            supplied = self.settings.supplied_artifact(slug, runtime_name, quant)
+            if supplied is not None:
+                self._built[key] = external_artifact(runtime, slug, quant, supplied)
+            else:
+                self._built[key] = prepare(runtime, self.model(slug), quant, self.artifacts)
+        return self._built[key]
+
+    def runner(self, artifact: Artifact, device: str = "cpu") -> Runner:
+        """An open runner on ``artifact`` (from the pool)."""
+        return self.pool.get(
+            f"{artifact.key}@{device}",
+            lambda: self.runtime(artifact.runtime, device).open(artifact,
+                                                                self.model(artifact.model)),
+        )
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def external_artifact(runtime: Runtime, slug: str, quant: str, path: Path) -> Artifact:
+    """A user-supplied artifact: used as is (never rebuilt), keyed by its content."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"artifact for {slug}/{runtime.name}/{quant} not found: {path} "
+            "(check [[tool.groundtruth.artifacts]] or --gt-artifact)"
+        )
+    problem = runtime.validate(path)
+    if problem:
+        raise ValueError(f"artifact {path} is not a sound {runtime.name} artifact: {problem}")
+    return Artifact(runtime.name, slug, quant, path, key=f"external-{tree_sha256(path)}",
+                    recipe=f"supplied by the user: {path}", external=True)

@@ -1,0 +1,75 @@
+"""A parity test as a pytest item: run one case's suite, turn its verdict into an outcome.
+
+An unavailable model or runtime skips (with the reason and the fix); a falsified verdict
+raises :class:`ParityFailure`, whose report is the result's own explanation; an engine
+failure, a corrupt oracle or a missing file is a short, named error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_groundtruth.config.settings import Settings
+from pytest_groundtruth.context import Context
+from pytest_groundtruth.core.failures import EngineFailure, RuntimeUnavailable
+from pytest_groundtruth.models.sources import ModelError, ModelUnavailable
+from pytest_groundtruth.oracle.format import OracleError
+from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.result import SuiteResult
+from pytest_groundtruth.suites.spec import get_suite
+
+
+class ParityFailure(AssertionError):
+    """A suite's verdict was 'falsified'; carries the result that explains it."""
+
+    def __init__(self, result: SuiteResult) -> None:
+        self.result = result
+        super().__init__(result.summary)
+
+
+def runtime_version(ctx: Context, case: Case) -> str:
+    """The engine's version as it reports itself (never fails the test)."""
+    try:
+        return ctx.engines.runtime(case.runtime, case.device).version()
+    except Exception as exc:  # a version probe must never fail the test
+        return f"unknown ({exc})"
+
+
+class ParityItem(pytest.Item):
+    def __init__(self, *, case: Case, settings: Settings, context: Callable[[], Context],
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.case = case
+        self.settings = settings
+        self.context = context
+        self.result: SuiteResult | None = None
+        self.runtime_version = ""
+
+    def runtest(self) -> None:
+        ctx = self.context()
+        case = self.case
+        try:
+            ctx.engines.model(case.model)  # unavailable model or engine: skip before anything
+            ctx.engines.runtime(case.runtime, case.device)
+            self.result = get_suite(case.suite).run(case, ctx)
+        except (ModelUnavailable, RuntimeUnavailable) as exc:
+            pytest.skip(str(exc))
+        self.runtime_version = runtime_version(ctx, case)
+        if not self.result.passed:
+            raise ParityFailure(self.result)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: Any = None) -> Any:
+        value = excinfo.value
+        if isinstance(value, ParityFailure):
+            return value.result.explain()
+        if isinstance(value, (EngineFailure, OracleError, ModelError, FileNotFoundError)):
+            return f"{self.name}: {type(value).__name__}: {value}"
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, self.name

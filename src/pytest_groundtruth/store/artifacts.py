@@ -1,0 +1,164 @@
+"""Content-addressed artifacts: converted models, reimports and exports, built once.
+
+Layout under the cache root::
+
+    artifacts/<slug>/<label>-<key>/artifact[.gguf|.apr]  + manifest.json
+    builds.log                                           one JSON line per build
+
+The cache knows nothing about runtimes: it is handed a :class:`Recipe` (what decides
+the bytes, how to build them, how to tell a sound file from a broken one). A file lock
+per artifact makes concurrent pytest-xdist workers build it once; the build goes to a
+temporary path and is renamed into place; the manifest records the artifact's SHA-256,
+so a partial or corrupted artifact is detected and rebuilt.
+
+``refresh_token``: when set (``--gt-no-cache``), entries not produced under that token
+are ignored and rebuilt, once per run, even with several workers.
+
+The functions at the bottom make the recipes of a runtime (:func:`prepare`,
+:func:`reimported`, :func:`exported`): that is where the runtime's methods are called.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_groundtruth.core.atomic import atomic_path, atomic_write_text, locked
+from pytest_groundtruth.core.hashing import digest, file_sha256, tree_sha256
+from pytest_groundtruth.models.sources import ResolvedModel
+from pytest_groundtruth.runtimes.base import Artifact, Runner, Runtime
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to make one artifact."""
+
+    model: str  # roster slug: the folder it goes in
+    label: str  # e.g. "llamacpp-int8", "llamacpp-int4-reimport"
+    key_parts: Mapping[str, Any]  # everything that decides the bytes (hashed into the key)
+    suffix: str  # ".gguf", ".apr", "" for a directory
+    build: Callable[[Path], str]  # write the artifact at the path; return how (for reports)
+    validate: Callable[[Path], str | None]  # why a file is unsound, or None
+
+    @property
+    def key(self) -> str:
+        return digest(dict(self.key_parts))
+
+
+@dataclass(frozen=True)
+class Built:
+    path: Path
+    key: str
+    recipe: str  # the build's own account: command line or call
+    sha256: str
+    seconds: float
+
+
+class ArtifactCache:
+    def __init__(self, root: Path, refresh_token: str | None = None) -> None:
+        self.root = root
+        self.refresh_token = refresh_token
+
+    @property
+    def builds_log(self) -> Path:
+        return self.root / "builds.log"
+
+    def get(self, recipe: Recipe) -> Built:
+        """The artifact of ``recipe``, built (once across processes) when missing or unsound."""
+        key = recipe.key
+        directory = self.root / "artifacts" / recipe.model / f"{recipe.label}-{key[:16]}"
+        target = directory / f"artifact{recipe.suffix}"
+        manifest_path = directory / "manifest.json"
+        with locked(directory):
+            manifest = self._sound_manifest(recipe, key, target, manifest_path)
+            if manifest is None:
+                manifest = self._build(recipe, key, target, manifest_path)
+        return Built(target, key, manifest["recipe"], manifest["sha256"], manifest["seconds"])
+
+    def _sound_manifest(self, recipe: Recipe, key: str, target: Path, manifest_path: Path
+                        ) -> dict[str, Any] | None:
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(manifest, dict) or manifest.get("key") != key or not target.exists():
+            return None
+        if self.refresh_token is not None and manifest.get("token") != self.refresh_token:
+            return None
+        if tree_sha256(target) != manifest.get("sha256") or recipe.validate(target):
+            return None
+        return manifest
+
+    def _build(self, recipe: Recipe, key: str, target: Path, manifest_path: Path
+               ) -> dict[str, Any]:
+        manifest_path.unlink(missing_ok=True)  # never a manifest beside a half-built artifact
+        start = time.perf_counter()
+        with atomic_path(target) as tmp:
+            how = recipe.build(tmp)
+            problem = recipe.validate(tmp)
+            if problem:
+                raise RuntimeError(f"{recipe.label} built an unsound artifact of "
+                                   f"{recipe.model}: {problem}")
+        seconds = round(time.perf_counter() - start, 3)
+        manifest = {
+            "key": key,
+            "model": recipe.model,
+            **recipe.key_parts,
+            "recipe": how,
+            "sha256": tree_sha256(target),
+            "seconds": seconds,
+            "token": self.refresh_token,
+        }
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+        line = json.dumps({"key": key, "model": recipe.model, "label": recipe.label,
+                           "pid": os.getpid(), "seconds": seconds})
+        with self.builds_log.open("a") as log:
+            log.write(line + "\n")
+        return manifest
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def _artifact(runtime: Runtime, model: ResolvedModel, quant: str, built: Built) -> Artifact:
+    return Artifact(runtime=runtime.name, model=model.slug, quant=quant, path=built.path,
+                    key=built.key, recipe=built.recipe,
+                    details={"sha256": built.sha256, "built_seconds": str(built.seconds)})
+
+
+def prepare(runtime: Runtime, model: ResolvedModel, quant: str, cache: ArtifactCache
+            ) -> Artifact:
+    """The artifact of ``model`` at ``quant`` for ``runtime``: built once into ``cache``, or,
+    for a runtime that converts at load time, the model directory itself."""
+    runtime.check_quant(quant)
+    parts = {"model": model.fingerprint, **runtime.key_parts(quant)}
+    if not runtime.builds_artifacts:
+        return Artifact(runtime=runtime.name, model=model.slug, quant=quant, path=model.path,
+                        key=digest(parts), recipe=runtime.describe(model.path, quant))
+    recipe = Recipe(model.slug, f"{runtime.name}-{quant}", parts, runtime.artifact_suffix(quant),
+                    lambda out: runtime.build(model, quant, out), runtime.validate)
+    return _artifact(runtime, model, quant, cache.get(recipe))
+
+
+def reimported(runtime: Runtime, model: ResolvedModel, quant: str, gguf: Path,
+               cache: ArtifactCache) -> Artifact:
+    """An artifact of ``runtime`` rebuilt from ``gguf`` (the roundtrip's second half)."""
+    parts = {"reimport": file_sha256(gguf), **runtime.key_parts(quant)}
+    recipe = Recipe(model.slug, f"{runtime.name}-{quant}-reimport", parts,
+                    runtime.artifact_suffix(quant),
+                    lambda out: runtime.reimport(gguf, model, quant, out), runtime.validate)
+    return _artifact(runtime, model, quant, cache.get(recipe))
+
+
+def exported(runner: Runner, validate: Callable[[Path], str | None], cache: ArtifactCache
+             ) -> Built:
+    """``runner``'s artifact exported as GGUF (the roundtrip's first half)."""
+    artifact = runner.artifact
+    recipe = Recipe(artifact.model, f"{artifact.runtime}-{artifact.quant}-export",
+                    {"export_of": artifact.key}, ".gguf", runner.export_gguf, validate)
+    return cache.get(recipe)

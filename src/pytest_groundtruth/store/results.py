@@ -1,0 +1,66 @@
+"""Engine results, cached: one key scheme for every kind of result.
+
+``results/<kind>/<key>.json`` where ``key = digest([SCHEMA, kind, artifact key, inputs])``:
+a generation (inputs: prompt, max_new_tokens, top_k), a perplexity (the text's hash), an
+agreement or integrity measurement (what it was measured against), ... Each file holds
+``{"token": ..., "result": {...}}``; a missing, unreadable or (under ``--gt-no-cache``)
+stale file is a miss.
+
+:meth:`ResultStore.fetch` makes a missing result under a file lock, so a result that
+one pytest-xdist worker is making is waited for by the others, never made twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pytest_groundtruth.core.atomic import atomic_write_text, locked
+from pytest_groundtruth.core.hashing import digest
+
+SCHEMA = 2  # bump when a stored result changes meaning
+
+
+class ResultStore:
+    def __init__(self, root: Path, refresh_token: str | None = None) -> None:
+        self.root = root / "results"
+        self.refresh_token = refresh_token
+        self.made = 0  # results this process computed (cache misses)
+
+    def path(self, kind: str, artifact_key: str, inputs: Any) -> Path:
+        return self.root / kind / f"{digest([SCHEMA, kind, artifact_key, inputs])[:40]}.json"
+
+    def get(self, kind: str, artifact_key: str, inputs: Any) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path(kind, artifact_key, inputs).read_text())
+            if self.refresh_token is not None and data.get("token") != self.refresh_token:
+                return None
+            result = data["result"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # missing or unreadable: the engine runs again
+        return result if isinstance(result, dict) else None
+
+    def put(self, kind: str, artifact_key: str, inputs: Any, result: dict[str, Any]) -> None:
+        payload = {"token": self.refresh_token, "result": result}
+        atomic_write_text(self.path(kind, artifact_key, inputs), json.dumps(payload) + "\n")
+
+    def fetch(self, kind: str, artifact_key: str, inputs: Any,
+              make: Callable[[], dict[str, Any]],
+              valid: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:
+        """The stored result, else ``make()`` (once across processes) stored and returned.
+
+        ``valid`` rejects a stored result that no longer decodes (it is made again).
+        """
+        found = self.get(kind, artifact_key, inputs)
+        if found is not None and valid(found):
+            return found
+        with locked(self.path(kind, artifact_key, inputs)):
+            found = self.get(kind, artifact_key, inputs)  # another process may have made it
+            if found is not None and valid(found):
+                return found
+            result = make()
+            self.made += 1
+            self.put(kind, artifact_key, inputs, result)
+            return result

@@ -1,0 +1,63 @@
+"""The test matrix: every (suite, model, runtime, quantization, prompt) case configured.
+
+Pure data from :class:`~pytest_groundtruth.config.settings.Settings` and the suites'
+declarations; runtimes are constructed (cheap) to read their quantizations and
+capabilities, no engine is loaded, so ``pytest --collect-only`` shows the matrix at once.
+A case the runtime cannot run is still listed, with the reason it will skip, so the
+report shows the holes in the matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pytest_groundtruth.config.settings import ConfigError, Settings, known_runtimes
+from pytest_groundtruth.runtimes.registry import make_runtime
+from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.spec import Cell, get_suite
+
+
+def cells(settings: Settings, model: str) -> list[Cell]:
+    """The model on each configured runtime."""
+    out = []
+    for name in settings.runtimes:
+        runtime = make_runtime(name, settings)
+        quants = tuple(q for q in settings.quantizations if q in runtime.quantizations)
+        out.append(Cell(model, name, quants, runtime.capabilities))
+    return out
+
+
+def check_quantizations(settings: Settings) -> None:
+    """A configured quantization that no known runtime offers is an error (a typo would
+    otherwise test nothing, silently)."""
+    offered = {name: make_runtime(name, settings).quantizations
+               for name in sorted(known_runtimes(settings))}
+    for quant in settings.quantizations:
+        if not any(quant in q for q in offered.values()):
+            raise ConfigError(
+                f"{', '.join(settings.sources) or 'configuration'}: key 'quantizations' has "
+                f"{quant!r}, which no runtime offers ("
+                + "; ".join(f"{n}: {', '.join(q)}" for n, q in offered.items()) + ")"
+            )
+
+
+def build_cases(settings: Settings, prompts: Sequence[str]) -> list[Case]:
+    """Every case of the configured matrix: per model, runtime by runtime, quantization by
+    quantization (pair cases after a runtime's single ones), suites in configured order."""
+    suites = [get_suite(name) for name in settings.suites]
+    order = {name: i for i, name in enumerate(settings.suites)}
+    runtimes = {name: i for i, name in enumerate(settings.runtimes)}
+    quants = {name: i for i, name in enumerate(settings.quantizations)}
+    prompt_order = {name: i for i, name in enumerate(prompts)}
+    check_quantizations(settings)
+    cases: list[Case] = []
+    for model in settings.models:
+        model_cells = cells(settings, model)
+        found = [case for suite in suites
+                 for case in suite.cases(model, model_cells, prompts, settings)]
+        found.sort(key=lambda c: (c.device != "cpu", runtimes.get(c.runtime, len(runtimes)),
+                                  c.other is not None, quants.get(c.quant, len(quants)),
+                                  order[c.suite],
+                                  prompt_order.get(c.prompt or "", -1)))
+        cases.extend(found)
+    return cases

@@ -1,0 +1,129 @@
+"""A suite, declared once: :class:`Suite` (name, marker text, what it needs, bounds, runner).
+
+Each suite module defines ``SUITE = Suite(...)`` and registers it by entry point (group
+``pytest_groundtruth.suites``, name -> ``module:SUITE``); the built-in suites register the
+same way, in this package's pyproject.toml. Everything the plugin needs is read from the
+declaration: the marker, the test cases (:attr:`Suite.expand`), the skip when a runtime
+lacks a capability, the device, the default bounds (which configuration may override),
+and the function that runs one case.
+
+A bound's default is one number or a table keyed by quantization (``"*"`` for any
+other).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeAlias
+
+from pytest_groundtruth.core import plugins
+from pytest_groundtruth.runtimes.base import Capability
+from pytest_groundtruth.suites.case import Case
+
+if TYPE_CHECKING:
+    from pytest_groundtruth.config.settings import Settings
+    from pytest_groundtruth.context import Context
+    from pytest_groundtruth.suites.result import SuiteResult
+
+Number: TypeAlias = "int | float"
+Default: TypeAlias = "int | float | dict[str, int | float] | None"
+# Pair suites compare the higher-precision quantization with the lower one.
+PAIRS = (("int8", "int4"),)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One model on one configured runtime, as the matrix sees it (no engine loaded)."""
+
+    model: str
+    runtime: str
+    quantizations: tuple[str, ...]  # the configured ones this runtime offers
+    capabilities: frozenset[Capability]
+
+
+Expand: TypeAlias = "Callable[[Suite, str, Sequence[Cell], Sequence[str], Settings], list[Case]]"
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    summary: str  # the marker's description
+    run: Callable[[Case, Context], SuiteResult]
+    # What the suite needs from a runtime: every tuple must be met by one of its members.
+    needs: tuple[tuple[Capability, ...], ...] = ((Capability.GENERATE,),)
+    per_prompt: bool = True
+    quantizations: tuple[str, ...] | None = None  # None: every configured one
+    params: Mapping[str, Default] = field(default_factory=dict)
+    device: str = "cpu"
+    expand: Expand | None = None  # None: :func:`each_artifact`
+    rank: int = 100  # where the suite comes in the default list and the reports (built-ins < 100)
+
+    def cases(self, model: str, cells: Sequence[Cell], prompts: Sequence[str],
+              settings: Settings) -> list[Case]:
+        """This suite's test cases for ``model`` on the configured runtimes."""
+        return (self.expand or each_artifact)(self, model, cells, prompts, settings)
+
+    def gap(self, cell: Cell) -> str | None:
+        """Why ``cell``'s runtime cannot run this suite, or None."""
+        for options in self.needs:
+            if not any(c in cell.capabilities for c in options):
+                names = " or ".join(c.value for c in options)
+                return f"runtime {cell.runtime!r} has no {names} (suite {self.name!r} needs it)"
+        return None
+
+    def default(self, param: str, quantization: str | None) -> int | float | None:
+        value = self.params[param]
+        if isinstance(value, dict):
+            return value.get(quantization or "*", value.get("*"))
+        return value
+
+
+def each_artifact(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[str],
+                  settings: Settings) -> list[Case]:
+    """One case per model x runtime x quantization (x prompt when ``per_prompt``)."""
+    cases = []
+    for cell in cells:
+        skip = suite.gap(cell)
+        for quant in cell.quantizations:
+            if suite.quantizations is not None and quant not in suite.quantizations:
+                continue
+            base = Case(suite.name, model, cell.runtime, quant, skip=skip, device=suite.device)
+            cases.extend(_per_prompt(suite, base, prompts))
+    return cases
+
+
+def each_pair(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[str],
+              settings: Settings, variant: str = "") -> list[Case]:
+    """One case per model x runtime x (high, low) pair of :data:`PAIRS` both configured."""
+    cases = []
+    for cell in cells:
+        for high, low in PAIRS:
+            if high in cell.quantizations and low in cell.quantizations:
+                base = Case(suite.name, model, cell.runtime, high, other=low, variant=variant,
+                            skip=suite.gap(cell), device=suite.device)
+                cases.extend(_per_prompt(suite, base, prompts))
+    return cases
+
+
+def _per_prompt(suite: Suite, base: Case, prompts: Sequence[str]) -> list[Case]:
+    if not suite.per_prompt:
+        return [base]
+    return [Case(base.suite, base.model, base.runtime, base.quant, p, base.other, base.variant,
+                 base.skip, base.device) for p in prompts]
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def suite_names() -> tuple[str, ...]:
+    """Every registered suite (entry points), built-in and third-party, by rank."""
+    return plugins.ranked(plugins.SUITES)
+
+
+def get_suite(name: str) -> Suite:
+    found = plugins.load(plugins.SUITES, name)
+    if not isinstance(found, Suite) or found.name != name:
+        raise plugins.PluginError(f"entry point {name!r} of group {plugins.SUITES!r} is "
+                                  f"{found!r}, not a Suite named {name!r}")
+    return found
