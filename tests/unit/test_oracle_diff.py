@@ -85,7 +85,11 @@ def test_versions_are_reported_but_other_fields_are_structural() -> None:
     new["transformers_version"] = "99.0"
     diff = compare_oracles(old, new)
     assert diff.within(0.0)
-    assert "transformers_version" in diff.detail
+    assert diff.detail == "tokens and top-k identical; transformers_version '5.24.0' -> '99.0'"
+    record = json.loads((ROOT / "oracle" / "smollm2-135m" / "eval" / "perplexity.json")
+                        .read_text())
+    assert compare_records(record, {**record, "torch_version": "9"}).detail == \
+        "values identical; torch_version '2.13.0+cpu' -> '9'"
 
     new["model_fingerprint"] = "0" * 64
     diff = compare_oracles(old, new)
