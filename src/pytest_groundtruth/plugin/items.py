@@ -1,8 +1,10 @@
 """A parity test as a pytest item: run one case's suite, turn its verdict into an outcome.
 
-An unavailable model or runtime skips (with the reason and the fix); a falsified verdict
-raises :class:`ParityFailure`, whose report is the result's own explanation; an engine
-failure, a corrupt oracle or a missing file is a short, named error.
+An unavailable model or runtime, or an oracle that lacks what the suite needs (a file in
+the original workflow's format has no top-k), skips with the reason and the fix; a
+falsified verdict raises :class:`ParityFailure`, whose report is the result's own
+explanation; an engine failure, a corrupt oracle or a missing file is a short, named
+error.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import EngineFailure, RuntimeUnavailable
 from pytest_groundtruth.models.sources import ModelError, ModelUnavailable
-from pytest_groundtruth.oracle.format import OracleError
+from pytest_groundtruth.oracle.format import OracleError, OracleIncomplete
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult
 from pytest_groundtruth.suites.spec import get_suite
@@ -56,7 +58,7 @@ class ParityItem(pytest.Item):
             ctx.engines.model(case.model)  # unavailable model or engine: skip before anything
             ctx.engines.runtime(case.runtime, case.device)
             self.result = get_suite(case.suite).run(case, ctx)
-        except (ModelUnavailable, RuntimeUnavailable) as exc:
+        except (ModelUnavailable, RuntimeUnavailable, OracleIncomplete) as exc:
             pytest.skip(str(exc))
         self.runtime_version = runtime_version(ctx, case)
         if not self.result.passed:

@@ -3,8 +3,8 @@
 ``results/<kind>/<key>.json`` where ``key = digest([SCHEMA, kind, artifact key, inputs])``:
 a generation (inputs: prompt, max_new_tokens, top_k), a perplexity (the text's hash), an
 agreement or integrity measurement (what it was measured against), ... Each file holds
-``{"token": ..., "result": {...}}``; a missing, unreadable or (under ``--gt-no-cache``)
-stale file is a miss.
+``{"token": ..., "artifact": <artifact key>, "result": {...}}``; a missing, unreadable
+or (under ``--gt-no-cache``) stale file is a miss.
 
 :meth:`ResultStore.fetch` makes a missing result under a file lock, so a result that
 one pytest-xdist worker is making is waited for by the others, never made twice.
@@ -44,7 +44,9 @@ class ResultStore:
         return result if isinstance(result, dict) else None
 
     def put(self, kind: str, artifact_key: str, inputs: Any, result: dict[str, Any]) -> None:
-        payload = {"token": self.refresh_token, "result": result}
+        # "artifact": which artifact's result this is, so `groundtruth clean` can drop a
+        # runtime's results (the file name is a one-way digest).
+        payload = {"token": self.refresh_token, "artifact": artifact_key, "result": result}
         atomic_write_text(self.path(kind, artifact_key, inputs), json.dumps(payload) + "\n")
 
     def fetch(self, kind: str, artifact_key: str, inputs: Any,

@@ -6,6 +6,7 @@ Each subcommand parses its options here and hands off to the module that does th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,15 @@ from pytest_groundtruth.core.atomic import atomic_write_text
 from pytest_groundtruth.models.sources import ModelError, ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
 from pytest_groundtruth.suites.agreement import BOUNDS_FILE
-from pytest_groundtruth.tools import benchmark, calibrate, falsify, measure, oracles
+from pytest_groundtruth.tools import (
+    benchmark,
+    calibrate,
+    clean,
+    convert,
+    falsify,
+    measure,
+    oracles,
+)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -87,6 +96,37 @@ def cmd_oracle(args: argparse.Namespace) -> int:
         hint = "" if args.check else "; rerun with --force to overwrite"
         print(f"{blocked} oracle file(s) differ from what was generated{hint}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    ctx = _context(args, settings)
+    counts: dict[str, int] = {}
+    try:
+        for outcome in convert.convert(ctx):
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+            print(f"{outcome.status:<8} {outcome.target}: {outcome.detail}", flush=True)
+    finally:
+        ctx.close()
+    print(", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to convert",
+          file=sys.stderr)
+    return 1 if counts.get("failed") else 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    root = settings.cache_root()
+    done = clean.clean(settings, root)
+    for path in done.artifacts:
+        print(f"removed  {path}")
+    for note in done.notes:
+        print(f"kept     {note}", file=sys.stderr)
+    print(f"{len(done.artifacts)} artifact(s) and {done.results} result(s) of "
+          f"{', '.join(settings.runtimes)} dropped from {root}", file=sys.stderr)
+    if done.untagged:
+        print(f"{done.untagged} older result file(s) name no artifact and were kept; "
+              "`pytest --gt-no-cache` reruns every engine regardless", file=sys.stderr)
     return 0
 
 
@@ -209,6 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_oracle)
 
+    p = sub.add_parser("convert", parents=[common],
+                       help="build every artifact of the matrix into the cache (make convert)")
+    add_cli_options(p, ["model", "runtime", "quant", "no-cache"])
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("clean", parents=[common],
+                       help="drop the cached artifacts and results of the selected runtimes")
+    add_cli_options(p, ["model", "runtime"])
+    p.set_defaults(func=cmd_clean)
+
     p = sub.add_parser("models", parents=[common], help="list the roster")
     p.add_argument("--resolve", action="store_true",
                    help="resolve each model (may convert or download)")
@@ -257,6 +307,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def plain_progress() -> None:
+    """No progress bars where stderr is not a terminal (CI logs, pipes): each of their
+    frames would be a carriage-return line. The commands print a line per step instead.
+    Set before transformers / huggingface_hub are imported, which read it then."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -267,5 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-if __name__ == "__main__":  # pragma: no cover
+def run() -> None:
+    """The ``groundtruth`` console script: the process-wide setup, then :func:`main`."""
+    plain_progress()
     sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pytest_groundtruth.measures.logprobs import TopK
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.oracle.files import OracleChange, reconcile
 from pytest_groundtruth.oracle.format import (
+    LOGPROB_DECIMALS,
     NEAR_TIE_MARGIN,
     PPL_SCHEMA,
     Oracle,
@@ -24,7 +26,7 @@ from pytest_groundtruth.oracle.format import (
     perplexity_path,
 )
 from pytest_groundtruth.runtimes.base import Artifact
-from pytest_groundtruth.runtimes.hf import TransformersRunner, library_versions
+from pytest_groundtruth.runtimes.hf import SEED, TransformersRunner, library_versions
 
 
 def make_oracle(
@@ -40,29 +42,36 @@ def make_oracle(
     versions = library_versions()
     return Oracle(
         slug=model.slug,
-        model=model.spec.location if model.spec.scheme == "hf" else model.spec.source,
+        model=model_id(model),
         prompt_name=prompt.name,
         prompt=prompt.text,
-        prompt_tokens=gen.prompt_tokens,
         tokens=gen.tokens,
         text=gen.text,
-        stop_reason=gen.stop_reason,
-        eos_token_ids=tuple(runner.eos),
         max_new_tokens=max_new_tokens,
-        top_k=top_k,
-        steps=tuple(
-            TopK(t.ids, tuple(round(x, 6) for x in t.logprobs)) for t in gen.topk
-        ),
-        model_fingerprint=model.fingerprint,
         dtype=runner.artifact.quant,
         device=runner.device,
-        near_tie_margin=NEAR_TIE_MARGIN,
         versions={
             "transformers_version": versions["transformers"],
             "torch_version": versions["torch"],
         },
         gpu=gpu or {},
+        source=model.spec.source,
+        model_fingerprint=model.fingerprint,
+        seed=SEED,
+        prompt_ids=gen.prompt_tokens,
+        stop_reason=gen.stop_reason,
+        eos_token_ids=tuple(runner.eos),
+        topk=tuple(
+            TopK(t.ids, tuple(round(x, LOGPROB_DECIMALS) for x in t.logprobs))
+            for t in gen.topk
+        ),
+        near_tie_margin=NEAR_TIE_MARGIN,
     )
+
+
+def model_id(model: ResolvedModel) -> str:
+    """The oracle's ``model``: the Hugging Face id, else the source URI (tiny, local)."""
+    return model.spec.hub_id or model.spec.source
 
 
 def perplexity_record(
@@ -77,11 +86,13 @@ def perplexity_record(
         shown = text_file
     data = {
         "schema": PPL_SCHEMA,
-        "slug": model.slug,
+        "model": model_id(model),
+        "model_slug": model.slug,
+        "source": model.spec.source,
         "model_fingerprint": model.fingerprint,
         "text_file": str(shown),
         "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
-        "dtype": runner.artifact.quant,
+        "format": runner.artifact.quant,
         "device": runner.device,
         "perplexity": round(result.perplexity, 6),
         "cross_entropy": round(result.cross_entropy, 6),
@@ -118,13 +129,16 @@ def build_all(
     tolerance: float | None = None,
     progress: bool = True,
 ) -> Iterator[OracleChange]:
-    """Regenerate the oracles of ``models`` x ``prompts``; yield one change per file."""
+    """Regenerate the oracles of ``models`` x ``prompts``; yield one change per file.
+
+    The progress bar is drawn only on a terminal: in CI logs and pipes it would be a
+    stream of carriage-return frames, and the caller prints a line per file anyway.
+    """
     from tqdm import tqdm
 
-
     models = list(models)
-    bar = tqdm(total=len(models) * (len(prompts) + 1), disable=not progress, unit="file",
-               desc="oracles")
+    bar = tqdm(total=len(models) * (len(prompts) + 1), unit="file", desc="oracles",
+               disable=not (progress and sys.stderr.isatty()))
     for model in models:
         artifact = Artifact("transformers", model.slug, precision, model.path,
                             model.fingerprint, "oracle")
