@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_groundtruth.core.failures import InputError
+from pytest_groundtruth.core.paths import inside
 from pytest_groundtruth.measures.logprobs import TopK
 from pytest_groundtruth.measures.sequences import TokenComparison, compare
 
@@ -33,8 +35,12 @@ DEFAULT_TOP_K = 10
 NEAR_TIE_MARGIN = 0.1
 
 
-class OracleError(ValueError):
+class OracleError(InputError, ValueError):
     """An oracle file is missing, corrupt or inconsistent; names the file and the field."""
+
+
+class StaleOracle(OracleError):
+    """An oracle file is sound but was generated for another model, prompt or length."""
 
 
 @dataclass(frozen=True)
@@ -106,9 +112,40 @@ GPU_KEYS = ("precision", "cuda_version", "gpu_name")
 
 def oracle_path(root: Path, slug: str, prompt: str, precision: str = "float32",
                 device: str = "cpu") -> Path:
+    """Where the oracle of ``slug`` on ``prompt`` lives; never outside its folder."""
     if device == "cpu" and precision == "float32":
-        return root / slug / f"{prompt}.json"
-    return root.parent / f"{root.name}-gpu" / slug / precision / f"{prompt}.json"
+        return inside(root, slug, f"{prompt}.json")
+    return inside(root.parent / f"{root.name}-gpu", slug, precision, f"{prompt}.json")
+
+
+def regenerate_command(slug: str, prompt: str | None = None, precision: str = "float32",
+                       device: str = "cpu") -> str:
+    """The command that rewrites an oracle file."""
+    where = "" if device == "cpu" else f" --device {device} --precision {precision}"
+    which = f" --prompt {prompt}" if prompt else ""
+    return f"groundtruth oracle --model {slug}{which}{where} --force"
+
+
+def provenance_problem(oracle: Oracle, slug: str, fingerprint: str, prompt: str,
+                       max_new_tokens: int) -> str | None:
+    """Why ``oracle`` is not the reference for this test (None when it is): another
+    model, other weights, an edited prompt, another generation length."""
+    if oracle.slug != slug:
+        return f"it was generated for model {oracle.slug!r}, not {slug!r}"
+    if oracle.model_fingerprint != fingerprint:
+        return (f"it was generated from other weights (fingerprint "
+                f"{oracle.model_fingerprint[:12]}..., the model is now {fingerprint[:12]}...)")
+    if oracle.prompt != prompt:
+        return (f"its prompt {_short(oracle.prompt)} is not the prompt file's "
+                f"{_short(prompt)} (the prompt was edited)")
+    if oracle.max_new_tokens != max_new_tokens:
+        return (f"it holds {oracle.max_new_tokens} new tokens at most; the run generates "
+                f"max_new_tokens = {max_new_tokens}")
+    return None
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 class _Reader:
@@ -143,6 +180,11 @@ def load_oracle(path: Path) -> Oracle:
         raise OracleError(
             f"{path}: oracle file missing; generate it with `groundtruth oracle`"
         ) from None
+    except UnicodeDecodeError as exc:
+        raise OracleError(f"{path}: not UTF-8 text ({exc}); regenerate it with "
+                          "`groundtruth oracle --force`") from None
+    except OSError as exc:
+        raise OracleError(f"{path}: cannot be read ({exc})") from None
     try:
         data = json.loads(raw)
     except ValueError as exc:
@@ -223,7 +265,7 @@ def _steps(r: _Reader, tokens: tuple[int, ...], top_k: int) -> tuple[TopK, ...]:
 
 
 def perplexity_path(oracle_root: Path, slug: str) -> Path:
-    return oracle_root / slug / "eval" / "perplexity.json"
+    return inside(oracle_root, slug, "eval", "perplexity.json")
 
 
 def load_perplexity(path: Path) -> dict[str, Any]:
@@ -232,8 +274,11 @@ def load_perplexity(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise OracleError(f"{path}: missing; generate it with `groundtruth oracle`") from None
-    except ValueError as exc:
-        raise OracleError(f"{path}: not valid JSON ({exc})") from exc
+    except ValueError as exc:  # not JSON, or not UTF-8 (UnicodeDecodeError)
+        raise OracleError(f"{path}: not valid UTF-8 JSON ({exc}); regenerate it with "
+                          "`groundtruth oracle --force`") from None
+    except OSError as exc:
+        raise OracleError(f"{path}: cannot be read ({exc})") from None
     if not isinstance(data, dict) or data.get("schema") != PPL_SCHEMA:
         raise OracleError(f"{path}: field 'schema': expected {PPL_SCHEMA!r}")
     for key, kind in (("perplexity", float), ("text_sha256", str), ("tokens_evaluated", int)):
