@@ -56,7 +56,10 @@ def trapped(args: Sequence[str], positional: Sequence[str], cwd: Path) -> list[s
 
 
 def check_rootdir(config: pytest.Config) -> None:
-    """Stop with a usage error when an option value moved pytest's rootdir."""
+    """Stop with a usage error when an option value moved pytest's rootdir (checked once,
+    on the controller: pytest-xdist workers inherit its rootdir)."""
+    if hasattr(config, "workerinput"):
+        return
     params = config.invocation_params
     args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *params.args]
     positional = config.args if config.args_source == pytest.Config.ArgsSource.ARGS else []
