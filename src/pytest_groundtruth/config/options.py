@@ -10,6 +10,7 @@ Values stay plain strings and lists (pytest-xdist sends option values to workers
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -113,9 +114,25 @@ RUN_OPTIONS = ("model", "runtime", "quant", "prompt", "near-ties", "cache-dir", 
                "apr-bin", "timeout", "artifact")
 
 
+# pytest picks its rootdir and configuration file before it loads plugins, so it reads
+# the value of `--gt-cache-dir /path` (written with a space) as a test path.
+EQUALS_FORM = ("write an option's value with '=' (--gt-cache-dir=/path): pytest chooses "
+               "its rootdir and configuration file before it knows these options, and "
+               "takes a value after a space that is an existing path for a test path")
+
+
+def separate_values(args: Sequence[str]) -> list[tuple[str, str]]:
+    """``(flag, value)`` for each ``--gt-*`` option in ``args`` whose value is the next
+    argument (``--gt-cache-dir /path``), not attached (``--gt-cache-dir=/path``)."""
+    takes_value = {PYTEST_PREFIX + o.name for o in OPTIONS if not o.flag}
+    return [(flag, value) for flag, value in itertools.pairwise(args)
+            if flag in takes_value]
+
+
 def add_pytest_options(parser: Any) -> None:
     """Every option on pytest's parser, in one group, as ``--gt-<name>``."""
-    group = parser.getgroup("groundtruth", "pytest-groundtruth: LLM conversion parity")
+    group = parser.getgroup("groundtruth", "pytest-groundtruth: LLM conversion parity; "
+                            + EQUALS_FORM)
     for option in OPTIONS:
         group.addoption(PYTEST_PREFIX + option.name, **option.kwargs())
 

@@ -19,8 +19,11 @@ Source strings name where the weights come from:
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
+
+from pytest_groundtruth.core.paths import name_problem
 
 ARCHITECTURES = ("llama", "qwen2", "gpt2")
 SOURCE_SCHEMES = ("hf", "pkg", "path", "tiny")
@@ -76,8 +79,9 @@ class ModelSpec:
 
 def validate_spec(spec: ModelSpec) -> None:
     where = f"model {spec.slug!r}"
-    if not spec.slug or not all(c.isalnum() or c in "-_." for c in spec.slug):
-        raise RosterError(f"{where}: slug must be letters, digits, '-', '_' or '.'")
+    problem = name_problem(spec.slug)
+    if problem:  # the slug names folders: oracle/<slug>/, the cache's artifacts/<slug>/
+        raise RosterError(f"model slug: {problem}")
     scheme, sep, rest = spec.source.partition(":")
     if not sep or scheme not in SOURCE_SCHEMES or not rest:
         raise RosterError(
@@ -99,8 +103,10 @@ def validate_spec(spec: ModelSpec) -> None:
         raise RosterError(f"{where}: field 'hf_id' = {hub!r} must be a Hugging Face id "
                           "'ORG/NAME'")
     ceiling = spec.ppl_ceiling
-    if not isinstance(ceiling, (int, float)) or isinstance(ceiling, bool) or ceiling <= 1:
-        raise RosterError(f"{where}: field 'ppl_ceiling' = {ceiling!r} must be a number > 1")
+    if (not isinstance(ceiling, (int, float)) or isinstance(ceiling, bool)
+            or not math.isfinite(ceiling) or ceiling <= 1):
+        raise RosterError(f"{where}: field 'ppl_ceiling' = {ceiling!r} must be a finite "
+                          "number > 1")
 
 
 SPEC_FIELDS = tuple(f.name for f in fields(ModelSpec) if f.name not in ("slug", "extra"))

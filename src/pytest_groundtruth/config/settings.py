@@ -37,13 +37,15 @@ Example::
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pytest_groundtruth.config.roster import BUILTIN, ModelSpec, RosterError, spec_from_table
-from pytest_groundtruth.core.paths import default_cache_dir
+from pytest_groundtruth.core.failures import InputError
+from pytest_groundtruth.core.paths import default_cache_dir, name_problem
 from pytest_groundtruth.core.plugins import RUNTIMES, SUITES, load, ranked, registered
 
 if sys.version_info >= (3, 11):
@@ -55,7 +57,7 @@ NEAR_TIE_MODES = ("count", "exempt")
 MATCH_KEYS = ("suite", "model", "runtime", "quantization", "prompt")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """Invalid configuration; names the file and the key."""
 
 
@@ -171,11 +173,11 @@ def known_runtimes(settings: Settings) -> set[str]:
 
 
 def check_name(name: str, where: str) -> None:
-    """A name that becomes part of test ids and file names: letters, digits, ``-_.``,
-    not ``.`` or ``..``."""
-    if not name or name in (".", "..") or not all(c.isalnum() or c in "-_." for c in name):
-        raise ConfigError(f"{where}: {name!r} is not a valid name (letters, digits, '-', '_', "
-                          "'.'; not '.' or '..')")
+    """A name that becomes part of test ids and file names (roster slugs, runtime names,
+    quantizations, prompt names): :func:`~pytest_groundtruth.core.paths.name_problem`."""
+    problem = name_problem(name)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
 
 
 # --------------------------------------------------------------------------- loading
@@ -326,8 +328,9 @@ def _bound_rule(rule: dict[str, Any], origin: str, index: int) -> BoundRule:
                 raise ConfigError(f"{where}: key {key!r} must be a string")
             match[key] = value
         elif key in params:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{where}: key {key!r} = {value!r} must be a number")
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value)):
+                raise ConfigError(f"{where}: key {key!r} = {value!r} must be a finite number")
             values[key] = value
         else:
             raise ConfigError(
@@ -385,8 +388,22 @@ def validate(settings: Settings, origin: str) -> None:
         )
     if settings.max_new_tokens <= 0 or settings.top_k < 2:
         raise ConfigError(f"{origin}: 'max_new_tokens' must be > 0 and 'top_k' >= 2")
-    if settings.timeout <= 0:
-        raise ConfigError(f"{origin}: key 'timeout' must be a positive number of seconds")
+    if not math.isfinite(settings.timeout) or settings.timeout <= 0:
+        raise ConfigError(f"{origin}: key 'timeout' = {settings.timeout!r} must be a positive, "
+                          "finite number of seconds")
+    for rule in settings.bounds:  # a bound that names nothing would silently never apply
+        where = f"{rule.origin}: a bound for suite {rule.suite!r} ({rule.reason})"
+        runtime = rule.match.get("runtime")
+        if runtime is not None and runtime not in runtimes:
+            raise ConfigError(
+                f"{where}: key 'runtime' = {runtime!r} is neither a registered runtime "
+                f"({', '.join(sorted(registered(RUNTIMES)))}) nor configured in "
+                f"[tool.groundtruth.runtime.{runtime}]"
+            )
+        model = rule.match.get("model")
+        if model is not None and model not in settings.roster:
+            raise ConfigError(f"{where}: key 'model' = {model!r} is not in the roster "
+                              f"(known: {', '.join(sorted(settings.roster))})")
     for art in settings.artifacts:
         if art.runtime not in runtimes or art.model not in settings.roster:
             raise ConfigError(

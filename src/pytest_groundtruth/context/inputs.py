@@ -15,7 +15,15 @@ from typing import Any
 from pytest_groundtruth.config.prompts import Prompt, load_prompts
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.models.sources import ResolvedModel
-from pytest_groundtruth.oracle.format import Oracle, load_oracle, load_perplexity, oracle_path
+from pytest_groundtruth.oracle.format import (
+    Oracle,
+    StaleOracle,
+    load_oracle,
+    load_perplexity,
+    oracle_path,
+    provenance_problem,
+    regenerate_command,
+)
 from pytest_groundtruth.oracle.format import perplexity_path as oracle_perplexity_path
 
 
@@ -39,7 +47,9 @@ class Inputs:
 
     def oracle(self, slug: str, prompt: str, precision: str = "float32",
                device: str = "cpu", needs: Sequence[str] = ()) -> Oracle:
-        """The oracle of ``slug`` on ``prompt``.
+        """The oracle of ``slug`` on ``prompt``, checked to be the reference for this run:
+        the same model and weights, the prompt as the prompt file says it now, the same
+        generation length; else :class:`StaleOracle` with the command that regenerates it.
 
         ``needs``: fields the caller will read beyond the original workflow's (``topk``,
         ``prompt_tokens``, ...). An oracle in the original format lacks them and raises
@@ -50,7 +60,15 @@ class Inputs:
         key = (slug, prompt, precision, device)
         if key not in self._oracles:
             root = self.settings.path(self.settings.oracle_dir)
-            self._oracles[key] = load_oracle(oracle_path(root, slug, prompt, precision, device))
+            path = oracle_path(root, slug, prompt, precision, device)
+            oracle = load_oracle(path)
+            problem = provenance_problem(oracle, slug, self._model(slug).fingerprint,
+                                         self.prompts[prompt].text,
+                                         self.settings.max_new_tokens)
+            if problem:
+                raise StaleOracle(f"{path} is stale: {problem}; regenerate it: "
+                                  f"`{regenerate_command(slug, prompt, precision, device)}`")
+            self._oracles[key] = oracle
         self._oracles[key].require(*needs)
         return self._oracles[key]
 

@@ -23,7 +23,10 @@ from pathlib import Path
 
 from pytest_groundtruth.config.roster import BUILTIN, EMBEDDED_DIST, EMBEDDED_INSTALL, ModelSpec
 from pytest_groundtruth.core.atomic import atomic_path, locked
+from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.hashing import file_sha256, text_sha256
+from pytest_groundtruth.core.paths import inside
+from pytest_groundtruth.core.sealed import seal, sealed_problem
 from pytest_groundtruth.models import tiny
 
 HF_ALLOW_PATTERNS = [
@@ -40,7 +43,7 @@ class ModelUnavailable(Exception):
     """The model cannot be obtained on this machine; the message says how to fix that."""
 
 
-class ModelError(Exception):
+class ModelError(InputError):
     """The model was found but is not usable as the roster describes it."""
 
 
@@ -224,12 +227,12 @@ def _from_file(spec: ModelSpec, file: Path, cache_dir: Path) -> ResolvedModel:
     if file.suffix != ".gguf":
         raise ModelError(f"model {spec.slug!r}: {file} is neither a directory nor a .gguf file")
     sha = file_sha256(file)
-    target = cache_dir / "models" / f"{spec.slug}-{sha[:16]}"
+    target = inside(cache_dir / "models", f"{spec.slug}-{sha[:16]}")
     with locked(target):
-        if not (target / ".complete").is_file():
+        if sealed_problem(target):  # missing, half-built or truncated: (re)build it
             with atomic_path(target) as tmp:
                 gguf_to_hf_dir(file, tmp)
-                (tmp / ".complete").write_text(sha + "\n")
+                seal(tmp)
     return ResolvedModel(
         spec,
         target,
@@ -273,12 +276,12 @@ def _tiny(spec: ModelSpec, cache_dir: Path) -> ResolvedModel:
     embedded = resolve(BUILTIN["smollm2-135m"], cache_dir)  # the tokenizer comes from it
     payload = tiny.fingerprint_payload(arch) + embedded.fingerprint
     fingerprint = text_sha256(payload)
-    target = cache_dir / "models" / f"tiny-{arch}-{fingerprint[:16]}"
+    target = inside(cache_dir / "models", f"tiny-{arch}-{fingerprint[:16]}")
     with locked(target):
-        if not (target / ".complete").is_file():
+        if sealed_problem(target):
             with atomic_path(target) as tmp:
                 tiny.build(arch, tmp, tokenizer_dir=embedded.path)
-                (tmp / ".complete").write_text(fingerprint + "\n")
+                seal(tmp)
     return ResolvedModel(
         spec,
         target,

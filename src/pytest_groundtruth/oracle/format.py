@@ -42,6 +42,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_groundtruth.core.failures import InputError
+from pytest_groundtruth.core.paths import inside
 from pytest_groundtruth.measures.logprobs import TopK
 from pytest_groundtruth.measures.sequences import TokenComparison, compare
 
@@ -79,7 +81,7 @@ MEANINGS = {
 }
 
 
-class OracleError(ValueError):
+class OracleError(InputError, ValueError):
     """An oracle file is missing, corrupt or inconsistent; names the file and the field."""
 
 
@@ -97,6 +99,10 @@ class OracleIncomplete(Exception):
             f"it; `groundtruth oracle --force {where}`rewrites it in this project's format "
             "(the original fields stay)"
         )
+
+
+class StaleOracle(OracleError):
+    """An oracle file is sound but was generated for another model, prompt or length."""
 
 
 @dataclass(frozen=True)
@@ -219,9 +225,40 @@ class Oracle:
 
 def oracle_path(root: Path, slug: str, prompt: str, precision: str = "float32",
                 device: str = "cpu") -> Path:
+    """Where the oracle of ``slug`` on ``prompt`` lives; never outside its folder."""
     if device == "cpu" and precision == "float32":
-        return root / slug / f"{prompt}.json"
-    return root.parent / f"{root.name}-gpu" / slug / precision / f"{prompt}.json"
+        return inside(root, slug, f"{prompt}.json")
+    return inside(root.parent / f"{root.name}-gpu", slug, precision, f"{prompt}.json")
+
+
+def regenerate_command(slug: str, prompt: str | None = None, precision: str = "float32",
+                       device: str = "cpu") -> str:
+    """The command that rewrites an oracle file."""
+    where = "" if device == "cpu" else f" --device {device} --precision {precision}"
+    which = f" --prompt {prompt}" if prompt else ""
+    return f"groundtruth oracle --model {slug}{which}{where} --force"
+
+
+def provenance_problem(oracle: Oracle, slug: str, fingerprint: str, prompt: str,
+                       max_new_tokens: int) -> str | None:
+    """Why ``oracle`` is not the reference for this test (None when it is): another
+    model, other weights, an edited prompt, another generation length."""
+    if oracle.slug != slug:
+        return f"it was generated for model {oracle.slug!r}, not {slug!r}"
+    if oracle.model_fingerprint is not None and oracle.model_fingerprint != fingerprint:
+        return (f"it was generated from other weights (fingerprint "
+                f"{oracle.model_fingerprint[:12]}..., the model is now {fingerprint[:12]}...)")
+    if oracle.prompt != prompt:
+        return (f"its prompt {_short(oracle.prompt)} is not the prompt file's "
+                f"{_short(prompt)} (the prompt was edited)")
+    if oracle.max_new_tokens != max_new_tokens:
+        return (f"it holds {oracle.max_new_tokens} new tokens at most; the run generates "
+                f"max_new_tokens = {max_new_tokens}")
+    return None
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 # --------------------------------------------------------------------------- reading
@@ -256,6 +293,11 @@ def _read_json(path: Path, hint: str) -> dict[str, Any]:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise OracleError(f"{path}: oracle file missing; {hint}") from None
+    except UnicodeDecodeError as exc:
+        raise OracleError(f"{path}: not UTF-8 text ({exc}); regenerate it with "
+                          "`groundtruth oracle --force`") from None
+    except OSError as exc:
+        raise OracleError(f"{path}: cannot be read ({exc})") from None
     try:
         data = json.loads(raw)
     except ValueError as exc:
@@ -382,7 +424,7 @@ def _steps(r: _Reader, tokens: tuple[int, ...], top_k: int) -> tuple[TopK, ...]:
 
 
 def perplexity_path(oracle_root: Path, slug: str) -> Path:
-    return oracle_root / slug / "eval" / "perplexity.json"
+    return inside(oracle_root, slug, "eval", "perplexity.json")
 
 
 def load_perplexity(path: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from pytest_groundtruth.plugin.fixtures import (  # noqa: F401 - fixtures are fo
     gt_runtime,
     gt_settings,
 )
+from pytest_groundtruth.plugin.rootdir import check_rootdir
 from pytest_groundtruth.plugin.session import SESSION_KEY, GroundtruthSession, attach, session_of
 from pytest_groundtruth.report import grid, html
 from pytest_groundtruth.suites.spec import get_suite, suite_names
@@ -34,6 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    check_rootdir(config)
     for name in suite_names():
         config.addinivalue_line("markers", f"{name}: pytest-groundtruth suite: "
                                 f"{get_suite(name).summary}")
@@ -87,6 +89,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     groundtruth = session_of(session.config)
     if not groundtruth.is_worker:
         groundtruth.finish()
+        if groundtruth.write_errors and session.exitstatus in (pytest.ExitCode.OK,
+                                                               pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR  # a requested output is missing
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -95,7 +100,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if lines or session.finish_lines:
         terminalreporter.section("groundtruth parity matrix")
         for line in [*lines, *session.finish_lines]:
-            terminalreporter.write_line(line)
+            terminalreporter.write_line(line, red=line.startswith("ERROR"))
 
 
 class XdistHooks:

@@ -17,9 +17,9 @@ import pytest
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
-from pytest_groundtruth.core.failures import EngineFailure, RuntimeUnavailable
-from pytest_groundtruth.models.sources import ModelError, ModelUnavailable
-from pytest_groundtruth.oracle.format import OracleError, OracleIncomplete
+from pytest_groundtruth.core.failures import EngineFailure, InputError, RuntimeUnavailable
+from pytest_groundtruth.models.sources import ModelUnavailable
+from pytest_groundtruth.oracle.format import OracleIncomplete
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult
 from pytest_groundtruth.suites.spec import get_suite
@@ -69,7 +69,7 @@ class ParityItem(pytest.Item):
         value = excinfo.value
         if isinstance(value, ParityFailure):
             return value.result.explain()
-        if isinstance(value, (EngineFailure, OracleError, ModelError, FileNotFoundError)):
+        if isinstance(value, (EngineFailure, InputError, FileNotFoundError)):
             return f"{self.name}: {type(value).__name__}: {value}"
         return super().repr_failure(excinfo, style)
 

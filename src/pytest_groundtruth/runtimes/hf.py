@@ -155,6 +155,15 @@ class TransformersRunner(LogitsRunner):
     def tokenize(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
 
+    @property
+    def context_length(self) -> int | None:
+        """The positions the model was trained on (``max_position_embeddings``), if known."""
+        for key in ("max_position_embeddings", "n_positions"):
+            value = getattr(self.model.config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
     def generate(self, prompt: str, max_new_tokens: int, top_k: int = 0) -> Generation:
         import torch
         from transformers import GenerationConfig

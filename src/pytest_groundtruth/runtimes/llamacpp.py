@@ -41,7 +41,12 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_groundtruth.config.settings import ConfigError, Settings
 from pytest_groundtruth.core.atomic import atomic_path
-from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
+from pytest_groundtruth.core.failures import (
+    EngineFailure,
+    FailureKind,
+    InputError,
+    RuntimeUnavailable,
+)
 from pytest_groundtruth.ggufio import EXPORTER_VERSION, GGUFFormatError, export_gguf
 from pytest_groundtruth.ggufio.reader import gguf_problem, scan_gguf
 from pytest_groundtruth.measures import logprobs as lp
@@ -99,6 +104,18 @@ def llama_cpp_version() -> str | None:
         return importlib.metadata.version("llama-cpp-python")
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+class ContextTooSmall(InputError):
+    """A prompt or text does not fit the llama.cpp context; says which option raises it."""
+
+
+def _ctx_for(n: int) -> int:
+    """The next power of two that holds ``n`` positions (a suggestion for n_ctx)."""
+    size = 1024
+    while size < n:
+        size *= 2
+    return size
 
 
 class LlamaCppRuntime(Runtime):
@@ -236,7 +253,8 @@ class LlamaCppRunner(LogitsRunner):
             raise EngineFailure(FailureKind.CRASHED, str(exc)) from exc
         arch = scan.scalars.get("general.architecture")
         trained = scan.scalars.get(f"{arch}.context_length")
-        self.n_ctx = min(n_ctx, trained) if isinstance(trained, int) and trained > 0 else n_ctx
+        self.trained_ctx = trained if isinstance(trained, int) and trained > 0 else None
+        self.n_ctx = min(n_ctx, self.trained_ctx) if self.trained_ctx else n_ctx
         self.n_threads = n_threads if n_threads is not None else default_threads()
         if kv_cache not in ("f16", "f32"):
             raise ValueError(f"kv_cache must be 'f16' or 'f32', got {kv_cache!r}")
@@ -310,11 +328,19 @@ class LlamaCppRunner(LogitsRunner):
             ) from exc
 
     def _check_fits(self, n: int, what: str) -> None:
-        if n > self.n_ctx:
-            raise ValueError(
-                f"{what} needs {n} positions but the llama.cpp context holds {self.n_ctx}; "
-                "open the runtime with a larger n_ctx (LlamaCppRuntime(n_ctx=...))"
+        if n <= self.n_ctx:
+            return
+        message = f"{what} needs {n} positions but the llama.cpp context holds {self.n_ctx}"
+        if self.trained_ctx is not None and n > self.trained_ctx:
+            raise ContextTooSmall(
+                f"{message}, and the model was trained on {self.trained_ctx} "
+                f"({self.artifact.path}): use a shorter prompt or text"
             )
+        name = self.artifact.runtime
+        raise ContextTooSmall(
+            f"{message} (n_ctx); raise it in pyproject.toml: [tool.groundtruth.runtime."
+            f'{name}] with kind = "llamacpp" and n_ctx = {_ctx_for(n)}'
+        )
 
     def _logits(self, start: int, stop: int) -> npt.NDArray[np.float32]:
         import numpy as np

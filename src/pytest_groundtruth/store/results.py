@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from pytest_groundtruth.core.atomic import atomic_write_text, locked
 from pytest_groundtruth.core.hashing import digest
+from pytest_groundtruth.core.paths import inside
 
 SCHEMA = 2  # bump when a stored result changes meaning
 T = TypeVar("T")
@@ -31,7 +32,7 @@ class ResultStore:
         self.made = 0  # results this process computed (cache misses)
 
     def path(self, kind: str, artifact_key: str, inputs: Any) -> Path:
-        return self.root / kind / f"{digest([SCHEMA, kind, artifact_key, inputs])[:40]}.json"
+        return inside(self.root, kind, f"{digest([SCHEMA, kind, artifact_key, inputs])[:40]}.json")
 
     def get(self, kind: str, artifact_key: str, inputs: Any) -> dict[str, Any] | None:
         try:

@@ -1,11 +1,14 @@
 """The ``groundtruth`` command: oracles, the roster, measurements and benchmarks.
 
 Each subcommand parses its options here and hands off to the module that does the work.
+Every kind of failure has its own exit status (:class:`Exit`, listed in ``--help``):
+an error is one line naming the file, model or key, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
 import os
 import sys
 from collections.abc import Sequence
@@ -15,7 +18,9 @@ from pytest_groundtruth.config.options import RUN_OPTIONS, add_cli_options, appl
 from pytest_groundtruth.config.prompts import load_prompts
 from pytest_groundtruth.config.settings import ConfigError, Settings, load_settings
 from pytest_groundtruth.context import Context
-from pytest_groundtruth.core.atomic import atomic_write_text
+from pytest_groundtruth.core.atomic import atomic_write_text, remove_stale
+from pytest_groundtruth.core.failures import EngineFailure, InputError
+from pytest_groundtruth.core.paths import OutsideFolder
 from pytest_groundtruth.models.sources import ModelError, ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
 from pytest_groundtruth.suites.agreement import BOUNDS_FILE
@@ -28,6 +33,32 @@ from pytest_groundtruth.tools import (
     measure,
     oracles,
 )
+
+
+class Exit(enum.IntEnum):
+    """``groundtruth``'s exit statuses, one per kind of failure (see ``EXIT_MEANINGS``)."""
+
+    OK = 0
+    DIFFERS = 1
+    USAGE = 2
+    UNAVAILABLE = 3
+    BAD_INPUT = 4
+    CANNOT_WRITE = 5
+    ENGINE = 6
+
+
+EXIT_MEANINGS = {
+    Exit.OK: "done; the oracle files are up to date or were written",
+    Exit.DIFFERS: "oracle files differ and were not written (--check, or no --force)",
+    Exit.USAGE: "a bad option or configuration key",
+    Exit.UNAVAILABLE: "a model cannot be obtained here (the message says how)",
+    Exit.BAD_INPUT: "a prompt, the evaluation text, a model or an oracle file is\n"
+                    "     unusable (e.g. a prompt longer than the model's context)",
+    Exit.CANNOT_WRITE: "an output file or folder cannot be written",
+    Exit.ENGINE: "the reference engine crashed or produced NaN/Inf",
+}
+EXIT_STATUSES = "exit statuses:\n" + "\n".join(
+    f"  {status.value}  {meaning}" for status, meaning in EXIT_MEANINGS.items())
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -45,14 +76,14 @@ def cmd_oracle(args: argparse.Namespace) -> int:
     if args.device == "cpu" and args.precision != "float32":
         print("error: CPU oracles are float32; lower precisions are GPU oracles "
               "(--device cuda)", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     if args.device == "cuda":
         import torch  # only here: --help and the other commands stay light
 
         if not torch.cuda.is_available():
             print("error: --device cuda but torch.cuda.is_available() is False",
                   file=sys.stderr)
-            return 2
+            return Exit.UNAVAILABLE
     slugs = list(settings.roster) if args.all else list(settings.models)
     cache = settings.cache_root()
     models = []
@@ -62,10 +93,14 @@ def cmd_oracle(args: argparse.Namespace) -> int:
         except ModelUnavailable as exc:
             if not args.all:
                 print(f"error: {exc}", file=sys.stderr)
-                return 2
+                return Exit.UNAVAILABLE
             print(f"skipped {slug}: {exc}", file=sys.stderr)
     prompts = load_prompts(settings.path(settings.prompts_dir),
                            list(settings.prompts) if settings.prompts else None)
+    oracle_root = settings.path(settings.oracle_dir)
+    for folder in (oracle_root, oracle_root.parent / f"{oracle_root.name}-gpu"):
+        for stale in remove_stale(folder):  # left by a run killed before its rename
+            print(f"removed stale temporary {stale}", file=sys.stderr)
     blocked = 0
     for change in oracles.build_all(
         models,
@@ -95,8 +130,8 @@ def cmd_oracle(args: argparse.Namespace) -> int:
     if blocked:
         hint = "" if args.check else "; rerun with --force to overwrite"
         print(f"{blocked} oracle file(s) differ from what was generated{hint}", file=sys.stderr)
-        return 1
-    return 0
+        return Exit.DIFFERS
+    return Exit.OK
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -218,7 +253,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="groundtruth", description=__doc__)
+    parser = argparse.ArgumentParser(prog="groundtruth", description=__doc__,
+                                     epilog=EXIT_STATUSES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", default=".", help="project root holding pyproject.toml")
     common.add_argument("--config", action="append", default=[],
@@ -227,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("oracle", parents=[common],
-                       help="generate oracle files with the float32 transformers reference")
+                       help="generate oracle files with the float32 transformers reference",
+                       epilog=EXIT_STATUSES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true",
                        help="every roster model that resolves here")
@@ -321,9 +360,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc, Exit.USAGE)
+    except ModelUnavailable as exc:
+        return _error(exc, Exit.UNAVAILABLE)
+    except OutsideFolder as exc:
+        return _error(exc, Exit.CANNOT_WRITE)
+    except InputError as exc:  # prompts, evaluation text, model and oracle files
+        return _error(exc, Exit.BAD_INPUT)
+    except EngineFailure as exc:
+        return _error(exc, Exit.ENGINE)
+    except OSError as exc:  # reading inputs is checked above: this is an output
+        return _error(f"cannot write: {exc}", Exit.CANNOT_WRITE)
     return code
+
+
+def _error(message: object, status: Exit) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return status
 
 
 def run() -> None:

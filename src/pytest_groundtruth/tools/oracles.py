@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pytest_groundtruth.config.prompts import Prompt
+from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.measures.logprobs import TopK
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.oracle.files import OracleChange, reconcile
@@ -37,6 +38,7 @@ def make_oracle(
     top_k: int,
     gpu: dict[str, str] | None = None,
 ) -> Oracle:
+    check_fits(runner, model, prompt, max_new_tokens)
     gen = runner.generate(prompt.text, max_new_tokens, top_k=top_k)
     assert gen.topk is not None
     versions = library_versions()
@@ -74,10 +76,39 @@ def model_id(model: ResolvedModel) -> str:
     return model.spec.hub_id or model.spec.source
 
 
+class PromptTooLong(InputError):
+    """A prompt and the tokens to generate do not fit the model's context."""
+
+
+def check_fits(runner: TransformersRunner, model: ResolvedModel, prompt: Prompt,
+               max_new_tokens: int) -> None:
+    """Refuse a prompt that, with ``max_new_tokens``, exceeds the model's trained context:
+    past it the reference itself is extrapolating, and its tokens are no oracle."""
+    limit = runner.context_length
+    n = len(runner.tokenize(prompt.text))
+    if limit is not None and n + max_new_tokens > limit:
+        raise PromptTooLong(
+            f"{prompt.path}: {n} prompt tokens + max_new_tokens {max_new_tokens} = "
+            f"{n + max_new_tokens} positions exceed model {model.slug!r}'s context of {limit} "
+            "(max_position_embeddings); shorten the prompt"
+        )
+
+
+def read_eval_text(text_file: Path) -> str:
+    try:
+        return text_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"evaluation text {text_file} does not exist (key 'eval_text')"
+                         ) from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise InputError(f"evaluation text {text_file} cannot be read as UTF-8 ({exc})"
+                         ) from None
+
+
 def perplexity_record(
     runner: TransformersRunner, model: ResolvedModel, text_file: Path, root: Path
 ) -> str:
-    text = text_file.read_text(encoding="utf-8")
+    text = read_eval_text(text_file)
     result = runner.perplexity(text)
     versions = library_versions()
     try:
