@@ -172,3 +172,11 @@ def test_longest_repeat() -> None:
     assert longest_repeat([1, 2, 1, 2, 1, 2, 3], 2) == (0, 6)
     assert longest_repeat([9, 5, 5, 5, 5], 1) == (1, 4)
     assert longest_repeat([1, 2, 3], 1) == (0, 1)
+
+
+@pytest.mark.parametrize("text", ["NaN", " nan\n", "-Inf", "inf"])
+def test_a_text_that_is_only_nan_or_inf_is_garbage(text: str) -> None:
+    found = detect([5, 6], text).findings
+    assert [(f.rule, f.position) for f in found] == [("non-finite", 0)]
+    assert not detect([5, 6], text, reference=text).garbage
+    assert not detect([5, 6], "the NaN value").garbage
