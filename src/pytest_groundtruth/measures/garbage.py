@@ -11,7 +11,9 @@ ids, text, per-step log-probabilities), each documented with its threshold:
     stop at its end-of-sequence token (an instruct model may legitimately answer with
     EOS at once: the embedded model does on ``What is 2+2? Answer:``).
 ``non-finite``
-    A NaN or an infinity among the log-probabilities the engine reported.
+    A NaN or an infinity among the log-probabilities the engine reported, or a text that
+    is nothing but one (``NaN``, ``inf``: what an engine prints when its numbers broke)
+    where the oracle's is not.
 ``replacement-character`` / ``control-character``
     U+FFFD (what undecodable bytes become) or a control character (Unicode category Cc
     other than ``\\n``, ``\\t``, ``\\r``) that the oracle's text does not contain itself,
@@ -105,7 +107,7 @@ def detect(
     """
     found = [
         *_empty(tokens, text, reference, stopped_at_eos),
-        *_non_finite(logprobs),
+        *_non_finite(logprobs, text, reference),
         *_characters(text, reference, cut=not stopped_at_eos),
         *_repetition(tokens),
         *_flood(tokens, special_ids),
@@ -130,7 +132,14 @@ def _empty(tokens: Sequence[int], text: str, reference: str | None,
     return []
 
 
-def _non_finite(logprobs: Sequence[Sequence[float]] | None) -> list[Finding]:
+NON_FINITE_TEXTS = frozenset({"nan", "-nan", "inf", "+inf", "-inf", "infinity", "-infinity"})
+
+
+def _non_finite(logprobs: Sequence[Sequence[float]] | None, text: str,
+                reference: str | None) -> list[Finding]:
+    word = text.strip().lower()
+    if word in NON_FINITE_TEXTS and word != (reference or "").strip().lower():
+        return [Finding("non-finite", 0, "character", f"the text is {text.strip()!r}")]
     for step, values in enumerate(logprobs or ()):
         bad = [v for v in values if not math.isfinite(v)]
         if bad:
