@@ -34,8 +34,9 @@ OUTCOME_COLOURS = {"Corroborated": "#d1e7dd", "Falsified": "#f8d7da", "Timeout":
 
 
 def colour(quality: float) -> str:
-    """Red (0) through yellow to green (1)."""
-    q = max(0.0, min(1.0, quality))
+    """Red at 0.5 and below, through orange and yellow (0.8: exactly at a bound, a B) to
+    green at 1: the range where qualities differ is the range that gets the hues."""
+    q = max(0.0, min(1.0, (quality - 0.5) / 0.5))
     return f"hsl({120 * q:.0f}, 65%, 80%)"
 
 
@@ -140,5 +141,5 @@ def matrix_html(records: Sequence[ParityRecord]) -> str:
             + _table(["model", "runtime", "quant", *suites, SCORE_COLUMN], rows, styles, titles,
                      css="groundtruth gt-matrix")
             + f'<p class="gt-legend">{html.escape(LEGEND)}. Cells are coloured by the quality '
-            "of their tests (red 0, green 1), the score by score / 1000 "
-            "(docs/qualification.md).</p>")
+            "of their tests (red at 0.5 and below, yellow at 0.8 = a bound met exactly, green "
+            "at 1), the score by score / 1000 (docs/qualification.md).</p>")
