@@ -209,7 +209,7 @@ def test_an_engine_that_dies_is_crashed_one_that_answers_nan_is_falsified(
 def test_an_engine_that_hangs_is_timeout(apr_project: pytest.Pytester,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APR_STANDIN_FAULT", "run:hang")
-    result = apr_project.runpytest("-k", "gateway", "--gt-no-cache", "--gt-timeout", "15",
+    result = apr_project.runpytest("-k", "gateway", "--gt-no-cache", "--gt-timeout", "45",
                                    "--gt-results", "r.json")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*G2 (generates) failed: prompt 'code': EngineFailure: "
