@@ -226,5 +226,3 @@ BUILTIN: dict[str, ModelSpec] = {
     )
 }
 
-DEFAULT_MODEL = "smollm2-135m"
-TINY_MODELS = ("tiny-llama", "tiny-qwen2", "tiny-gpt2")

@@ -244,7 +244,7 @@ def gguf_to_hf_dir(file: Path, out: Path) -> None:
 
     transformers refuses to save a model it loaded from GGUF ("not serializable");
     the weights are plain float32 after dequantization, so dropping the GGUF
-    quantizer marker is safe (environment.md: reloading gives identical tensors).
+    quantizer marker is safe (reloading gives identical tensors: tests/unit/test_sources.py).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -222,10 +222,6 @@ def _steps(r: _Reader, tokens: tuple[int, ...], top_k: int) -> tuple[TopK, ...]:
     return tuple(steps)
 
 
-def load_oracles(root: Path, slug: str, prompts: list[str]) -> dict[str, Oracle]:
-    return {p: load_oracle(oracle_path(root, slug, p)) for p in prompts}
-
-
 def perplexity_path(oracle_root: Path, slug: str) -> Path:
     return oracle_root / slug / "eval" / "perplexity.json"
 

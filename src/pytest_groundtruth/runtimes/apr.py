@@ -1,6 +1,6 @@
 """The apr runtime: aprender's ``apr`` CLI (``cargo install apr-cli``), driven as a subprocess.
 
-The runner speaks the command line documented in docs/anchors.md ("The `apr` CLI"),
+The runner speaks apr-cli's current command line (aprender; `apr --help` of the release),
 :data:`APR_CLI`::
 
     apr import <hf://ID | file> --quantize int8|int4|fp16 -o <out>.apr
@@ -71,7 +71,7 @@ from pytest_groundtruth.runtimes.base import (
 if TYPE_CHECKING:
     from pytest_groundtruth.models.sources import ResolvedModel
 
-#: The apr command line this runner speaks (anchors.md, "The `apr` CLI", current flags).
+#: The apr command line this runner speaks (apr-cli's current flags).
 APR_CLI = (
     "apr-cli current flags: `run FILE -p PROMPT -n N --temperature 0 --top-k 1 --json`, "
     "`eval FILE --json --text TEXT`, `import SRC --quantize int8|int4|fp16 -o OUT.apr`, "

@@ -31,7 +31,6 @@ again with our exporter at the same type: the roundtrip GGUF -> HF -> GGUF.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import shutil
 import tempfile
@@ -101,21 +100,6 @@ def llama_cpp_version() -> str | None:
         return importlib.metadata.version("llama-cpp-python")
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def model_eos_ids(model_dir: Path) -> list[int]:
-    """The model's end-of-sequence ids as transformers reads them (generation config first)."""
-    for name in ("generation_config.json", "config.json"):
-        try:
-            data = json.loads((model_dir / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        value = data.get("eos_token_id") if isinstance(data, dict) else None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return [value]
-        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
-            return list(value)
-    return []
 
 
 class LlamaCppRuntime(Runtime):

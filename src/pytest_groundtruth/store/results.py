@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pytest_groundtruth.core.atomic import atomic_write_text, locked
 from pytest_groundtruth.core.hashing import digest
 
 SCHEMA = 2  # bump when a stored result changes meaning
+T = TypeVar("T")
 
 
 class ResultStore:
@@ -47,20 +48,28 @@ class ResultStore:
         atomic_write_text(self.path(kind, artifact_key, inputs), json.dumps(payload) + "\n")
 
     def fetch(self, kind: str, artifact_key: str, inputs: Any,
-              make: Callable[[], dict[str, Any]],
-              valid: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:
-        """The stored result, else ``make()`` (once across processes) stored and returned.
-
-        ``valid`` rejects a stored result that no longer decodes (it is made again).
-        """
-        found = self.get(kind, artifact_key, inputs)
-        if found is not None and valid(found):
+              make: Callable[[], dict[str, Any]], decode: Callable[[dict[str, Any]], T]) -> T:
+        """The stored result decoded, else ``make()`` (once across processes) stored and
+        decoded. A stored result that no longer decodes (``decode`` raises KeyError,
+        TypeError or ValueError) is made again."""
+        found = self._decoded(kind, artifact_key, inputs, decode)
+        if found is not None:
             return found
         with locked(self.path(kind, artifact_key, inputs)):
-            found = self.get(kind, artifact_key, inputs)  # another process may have made it
-            if found is not None and valid(found):
+            found = self._decoded(kind, artifact_key, inputs, decode)  # made meanwhile?
+            if found is not None:
                 return found
             result = make()
             self.made += 1
             self.put(kind, artifact_key, inputs, result)
-            return result
+            return decode(result)
+
+    def _decoded(self, kind: str, artifact_key: str, inputs: Any,
+                 decode: Callable[[dict[str, Any]], T]) -> T | None:
+        data = self.get(kind, artifact_key, inputs)
+        if data is None:
+            return None
+        try:
+            return decode(data)
+        except (KeyError, TypeError, ValueError):
+            return None
