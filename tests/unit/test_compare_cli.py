@@ -9,7 +9,6 @@ agreement and KL; a student with a changed vocabulary: texts only, and it says w
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from collections.abc import Callable
@@ -21,21 +20,17 @@ import pytest
 from pytest_groundtruth.tools.cli import main
 
 ROOT = Path(__file__).parents[2]
-ENGINES = (
-    pytest.mark.requires_llamacpp,
-    pytest.mark.requires_torchao,
-    pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None
-                       or importlib.util.find_spec("torchao") is None,
-                       reason="needs llama-cpp-python and torchao: pip install "
-                       "'pytest-groundtruth[engines]'"),
-)
 F = TypeVar("F", bound=Callable[..., None])
 
 
 def needs_engines(test: F) -> F:
-    for mark in ENGINES:
-        test = mark(test)
-    return test
+    """llama.cpp and torchao (conftest.py skips with the install command without them);
+    seconds to minutes of engine work."""
+    marked: F = pytest.mark.slow(pytest.mark.requires_torchao(pytest.mark.requires_llamacpp(
+        test)))
+    return marked
+
+
 THREE = ["--runtime", "llamacpp", "--runtime", "torchao", "--runtime", "transformers",
          "--quant", "int8", "--quant", "bfloat16"]
 
@@ -107,6 +102,7 @@ def test_json_positions_agree_with_the_tokens(project: Path,
             assert column["kl"] >= 0.0
 
 
+@pytest.mark.slow
 def test_two_models_teacher_and_student(project: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     code, out = compare(project, capsys, "--model", "tiny-llama", "--model", "tiny-qwen2",
@@ -124,6 +120,7 @@ def test_two_models_teacher_and_student(project: Path,
     assert column["kl"] > 0.01
 
 
+@pytest.mark.slow
 def test_a_student_with_another_tokenizer_compares_texts_only(
     project: Path, capsys: pytest.CaptureFixture[str], tiny: Any, tmp_path: Path,
 ) -> None:

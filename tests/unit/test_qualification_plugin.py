@@ -24,6 +24,8 @@ import pytest
 from pytest_groundtruth.standins.apr.cli import write_launcher
 
 Project = Callable[..., pytest.Pytester]
+# pytest runs of real engines in subprocesses: seconds to a minute each
+pytestmark = pytest.mark.slow
 
 TOOL = ('models = ["tiny-llama"]\nruntimes = ["transformers"]\n'
         'quantizations = ["float32", "bfloat16"]\nsuites = ["gateway", "token", "agreement"]\n')
@@ -97,6 +99,7 @@ def test_every_generation_records_its_speed(make_project: Project) -> None:
         assert 0 < speed["p50_ms"] <= speed["p99_ms"]
 
 
+@pytest.mark.requires_llamacpp
 def test_a_real_engine_printing_garbage_fails_g4_and_scores_zero(
     make_project: Project, tiny: Callable[[str], Any], tmp_path: Path, gt_cache: Path
 ) -> None:
@@ -108,7 +111,6 @@ def test_a_real_engine_printing_garbage_fails_g4_and_scores_zero(
     from pytest_groundtruth.runtimes.registry import make_runtime
     from pytest_groundtruth.store.artifacts import ArtifactCache, prepare
 
-    pytest.importorskip("llama_cpp", reason="needs llama-cpp-python")
     runtime = make_runtime("llamacpp", Settings(root=tmp_path))
     good = prepare(runtime, tiny("llama"), "float32", ArtifactCache(gt_cache)).path
     broken = tmp_path / "broken.gguf"

@@ -7,7 +7,6 @@ assertion on how fast anything is: timings are measured, never a default check.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,12 +52,10 @@ def test_intervals_and_speed() -> None:
     assert speed([(1, 1.0, None, ())]).p99_ms is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", [
     "transformers",
-    pytest.param("llamacpp", marks=[
-        pytest.mark.requires_llamacpp,
-        pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                           reason="llama-cpp-python is not installed")]),
+    pytest.param("llamacpp", marks=pytest.mark.requires_llamacpp),
 ])
 def test_a_generation_records_time_to_first_token_and_each_step(
     runtime: str, tiny: Callable[[str], ResolvedModel], gt_cache: Path, tmp_path: Path,

@@ -131,8 +131,8 @@ def teacher_forced(ctx: Context, artifact: Artifact, oracle: Oracle) -> tuple[fl
         return {"top1": sum(p.top1 for p in found) / len(found),
                 "kl": sum(p.kl for p in found) / len(found)}
 
-    data = ctx.results.cached("compare-agreement", artifact, text_sha256(oracle.to_json()), make)
-    return float(data["top1"]), float(data["kl"])
+    return ctx.results.cached("compare-agreement", artifact, text_sha256(oracle.to_json()),
+                              make, lambda data: (float(data["top1"]), float(data["kl"])))
 
 
 def _column(ctx: Context, target: tuple[str, str, str], oracle: Oracle, shared: bool,
