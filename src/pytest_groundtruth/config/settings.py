@@ -43,6 +43,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_groundtruth.config.qualification import (
+    ANY_RUNTIME,
+    GRADE_NAMES,
+    THRESHOLD_KEYS,
+    threshold_table,
+)
 from pytest_groundtruth.config.roster import BUILTIN, ModelSpec, RosterError, spec_from_table
 from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.paths import default_cache_dir, name_problem
@@ -113,6 +119,11 @@ class Settings:
     bounds: tuple[BoundRule, ...] = ()
     artifacts: tuple[ExternalArtifact, ...] = ()
     sources: tuple[str, ...] = ()  # the files the settings were read from
+    # Qualification (config/qualification.py): the lowest grade a combination may score,
+    # and performance floors per runtime ("*": any); never part of a default check.
+    min_grade: str | None = None
+    min_throughput: dict[str, float] = field(default_factory=dict)  # tokens/s
+    max_p99_ms: dict[str, float] = field(default_factory=dict)  # per-token latency
 
     def path(self, value: Path) -> Path:
         return value if value.is_absolute() else self.root / value
@@ -197,9 +208,10 @@ _SCALAR_KEYS: dict[str, type | tuple[type, ...]] = {
     "near_ties": str,
     "apr_bin": str,
     "timeout": (int, float),
+    "min_grade": str,
 }
 _TABLE_KEYS = ("roster", "runtime", "bounds", "artifacts")
-KNOWN_KEYS = (*_LIST_KEYS, *_PATH_KEYS, *_SCALAR_KEYS, *_TABLE_KEYS)
+KNOWN_KEYS = (*_LIST_KEYS, *_PATH_KEYS, *_SCALAR_KEYS, *_TABLE_KEYS, *THRESHOLD_KEYS)
 
 
 def read_pyproject(root: Path) -> tuple[dict[str, Any], str] | None:
@@ -264,6 +276,12 @@ def apply_table(settings: Settings, table: dict[str, Any], origin: str) -> Setti
             if isinstance(value, bool) or not isinstance(value, scalar):
                 raise ConfigError(f"{origin}: key {key!r} = {value!r} has the wrong type")
             changes[key] = value
+    for key in THRESHOLD_KEYS:
+        if key in table:
+            try:
+                changes[key] = {**getattr(settings, key), **threshold_table(table[key], key)}
+            except ValueError as exc:
+                raise ConfigError(f"{origin}: key {exc}") from None
     roster = dict(settings.roster)
     for slug, entry in _table(table, "roster", origin).items():
         if not isinstance(entry, dict):
@@ -404,6 +422,16 @@ def validate(settings: Settings, origin: str) -> None:
         if model is not None and model not in settings.roster:
             raise ConfigError(f"{where}: key 'model' = {model!r} is not in the roster "
                               f"(known: {', '.join(sorted(settings.roster))})")
+    if settings.min_grade is not None and settings.min_grade not in GRADE_NAMES:
+        raise ConfigError(f"{origin}: key 'min_grade' = {settings.min_grade!r} is not one of "
+                          f"{', '.join(GRADE_NAMES)}")
+    for key in THRESHOLD_KEYS:
+        for name in getattr(settings, key):
+            if name != ANY_RUNTIME and name not in runtimes:
+                raise ConfigError(
+                    f"{origin}: key {key!r} names runtime {name!r}, which is neither a "
+                    f"registered runtime ({', '.join(sorted(registered(RUNTIMES)))}) nor "
+                    f"configured in [tool.groundtruth.runtime.{name}]")
     for art in settings.artifacts:
         if art.runtime not in runtimes or art.model not in settings.roster:
             raise ConfigError(

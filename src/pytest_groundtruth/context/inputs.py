@@ -76,12 +76,20 @@ class Inputs:
         root = self.settings.path(self.settings.oracle_dir)
         return load_perplexity(oracle_perplexity_path(root, slug))
 
-    def decode(self, slug: str, token: int) -> str:
-        """One token's text, special tokens shown (for tables)."""
+    def _tokenizer(self, slug: str) -> Any:
         if slug not in self._decoders:
             from tokenizers import Tokenizer
 
             path = self._model(slug).path / "tokenizer.json"
             self._decoders[slug] = Tokenizer.from_file(str(path))
-        text: str = self._decoders[slug].decode([token], skip_special_tokens=False)
+        return self._decoders[slug]
+
+    def decode(self, slug: str, token: int) -> str:
+        """One token's text, special tokens shown (for tables)."""
+        text: str = self._tokenizer(slug).decode([token], skip_special_tokens=False)
         return text
+
+    def special_ids(self, slug: str) -> frozenset[int]:
+        """The ids of the model's special tokens (pad, unk, eos, ...)."""
+        added = self._tokenizer(slug).get_added_tokens_decoder()
+        return frozenset(int(i) for i, token in added.items() if token.special)

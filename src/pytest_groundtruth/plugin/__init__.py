@@ -92,6 +92,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         if groundtruth.write_errors and session.exitstatus in (pytest.ExitCode.OK,
                                                                pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.USAGE_ERROR  # a requested output is missing
+        if groundtruth.below_grade and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # --gt-min-grade / min_grade
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -111,7 +113,16 @@ class XdistHooks:
 
 
 class HtmlHooks:
-    """Put the parity matrix at the top of the pytest-html report."""
+    """Put the parity matrix at the top of the pytest-html report, and each parity test's
+    outcome (Corroborated, Falsified, Timeout, Crashed) in a column of the results table."""
+
+    def pytest_html_results_table_header(self, cells: list[str]) -> None:
+        cells.insert(1, '<th class="sortable" data-column-type="outcome">Outcome</th>')
+
+    def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
+        data = getattr(report, "groundtruth", None)
+        verdict = data.get("verdict") if isinstance(data, dict) else None
+        cells.insert(1, f'<td class="col-outcome">{verdict or ""}</td>')
 
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str],
                                     postfix: list[str], session: pytest.Session) -> None:

@@ -20,6 +20,7 @@ from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import EngineFailure, InputError, RuntimeUnavailable
 from pytest_groundtruth.models.sources import ModelUnavailable
 from pytest_groundtruth.oracle.format import OracleIncomplete
+from pytest_groundtruth.report.sidebyside import SideBySide, views_for
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult
 from pytest_groundtruth.suites.spec import get_suite
@@ -41,6 +42,15 @@ def runtime_version(ctx: Context, case: Case) -> str:
         return f"unknown ({exc})"
 
 
+def report_views(ctx: Context, case: Case) -> tuple[SideBySide, ...]:
+    """The side-by-side views for the report, from what the test generated (never fails
+    the test: a view that cannot be built is left out)."""
+    try:
+        return views_for(ctx, case)
+    except Exception:  # a report extra must never change a verdict
+        return ()
+
+
 class ParityItem(pytest.Item):
     def __init__(self, *, case: Case, settings: Settings, context: Callable[[], Context],
                  **kwargs: Any) -> None:
@@ -50,6 +60,7 @@ class ParityItem(pytest.Item):
         self.context = context
         self.result: SuiteResult | None = None
         self.runtime_version = ""
+        self.views: tuple[SideBySide, ...] = ()  # for the HTML report's view and chart
 
     def runtest(self) -> None:
         ctx = self.context()
@@ -61,6 +72,7 @@ class ParityItem(pytest.Item):
         except (ModelUnavailable, RuntimeUnavailable, OracleIncomplete) as exc:
             pytest.skip(str(exc))
         self.runtime_version = runtime_version(ctx, case)
+        self.views = report_views(ctx, case)
         if not self.result.passed:
             raise ParityFailure(self.result)
 

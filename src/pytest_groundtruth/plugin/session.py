@@ -27,8 +27,9 @@ from pytest_groundtruth.plugin.baseline import (
     write_baseline,
 )
 from pytest_groundtruth.plugin.items import ParityFailure, ParityItem
-from pytest_groundtruth.report import html, results_json, ticket
+from pytest_groundtruth.report import html, outcomes, results_json, ticket
 from pytest_groundtruth.report.records import ParityRecord, Run, SettingsSummary
+from pytest_groundtruth.report.score import below_minimum
 
 SESSION_KEY = pytest.StashKey["GroundtruthSession"]()
 FIXTURES = "<fixtures>"  # the settings key of the user-facing fixtures (no groundtruth.toml)
@@ -46,6 +47,7 @@ class GroundtruthSession:
         self.run = Run()
         self.finish_lines: list[str] = []
         self.write_errors: list[str] = []  # outputs that could not be written (by name)
+        self.below_grade: list[str] = []  # combinations under their minimum grade
         workerinput = getattr(config, "workerinput", None)
         self.is_worker = workerinput is not None
         if workerinput is not None:
@@ -151,7 +153,26 @@ class GroundtruthSession:
                         f"to {baseline_path}")
 
             output("baseline", baseline_path, write_entries)
+        lines.extend(self.qualify())
         self.finish_lines = lines
+
+    def qualify(self) -> list[str]:
+        """Lines for each combination below its minimum grade (``min_grade``,
+        ``--gt-min-grade``); any such line fails the run."""
+        self.below_grade = below_minimum(self.run.records)
+        return [f"groundtruth: {line}" for line in self.below_grade]
+
+
+def verdict_of(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
+    """Corroborated | Falsified | Timeout | Crashed, or "" when the test did not run."""
+    if report.skipped and not hasattr(report, "wasxfail"):
+        return ""
+    if call.excinfo is None:
+        return outcomes.CORROBORATED  # passed (or a baseline entry that passed: XPASS)
+    exc = call.excinfo.value
+    if isinstance(exc, ParityFailure):
+        return outcomes.of_fault(exc.result.fault)
+    return outcomes.of_exception(exc)
 
 
 def outcome_of(report: pytest.TestReport) -> str:
@@ -187,14 +208,19 @@ def attach(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestRe
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, EngineFailure):
             failure = exc.kind.value
+    verdict = verdict_of(report, call)
+    if verdict and report.when in ("setup", "call"):  # JUnit reads the teardown report's
+        item.user_properties.append(("groundtruth_outcome", verdict))
     settings = item.settings
     record = ParityRecord(
         name=item.name, nodeid=item.nodeid, case=item.case, result=item.result,
         runtime_version=item.runtime_version, reason=reason, failure=failure,
         settings=SettingsSummary(settings.sources, str(settings.path(settings.oracle_dir)),
-                                 str(settings.path(settings.eval_text))),
+                                 str(settings.path(settings.eval_text)),
+                                 settings.min_grade or ""),
+        verdict=verdict,
     )
     report.groundtruth = record.to_json(transport=True)  # type: ignore[attr-defined]
     if item.result is not None:
-        extra: Any = html.extra_for(item.result)
+        extra: Any = html.extra_for(item.result, verdict, item.views)
         report.extras = [*getattr(report, "extras", []), extra]  # type: ignore[attr-defined]

@@ -51,6 +51,7 @@ from pytest_groundtruth.ggufio import EXPORTER_VERSION, GGUFFormatError, export_
 from pytest_groundtruth.ggufio.reader import gguf_problem, scan_gguf
 from pytest_groundtruth.measures import logprobs as lp
 from pytest_groundtruth.measures.logprobs import TopK
+from pytest_groundtruth.measures.timing import intervals
 from pytest_groundtruth.models.sources import gguf_to_hf_dir
 from pytest_groundtruth.runtimes.base import (
     Artifact,
@@ -363,6 +364,7 @@ class LlamaCppRunner(LogitsRunner):
         topk: list[TopK] = []
         stop_reason = "length"
         start = time.perf_counter()
+        stamps: list[float] = []  # when each token was chosen (time to first token, latency)
         self._eval(ids, call)
         for step in range(max_new_tokens):
             logits = self._logits(self.llm.n_tokens - 1, self.llm.n_tokens)
@@ -371,12 +373,14 @@ class LlamaCppRunner(LogitsRunner):
             if top_k:
                 topk.append(lp.top_k(row, top_k))
             tokens.append(token)
+            stamps.append(time.perf_counter())
             if token in self.eos:
                 stop_reason = "eos"
                 break
             if step + 1 < max_new_tokens:
                 self._eval([token], call)
         seconds = time.perf_counter() - start
+        first_token, steps = intervals(start, stamps)
         return Generation(
             tokens=tuple(tokens),
             text=self.decode(tokens),
@@ -385,6 +389,8 @@ class LlamaCppRunner(LogitsRunner):
             seconds=seconds,
             call=call,
             topk=tuple(topk) if top_k else None,
+            first_token_seconds=first_token,
+            step_seconds=steps,
         )
 
     def sequence_logprobs(self, ids: Sequence[int]) -> npt.NDArray[np.float64]:

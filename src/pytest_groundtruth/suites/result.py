@@ -55,6 +55,9 @@ class SuiteResult:
     notes: tuple[str, ...] = ()  # near-tie exemptions, warnings: reported, never silent
     details: dict[str, Any] = field(default_factory=dict)
     table: tuple[str, ...] = ()  # a preformatted report (integrity), shown verbatim
+    # The engine failure (a FailureKind value: "crashed", "timeout", ...) behind a verdict
+    # that a suite reached by catching it (the gateway), so the outcome can say so.
+    fault: str = ""
 
     def explain(self) -> str:
         lines = [f"{self.case.name}: {self.summary}"]

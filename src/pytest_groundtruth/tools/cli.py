@@ -28,10 +28,12 @@ from pytest_groundtruth.tools import (
     benchmark,
     calibrate,
     clean,
+    compare,
     convert,
     falsify,
     measure,
     oracles,
+    qualify,
 )
 
 
@@ -211,6 +213,34 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    runtimes, quants = list(settings.runtimes), list(settings.quantizations)
+    if len(settings.models) == 2 and not args.gt_runtime and not args.gt_quant:
+        runtimes, quants = list(compare.TWO_MODEL_RUNTIMES), list(compare.TWO_MODEL_QUANTS)
+    ctx = _context(args, settings)
+    try:
+        result = compare.compare(ctx, list(settings.models), list(runtimes), list(quants))
+    except compare.CompareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        ctx.close()
+    print(compare.render(result, args.format))
+    return 0
+
+
+def cmd_qualify(args: argparse.Namespace) -> int:
+    path = Path(args.results)
+    try:
+        data = qualify.load(path)
+    except qualify.ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _publish(args, qualify.render(path, data))
+    return 0
+
+
 def cmd_falsify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     quants = tuple(args.quant or ("float32", "int8", "int4"))
@@ -308,6 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_cli_options(p, [n for n in RUN_OPTIONS if n != "cache-dir"])
     p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
     p.set_defaults(func=cmd_measure)
+
+    p = sub.add_parser("compare", parents=[common],
+                       help="the oracle's text and each runtime's side by side, per prompt; "
+                       "--model A --model B: a teacher against a student")
+    add_cli_options(p, [n for n in RUN_OPTIONS if n != "cache-dir"])
+    p.add_argument("--format", choices=compare.FORMATS, default="text")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("qualify",
+                       help="the qualification table (scores, grades) of a --gt-results file")
+    p.add_argument("results", metavar="RESULTS.json")
+    p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    p.set_defaults(func=cmd_qualify)
 
     p = sub.add_parser("falsify", parents=[common],
                        help="inject faults into llama.cpp conversions; which suites catch them")
