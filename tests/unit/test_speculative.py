@@ -245,17 +245,20 @@ def test_a_minimum_acceptance_rate_fails_with_the_figure(make_project: Project) 
 BROKEN = """
 # A deliberately wrong verification step: the target accepts every draft token unchecked.
 import functools
+from pytest_groundtruth.context.results import Results
 from pytest_groundtruth.runtimes import speculative as engine
 from pytest_groundtruth.suites import speculative as suite
 
 suite.assisted_generate = functools.partial(engine.assisted_generate, trust_draft=True)
+# The broken engine's results must neither come from nor go to the shared result store.
+Results.cached = lambda self, kind, artifact, inputs, make, valid=None: make()
 """
 
 
 def test_a_broken_verification_step_is_caught(make_project: Project) -> None:
     pytester = make_project(TOOL, models=("tiny-llama",))
     pytester.makeconftest(BROKEN)
-    result = pytester.runpytest("--gt-no-cache", "-k", "transformers")
+    result = pytester.runpytest("-k", "transformers")
     # The target drafting for itself passes either way; the 1-layer draft's tokens win.
     result.assert_outcomes(passed=4, failed=4)
     result.stdout.fnmatch_lines([

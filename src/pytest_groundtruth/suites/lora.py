@@ -59,7 +59,8 @@ def adapters_of(model: str, settings: Settings) -> list[str]:
 def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[str],
            settings: Settings) -> list[Case]:
     kinds = {c.runtime: make_runtime(c.runtime, settings) for c in cells}
-    transformers = [n for n, r in kinds.items() if isinstance(r, TransformersRuntime)]
+    # the float32 reference itself: not torchao, which subclasses it
+    transformers = [n for n, r in kinds.items() if type(r) is TransformersRuntime]
     llamacpp = [n for n, r in kinds.items() if isinstance(r, LlamaCppRuntime)]
     cases = []
     for merged in adapters_of(model, settings):

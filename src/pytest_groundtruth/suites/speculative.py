@@ -24,13 +24,16 @@ is lower, with the figure.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.measures.logprobs import TopK
 from pytest_groundtruth.measures.sequences import compare
 from pytest_groundtruth.models.drafts import vocabulary_mismatch
 from pytest_groundtruth.models.sources import ModelError
+from pytest_groundtruth.oracle.format import NEAR_TIE_MARGIN, Oracle
 from pytest_groundtruth.runtimes.base import Runner
 from pytest_groundtruth.runtimes.hf import TransformersRunner, TransformersRuntime
 from pytest_groundtruth.runtimes.llamacpp import LlamaCppRunner, LlamaCppRuntime
@@ -59,7 +62,7 @@ def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[st
     cases = []
     for cell in cells:
         runtime = make_runtime(cell.runtime, settings)
-        if isinstance(runtime, TransformersRuntime):
+        if type(runtime) is TransformersRuntime:  # not torchao, its subclass
             for draft in settings.speculative.drafts_for(model, settings.roster):
                 variant = SELF if draft == model else draft
                 cases += [Case(suite.name, model, cell.runtime, PRECISION, p, variant=variant)
@@ -110,9 +113,9 @@ def _assisted(case: Case, ctx: Context) -> SuiteResult:
     data = ctx.results.cached("speculative", target, [oracle.prompt, n, draft.key,
                                                       spec.draft_tokens], make)
     result = SpeculativeGeneration.from_json(data)
-    return verdict(ctx, case, oracle.tokens, result, "the oracle",
-                   f"oracle/{case.model}/{case.prompt}.json", oracle_steps=True,
-                   artifact=f"{target.path} (draft: {draft.path})")
+    return verdict(ctx, case, Reference(oracle.tokens, oracle.steps, oracle.near_tie_margin,
+                                        "the oracle", f"oracle/{case.model}/{case.prompt}.json"),
+                   result, f"{target.path} (draft: {draft.path})", oracle)
 
 
 def _lookup(case: Case, ctx: Context) -> SuiteResult:
@@ -133,37 +136,70 @@ def _lookup(case: Case, ctx: Context) -> SuiteResult:
     data = ctx.results.cached("speculative-lookup", artifact,
                               [prompt, n, spec.lookup_tokens, spec.lookup_ngram], make)
     result = SpeculativeGeneration.from_json(data)
-    return verdict(ctx, case, own.tokens, result, "the engine's own greedy tokens", own.call,
-                   oracle_steps=False, artifact=str(artifact.path))
+    return verdict(ctx, case, Reference(own.tokens, own.topk or (), NEAR_TIE_MARGIN,
+                                        "the engine's own greedy tokens", own.call,
+                                        own.seconds),
+                   result, str(artifact.path))
 
 
-def verdict(ctx: Context, case: Case, reference: Sequence[int], result: SpeculativeGeneration,
-            reference_name: str, reference_call: str, oracle_steps: bool, artifact: str
-            ) -> SuiteResult:
-    """The tokens must equal ``reference``; the acceptance rate must reach ``min_acceptance``
-    when one is set."""
+@dataclass(frozen=True)
+class Reference:
+    """The tokens a speculative generation must reproduce, with their top-k per step."""
+
+    tokens: Sequence[int]
+    steps: Sequence[TopK]  # the reference's own top-k log-probabilities (may be empty)
+    margin: float  # below this top-1 minus top-2 margin a position is a near tie
+    name: str
+    call: str
+    seconds: float | None = None  # how long the reference generation took, when known
+
+
+def tie_note(reference: Reference, tokens: Sequence[int], position: int) -> str | None:
+    """What the reference's top-k says at the first divergence, when it has one there."""
+    if position >= len(reference.steps) or position >= len(tokens):
+        return None
+    step = reference.steps[position]
+    if len(step.ids) < 2:
+        return None
+    chosen = tokens[position]
+    rank = (f"its #{step.ids.index(chosen) + 1} ({step.logprobs[step.ids.index(chosen)]:.4f})"
+            if chosen in step.ids else f"outside its top-{len(step.ids)}")
+    kind = "a near tie" if step.margin < reference.margin else "no near tie"
+    return (f"at position {position} {reference.name} had {kind}: top-1 {step.ids[0]} "
+            f"({step.logprobs[0]:.4f}), top-2 {step.ids[1]} ({step.logprobs[1]:.4f}), margin "
+            f"{step.margin:.4f} (near-tie margin {reference.margin}); the speculative path "
+            f"chose {chosen}, {rank}")
+
+
+def verdict(ctx: Context, case: Case, reference: Reference, result: SpeculativeGeneration,
+            artifact: str, oracle: Oracle | None = None) -> SuiteResult:
+    """The tokens must equal the reference's (a first flip at a near tie is not counted
+    under ``near_ties = "exempt"``, as in the count suites); the acceptance rate must
+    reach ``min_acceptance`` when one is set."""
     tokens = result.generation.tokens
-    cmp = compare(reference, tokens)
+    cmp = compare(reference.tokens, tokens, ctx.settings.near_ties, reference.steps,
+                  reference.margin)
     max_mismatches = bound_of(ctx, case, "max_mismatches")
     minimum = bound_of(ctx, case, "min_acceptance")
     stats = result.acceptance
     tokens_ok = cmp.counted <= max_mismatches.value
     low = minimum.value is not None and stats.rate is not None and stats.rate < minimum.value
-    if cmp.counted == 0:
-        said = f"tokens identical to {reference_name} ({len(tokens)} tokens)"
+    if cmp.first is None:
+        said = f"tokens identical to {reference.name} ({len(tokens)} tokens)"
     else:
-        said = (f"{cmp.counted}/{max(len(reference), len(tokens))} tokens differ from "
-                f"{reference_name} ({'<=' if tokens_ok else '>'} {max_mismatches.value}), "
+        said = (f"{cmp.counted}/{max(len(reference.tokens), len(tokens))} tokens differ from "
+                f"{reference.name} ({'<=' if tokens_ok else '>'} {max_mismatches.value}), "
                 f"first divergence at position {cmp.first}")
     rate = stats.describe()
     if minimum.value is not None:
         rate += (f" ({'<' if low else '>='} minimum {minimum.value})" if stats.rate is not None
                  else f" (minimum {minimum.value} not checked)")
     notes = [f"method: {result.method}"]
+    tie = None if cmp.first is None else tie_note(reference, tokens, cmp.first)
+    notes += [n for n in (tie, cmp.note) if n]
     if minimum.value is not None and stats.rate is None:
         notes.append("nothing was drafted, so the acceptance rate is undefined and the "
                      "minimum was not checked")
-    oracle = ctx.inputs.oracle(case.model, case.prompt) if oracle_steps and case.prompt else None
     bound: dict[str, Any] = {"max_mismatches": max_mismatches.value}
     origin = f"max_mismatches: {max_mismatches.origin}"
     if minimum.value is not None:
@@ -173,21 +209,20 @@ def verdict(ctx: Context, case: Case, reference: Sequence[int], result: Speculat
         case=case,
         passed=tokens_ok and not low,
         summary=f"{said}; {rate}",
-        measured={"mismatches": cmp.counted, "acceptance_rate": stats.rate,
-                  "mean_acceptance_length": stats.mean_length},
+        measured=cmp.counted,
         bound=bound,
         bound_origin=origin,
         first_divergence=cmp.first,
         rows=() if cmp.first is None else token_table(
-            ctx, case, reference, tokens, cmp.positions, oracle),
+            ctx, case, reference.tokens, tokens, cmp.positions, oracle),
         artifact=artifact,
-        calls=(result.generation.call, reference_call),
+        calls=(result.generation.call, reference.call),
         notes=tuple(notes),
-        details={"tokens": list(tokens), "reference_tokens": list(reference),
+        details={"tokens": list(tokens), "reference_tokens": list(reference.tokens),
                  "acceptance_rate": stats.rate, "mean_acceptance_length": stats.mean_length,
                  "drafted": stats.drafted, "accepted": stats.accepted,
                  "drafting_steps": stats.steps, "seconds": result.generation.seconds,
-                 "method": result.method},
+                 "reference_seconds": reference.seconds, "method": result.method},
     )
 
 

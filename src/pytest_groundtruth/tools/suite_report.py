@@ -2,8 +2,9 @@
 
 Every case of the named suites runs through the same context and caches as the tests
 (a cached result runs no engine); the output is one row per test with its verdict and
-its one-line summary (the measured values against the bounds), so the figures a doc
-quotes (acceptance rates, logit differences) are produced by a command, never typed.
+its one-line summary (the measured values against the bounds; for a failure also its
+notes), so the figures a doc quotes (acceptance rates, logit differences) are produced
+by a command, never typed.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def suite_report(settings: Settings, suites: Sequence[str], cache_dir: Path | No
                 continue
             try:
                 result = get_suite(case.suite).run(case, ctx)
-                rows.append((case.name, "pass" if result.passed else "FAIL", result.summary))
+                said = result.summary if result.passed else "; ".join(
+                    [result.summary, *(n for n in result.notes if not n.startswith("method:"))])
+                rows.append((case.name, "pass" if result.passed else "FAIL", said))
             except (ModelUnavailable, RuntimeUnavailable) as exc:
                 rows.append((case.name, "skip", str(exc)))
             except (EngineFailure, ModelError, OracleError, FileNotFoundError) as exc:
