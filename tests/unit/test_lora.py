@@ -132,9 +132,15 @@ def gguf_tensors(path: Path) -> dict[str, np.ndarray[Any, Any]]:
     return {t.name: np.array(t.data) for t in gguf.GGUFReader(path).tensors}
 
 
-def test_our_adapter_gguf_is_llamacpps_own(parts: LoraParts, tmp_path: Path,
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_our_adapter_gguf_is_llamacpps_own(arch: str, gt_cache: Path, tmp_path: Path,
                                            convert_lora: Callable[[Path, Path, Path], Path]
                                            ) -> None:
+    from dataclasses import replace
+
+    spec = replace(BUILTIN["tiny-llama-lora"], slug=f"tiny-{arch}-lora",
+                   source=f"lora:tiny-{arch}")
+    parts = lora_parts(spec, gt_cache)
     ours = tmp_path / "ours.gguf"
     lora_gguf.export_lora_gguf(parts.adapter, parts.base.path, ours)
     theirs = convert_lora(parts.adapter, parts.base.path, tmp_path / "theirs.gguf")
