@@ -15,6 +15,12 @@ Source strings name where the weights come from:
     A local Hugging Face model directory or a ``.gguf`` file (relative to the rootdir).
 ``tiny:ARCH``
     A tiny deterministic random model (``llama``, ``qwen2`` or ``gpt2``) that the code builds.
+``truncate:BASE``
+    A speculative-decoding draft: the first ``layers`` decoder blocks of the roster model
+    ``BASE`` with its embeddings, final norm, head and tokenizer (built by the code).
+``lora:BASE`` or ``lora:BASE:ADAPTER_DIR``
+    ``BASE`` with a LoRA adapter merged in (peft ``merge_and_unload``): the built-in
+    deterministic adapter, or a peft adapter directory (relative to the rootdir).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 from pytest_groundtruth.core.paths import name_problem
 
 ARCHITECTURES = ("llama", "qwen2", "gpt2")
-SOURCE_SCHEMES = ("hf", "pkg", "path", "tiny")
+SOURCE_SCHEMES = ("hf", "pkg", "path", "tiny", "truncate", "lora")
 
 
 class RosterError(ValueError):
@@ -247,3 +253,24 @@ BUILTIN: dict[str, ModelSpec] = {
     )
 }
 
+# Derived models of the embedded and tiny models: speculative drafts (layer-truncated
+# copies) and merged LoRA adapters; the same shape as their base unless stated.
+DRAFT_LAYERS = {"smollm2-135m": 27, "tiny-llama": 1}  # docs/speculative.md: why these
+BUILTIN.update({
+    f"{base}-draft": replace(BUILTIN[base], slug=f"{base}-draft", source=f"truncate:{base}",
+                             layers=layers,
+                             description=f"the first {layers} layers of {base} "
+                             "(a speculative-decoding draft)")
+    for base, layers in DRAFT_LAYERS.items()
+})
+# The adapter changes the model, so its perplexity: the ceiling keeps the base's ratio to
+# the oracle's perplexity (20 / 16.58), over the merged oracle's 31.07
+# (oracle/smollm2-135m-lora/eval/perplexity.json).
+LORA_PPL_CEILING = {"smollm2-135m": 37.0, "tiny-llama": TINY_SHAPE["ppl_ceiling"]}
+BUILTIN.update({
+    f"{base}-lora": replace(BUILTIN[base], slug=f"{base}-lora", source=f"lora:{base}",
+                            ppl_ceiling=ceiling,
+                            description=f"{base} with the built-in rank-8 q/v LoRA adapter "
+                            "merged (peft merge_and_unload)")
+    for base, ceiling in LORA_PPL_CEILING.items()
+})

@@ -96,6 +96,24 @@ class ExternalArtifact:
 
 
 @dataclass(frozen=True)
+class Speculative:
+    """``[tool.groundtruth.speculative]``: which drafts assist which target, and how many
+    tokens a draft proposes per step (docs/speculative.md)."""
+
+    drafts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # target -> draft slugs
+    draft_tokens: int = 5  # transformers: num_assistant_tokens (constant schedule)
+    lookup_tokens: int = 10  # llama.cpp prompt lookup: num_pred_tokens
+    lookup_ngram: int = 2  # llama.cpp prompt lookup: max_ngram_size
+
+    def drafts_for(self, target: str, roster: dict[str, ModelSpec]) -> tuple[str, ...]:
+        """The configured drafts of ``target``, else its ``<target>-draft`` roster entry
+        (when there is one) and the target itself."""
+        if target in self.drafts:
+            return self.drafts[target]
+        return (*(d for d in (f"{target}-draft",) if d in roster), target)
+
+
+@dataclass(frozen=True)
 class Settings:
     root: Path
     models: tuple[str, ...] = ("smollm2-135m",)
@@ -118,6 +136,7 @@ class Settings:
     runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     bounds: tuple[BoundRule, ...] = ()
     artifacts: tuple[ExternalArtifact, ...] = ()
+    speculative: Speculative = field(default_factory=Speculative)
     sources: tuple[str, ...] = ()  # the files the settings were read from
     # Qualification (config/qualification.py): the lowest grade a combination may score,
     # and performance floors per runtime ("*": any); never part of a default check.
@@ -210,7 +229,7 @@ _SCALAR_KEYS: dict[str, type | tuple[type, ...]] = {
     "timeout": (int, float),
     "min_grade": str,
 }
-_TABLE_KEYS = ("roster", "runtime", "bounds", "artifacts")
+_TABLE_KEYS = ("roster", "runtime", "bounds", "artifacts", "adapters", "speculative")
 KNOWN_KEYS = (*_LIST_KEYS, *_PATH_KEYS, *_SCALAR_KEYS, *_TABLE_KEYS, *THRESHOLD_KEYS)
 
 
@@ -290,7 +309,11 @@ def apply_table(settings: Settings, table: dict[str, Any], origin: str) -> Setti
             roster[slug] = spec_from_table(slug, entry, base=roster.get(slug))
         except (RosterError, TypeError) as exc:
             raise ConfigError(f"{origin}: {exc}") from exc
+    roster.update(_adapters(_table(table, "adapters", origin), roster, origin))
     changes["roster"] = roster
+    if "speculative" in table:
+        changes["speculative"] = _speculative(settings.speculative,
+                                              _table(table, "speculative", origin), origin)
     runtime_options = dict(settings.runtime_options)
     for name, entry in _table(table, "runtime", origin).items():
         if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
@@ -372,6 +395,57 @@ def _external(entry: dict[str, Any], origin: str, index: int) -> ExternalArtifac
                             Path(entry["path"]))
 
 
+def _adapters(table: dict[str, Any], roster: dict[str, ModelSpec], origin: str
+              ) -> dict[str, ModelSpec]:
+    """``[adapters.NAME]`` (``base``, optional ``path``): the merged model NAME, a roster
+    entry of ``base``'s shape with source ``lora:BASE[:PATH]``."""
+    found = {}
+    for name, entry in table.items():
+        where = f"{origin}: [adapters.{name}]"
+        check_name(name, where)
+        if not isinstance(entry, dict) or set(entry) - {"base", "path"} \
+                or not isinstance(entry.get("base"), str) \
+                or not isinstance(entry.get("path", ""), str):
+            raise ConfigError(f"{where}: must be a table with a string key 'base' (a roster "
+                              "model) and optionally 'path' (a peft LoRA adapter directory; "
+                              "default: the built-in deterministic adapter)")
+        base = entry["base"]
+        if base not in roster:
+            raise ConfigError(f"{where}: key 'base' = {base!r} is not in the roster")
+        if name in roster and roster[name].scheme != "lora":
+            raise ConfigError(f"{where}: {name!r} is already a roster model")
+        source = f"lora:{base}" + (f":{entry['path']}" if entry.get("path") else "")
+        found[name] = replace(roster[base], slug=name, source=source,
+                              description=f"{base} with the adapter {source} merged")
+    return found
+
+
+def _speculative(current: Speculative, table: dict[str, Any], origin: str) -> Speculative:
+    changes: dict[str, Any] = {}
+    for key in ("draft_tokens", "lookup_tokens", "lookup_ngram"):
+        if key in table:
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{origin}: [speculative] key {key!r} = {value!r} must be a "
+                                  "positive integer")
+            changes[key] = value
+    drafts = table.get("drafts", {})
+    if not isinstance(drafts, dict) or not all(
+            isinstance(v, list) and v and all(isinstance(d, str) for d in v)
+            for v in drafts.values()):
+        raise ConfigError(f"{origin}: [speculative] key 'drafts' must map a target model to a "
+                          "non-empty list of draft models, e.g. drafts = "
+                          "{ smollm2-135m = ['smollm2-135m-draft', 'smollm2-135m'] }")
+    if drafts:
+        changes["drafts"] = {**current.drafts, **{k: tuple(v) for k, v in drafts.items()}}
+    unknown = sorted(set(table) - {"drafts", "draft_tokens", "lookup_tokens", "lookup_ngram"})
+    if unknown:
+        raise ConfigError(f"{origin}: [speculative] unknown key(s) "
+                          f"{', '.join(map(repr, unknown))}; known keys: drafts, draft_tokens, "
+                          "lookup_tokens, lookup_ngram")
+    return replace(current, **changes)
+
+
 def validate(settings: Settings, origin: str) -> None:
     """Cross-field checks: names must exist in the roster, runtimes, quantizations, suites."""
     for slug in settings.models:
@@ -432,6 +506,11 @@ def validate(settings: Settings, origin: str) -> None:
                     f"{origin}: key {key!r} names runtime {name!r}, which is neither a "
                     f"registered runtime ({', '.join(sorted(registered(RUNTIMES)))}) nor "
                     f"configured in [tool.groundtruth.runtime.{name}]")
+    for target, drafts in settings.speculative.drafts.items():
+        for slug in (target, *drafts):
+            if slug not in settings.roster:
+                raise ConfigError(f"{origin}: [speculative] drafts: {slug!r} is not in the "
+                                  f"roster (known: {', '.join(sorted(settings.roster))})")
     for art in settings.artifacts:
         if art.runtime not in runtimes or art.model not in settings.roster:
             raise ConfigError(

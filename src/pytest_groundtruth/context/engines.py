@@ -37,7 +37,7 @@ class Engines:
         if slug not in self._models:
             try:
                 self._models[slug] = resolve(self.settings.spec(slug), self.cache_dir,
-                                             self.settings.root)
+                                             self.settings.root, self.settings.roster)
             except ModelUnavailable as exc:
                 self._models[slug] = exc
         found = self._models[slug]

@@ -241,9 +241,11 @@ class LlamaCppRunner(LogitsRunner):
         n_ctx: int = 1024,
         seed: int = SEED,
         kv_cache: str = "f16",
+        lora_path: Path | None = None,
     ) -> None:
         """Load ``artifact`` (a GGUF). ``eos_ids``: the stop set (default: the GGUF's
-        eos_token_id); ``kv_cache``: ``f16`` (llama.cpp's default) or ``f32``."""
+        eos_token_id); ``kv_cache``: ``f16`` (llama.cpp's default) or ``f32``;
+        ``lora_path``: a GGUF LoRA adapter applied at load time (scale 1)."""
         super().__init__(artifact)
         import llama_cpp
 
@@ -264,7 +266,8 @@ class LlamaCppRunner(LogitsRunner):
             f"llama_cpp.Llama({str(path)!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads}, "
             f"n_threads_batch={self.n_threads}, logits_all=True, seed={seed}, "
             f"type_k=llama_cpp.GGML_TYPE_{kv_cache.upper()}, "
-            f"type_v=llama_cpp.GGML_TYPE_{kv_cache.upper()}, verbose=False)"
+            f"type_v=llama_cpp.GGML_TYPE_{kv_cache.upper()}, "
+            + (f"lora_path={str(lora_path)!r}, " if lora_path else "") + "verbose=False)"
         )
         try:
             self.llm: Any = llama_cpp.Llama(
@@ -276,6 +279,7 @@ class LlamaCppRunner(LogitsRunner):
                 seed=seed,
                 type_k=kv_type,
                 type_v=kv_type,
+                lora_path=str(lora_path) if lora_path else None,
                 verbose=False,
             )
         except Exception as exc:  # llama-cpp-python raises ValueError on a bad model file

@@ -34,6 +34,7 @@ from pytest_groundtruth.tools import (
     measure,
     oracles,
     qualify,
+    suite_report,
 )
 
 
@@ -91,7 +92,7 @@ def cmd_oracle(args: argparse.Namespace) -> int:
     models = []
     for slug in slugs:
         try:
-            models.append(resolve(settings.spec(slug), cache, settings.root))
+            models.append(resolve(settings.spec(slug), cache, settings.root, settings.roster))
         except ModelUnavailable as exc:
             if not args.all:
                 print(f"error: {exc}", file=sys.stderr)
@@ -174,7 +175,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         status = "not resolved (pass --resolve)"
         if args.resolve:
             try:
-                status = f"ok: {resolve(spec, cache, settings.root).path}"
+                status = f"ok: {resolve(spec, cache, settings.root, settings.roster).path}"
             except (ModelUnavailable, ModelError) as exc:
                 status = f"unavailable: {exc}"
         print(f"{slug:<14} {spec.architecture:<6} {spec.source}\n    {status}")
@@ -186,7 +187,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     cache = settings.cache_root()
     for slug in args.model:
         try:
-            print(f"{slug}: {resolve(settings.spec(slug), cache, settings.root).path}")
+            model = resolve(settings.spec(slug), cache, settings.root, settings.roster)
+            print(f"{slug}: {model.path}")
         except ModelUnavailable as exc:
             print(f"{slug}: {exc}", file=sys.stderr)
             return 1
@@ -279,6 +281,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         atomic_write_text(Path(args.write), text)
         atomic_write_text(BOUNDS_FILE, calibrate.bounds_document(args.model, bounds))
         print(f"wrote {args.write} and {BOUNDS_FILE}", file=sys.stderr)
+    return 0
+
+
+def cmd_suite_report(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    text = suite_report.suite_report(settings, args.suite, refresh_token="measure"
+                                     if args.gt_no_cache else None)
+    _publish(args, text)
     return 0
 
 
@@ -381,6 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", metavar="FILE",
                    help="write the report to FILE and the bounds into the package")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("suite-report", parents=[common],
+                       help="run some suites over the configured matrix; markdown table")
+    p.add_argument("--suite", action="append", required=True, metavar="NAME",
+                   help="a registered suite (repeatable)")
+    add_cli_options(p, [n for n in RUN_OPTIONS if n != "cache-dir"])
+    p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    p.set_defaults(func=cmd_suite_report)
 
     p = sub.add_parser("fetch", parents=[common],
                        help="download/convert models into the cache (needs the hub for hf:)")
