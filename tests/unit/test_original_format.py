@@ -103,7 +103,7 @@ def test_committed_oracles_open_with_the_original_fields_then_ours(path: Path) -
     assert list(data)[n:] == list(ADDED_FIELDS)
     assert data["schema"] == SCHEMA
     assert data["token_count"] == len(data["tokens"])
-    assert data["source"].split(":")[0] in ("pkg", "tiny")
+    assert data["source"].split(":")[0] in ("pkg", "tiny", "lora")
     assert len(data["model_fingerprint"]) == 64
 
 

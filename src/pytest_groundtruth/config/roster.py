@@ -258,7 +258,7 @@ BUILTIN: dict[str, ModelSpec] = {
 DRAFT_LAYERS = {"smollm2-135m": 27, "tiny-llama": 1}  # docs/speculative.md: why these
 BUILTIN.update({
     f"{base}-draft": replace(BUILTIN[base], slug=f"{base}-draft", source=f"truncate:{base}",
-                             layers=layers,
+                             hf_id=None, layers=layers,
                              description=f"the first {layers} layers of {base} "
                              "(a speculative-decoding draft)")
     for base, layers in DRAFT_LAYERS.items()
@@ -269,7 +269,7 @@ BUILTIN.update({
 LORA_PPL_CEILING = {"smollm2-135m": 37.0, "tiny-llama": TINY_SHAPE["ppl_ceiling"]}
 BUILTIN.update({
     f"{base}-lora": replace(BUILTIN[base], slug=f"{base}-lora", source=f"lora:{base}",
-                            ppl_ceiling=ceiling,
+                            hf_id=None, ppl_ceiling=ceiling,
                             description=f"{base} with the built-in rank-8 q/v LoRA adapter "
                             "merged (peft merge_and_unload)")
     for base, ceiling in LORA_PPL_CEILING.items()
