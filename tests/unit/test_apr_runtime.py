@@ -40,6 +40,7 @@ from pytest_groundtruth.runtimes.apr import (
 from pytest_groundtruth.runtimes.base import Artifact, Capability
 from pytest_groundtruth.standins.apr import cli as apr_standin
 from pytest_groundtruth.standins.apr.cli import FAULT_ENV, is_standin_version
+from pytest_groundtruth.standins.apr.faults import colour_json
 from pytest_groundtruth.store.artifacts import ArtifactCache, prepare, reimported
 
 PROMPT = "The capital of France is"
@@ -472,7 +473,7 @@ def completed(stdout: str, returncode: int = 0, stderr: str = "") -> Completed:
 
 def test_find_json_after_ansi_and_logs() -> None:
     payload = {"model": "m", "text": " a {b}", "tokens": [1, 2, 3]}
-    coloured = apr_standin._colour_json(payload)
+    coloured = colour_json(payload)
     assert "\x1b[" in coloured
     assert json.loads(strip_ansi(coloured)) == payload
     stdout = "\x1b[32mloading {layers: 2}\x1b[0m\n" + coloured + "\ndone {ok}\n"
@@ -508,7 +509,7 @@ def test_parse_generation_stop_reasons() -> None:
         ([1, "2"], "not an integer id"),
         ([1, -1], "outside the vocabulary"),
         ([1, 100], "outside the vocabulary"),
-        ([1, 2, 3, 4, 5], "5 tokens for -n 4"),
+        ([1, 2, 3, 4, 5], "5 tokens for max_new_tokens 4"),
         ("1 2 3", "not a list"),
     ],
 )
