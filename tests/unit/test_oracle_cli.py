@@ -33,7 +33,7 @@ def test_regeneration_is_byte_identical(project: Path,
     shutil.rmtree(folder)
     assert run(project) == 0
     first = {p: p.read_bytes() for p in folder.rglob("*.json")}
-    assert len(first) == 5  # four prompts and the perplexity record
+    assert len(first) == 7  # four prompts, two chat prompts and the perplexity record
     assert run(project, "--check") == 0
     assert run(project, "--force") == 0
     assert {p: p.read_bytes() for p in folder.rglob("*.json")} == first

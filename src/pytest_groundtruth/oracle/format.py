@@ -58,6 +58,9 @@ class Oracle:
     near_tie_margin: float = NEAR_TIE_MARGIN
     versions: dict[str, str] = field(default_factory=dict)
     gpu: dict[str, str] = field(default_factory=dict)  # device, cuda_version, gpu_name
+    # A chat prompt's messages, (role, content); ``prompt`` is then the rendered text and
+    # ``prompt_tokens`` its ids (the model's chat template, generation prompt added).
+    messages: tuple[tuple[str, str], ...] = ()
     path: Path | None = field(default=None, compare=False)
 
     @property
@@ -80,8 +83,11 @@ class Oracle:
             "seed": self.seed,
             "do_sample": False,
             "max_new_tokens": self.max_new_tokens,
-            "prompt_file": f"{self.prompt_name}.txt",
+            "prompt_file": f"chat/{self.prompt_name}.json" if self.messages
+            else f"{self.prompt_name}.txt",
             "prompt": self.prompt,
+            **({"messages": [{"role": r, "content": c} for r, c in self.messages]}
+               if self.messages else {}),
             "prompt_tokens": list(self.prompt_tokens),
             "tokens": list(self.tokens),
             "text": self.text,
@@ -171,7 +177,7 @@ def load_oracle(path: Path) -> Oracle:
     oracle = Oracle(
         slug=r.get("slug", str),
         model=r.get("model", str),
-        prompt_name=r.get("prompt_file", str).removesuffix(".txt"),
+        prompt_name=Path(r.get("prompt_file", str)).stem,
         prompt=r.get("prompt", str),
         prompt_tokens=r.ids("prompt_tokens"),
         tokens=tokens,
@@ -188,11 +194,20 @@ def load_oracle(path: Path) -> Oracle:
         near_tie_margin=margin,
         versions={k: r.get(k, str) for k in VERSION_KEYS},
         gpu={k: r.get(k, str) for k in GPU_KEYS if k in data},
+        messages=_messages(r) if "messages" in data else (),
         path=path,
     )
     if list(oracle.near_ties) != r.get("near_ties", list):
         raise r.fail("near_ties", "does not match the margins in 'topk'")
     return oracle
+
+
+def _messages(r: _Reader) -> tuple[tuple[str, str], ...]:
+    raw = r.get("messages", list)
+    if not raw or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                          and isinstance(m.get("content"), str) for m in raw):
+        raise r.fail("messages", "expected a non-empty list of {role, content} strings")
+    return tuple((m["role"], m["content"]) for m in raw)
 
 
 def _steps(r: _Reader, tokens: tuple[int, ...], top_k: int) -> tuple[TopK, ...]:

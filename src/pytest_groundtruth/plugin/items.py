@@ -15,6 +15,7 @@ import pytest
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.context.results import ChatPromptMismatch
 from pytest_groundtruth.core.failures import EngineFailure, RuntimeUnavailable
 from pytest_groundtruth.models.sources import ModelError, ModelUnavailable
 from pytest_groundtruth.oracle.format import OracleError
@@ -67,6 +68,8 @@ class ParityItem(pytest.Item):
         value = excinfo.value
         if isinstance(value, ParityFailure):
             return value.result.explain()
+        if isinstance(value, ChatPromptMismatch):
+            return f"{self.name}: {value}"
         if isinstance(value, (EngineFailure, OracleError, ModelError, FileNotFoundError)):
             return f"{self.name}: {type(value).__name__}: {value}"
         return super().repr_failure(excinfo, style)

@@ -42,16 +42,9 @@ from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.core.failures import RuntimeUnavailable
 from pytest_groundtruth.runtimes import process
 from pytest_groundtruth.runtimes.base import Generation, PerplexityResult, Runtime, read_options
-from pytest_groundtruth.runtimes.command import (
-    CommandRunner,
-    CommandRuntime,
-    Reader,
-    Step,
-    model_eos_ids,
-    import_source,
-    parse_step,
-)
+from pytest_groundtruth.runtimes.command import CommandRunner, CommandRuntime, import_source
 from pytest_groundtruth.runtimes.process import Completed, find_json_object, strip_ansi
+from pytest_groundtruth.runtimes.steps import Reader, Step, model_eos_ids, parse_step
 
 if TYPE_CHECKING:
     from pytest_groundtruth.models.sources import ResolvedModel

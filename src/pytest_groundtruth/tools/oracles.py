@@ -35,14 +35,18 @@ def make_oracle(
     top_k: int,
     gpu: dict[str, str] | None = None,
 ) -> Oracle:
-    gen = runner.generate(prompt.text, max_new_tokens, top_k=top_k)
+    if prompt.is_chat:  # rendered with the model's chat template, generation prompt added
+        text, _ = runner.render_chat(prompt.messages)
+        gen = runner.chat(prompt.messages, max_new_tokens, top_k=top_k)
+    else:
+        text, gen = prompt.text, runner.generate(prompt.text, max_new_tokens, top_k=top_k)
     assert gen.topk is not None
     versions = library_versions()
     return Oracle(
         slug=model.slug,
         model=model.spec.location if model.spec.scheme == "hf" else model.spec.source,
         prompt_name=prompt.name,
-        prompt=prompt.text,
+        prompt=text,
         prompt_tokens=gen.prompt_tokens,
         tokens=gen.tokens,
         text=gen.text,
@@ -62,6 +66,7 @@ def make_oracle(
             "torch_version": versions["torch"],
         },
         gpu=gpu or {},
+        messages=tuple((m.role, m.content) for m in prompt.messages),
     )
 
 
