@@ -79,6 +79,8 @@ class Engines:
 
     def close(self) -> None:
         self.pool.close()
+        for runtime in self._runtimes.values():
+            runtime.close()
 
 
 def external_artifact(runtime: Runtime, slug: str, quant: str, path: Path) -> Artifact:

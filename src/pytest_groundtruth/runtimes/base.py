@@ -233,6 +233,10 @@ class Runtime(abc.ABC):
         """Why this runtime cannot run here (with how to fix it), or None when it can."""
         return None
 
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free what the runtime holds beyond its runners (a server it started); called
+        when the plugin's context closes."""
+
     def missing(self, *needed: Capability) -> str | None:
         """The skip reason when this runtime lacks one of ``needed``, else None."""
         lacking = [c for c in needed if c not in self.capabilities]
