@@ -365,6 +365,19 @@ def test_dash_leading_prompt_is_not_taken_for_a_flag(
         assert info.value.kind is FailureKind.GARBAGE
 
 
+def test_prompt_over_the_argument_limit_is_refused_not_missing(
+    apr: AprRuntime, artifacts: dict[str, Artifact], tiny_llama: ResolvedModel,
+) -> None:
+    """Issue 11, defect 3: E2BIG (a 200 KiB prompt; apr reads no prompt file) used to be
+    taken for "apr is missing", and the tests skipped with the install hint."""
+    with apr.open(artifacts["float16"], tiny_llama) as runner, \
+            pytest.raises(EngineFailure) as info:
+        runner.generate("word " * 40_000, 32)
+    assert info.value.kind is FailureKind.REFUSED
+    assert "E2BIG" in str(info.value)
+    assert "cargo install" not in str(info.value)
+
+
 def test_timeout_kills_the_process_group(
     monkeypatch: pytest.MonkeyPatch, standin_bin: Path, artifacts: dict[str, Artifact],
     tiny_llama: ResolvedModel,

@@ -101,11 +101,11 @@ class Step:
     output: Mapping[str, str] = field(default_factory=dict)  # documented key -> tool's key
     accept_exit: Mapping[str, Any] = field(default_factory=dict)  # non-zero exit + this JSON
 
-    def placeholders(self) -> set[str]:
+    def placeholders(self, where: str = "") -> set[str]:
         found: set[str] = set()
         for arg in self.argv:
             for template in (arg if isinstance(arg, tuple) else (arg,)):
-                found.update(_fields(template, f"step {self.name!r}"))
+                found.update(_fields(template, where or f"step {self.name!r}"))
         return found
 
     def key(self, name: str) -> str:
@@ -142,8 +142,7 @@ def parse_step(runtime: str, name: str, value: Any) -> Step:
     for arg in raw:
         if isinstance(arg, str):
             argv.append(arg)
-        elif (isinstance(arg, list) and len(arg) == 2 and all(isinstance(a, str) for a in arg)
-              and not isinstance(raw[0], list)):
+        elif isinstance(arg, list) and len(arg) == 2 and all(isinstance(a, str) for a in arg):
             argv.append((arg[0], arg[1]))
         else:
             raise ConfigError(f"{where}: argument {arg!r} is neither a string nor an "
@@ -159,7 +158,7 @@ def parse_step(runtime: str, name: str, value: Any) -> Step:
                               "to a string")
     step = Step(name, tuple(argv), dict(output), dict(table.get("accept_exit", {})))
     allowed = {*GLOBAL, *STEP_PLACEHOLDERS[name], *(MODEL if name != "version" else ())}
-    unknown = sorted(step.placeholders() - allowed)
+    unknown = sorted(step.placeholders(where) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown placeholder(s) {', '.join(unknown)} (this step "
                           f"has: {', '.join(sorted(allowed))})")

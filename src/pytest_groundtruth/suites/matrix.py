@@ -32,8 +32,15 @@ def cells(settings: Settings, model: str) -> list[Cell]:
 def check_quantizations(settings: Settings) -> None:
     """A configured quantization that no known runtime offers is an error (a typo would
     otherwise test nothing, silently)."""
-    offered = {name: make_runtime(name, settings).quantizations
-               for name in sorted(known_runtimes(settings))}
+    offered = {}
+    for name in sorted(known_runtimes(settings)):
+        try:
+            offered[name] = make_runtime(name, settings).quantizations
+        except ConfigError:
+            if name in settings.runtimes or name in settings.runtime_options:
+                raise
+            # a registered kind that exists only configured (command, openai): no offer
+    offered = {n: q for n, q in offered.items() if q}
     for quant in settings.quantizations:
         if not any(quant in q for q in offered.values()):
             raise ConfigError(
