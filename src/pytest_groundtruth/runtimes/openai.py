@@ -444,17 +444,24 @@ class OpenAIRunner(Runner):
     def _topk(self, top_lists: list[list[tuple[Any, Any]]] | None, k: int,
               notes: list[str]) -> tuple[TopK, ...]:
         steps = []
-        dropped = 0
+        dropped = empty = 0
         for entries in top_lists or []:
             pairs = []
             for piece, logprob in entries:
                 token = self.vocab.id_of(piece) if isinstance(piece, str) else None
+                if piece == "" and token is None and self.eos:
+                    # A control token: llama-cpp-python answers them without text (and
+                    # keeps one of them per step). The one a greedy check needs is EOS.
+                    token, empty = self.eos[0], empty + 1
                 if token is None or not isinstance(logprob, (int, float)):
                     dropped += 1
                     continue
                 pairs.append((token, float(logprob)))
             pairs.sort(key=lambda p: (-p[1], p[0]))
             steps.append(TopK(tuple(t for t, _ in pairs[:k]), tuple(x for _, x in pairs[:k])))
+        if empty:
+            notes.append(f"top-k: {empty} entr(y/ies) with an empty text (a control token) "
+                         f"taken as the EOS id {self.eos[0]}")
         if dropped:
             notes.append(f"top-k: {dropped} entr(y/ies) named by a text that no single token "
                          "of the model's vocabulary has were left out")
