@@ -9,8 +9,6 @@ colour codes or garbage, echoes its argument list) for the harness's failure pat
 from __future__ import annotations
 
 import json
-import sys
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import numpy as np
 import pytest
 
 from pytest_groundtruth.config.prompts import Message
-from pytest_groundtruth.config.settings import ConfigError, Settings, apply_table
+from pytest_groundtruth.config.settings import ConfigError, Settings, apply_table, load_settings
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.base import Artifact, Capability
@@ -103,9 +101,15 @@ def test_capabilities_follow_the_declared_steps(tmp_path: Path) -> None:
     assert make_runtime("tool", settings).capabilities == {
         Capability.GENERATE, Capability.TOPK, Capability.PERPLEXITY}
     skips = {c.suite: c.skip for c in build_cases(settings, ["code"])}
-    assert skips["token"] is None and skips["topk"] is None and skips["ppl"] is None
+    assert skips["token"] is None
+    assert skips["topk"] is None
+    assert skips["ppl"] is None
     assert skips["agreement"] == ("runtime 'tool' has no teacher-forced scoring "
                                   "(suite 'agreement' needs it)")
+    chat = {c.suite: c.skip for c in build_cases(settings, ["capital"], chat=["capital"])}
+    assert chat["token"] == ("runtime 'tool' has no chat prompts (a conversation rendered "
+                             "with the model's chat template) (prompt 'capital' is a "
+                             "conversation)")
 
 
 @pytest.mark.parametrize(
@@ -127,10 +131,12 @@ def test_capabilities_follow_the_declared_steps(tmp_path: Path) -> None:
 )
 def test_bad_configuration_names_runtime_step_and_key(tmp_path: Path, table: dict[str, Any],
                                                       message: str) -> None:
+    def configure() -> None:
+        make_runtime("mytool", apply_table(
+            Settings(root=tmp_path), {"runtime": {"mytool": {"kind": "command", **table}}}, "t"))
+
     with pytest.raises(ConfigError, match=message) as info:
-        settings = apply_table(Settings(root=tmp_path),
-                               {"runtime": {"mytool": {"kind": "command", **table}}}, "test")
-        make_runtime("mytool", settings)
+        configure()
     assert "'mytool" in str(info.value)
 
 
@@ -235,8 +241,7 @@ def test_unavailable_runtime_skips_not_fails(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def llamacli() -> CommandRuntime:
-    table = tomllib.loads(RUNTIMES_TOML.read_text())
-    runtime = make_runtime("llamacli", apply_table(Settings(root=ROOT), table, "runtimes.toml"))
+    runtime = make_runtime("llamacli", load_settings(ROOT, [RUNTIMES_TOML]))
     assert isinstance(runtime, CommandRuntime)
     return runtime
 

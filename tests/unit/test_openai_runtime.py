@@ -43,7 +43,7 @@ class FakeServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.seen.append((self.path, body, dict(self.headers)))
                 if outer.answer == "hang":
@@ -210,7 +210,7 @@ def test_api_key_from_the_environment_never_in_reports(
         monkeypatch: pytest.MonkeyPatch) -> None:
     runtime = openai(fake.url, tmp_path, api_key_env="GT_TEST_KEY")
     with runner_for(runtime, tiny("llama"), tmp_path) as runner:
-        with pytest.raises(RuntimeUnavailable, match="GT_TEST_KEY .* is not set"):
+        with pytest.raises(RuntimeUnavailable, match=r"GT_TEST_KEY .* is not set"):
             runner.generate("Hello", 8)
         monkeypatch.setenv("GT_TEST_KEY", "s3cret-key")
         fake.answer = (200, completion(" world", [" world"]))
@@ -290,7 +290,8 @@ def test_the_server_answers_as_the_in_process_runtime(served: OpenAIRuntime,
             got, want = respond(runner, prompts[name], 32, 5), respond(ref, prompts[name], 32, 5)
             assert got.tokens == want.tokens, name
             assert got.text == want.text
-            assert got.topk is not None and want.topk is not None
+            assert got.topk is not None
+            assert want.topk is not None
             assert got.topk[0].ids[0] == want.topk[0].ids[0]
             assert got.topk[0].logprobs[0] == pytest.approx(want.topk[0].logprobs[0], abs=1e-4)
             assert got.prompt_length == len(want.prompt_tokens)
@@ -307,4 +308,5 @@ def test_the_server_answers_as_the_in_process_runtime(served: OpenAIRuntime,
     again = served.open(artifact, model)  # a dead server is started again on next use
     assert again.generate(prompts["code"].text, 4).tokens
     served.close()
-    assert again.server is not None and not again.server.alive()
+    assert again.server is not None
+    assert not again.server.alive()

@@ -110,7 +110,8 @@ def test_signal_and_refusal() -> None:
 
 def test_json_is_found_among_colours_and_log_lines() -> None:
     code = ("print('\\x1b[32mloading {layers: 2}\\x1b[0m'); "
-            "print('\\x1b[1;39m{\\x1b[0m\"tokens\": [1, 2]\\x1b[1;39m}\\x1b[0m'); print('done {ok}')")
+            "print('\\x1b[1;39m{\\x1b[0m\"tokens\": [1, 2]\\x1b[1;39m}\\x1b[0m'); "
+            "print('done {ok}')")
     done = invoke([PY, "-c", code], timeout=30)
     assert "\x1b[" in done.stdout
     assert find_json_object(done.stdout, ("tokens",)) == {"tokens": [1, 2]}
