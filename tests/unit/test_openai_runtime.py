@@ -21,14 +21,20 @@ from typing import Any
 import pytest
 
 from pytest_groundtruth.config.prompts import load_prompts
+from pytest_groundtruth.config.roster import BUILTIN
 from pytest_groundtruth.config.settings import ConfigError, Settings, apply_table
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
-from pytest_groundtruth.models.sources import ResolvedModel
+from pytest_groundtruth.models.sources import ResolvedModel, resolve
 from pytest_groundtruth.runtimes.base import Capability, respond
 from pytest_groundtruth.runtimes.llamacpp import LlamaCppRuntime
 from pytest_groundtruth.runtimes.openai import OpenAIRunner, OpenAIRuntime
 from pytest_groundtruth.runtimes.registry import make_runtime
-from pytest_groundtruth.runtimes.server import free_port, server_unavailable
+from pytest_groundtruth.runtimes.server import (
+    LlamaServer,
+    ServerConfig,
+    free_port,
+    server_unavailable,
+)
 from pytest_groundtruth.store.artifacts import ArtifactCache, prepare
 
 ROOT = Path(__file__).parents[2]
@@ -310,3 +316,42 @@ def test_the_server_answers_as_the_in_process_runtime(served: OpenAIRuntime,
     served.close()
     assert again.server is not None
     assert not again.server.alive()
+
+
+@pytest.mark.requires_llamacpp
+def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
+    if server_unavailable():
+        pytest.skip(str(server_unavailable()))
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    server = LlamaServer(ServerConfig(broken, "broken", 256, 1, "f16", startup_timeout=60))
+    with pytest.raises(EngineFailure) as info:
+        server.start()
+    assert info.value.kind is FailureKind.CRASHED
+    assert "llama-cpp-python's server for broken.gguf exited with status" in str(info.value)
+    assert "-m pytest_groundtruth.runtimes.server --parent" in info.value.call
+    assert info.value.stderr  # the server's own log tail says what it could not load
+    assert not server.alive()
+
+
+@pytest.mark.slow
+@pytest.mark.requires_llamacpp
+def test_the_servers_default_repeat_penalty_is_not_greedy(gt_cache: Path) -> None:
+    """Why the preset sends repeat_penalty = 1.0: llama-cpp-python's server defaults to 1.1
+    and applies it before the greedy pick (docs/extending.md, "Serving")."""
+    if server_unavailable():
+        pytest.skip(str(server_unavailable()))
+    model = resolve(BUILTIN["smollm2-135m"], gt_cache)
+    code = load_prompts(ROOT / "prompts", ["code"])[0].text
+    tokens = {}
+    for extra in ({}, {"repeat_penalty": 1.0}):
+        runtime = OpenAIRuntime(f"penalty-{len(extra)}", serve="llama-cpp-python", extra=extra)
+        artifact = prepare(runtime, model, "int8", ArtifactCache(gt_cache))
+        with runtime.open(artifact, model) as runner:
+            tokens[len(extra)] = runner.generate(code, 32).tokens
+        runtime.close()
+    reference = prepare(LlamaCppRuntime(), model, "int8", ArtifactCache(gt_cache))
+    with LlamaCppRuntime().open(reference, model) as ref:
+        greedy = ref.generate(code, 32).tokens
+    assert tokens[1] == greedy
+    assert tokens[0] != greedy

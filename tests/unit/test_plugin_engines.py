@@ -86,6 +86,15 @@ def by_case(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]
     return table
 
 
+def same(a: Any, b: Any) -> bool:
+    """Equal, numbers within float32 rounding (a CLI hands its scores over as float32)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, float) or isinstance(b, float):
+        return bool(a == pytest.approx(b, rel=1e-6))
+    return bool(a == b)
+
+
 def server_processes(marker: str) -> list[str]:
     """Command lines of running processes that mention ``marker``."""
     found = []
@@ -235,6 +244,8 @@ def test_the_matrix_through_four_ways_of_running_llama_cpp(make_project: Project
     table = by_case(records(pytester))
     compared: dict[str, int] = defaultdict(int)
     for key, runs in sorted(table.items()):
+        if key.startswith("cuda:"):
+            continue  # the GPU ladder is the transformers runtime's, on CUDA only
         reference = runs["llamacpp"]
         assert reference["outcome"] in ("passed", "failed"), (key, reference["reason"])
         for runtime, record in runs.items():
@@ -242,7 +253,8 @@ def test_the_matrix_through_four_ways_of_running_llama_cpp(make_project: Project
                 assert re.search(SKIPS, record["reason"]), (key, runtime, record["reason"])
                 continue
             assert record["outcome"] == reference["outcome"], (key, runtime, record["reason"])
-            assert record["result"]["measured"] == reference["result"]["measured"], (key, runtime)
+            assert same(record["result"]["measured"], reference["result"]["measured"]), (
+                key, runtime)
             compared[runtime] += 1
     # every runtime ran the suites its capabilities allow
     assert compared["llamacli"] == compared["llamacpp"]
