@@ -40,14 +40,11 @@ server's log tail. The API key never appears in calls, notes or reports.
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import os
 import shutil
 import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -68,6 +65,7 @@ from pytest_groundtruth.runtimes.base import (
     Runtime,
     read_options,
 )
+from pytest_groundtruth.runtimes.http import post_json
 from pytest_groundtruth.runtimes.llamacpp import (
     QTYPES,
     LlamaCppRuntime,
@@ -91,7 +89,6 @@ SERVERS = ("llama-cpp-python",)
 FEATURES = {"generate": Capability.GENERATE, "chat": Capability.CHAT,
             "topk": Capability.TOPK, "perplexity": Capability.PERPLEXITY}
 SEED = 42
-BACKOFF = 0.5  # seconds before the first retry of a refused connection; doubles
 
 
 class OpenAIRuntime(Runtime):
@@ -282,7 +279,7 @@ class OpenAIRunner(Runner):
         """POST ``body`` as JSON; the answer's JSON object and the call (no API key)."""
         url = f"{self.base_url}{path}"
         call = f"POST {url} {json.dumps(body, ensure_ascii=False)}"
-        headers = {"Content-Type": "application/json"}
+        headers = {}
         if self.runtime.api_key_env:
             key = os.environ.get(self.runtime.api_key_env)
             if not key:
@@ -294,43 +291,9 @@ class OpenAIRunner(Runner):
             code = self.server.proc.poll() if self.server.proc is not None else None
             raise self._fail(FailureKind.CRASHED, f"llama-cpp-python's server is not running "
                              f"(exit status {code})", call)
-        request = urllib.request.Request(url, json.dumps(body).encode(), headers)
-        delay = BACKOFF
-        for attempt in range(self.runtime.retries + 1):
-            try:
-                with urllib.request.urlopen(request, timeout=self.runtime.timeout) as answer:
-                    raw = answer.read()
-                break
-            except urllib.error.HTTPError as exc:
-                text = exc.read().decode("utf-8", "replace")
-                raise self._fail(FailureKind.CRASHED, f"{url} answered HTTP {exc.code} "
-                                 f"{exc.reason}: {excerpt(text, 500)}", call) from None
-            except TimeoutError:
-                raise self._fail(FailureKind.TIMEOUT, f"{url} did not answer within "
-                                 f"{self.runtime.timeout:g} s", call) from None
-            except urllib.error.URLError as exc:
-                if isinstance(exc.reason, TimeoutError):
-                    raise self._fail(FailureKind.TIMEOUT, f"{url} did not answer within "
-                                     f"{self.runtime.timeout:g} s", call) from None
-                if isinstance(exc.reason, ConnectionRefusedError) and \
-                        attempt < self.runtime.retries:
-                    time.sleep(delay)
-                    delay *= 2
-                    continue
-                raise self._fail(FailureKind.CRASHED, f"no answer from {url}: {exc.reason} "
-                                 f"(after {attempt + 1} attempt(s))", call) from None
-            except (http.client.HTTPException, ConnectionError) as exc:
-                raise self._fail(FailureKind.CRASHED, f"{url} closed the connection without "
-                                 f"an answer ({type(exc).__name__}: {exc})", call) from None
-        text = raw.decode("utf-8", "replace")
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise self._fail(FailureKind.GARBAGE, f"{url} answered a body that is not a JSON "
-                             f"object: {excerpt(text, 500)}", call)
-        return data, call
+        server = self.server
+        return post_json(url, body, timeout=self.runtime.timeout, retries=self.runtime.retries,
+                         headers=headers, log=server.log_tail if server is not None else str)
 
     def request(self, max_new_tokens: int) -> dict[str, Any]:
         return {"model": self.runtime.model, "max_tokens": max_new_tokens, "temperature": 0.0,
