@@ -255,6 +255,9 @@ def test_the_matrix_through_four_ways_of_running_llama_cpp(make_project: Project
             assert record["outcome"] == reference["outcome"], (key, runtime, record["reason"])
             assert same(record["result"]["measured"], reference["result"]["measured"]), (
                 key, runtime)
+            if key.startswith("token:"):  # the same tokens for every prompt
+                assert record["result"]["details"]["tokens"] == \
+                    reference["result"]["details"]["tokens"], (key, runtime)
             compared[runtime] += 1
     # every runtime ran the suites its capabilities allow
     assert compared["llamacli"] == compared["llamacpp"]
