@@ -246,6 +246,7 @@ def llamacli() -> CommandRuntime:
     return runtime
 
 
+@pytest.mark.slow
 @pytest.mark.requires_llamacpp
 def test_the_cli_is_the_in_process_runtime(llamacli: CommandRuntime,
                                            tiny: Callable[[str], ResolvedModel],

@@ -279,6 +279,7 @@ def served() -> Iterator[OpenAIRuntime]:
     runtime.close()
 
 
+@pytest.mark.slow
 @pytest.mark.requires_llamacpp
 def test_the_server_answers_as_the_in_process_runtime(served: OpenAIRuntime,
                                                       tiny: Callable[[str], ResolvedModel],
@@ -318,6 +319,7 @@ def test_the_server_answers_as_the_in_process_runtime(served: OpenAIRuntime,
     assert not again.server.alive()
 
 
+@pytest.mark.slow
 @pytest.mark.requires_llamacpp
 def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
     if server_unavailable():

@@ -111,6 +111,7 @@ def server_processes(marker: str) -> list[str]:
 # --------------------------------------------------------------------------- entry point
 
 
+@pytest.mark.slow
 def test_an_entry_point_runtime_is_like_a_built_in_one(make_project: Project) -> None:
     pytester = make_project(
         'models = ["tiny-llama"]\nruntimes = ["llamacpp", "example-llama"]\n'
@@ -157,6 +158,7 @@ def tiny_gguf(tiny: Callable[[str], ResolvedModel], gt_cache: Path) -> Path:
     return prepare(LlamaCppRuntime(), tiny("llama"), "float32", ArtifactCache(gt_cache)).path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", ["removed", "altered"])
 def test_a_broken_chat_template_fails_saying_so(make_project: Project, tiny_gguf: Path,
                                                 tmp_path: Path, change: str) -> None:
@@ -201,6 +203,7 @@ def test_a_broken_chat_template_fails_saying_so(make_project: Project, tiny_gguf
     assert not server_processes(str(broken)), "the plugin's server outlived the session"
 
 
+@pytest.mark.slow
 def test_chat_prompts_run_for_llamacpp_and_the_server(make_project: Project,
                                                       tmp_path: Path) -> None:
     server = f"srv-{tmp_path.name}"[:40].replace("_", "-")
