@@ -148,7 +148,7 @@ def test_runtime_declaration(runtime: LlamaCppRuntime) -> None:
         "Q4_0",
         "Q4_1",
     }
-    assert runtime.capabilities == frozenset(Capability) - {Capability.CHAT}
+    assert runtime.capabilities == frozenset(Capability)
     assert runtime.artifact_suffix("int8") == ".gguf"
     assert runtime.unavailable() is None
     version = runtime.version()
