@@ -72,8 +72,9 @@ def tests(session: nox.Session) -> None:
 def parity(session: nox.Session) -> None:
     """The main job: check the oracles, run the parity suites, write the HTML report."""
     install(session)
-    # --tolerance: the oracles were written on another CPU (float32 kernel noise, tokens equal)
-    session.run("groundtruth", "oracle", "--check", "--tolerance", "--quiet")
+    # The oracles are checked once, by tests/parity/test_oracle_drift.py (with the
+    # cross-machine tolerance; its verdict is stored and rerun only when what decides it
+    # changes), not a second time by `groundtruth oracle --check` here.
     session.run(
         "pytest",
         "tests/parity",

@@ -27,10 +27,10 @@ from pytest_groundtruth.runtimes.hf import TransformersRunner, TransformersRunti
 from pytest_groundtruth.runtimes.llamacpp import (
     LlamaCppRunner,
     LlamaCppRuntime,
-    default_threads,
     llama_cpp_version,
 )
 from pytest_groundtruth.runtimes.registry import make_runtime
+from pytest_groundtruth.runtimes.threads import default_threads
 from pytest_groundtruth.store.artifacts import ArtifactCache, prepare, reimported
 
 pytestmark = [

@@ -6,6 +6,7 @@ transformers nor any engine: they load when a parity test first runs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 
 from pytest_groundtruth.config.options import add_pytest_options
 from pytest_groundtruth.config.settings import ConfigError, load_settings
-from pytest_groundtruth.plugin.collection import CONFIG_FILE, GroundtruthFile
+from pytest_groundtruth.plugin.collection import CONFIG_FILE, GroundtruthFile, prefer_loadgroup
 from pytest_groundtruth.plugin.fixtures import (  # noqa: F401 - fixtures are found by name here
     apr_runner,
     gt_context,
@@ -24,7 +25,9 @@ from pytest_groundtruth.plugin.fixtures import (  # noqa: F401 - fixtures are fo
     gt_runtime,
     gt_settings,
 )
+from pytest_groundtruth.plugin.items import ParityItem
 from pytest_groundtruth.plugin.session import SESSION_KEY, GroundtruthSession, attach, session_of
+from pytest_groundtruth.plugin.stats import write_process_stats
 from pytest_groundtruth.report import grid, html
 from pytest_groundtruth.suites.spec import get_suite, suite_names
 
@@ -47,9 +50,19 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(HtmlHooks(), "groundtruth-html")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
+    """``pytest -n N`` distributes as ``loadgroup`` unless ``--dist`` says otherwise (a
+    wrapper: it must act before xdist's own ``tryfirst`` implementation)."""
+    prefer_loadgroup(config.option)
+    return (yield)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if SESSION_KEY in config.stash:
-        session_of(config).close()
+        session = session_of(config)
+        write_process_stats(session.contexts.values())
+        session.close()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -78,8 +91,20 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if isinstance(item, ParityItem) and item.plain_nodeid != item.nodeid:
+        # The worker must report the id it scheduled by; the controller shows the plain one.
+        report.gt_plain_nodeid = item.plain_nodeid  # type: ignore[attr-defined]
     attach(item, call, report)
     return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """On the xdist controller: a parity test's report under its plain node id (without
+    the ``@<group>`` it was scheduled by), before the terminal, junit and --lf see it."""
+    plain = getattr(report, "gt_plain_nodeid", None)
+    if plain and not os.environ.get("PYTEST_XDIST_WORKER"):
+        report.nodeid = plain
 
 
 @pytest.hookimpl(trylast=True)
@@ -99,10 +124,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 class XdistHooks:
-    """Send the controller's cache refresh token to every worker."""
+    """Send the controller's cache refresh token and distribution mode to every worker."""
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["gt_refresh_token"] = session_of(node.config).refresh_token
+        node.workerinput["gt_dist"] = node.config.option.dist
 
 
 class HtmlHooks:
