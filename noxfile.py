@@ -106,6 +106,6 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Conversion time, generation speed and full-run timings (docs/benchmarks.md)."""
+    """The floor of a parity run against its cold and warm timings (docs/benchmarks.md)."""
     install(session)
     session.run("groundtruth", "bench", *session.posargs)

@@ -10,7 +10,7 @@ version. Everything after loading is :class:`~pytest_groundtruth.runtimes.hf.Tra
 Speed of ``int4`` on CPU (docs/benchmarks.md has the measurement): torchao 0.18 runs an
 ``IntxUnpackedToInt8Tensor`` weight as ``F.linear(x, weight.dequantize(), bias)``,
 dequantizing the whole weight (the 49152 x 576 tied output layer included) at every
-call: 85% of a generation's time. :func:`dequantize_once` computes each such
+call: most of a generation's time (cProfile). :func:`dequantize_once` computes each such
 ``weight.dequantize()`` once when the runner opens and gives the module a forward that
 makes exactly that call with it, so logits are bit-identical to torchao's own path
 (``tests/unit/test_torchao_speed.py``) at float32 speed; the quantized tensors stay in
