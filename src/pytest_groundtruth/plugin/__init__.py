@@ -6,7 +6,6 @@ transformers nor any engine: they load when a parity test first runs.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, "groundtruth-session")  # receives the reports
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "groundtruth-xdist")
+        if not session.is_worker:
+            config.pluginmanager.register(PlainNodeIds(), "groundtruth-plain-ids")
     if config.pluginmanager.hasplugin("html"):
         config.pluginmanager.register(HtmlHooks(), "groundtruth-html")
 
@@ -61,7 +62,7 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object
 def pytest_unconfigure(config: pytest.Config) -> None:
     if SESSION_KEY in config.stash:
         session = session_of(config)
-        write_process_stats(session.contexts.values())
+        write_process_stats(session.contexts.values(), session.worker_id)
         session.close()
 
 
@@ -98,15 +99,6 @@ def pytest_runtest_makereport(
     return report
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """On the xdist controller: a parity test's report under its plain node id (without
-    the ``@<group>`` it was scheduled by), before the terminal, junit and --lf see it."""
-    plain = getattr(report, "gt_plain_nodeid", None)
-    if plain and not os.environ.get("PYTEST_XDIST_WORKER"):
-        report.nodeid = plain
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     groundtruth = session_of(session.config)
@@ -129,6 +121,18 @@ class XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["gt_refresh_token"] = session_of(node.config).refresh_token
         node.workerinput["gt_dist"] = node.config.option.dist
+
+
+class PlainNodeIds:
+    """On the xdist controller only (workers must keep the id they were scheduled by): a
+    parity test's report under its plain node id, without the ``@<group>``, before the
+    terminal, junit and --lf see it."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        plain = getattr(report, "gt_plain_nodeid", None)
+        if plain:
+            report.nodeid = plain
 
 
 class HtmlHooks:

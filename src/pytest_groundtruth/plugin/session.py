@@ -41,6 +41,9 @@ class GroundtruthSession:
         self.finish_lines: list[str] = []
         workerinput = getattr(config, "workerinput", None)
         self.is_worker = workerinput is not None
+        # From xdist's workerinput, not the environment: a pytest started by a test that
+        # runs on a worker inherits PYTEST_XDIST_WORKER without being one.
+        self.worker_id: str = workerinput.get("workerid", "gw?") if workerinput else "main"
         if workerinput is not None:
             self.refresh_token: str | None = workerinput.get("gt_refresh_token")
         else:

@@ -55,11 +55,11 @@ def peak_rss_bytes(status: Path = Path("/proc/self/status")) -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB
 
 
-def process_stats(contexts: Iterable[Context]) -> ProcessStats:
+def process_stats(contexts: Iterable[Context], worker: str = "main") -> ProcessStats:
     contexts = list(contexts)
     return ProcessStats(
         pid=os.getpid(),
-        worker=os.environ.get("PYTEST_XDIST_WORKER", "main"),
+        worker=worker,
         runners_opened=sum(c.engines.runners_opened for c in contexts),
         results_made=sum(c.results.store.made for c in contexts),
         artifacts_built=sum(c.engines.artifacts.built for c in contexts),
@@ -69,12 +69,13 @@ def process_stats(contexts: Iterable[Context]) -> ProcessStats:
     )
 
 
-def write_process_stats(contexts: Iterable[Context]) -> None:
-    """Append this process's line to ``$GROUNDTRUTH_STATS`` (when set)."""
+def write_process_stats(contexts: Iterable[Context], worker: str = "main") -> None:
+    """Append this process's line to ``$GROUNDTRUTH_STATS`` (when set). ``worker``: the
+    xdist worker id, or ``"main"`` for the controller or a run without workers."""
     target = os.environ.get(ENV)
     if not target:
         return
-    line = json.dumps(asdict(process_stats(contexts))) + "\n"
+    line = json.dumps(asdict(process_stats(contexts, worker))) + "\n"
     # One short O_APPEND write per process: lines from concurrent workers do not interleave.
     fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
