@@ -67,4 +67,5 @@ def test_an_unregistered_suite_is_a_configuration_error(make_project: Project) -
     pytester = make_project('models = ["tiny-llama"]\nsuites = ["stopping"]\n')
     result = pytester.runpytest("--collect-only", "-q")
     assert result.ret != 0
-    result.stdout.fnmatch_lines(["*key 'suites' has 'stopping', not one of canary, token*"])
+    result.stdout.fnmatch_lines(
+        ["*key 'suites' has 'stopping', not one of gateway, canary, token*"])

@@ -507,11 +507,13 @@ def _option(flag: str, value: str) -> tuple[str, ...]:
 @contextlib.contextmanager
 def staged_name(path: Path, suffix: str) -> Iterator[Path]:
     """``path`` itself when it ends in ``suffix``, else a symlink to it that does
-    (apr chooses a file's reader by its extension; the cache's temporaries end in .partial)."""
+    (apr chooses a file's reader by its extension; the cache's temporaries end in .partial).
+    The link goes in the system's temporary folder: ``path`` may be a user's file in a
+    folder that is read-only, or not ours to write in."""
     if path.suffix == suffix:
         yield path
         return
-    with tempfile.TemporaryDirectory(prefix=".apr-name-", dir=path.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix="gt-apr-name-") as tmp:
         link = Path(tmp) / f"model{suffix}"
         link.symlink_to(path.resolve())
         yield link

@@ -134,6 +134,9 @@ def floor_section(floor: Floor) -> list[str]:
                 note = (f"{a.tokens} tokens, {a.tokens_per_s:.0f} tok/s"
                         if what == "generate" else "")
                 rows.append([name, what, f"{seconds:.1f}", note])
+    rows += [[suite, "its cases run whole (suite's own run)", f"{s:.1f}",
+              f"{ran} cases" + (f", {failed} raised" if failed else "")]
+             for suite, s, ran, failed in floor.suites]
     rows += [[slug, "oracle check (regenerate)", f"{s:.1f}", ""]
              for slug, s in floor.oracle_checks]
     rows.append(["**floor**", "sum", f"**{floor.total:.1f}**", ""])

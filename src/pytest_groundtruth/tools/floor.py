@@ -5,7 +5,12 @@ directory; convert each artifact once (llama.cpp: our GGUF export; torchao: quan
 load); load it once; generate once per artifact x prompt; score once per artifact
 (perplexity of the evaluation text, teacher-forced scoring for ``agreement``); measure
 its integrity once; export and reimport it once for ``roundtrip`` and generate with the
-reimport; and regenerate each committed oracle once (the drift check). :func:`work_of`
+reimport; and regenerate each committed oracle once (the drift check). Suites whose
+work is none of these (speculative decoding with a draft, LoRA merges; third-party
+suites) are timed whole: their runnable cases run one
+after another through the suite's own ``run`` after the pieces above, in the same cache
+(so the artifacts already exist, and every result is made: the generations they share
+with ``token`` are counted twice, a few seconds that raise the floor). :func:`work_of`
 reads which of these the configured cases need; :func:`measure_floor` does each piece
 directly on the engines (no result store, no pytest), one after another in one
 process, in an empty cache, and times it. The sum is the floor a cold run is compared
@@ -23,7 +28,7 @@ from typing import TypeVar
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
-from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.core.failures import EngineFailure, RuntimeUnavailable
 from pytest_groundtruth.ggufio.reader import gguf_problem
 from pytest_groundtruth.models.sources import ModelUnavailable
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
@@ -31,6 +36,7 @@ from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.store.artifacts import exported, reimported
 from pytest_groundtruth.suites import integrity
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.spec import get_suite
 from pytest_groundtruth.tools import oracle_check
 
 # What each built-in suite needs from the engines, per artifact it touches.
@@ -43,6 +49,7 @@ SUITE_WORK: dict[str, frozenset[str]] = {
     "ppl": frozenset({"perplexity"}),
     "agreement": frozenset({"score"}),
     "integrity": frozenset({"integrity"}),
+    "gateway": frozenset({"generate"}),  # G1 is the load, G2-G4 read the generations
 }
 
 T = TypeVar("T")
@@ -108,11 +115,13 @@ class Floor:
     artifacts: tuple[ArtifactFloor, ...]
     oracle_checks: tuple[tuple[str, float], ...]  # model -> seconds to regenerate its oracles
     unknown_suites: tuple[str, ...] = field(default=())
+    # suite -> (seconds of its cases run whole, cases run, cases that could not run)
+    suites: tuple[tuple[str, float, int, int], ...] = field(default=())
 
     @property
     def total(self) -> float:
         return (sum(s for _, s in self.sources) + sum(a.total for a in self.artifacts)
-                + sum(s for _, s in self.oracle_checks))
+                + sum(s for _, s in self.oracle_checks) + sum(s for _, s, _, _ in self.suites))
 
 
 def timed(call: Callable[[], T]) -> tuple[T, float]:
@@ -168,6 +177,24 @@ def measure_artifact(ctx: Context, work: Work) -> ArtifactFloor:
                          score_s=score, integrity_s=check, roundtrip_s=roundtrip)
 
 
+def measure_suite(ctx: Context, suite: str, cases: Sequence[Case]) -> tuple[str, float, int, int]:
+    """Run ``suite``'s runnable CPU cases one after another; their time in all, how many
+    ran, and how many raised (an unavailable engine or model, a crash: the run's test
+    fails or skips the same way)."""
+    ran = failed = 0
+    start = time.perf_counter()
+    for case in cases:
+        if case.suite != suite or case.skip or case.device != "cpu":
+            continue
+        try:
+            get_suite(suite).run(case, ctx)
+            ran += 1
+        except (RuntimeUnavailable, ModelUnavailable, EngineFailure):
+            failed += 1
+    ctx.engines.pool.close()
+    return suite, time.perf_counter() - start, ran, failed
+
+
 def measure_floor(settings: Settings, cases: Sequence[Case], oracle_models: Sequence[str],
                   cache_dir: Path) -> Floor:
     """The floor of running ``cases`` plus the drift check of ``oracle_models``, measured
@@ -183,6 +210,7 @@ def measure_floor(settings: Settings, cases: Sequence[Case], oracle_models: Sequ
                 continue  # its tests skip; nothing to convert
             sources.append((slug, seconds))
         artifacts = tuple(measure_artifact(ctx, w) for w in work)
+        suites = tuple(measure_suite(ctx, name, cases) for name in unknown)
         checks = []
         for slug in oracle_models:
             try:
@@ -194,4 +222,4 @@ def measure_floor(settings: Settings, cases: Sequence[Case], oracle_models: Sequ
             checks.append((slug, seconds))
     finally:
         ctx.close()
-    return Floor(tuple(sources), artifacts, tuple(checks), unknown)
+    return Floor(tuple(sources), artifacts, tuple(checks), suites=suites)

@@ -23,7 +23,7 @@ inside the tolerance (docs/environment's measurement).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +115,12 @@ def check_model(ctx: Context, slug: str, tolerance: float | None) -> OracleCheck
     model = ctx.engines.model(slug)
     store = ctx.results.store
     made_before = store.made
-    data = store.fetch("oracle-check", model.fingerprint, check_inputs(ctx, model, tolerance),
-                       lambda: regenerate(ctx, model, tolerance))
-    return OracleCheck(slug=slug, passed=bool(data["passed"]),
-                       changes=tuple(data["changes"]), checked_seconds=float(data["seconds"]),
-                       made_now=store.made > made_before)
+
+    def decode(data: dict[str, Any]) -> OracleCheck:
+        return OracleCheck(slug=slug, passed=bool(data["passed"]),
+                           changes=tuple(data["changes"]),
+                           checked_seconds=float(data["seconds"]), made_now=False)
+
+    check = store.fetch("oracle-check", model.fingerprint, check_inputs(ctx, model, tolerance),
+                        lambda: regenerate(ctx, model, tolerance), decode)
+    return replace(check, made_now=store.made > made_before)
