@@ -69,7 +69,6 @@ from pytest_groundtruth.runtimes.http import post_json
 from pytest_groundtruth.runtimes.llamacpp import (
     QTYPES,
     LlamaCppRuntime,
-    default_threads,
     llama_cpp_version,
 )
 from pytest_groundtruth.runtimes.process import excerpt
@@ -81,6 +80,7 @@ from pytest_groundtruth.runtimes.server import (
     stop_server,
 )
 from pytest_groundtruth.runtimes.steps import model_eos_ids
+from pytest_groundtruth.runtimes.threads import default_threads
 
 if TYPE_CHECKING:
     from pytest_groundtruth.models.sources import ResolvedModel
