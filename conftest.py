@@ -47,9 +47,15 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
 }
 
 
+PARITY = Path(__file__).parent / "tests" / "parity"  # the matrix on the embedded model
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     missing = {name: check() for name, check in REQUIREMENTS.items()}
     for item in items:
+        if item.path.is_relative_to(PARITY):
+            item.add_marker(pytest.mark.slow)
         for name, reason in missing.items():
             if reason and item.get_closest_marker(name):
                 item.add_marker(pytest.mark.skip(reason=reason))

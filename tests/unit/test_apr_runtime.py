@@ -127,6 +127,7 @@ def test_declares_contract() -> None:
     assert runtime.artifact_suffix("int8") == ".apr"
 
 
+@pytest.mark.slow
 def test_missing_binary_gives_actionable_reason(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_llama: ResolvedModel
 ) -> None:
@@ -162,6 +163,7 @@ def test_version_is_the_standin_and_cached(apr: AprRuntime) -> None:
 # --------------------------------------------------------------------------- real work
 
 
+@pytest.mark.slow
 def test_build_through_cache(
     artifacts: dict[str, Artifact], tiny_llama: ResolvedModel, apr_test_cache: Path
 ) -> None:
@@ -190,6 +192,7 @@ def test_build_through_cache(
     assert (apr_test_cache / "builds.log").read_text().splitlines() == log_lines
 
 
+@pytest.mark.slow
 def test_inspect(standin_runtime: AprRuntime, artifacts: dict[str, Artifact]) -> None:
     info = standin_runtime.inspect(artifacts["float16"].path)
     assert info["architecture"] == "llama"
@@ -200,6 +203,7 @@ def test_inspect(standin_runtime: AprRuntime, artifacts: dict[str, Artifact]) ->
     assert "not the aprender" in info["format"]
 
 
+@pytest.mark.slow
 def test_fp16_matches_transformers_float16(
     standin_runtime: AprRuntime,
     artifacts: dict[str, Artifact],
@@ -239,6 +243,7 @@ def test_fp16_matches_transformers_float16(
     assert '"passed": false' in raw.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quant", ["int8", "int4"])
 def test_quantized_generation(
     apr: AprRuntime, tiny_llama: ResolvedModel, apr_test_cache: Path, quant: str
@@ -256,6 +261,7 @@ def test_quantized_generation(
     assert gen.seconds > 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_GGUF_WRITER, reason="pytest_groundtruth.ggufio.writer not present")
 def test_export_gguf_and_reimport_roundtrip(
     standin_runtime: AprRuntime,
@@ -284,6 +290,7 @@ def test_export_gguf_and_reimport_roundtrip(
         assert runner.generate(PROMPT, 32).tokens == fp16_generation
 
 
+@pytest.mark.slow
 def test_import_source(tiny_llama: ResolvedModel, tmp_path: Path) -> None:
     runtime = AprRuntime()
     assert runtime.import_source(tiny_llama) == str(tiny_llama.path / "model.safetensors")
@@ -298,6 +305,7 @@ def test_import_source(tiny_llama: ResolvedModel, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- faults
 
 
+@pytest.mark.slow
 def test_crash_reports_command_and_stderr(
     apr: AprRuntime, monkeypatch: pytest.MonkeyPatch, artifacts: dict[str, Artifact],
     tiny_llama: ResolvedModel,
@@ -378,6 +386,7 @@ def test_prompt_over_the_argument_limit_is_refused_not_missing(
     assert "cargo install" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_timeout_kills_the_process_group(
     monkeypatch: pytest.MonkeyPatch, standin_bin: Path, artifacts: dict[str, Artifact],
     tiny_llama: ResolvedModel,
@@ -402,6 +411,7 @@ def test_timeout_kills_the_process_group(
         pytest.fail(f"helper process {helper} survived the timeout")
 
 
+@pytest.mark.slow
 def test_nan_perplexity(
     apr: AprRuntime, monkeypatch: pytest.MonkeyPatch, artifacts: dict[str, Artifact],
     tiny_llama: ResolvedModel,
@@ -413,6 +423,7 @@ def test_nan_perplexity(
     assert "--text" in fault.call
 
 
+@pytest.mark.slow
 def test_non_integer_tokens(
     apr: AprRuntime, monkeypatch: pytest.MonkeyPatch, artifacts: dict[str, Artifact],
     tiny_llama: ResolvedModel,
@@ -423,6 +434,7 @@ def test_non_integer_tokens(
     assert "not an integer id" in str(fault)
 
 
+@pytest.mark.slow
 def test_ansi_and_log_noise_are_stripped(
     apr: AprRuntime, monkeypatch: pytest.MonkeyPatch, artifacts: dict[str, Artifact],
     tiny_llama: ResolvedModel, fp16_generation: tuple[int, ...],
@@ -457,6 +469,7 @@ def test_refused_flag_gives_the_hint(
     assert "cargo install apr-cli" in str(error)
 
 
+@pytest.mark.slow
 def test_old_cli_hint_is_the_old_spelling(
     apr: AprRuntime, monkeypatch: pytest.MonkeyPatch, artifacts: dict[str, Artifact],
     fp16_generation: tuple[int, ...],

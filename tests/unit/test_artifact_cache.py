@@ -41,6 +41,7 @@ def test_built_once_then_reused(fresh_cache: Path, tiny: Callable[[str], Resolve
     assert not list(fresh_cache.rglob("*.partial"))
 
 
+@pytest.mark.slow
 def test_corrupt_or_truncated_artifact_is_rebuilt(fresh_cache: Path,
                                                   tiny: Callable[[str], ResolvedModel]) -> None:
     model = tiny("llama")
@@ -53,6 +54,7 @@ def test_corrupt_or_truncated_artifact_is_rebuilt(fresh_cache: Path,
     assert len(builds(fresh_cache)) == 2
 
 
+@pytest.mark.slow
 def test_refresh_token_rebuilds_once(fresh_cache: Path,
                                      tiny: Callable[[str], ResolvedModel]) -> None:
     model = tiny("llama")
@@ -63,6 +65,7 @@ def test_refresh_token_rebuilds_once(fresh_cache: Path,
     assert len(builds(fresh_cache)) == 2
 
 
+@pytest.mark.slow
 def test_two_xdist_workers_convert_one_artifact_once(
     make_project: Callable[..., pytest.Pytester], fresh_cache: Path, tiny: Callable[[str],
                                                                                     ResolvedModel]
@@ -106,6 +109,7 @@ def test_a_warm_get_trusts_an_untouched_file_without_hashing(
     assert prepare(LlamaCppRuntime(), model, "int8", ArtifactCache(fresh_cache)) == built
 
 
+@pytest.mark.slow
 def test_a_touched_file_is_hashed_and_kept_when_its_bytes_are_the_same(
         fresh_cache: Path, tiny: Callable[[str], ResolvedModel]) -> None:
     model = tiny("llama")

@@ -33,6 +33,7 @@ def test_file_format_roundtrip_and_errors(tmp_path: Path) -> None:
         load_baseline(tmp_path / "absent.txt")
 
 
+@pytest.mark.slow
 def test_known_failure_xfails_new_failure_fails(make_project: Project) -> None:
     pytester = make_project(TOOL, models=("tiny-llama",))
     (pytester.path / "baseline.txt").write_text(f"{FAILING}  27\n")
@@ -44,6 +45,7 @@ def test_known_failure_xfails_new_failure_fails(make_project: Project) -> None:
     ])
 
 
+@pytest.mark.slow
 def test_fixed_failure_is_a_strict_xpass(make_project: Project) -> None:
     pytester = make_project(TOOL, models=("tiny-llama",))
     (pytester.path / "baseline.txt").write_text(f"{PASSING}  0\n")
@@ -52,6 +54,7 @@ def test_fixed_failure_is_a_strict_xpass(make_project: Project) -> None:
     result.stdout.fnmatch_lines(["*XPASS(strict)*known falsification*"])
 
 
+@pytest.mark.slow
 def test_update_rewrites_from_the_run_and_then_passes(make_project: Project) -> None:
     pytester = make_project(TOOL, models=("tiny-llama",))
     baseline = pytester.path / "baseline.txt"
@@ -68,6 +71,7 @@ def test_update_rewrites_from_the_run_and_then_passes(make_project: Project) -> 
     again.assert_outcomes(passed=6, xfailed=2)
 
 
+@pytest.mark.slow
 def test_update_needs_a_file(make_project: Project) -> None:
     pytester = make_project(TOOL)
     result = pytester.runpytest("--gt-baseline-update")
@@ -75,6 +79,7 @@ def test_update_needs_a_file(make_project: Project) -> None:
     result.stderr.fnmatch_lines(["*--gt-baseline-update needs --gt-baseline FILE*"])
 
 
+@pytest.mark.slow
 def test_near_tie_exemption_is_reported_not_silent(make_project: Project) -> None:
     pytester = make_project(TOOL, models=("tiny-llama",))
     exempt = pytester.runpytest("-k", "bfloat16 and code", "--gt-near-ties", "exempt",

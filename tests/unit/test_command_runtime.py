@@ -191,6 +191,7 @@ def test_failures_name_step_argv_status_and_stderr(tmp_path: Path,
         assert len(str(failure)) < 6000  # the 10 MB line is cut
 
 
+@pytest.mark.slow
 def test_hang_ends_at_the_timeout_with_the_group_killed(tmp_path: Path,
                                                         tiny: Callable[[str], ResolvedModel]
                                                         ) -> None:

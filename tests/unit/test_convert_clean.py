@@ -53,6 +53,7 @@ def results(project: Path) -> dict[str, int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.requires_llamacpp
 def test_convert_builds_each_artifact_once_and_clean_drops_one_runtime(
         project: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -63,6 +63,7 @@ def test_a_suite_registered_by_another_package_runs_like_a_built_in(
     result.stdout.fnmatch_lines(["*groundtruth parity matrix*", "*model*runtime*quant*stopping*"])
 
 
+@pytest.mark.slow
 def test_an_unregistered_suite_is_a_configuration_error(make_project: Project) -> None:
     pytester = make_project('models = ["tiny-llama"]\nsuites = ["stopping"]\n')
     result = pytester.runpytest("--collect-only", "-q")

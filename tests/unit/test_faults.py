@@ -52,6 +52,7 @@ EXPECTED_FIELDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_each_fault_changes_what_it_names(
     fault: str, q8: Path, original: tuple[dict[str, bytes], dict[str, object]], tmp_path: Path
@@ -78,6 +79,7 @@ def test_each_fault_changes_what_it_names(
         assert meta_before == meta_after
 
 
+@pytest.mark.slow
 def test_scale_off_is_a_whole_tensor_scale(q8: Path, tmp_path: Path) -> None:
     import gguf
     from gguf.quants import dequantize
@@ -93,6 +95,7 @@ def test_scale_off_is_a_whole_tensor_scale(q8: Path, tmp_path: Path) -> None:
     assert ratio == pytest.approx(1.02, abs=2e-3)
 
 
+@pytest.mark.slow
 def test_broken_files_still_load_and_are_cached(q8: Path, tmp_path: Path) -> None:
     from pytest_groundtruth.runtimes.base import Artifact
     from pytest_groundtruth.runtimes.llamacpp import LlamaCppRunner
@@ -105,6 +108,7 @@ def test_broken_files_still_load_and_are_cached(q8: Path, tmp_path: Path) -> Non
         assert len(runner.generate("Hello", 4).tokens) == 4
 
 
+@pytest.mark.slow
 def test_faults_that_do_not_apply_say_why(tiny: Callable[[str], ResolvedModel],
                                           gt_cache: Path, tmp_path: Path) -> None:
     gpt2 = prepare(LlamaCppRuntime(), tiny("gpt2"), "int8", ArtifactCache(gt_cache)).path

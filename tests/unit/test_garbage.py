@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from pytest_groundtruth.measures.garbage import (
@@ -119,6 +119,7 @@ def test_random_byte_soup_is_garbage(seed: int, path: Path) -> None:
 @given(path=st.sampled_from(ORACLES), char=st.sampled_from(["\x00", "\x01", "\x1b", "\ufffd"]))
 def test_characters_the_oracle_lacks_fire_at_their_offset(path: Path, char: str) -> None:
     text = load(path).text
+    assume(char not in text)  # a random model's oracle may hold U+FFFD itself
     at = len(text) // 2
     dirty = text[:at] + char * 3 + text[at:]
     verdict = verdict_of(path, text=dirty, reference=text)

@@ -136,6 +136,7 @@ def test_exporter_version_is_a_string() -> None:
 # --------------------------------------------------------------------------- F32 exactness
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_f32_export_reads_back_bit_exact(
     arch: str, tiny: Callable[[str], ResolvedModel], exported: Callable[[str, str], Path]
@@ -152,6 +153,7 @@ def test_f32_export_reads_back_bit_exact(
     assert seen == set(source)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_metadata_follows_the_converter(
     arch: str, tiny: Callable[[str], ResolvedModel], exported: Callable[[str, str], Path]
@@ -209,6 +211,7 @@ def test_tied_embeddings_are_written_once(arch: str, exported: Callable[[str, st
 # --------------------------------------------------------------------------- quantized
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("qtype", ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1"])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_quantized_error_is_exactly_gguf_quants(
@@ -229,6 +232,7 @@ def test_quantized_error_is_exactly_gguf_quants(
         assert np.array_equal(array, expected), f"{name} ({stored})"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("qtype", ["F16", "Q8_0", "Q4_0", "Q4_1"])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_which_tensors_are_quantized(
@@ -285,6 +289,7 @@ def assert_same_model(gguf_model: Any, source_dir: Path) -> None:
         assert greedy(gguf_model, tokenizer, prompt) == greedy(source, tokenizer, prompt)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "arch",
     [
@@ -302,6 +307,7 @@ def test_f32_export_reloads_in_transformers(
     assert_same_model(load_in_transformers(exported(arch, "F32")), model.path)
 
 
+@pytest.mark.slow
 def test_gpt2_export_reloads_in_transformers_given_its_config(
     tiny: Callable[[str], ResolvedModel], exported: Callable[[str, str], Path]
 ) -> None:
@@ -393,6 +399,7 @@ def test_failed_export_leaves_no_partial_file(
 # --------------------------------------------------------------------------- reader
 
 
+@pytest.mark.slow
 def test_reader_rejects_broken_files(exported: Callable[[str, str], Path], tmp_path: Path) -> None:
     good = exported("llama", "Q8_0")
     truncated = tmp_path / "truncated.gguf"
@@ -409,6 +416,7 @@ def test_reader_rejects_broken_files(exported: Callable[[str, str], Path], tmp_p
         read_metadata(tmp_path / "absent.gguf")
 
 
+@pytest.mark.slow
 def test_scan_agrees_with_gguf_reader(exported: Callable[[str, str], Path]) -> None:
     path = exported("qwen2", "Q4_1")
     scan = scan_gguf(path)

@@ -332,6 +332,7 @@ def test_nan_and_shuffled_rows_are_named() -> None:
 # --------------------------------------------------------------------------- metadata
 
 
+@pytest.mark.slow
 def test_metadata_fields_of_a_correct_export(tiny: Callable[[str], ResolvedModel],
                                              exported: Callable[..., Path]) -> None:
     report = check(exported("llama", "Q8_0"), tiny("llama"))
@@ -347,6 +348,7 @@ def test_metadata_fields_of_a_correct_export(tiny: Callable[[str], ResolvedModel
     assert fields["norm epsilon"].expected == 1e-5  # config.json's double, GGUF's float32
 
 
+@pytest.mark.slow
 def test_metadata_mismatch_names_the_field_and_both_values(
         tiny: Callable[[str], ResolvedModel], exported: Callable[..., Path],
         tmp_path: Path) -> None:
@@ -432,6 +434,7 @@ def test_reference_facts_of_the_embedded_tokenizer(tiny: Callable[[str], Resolve
     assert "<|im_start|>" in facts.special_tokens
 
 
+@pytest.mark.slow
 @pytest.mark.requires_llamacpp
 @pytest.mark.skipif(not HAS_LLAMACPP, reason="llama-cpp-python is not installed")
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
@@ -443,6 +446,7 @@ def test_llama_cpp_tokenizes_like_the_reference(
     assert report.tokenizer.checked >= len(BATTERY)
 
 
+@pytest.mark.slow
 @pytest.mark.requires_llamacpp
 @pytest.mark.skipif(not HAS_LLAMACPP, reason="llama-cpp-python is not installed")
 def test_a_wrong_pre_tokenizer_is_a_tokenizer_mismatch(
@@ -496,6 +500,7 @@ def _close_engines() -> Iterator[None]:
 # --------------------------------------------------------------------------- every tensor
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
 @pytest.mark.parametrize("qtype", ["F32", "F16", "Q8_0", "Q4_0", "Q4_1"])
 def test_correct_exports_pass(arch: str, qtype: str, tiny: Callable[[str], ResolvedModel],
@@ -515,6 +520,7 @@ def _scale(name: str, factor: float) -> Callable[[dict[str, FloatArray]], None]:
     return edit
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("qtype", "factor"), [("Q8_0", 1.01), ("Q4_0", 1.05)])
 def test_a_scaled_tensor_is_named(qtype: str, factor: float,
                                   tiny: Callable[[str], ResolvedModel], tmp_path: Path) -> None:
@@ -558,6 +564,7 @@ def _shuffle_embedding(w: dict[str, FloatArray]) -> None:
     e[np.sort(rows)] = e[rows].copy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("edit", "named", "problem"), [
     (_copy_layer, "blk.1.attn_q.weight",
      "holds the values of model.layers.0.self_attn.q_proj.weight"),
@@ -576,6 +583,7 @@ def test_broken_tensors_are_named_with_what_they_hold(
     assert report.metadata.status == PASSED
 
 
+@pytest.mark.slow
 def test_missing_extra_and_misshaped_tensors(tiny: Callable[[str], ResolvedModel],
                                              exported: Callable[..., Path],
                                              tmp_path: Path) -> None:
@@ -595,6 +603,7 @@ def test_missing_extra_and_misshaped_tensors(tiny: Callable[[str], ResolvedModel
         "shape [32], the source has [64]")
 
 
+@pytest.mark.slow
 def test_a_dropped_layer(tiny: Callable[[str], ResolvedModel], exported: Callable[..., Path],
                          tmp_path: Path) -> None:
     src = exported("llama", "Q4_0")
@@ -607,6 +616,7 @@ def test_a_dropped_layer(tiny: Callable[[str], ResolvedModel], exported: Callabl
     assert all(failures(report)[n] == "missing from the artifact" for n in layer1)
 
 
+@pytest.mark.slow
 def test_the_tensor_table_stops_after_a_readable_number(tiny: Callable[[str], ResolvedModel],
                                                         tmp_path: Path) -> None:
     model = tiny("llama")
@@ -622,6 +632,7 @@ def test_the_tensor_table_stops_after_a_readable_number(tiny: Callable[[str], Re
     assert table[-1] == f"... and {21 - MAX_LISTED} more (all in the results JSON)"
 
 
+@pytest.mark.slow
 def test_slack_loosens_the_tensor_bounds(tiny: Callable[[str], ResolvedModel],
                                          tmp_path: Path) -> None:
     model = tiny("llama")
@@ -632,6 +643,7 @@ def test_slack_loosens_the_tensor_bounds(tiny: Callable[[str], ResolvedModel],
     assert evaluate(measurement, slack=100).passed
 
 
+@pytest.mark.slow
 def test_measurements_survive_json(tiny: Callable[[str], ResolvedModel], tmp_path: Path) -> None:
     model = tiny("llama")
     path = broken_export(model, tmp_path, "Q4_0", _norm_ones)
@@ -644,6 +656,7 @@ def test_measurements_survive_json(tiny: Callable[[str], ResolvedModel], tmp_pat
 # --------------------------------------------------------------------------- loaded modules
 
 
+@pytest.mark.slow
 def test_transformers_module_weights(tiny: Callable[[str], ResolvedModel]) -> None:
     import torch
 

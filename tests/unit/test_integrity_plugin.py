@@ -73,6 +73,7 @@ def artifacts(tiny: Callable[[str], ResolvedModel],
     return {"rope": rope, "pre": pre, "scaled": scaled}
 
 
+@pytest.mark.slow
 def test_a_correct_conversion_passes(make_project: Project) -> None:
     pytester = make_project(TOOL)
     result = pytester.runpytest("--gt-results", "r.json")
@@ -88,6 +89,7 @@ def test_a_correct_conversion_passes(make_project: Project) -> None:
         "artifact consistent with the source: metadata 19 fields, tokenizer ")
 
 
+@pytest.mark.slow
 def test_a_metadata_mismatch_names_the_field(make_project: Project,
                                              artifacts: dict[str, Path]) -> None:
     pytester = make_project(TOOL)
@@ -107,6 +109,7 @@ def test_a_metadata_mismatch_names_the_field(make_project: Project,
     ])
 
 
+@pytest.mark.slow
 def test_a_tokenizer_mismatch_names_the_string(make_project: Project,
                                                artifacts: dict[str, Path]) -> None:
     pytester = make_project(TOOL)
@@ -123,6 +126,7 @@ def test_a_tokenizer_mismatch_names_the_string(make_project: Project,
     ])
 
 
+@pytest.mark.slow
 def test_a_tensor_fault_names_the_tensor_in_a_table(make_project: Project,
                                                    artifacts: dict[str, Path]) -> None:
     supplied = (f"[[artifacts]]\nmodel = 'tiny-llama'\nruntime = 'llamacpp'\n"

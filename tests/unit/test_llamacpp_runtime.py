@@ -323,6 +323,7 @@ def test_context_overflow_is_explained(runners: Callable[[str, str], LlamaCppRun
 # --------------------------------------------------------------------------- perplexity, score
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_perplexity_and_score_match_transformers(
     arch: str,
@@ -353,6 +354,7 @@ def artifact_at(path: Path, quant: str = "float32") -> Artifact:
     )
 
 
+@pytest.mark.slow
 def test_nan_logits_are_a_fault(tiny: Callable[[str], ResolvedModel], tmp_path: Path) -> None:
     source = tiny("llama")
     broken = tmp_path / "model"
@@ -378,6 +380,7 @@ def test_unloadable_file_is_a_crash(tmp_path: Path) -> None:
     assert info.value.kind is FailureKind.CRASHED
 
 
+@pytest.mark.slow
 def test_export_gguf_copies_the_artifact(
     runners: Callable[[str, str], LlamaCppRunner], tmp_path: Path
 ) -> None:

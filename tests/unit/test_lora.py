@@ -132,6 +132,7 @@ def gguf_tensors(path: Path) -> dict[str, np.ndarray[Any, Any]]:
     return {t.name: np.array(t.data) for t in gguf.GGUFReader(path).tensors}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_our_adapter_gguf_is_llamacpps_own(arch: str, gt_cache: Path, tmp_path: Path,
                                            convert_lora: Callable[[Path, Path, Path], Path]
@@ -189,6 +190,7 @@ def _results(pytester: pytest.Pytester) -> dict[str, dict[str, Any]]:
     return {r["name"]: r["result"] for r in data["results"]}
 
 
+@pytest.mark.slow
 @pytest.mark.requires_llamacpp
 def test_the_suite_passes_and_the_adapter_changes_the_output(make_project: Project) -> None:
     pytester = make_project(TOOL, models=("tiny-llama",))
@@ -219,6 +221,7 @@ def zero_adapter(base: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.requires_llamacpp
 def test_a_users_adapter_runs_the_same_checks_and_a_no_op_adapter_proves_nothing(
         make_project: Project, tiny: Callable[[str], ResolvedModel]) -> None:
@@ -236,6 +239,7 @@ def test_a_users_adapter_runs_the_same_checks_and_a_no_op_adapter_proves_nothing
     ])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("table", "message"),
     [
@@ -255,6 +259,7 @@ def test_bad_adapter_config_names_the_key(make_project: Project, table: str,
     result.stdout.fnmatch_lines([message])
 
 
+@pytest.mark.slow
 def test_a_missing_user_adapter_skips_with_what_to_fix(make_project: Project) -> None:
     pytester = make_project(
         TOOL + "[tool.groundtruth.adapters.mine]\nbase = 'tiny-llama'\npath = 'adapters/x'\n",
@@ -265,6 +270,7 @@ def test_a_missing_user_adapter_skips_with_what_to_fix(make_project: Project) ->
                                  "such adapter directory*[[]tool.groundtruth.adapters.mine[]]*"])
 
 
+@pytest.mark.slow
 @pytest.mark.requires_llamacpp
 def test_the_merged_model_goes_through_the_runtimes_like_any_roster_model(
         make_project: Project) -> None:

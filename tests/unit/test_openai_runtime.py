@@ -178,6 +178,7 @@ def test_malformed_body_is_an_engine_failure(fake: FakeServer, tmp_path: Path,
             assert says in str(info.value)
 
 
+@pytest.mark.slow
 def test_no_answer_is_a_timeout(fake: FakeServer, tmp_path: Path,
                                 tiny: Callable[[str], ResolvedModel]) -> None:
     fake.answer = "hang"
@@ -197,6 +198,7 @@ def test_closed_connection_is_crashed(fake: FakeServer, tmp_path: Path,
     assert info.value.kind is FailureKind.CRASHED
 
 
+@pytest.mark.slow
 def test_refused_connection_is_retried_then_crashed(tmp_path: Path,
                                                     tiny: Callable[[str], ResolvedModel]
                                                     ) -> None:

@@ -26,6 +26,7 @@ def run(project: Path, *args: str) -> int:
     return main(["oracle", "--root", str(project), "--quiet", *args])
 
 
+@pytest.mark.slow
 def test_regeneration_is_byte_identical(project: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     """On one machine, generating twice gives the same bytes (and `--check` agrees)."""
@@ -40,6 +41,7 @@ def test_regeneration_is_byte_identical(project: Path,
     assert "noise" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_committed_oracles_match_within_cross_machine_noise(
         project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The committed files were written on another CPU: same tokens, log-probs within noise."""
@@ -48,6 +50,7 @@ def test_committed_oracles_match_within_cross_machine_noise(
         assert line.startswith(("unchanged", "noise")), line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("shift", "status", "code"),
                          [(5e-5, "noise", 0), (5e-3, "changed", 1)])
 def test_tolerance_separates_noise_from_change(
@@ -63,6 +66,7 @@ def test_tolerance_separates_noise_from_change(
     assert "position 5" in out
 
 
+@pytest.mark.slow
 def test_changed_oracle_is_not_overwritten_without_force(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -88,6 +92,7 @@ def test_changed_oracle_is_not_overwritten_without_force(
     assert run(project, "--check") == 0  # now exactly what this machine generates
 
 
+@pytest.mark.slow
 def test_unreadable_oracle_is_reported_and_kept(project: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     path = project / "oracle" / "tiny-llama" / "greeting.json"
@@ -97,6 +102,7 @@ def test_unreadable_oracle_is_reported_and_kept(project: Path,
     assert path.read_text() == '{"schema": '
 
 
+@pytest.mark.slow
 def test_check_writes_nothing_and_new_files_are_written(project: Path) -> None:
     shutil.rmtree(project / "oracle")
     assert run(project, "--check") == 1

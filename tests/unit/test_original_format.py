@@ -216,6 +216,7 @@ TOOL = ('models = ["tiny-llama"]\nruntimes = ["transformers"]\n'
         'quantizations = ["float32", "bfloat16"]\nsuites = ["token", "topk", "agreement"]\n')
 
 
+@pytest.mark.slow
 def test_original_oracles_run_the_suites_they_can_and_skip_the_others(
         make_project: Callable[..., pytest.Pytester]) -> None:
     pytester = make_project(TOOL)

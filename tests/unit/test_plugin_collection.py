@@ -16,6 +16,7 @@ def collected(result: pytest.RunResult) -> list[str]:
     return [line.split("::", 1)[1] for line in result.outlines if "::" in line]
 
 
+@pytest.mark.slow
 def test_collect_only_shows_the_matrix_without_loading_a_model(make_project: Project) -> None:
     pytester = make_project(TINY, models=("tiny-llama",))
     pytester.makeconftest(
@@ -38,6 +39,7 @@ def test_collect_only_shows_the_matrix_without_loading_a_model(make_project: Pro
     result.stdout.fnmatch_lines(["HEAVY []"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suite", ["canary", "token", "drift", "roundtrip", "ppl", "cuda"])
 def test_marker_selects_one_suite(make_project: Project, suite: str) -> None:
     pytester = make_project(TINY + "\n[tool.pytest]\n", models=("tiny-llama",))
@@ -47,6 +49,7 @@ def test_marker_selects_one_suite(make_project: Project, suite: str) -> None:
     assert all(i.startswith(f"{suite}[") for i in ids)
 
 
+@pytest.mark.slow
 def test_keyword_selects_on_ids(make_project: Project) -> None:
     pytester = make_project(TINY, models=("tiny-llama",))
     ids = collected(pytester.runpytest("--collect-only", "-q", "-k", "torchao and code"))
@@ -54,6 +57,7 @@ def test_keyword_selects_on_ids(make_project: Project) -> None:
     assert all("torchao" in i and i.endswith("code]") for i in ids)
 
 
+@pytest.mark.slow
 def test_namespaced_options_narrow_the_matrix(make_project: Project) -> None:
     pytester = make_project(TINY, models=("tiny-llama",))
     ids = collected(pytester.runpytest("--collect-only", "-q", "--gt-runtime", "torchao",
@@ -70,6 +74,7 @@ def test_namespaced_options_narrow_the_matrix(make_project: Project) -> None:
                                "drift-bfloat16-float16-")]]
 
 
+@pytest.mark.slow
 def test_capability_gaps_are_listed_with_their_reason(make_project: Project) -> None:
     pytester = make_project(TINY, models=("tiny-llama",))
     result = pytester.runpytest("-rs", "-m", "roundtrip", "--gt-runtime", "torchao")
@@ -77,6 +82,7 @@ def test_capability_gaps_are_listed_with_their_reason(make_project: Project) -> 
     result.stdout.fnmatch_lines(["*runtime 'torchao' has no GGUF export (suite 'roundtrip'*"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "tool", "message"),
     [
@@ -96,6 +102,7 @@ def test_invalid_options_and_config_are_errors_that_name_the_key(
     result.stdout.fnmatch_lines([message])
 
 
+@pytest.mark.slow
 def test_bad_groundtruth_toml_names_the_file(make_project: Project) -> None:
     pytester = make_project(TINY, groundtruth_toml="[[bounds]]\nsuite = 'token'\n"
                             "max_mismatches = 4\n")
@@ -104,6 +111,7 @@ def test_bad_groundtruth_toml_names_the_file(make_project: Project) -> None:
     result.stdout.fnmatch_lines(["*groundtruth.toml: bounds[[]0[]]: key 'reason' is required*"])
 
 
+@pytest.mark.slow
 def test_an_unknown_runtime_is_an_error_that_lists_the_known_ones(make_project: Project) -> None:
     pytester = make_project(TINY)
     result = pytester.runpytest("--collect-only", "--gt-runtime", "vllm")
@@ -113,6 +121,7 @@ def test_an_unknown_runtime_is_an_error_that_lists_the_known_ones(make_project: 
                                  "transformers)*"])
 
 
+@pytest.mark.slow
 def test_fixtures_are_documented(make_project: Project) -> None:
     pytester = make_project(TINY)
     result = pytester.runpytest("--fixtures", "-v")

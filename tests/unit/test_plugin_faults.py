@@ -34,6 +34,7 @@ def records(pytester: pytest.Pytester) -> dict[str, dict[str, str]]:
     return {r["name"]: r for r in data["results"]}
 
 
+@pytest.mark.slow
 def test_crash_and_nan_fail_only_their_tests(apr_project: pytest.Pytester,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APR_STANDIN_FAULT", "run:crash,eval:nan")
@@ -50,6 +51,7 @@ def test_crash_and_nan_fail_only_their_tests(apr_project: pytest.Pytester,
     assert seen["ppl[tiny-llama-apr-float16]"]["fault"] == "NaN/Inf"
 
 
+@pytest.mark.slow
 def test_hang_times_out_and_the_rest_runs_on(apr_project: pytest.Pytester,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APR_STANDIN_FAULT", "run:hang")
@@ -60,6 +62,7 @@ def test_hang_times_out_and_the_rest_runs_on(apr_project: pytest.Pytester,
     assert records(apr_project)["ppl[tiny-llama-apr-float16]"]["outcome"] == "passed"
 
 
+@pytest.mark.slow
 def test_garbage_instead_of_json(apr_project: pytest.Pytester,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APR_STANDIN_FAULT", "run:garbage")

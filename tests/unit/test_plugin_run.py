@@ -33,6 +33,7 @@ def outcomes(path: Path) -> dict[str, str]:
     return {r["name"]: r["outcome"] for r in data["results"]}
 
 
+@pytest.mark.slow
 def test_outcomes_are_the_same_serial_and_parallel(make_project: Project,
                                                    plugin_args: list[str]) -> None:
     pytester = make_project(TOOL, models=("tiny-llama",))
@@ -103,6 +104,7 @@ def test_missing_oracle_is_an_error_naming_the_file(make_project: Project) -> No
                                  "missing; generate it with `groundtruth oracle`*"])
 
 
+@pytest.mark.slow
 def test_ticket_only_when_something_failed(make_project: Project) -> None:
     pytester = make_project(TOOL, models=("tiny-llama",))
     ticket = pytester.path / "ticket.md"
@@ -125,6 +127,7 @@ def test_ticket_only_when_something_failed(make_project: Project) -> None:
         assert expected in text, expected
 
 
+@pytest.mark.slow
 def test_html_report_has_matrix_and_token_tables(make_project: Project,
                                                  plugin_args: list[str]) -> None:
     pytester = make_project(TOOL, models=("tiny-llama",))
@@ -136,6 +139,7 @@ def test_html_report_has_matrix_and_token_tables(make_project: Project,
     assert "oracle logp(runtime)" in page
 
 
+@pytest.mark.slow
 def test_junitxml_works_as_usual(make_project: Project) -> None:
     pytester = make_project(TOOL, models=("tiny-llama",))
     pytester.runpytest("--junitxml", "junit.xml")
@@ -149,6 +153,7 @@ def _results(pytester: pytest.Pytester) -> list[dict[str, Any]]:
     return data
 
 
+@pytest.mark.slow
 def test_results_json_records_every_measurement(make_project: Project) -> None:
     pytester = make_project(TOOL, models=("tiny-llama",))
     pytester.runpytest("--gt-results", "r.json")

@@ -75,6 +75,7 @@ def test_argument_over_the_os_limit_is_refused_not_missing() -> None:
     assert len(info.value.call) <= STDERR_CHARS + 10
 
 
+@pytest.mark.slow
 def test_timeout_kills_the_whole_process_group() -> None:
     code = ("import subprocess, sys, time\n"
             "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"

@@ -187,6 +187,7 @@ def test_an_oracle_of_another_model_is_stale(make_project: Project) -> None:
 # --------------------------------------------------------------------------- defect 5
 
 
+@pytest.mark.slow
 def test_an_unwritable_output_is_named_and_the_others_are_written(
         make_project: Project) -> None:
     """Defect 5: a traceback from pytest_sessionfinish, no matrix, the other reports lost."""
@@ -250,6 +251,7 @@ def test_a_non_utf8_oracle_is_a_short_named_error(make_project: Project) -> None
     short_error(result.stdout.str())
 
 
+@pytest.mark.slow
 @pytest.mark.requires_llamacpp
 @pytest.mark.skipif(not HAS_LLAMACPP, reason=NO_LLAMACPP)
 def test_a_context_too_small_says_which_option_raises_it(make_project: Project) -> None:
@@ -347,6 +349,7 @@ def test_oracle_non_utf8_prompt_is_bad_input(project: Path) -> None:
     short_error(done.stderr)
 
 
+@pytest.mark.slow
 def test_oracle_refuses_a_prompt_longer_than_the_model_context(project: Path) -> None:
     (project / "prompts" / "long.txt").write_text("word " * 600)
     done = groundtruth(project, "oracle", "--prompt", "long")
@@ -356,6 +359,7 @@ def test_oracle_refuses_a_prompt_longer_than_the_model_context(project: Path) ->
     short_error(done.stderr)
 
 
+@pytest.mark.slow
 def test_oracle_unavailable_model_and_unwritable_folder_have_their_own_status(
         project: Path, tmp_path: Path) -> None:
     pyproject = project / "pyproject.toml"
@@ -409,6 +413,7 @@ def test_nan_and_names_of_nothing_are_rejected(tmp_path: Path, toml: str, messag
         load_settings(tmp_path)
 
 
+@pytest.mark.slow
 def test_nan_options_are_rejected(make_project: Project) -> None:
     pytester = make_project(TOOL + '[tool.groundtruth.runtime.slow-apr]\nkind = "apr"\n'
                             "timeout = nan\n")
@@ -433,6 +438,7 @@ with atomic_path(Path(sys.argv[1])) as tmp:
 """
 
 
+@pytest.mark.slow
 def test_a_killed_writers_partial_file_is_removed_by_the_next_run(project: Path) -> None:
     target = project / "oracle" / "tiny-llama" / "code.json"
     subprocess.run([sys.executable, "-c", KILLED_WRITER, str(target)], timeout=120)
@@ -463,6 +469,7 @@ def test_a_partial_file_being_written_is_kept(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
+@pytest.mark.slow
 def test_an_option_value_after_a_space_cannot_move_the_rootdir(make_project: Project,
                                                                gt_cache: Path) -> None:
     """pytest reads `--gt-cache-dir /path` as a test path before the plugin is loaded and

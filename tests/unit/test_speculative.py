@@ -205,6 +205,7 @@ def _results(pytester: pytest.Pytester) -> dict[str, dict[str, object]]:
     return {r["name"]: r for r in data["results"]}
 
 
+@pytest.mark.slow
 @pytest.mark.requires_llamacpp
 @pytest.mark.parametrize("args", [[], ["-n", "2"]], ids=["plain", "n2"])
 def test_the_suite_passes_with_both_drafts_and_reports_acceptance(
@@ -226,6 +227,7 @@ def test_the_suite_passes_with_both_drafts_and_reports_acceptance(
     assert sum(1 for n in seen if "-llamacpp-lookup-int8-" in n) == 4
 
 
+@pytest.mark.slow
 def test_a_minimum_acceptance_rate_fails_with_the_figure(make_project: Project) -> None:
     pytester = make_project(
         TOOL, models=("tiny-llama",),
@@ -255,6 +257,7 @@ Results.cached = lambda self, kind, artifact, inputs, make, decode: decode(make(
 """
 
 
+@pytest.mark.slow
 def test_a_broken_verification_step_is_caught(make_project: Project) -> None:
     pytester = make_project(TOOL, models=("tiny-llama",))
     pytester.makeconftest(BROKEN)
@@ -268,6 +271,7 @@ def test_a_broken_verification_step_is_caught(make_project: Project) -> None:
     ])
 
 
+@pytest.mark.slow
 def test_a_draft_with_another_vocabulary_is_an_error_naming_both(
         make_project: Project, tmp_path: Path) -> None:
     other = other_vocabulary_model(tmp_path / "other")
@@ -285,6 +289,7 @@ def test_a_draft_with_another_vocabulary_is_an_error_naming_both(
     ])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("table", "message"),
     [

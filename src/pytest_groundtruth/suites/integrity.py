@@ -144,18 +144,3 @@ SUITE = Suite(
     params={"slack": 1.0},
     rank=90,
 )
-
-
-
-SUITE = Suite(
-    "integrity",
-    "the artifact itself against the source: metadata, tokenizer, every tensor",
-    run,
-    needs=(),
-    per_prompt=False,
-    # Tensor bounds are derived from each tensor's declared type (docs/integrity.md);
-    # slack multiplies them (e.g. 1.5 for an importance-matrix quantization).
-    params={"slack": 1.0},
-    rank=90,
-)
-

@@ -300,6 +300,8 @@ SUITE = Suite(
     "llama.cpp hot-applied vs merged",
     run,
     per_prompt=True,
+    # plain prompts: the unmerged and hot-applied paths generate from prompt text
+    chat=False,
     params={
         "max_mismatches": 0,  # merge and hot-apply are exact up to float rounding
         "atol": 1e-4,  # PEFT's merge tests: torch.allclose(atol=1e-4, rtol=1e-4)

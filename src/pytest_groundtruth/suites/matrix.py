@@ -82,7 +82,8 @@ def build_cases(settings: Settings, prompts: Sequence[str], chat: Collection[str
                 ) -> list[Case]:
     """Every case of the configured matrix: per model, runtime by runtime, quantization by
     quantization (pair cases after a runtime's single ones), suites in configured order.
-    A case of a ``chat`` prompt on a runtime without :attr:`Capability.CHAT` skips."""
+    A case of a ``chat`` prompt on a runtime without :attr:`Capability.CHAT` skips; a suite
+    declared with ``chat=False`` gets the plain prompts only."""
     suites = [get_suite(name) for name in settings.suites]
     order = {name: i for i, name in enumerate(settings.suites)}
     runtimes = {name: i for i, name in enumerate(settings.runtimes)}
@@ -94,7 +95,8 @@ def build_cases(settings: Settings, prompts: Sequence[str], chat: Collection[str
         model_cells = cells(settings, model)
         lacking = {c.runtime for c in model_cells if Capability.CHAT not in c.capabilities}
         found = [case for suite in suites
-                 for case in suite.cases(model, model_cells, prompts, settings)]
+                 for case in suite.cases(model, model_cells, prompts if suite.chat else
+                                         [p for p in prompts if p not in chat], settings)]
         found = [replace(c, skip=f"runtime {c.runtime!r} has no {Capability.CHAT.value} "
                          f"(prompt {c.prompt!r} is a conversation)")
                  if c.prompt in chat and c.runtime in lacking and c.skip is None else c

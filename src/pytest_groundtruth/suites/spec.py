@@ -53,6 +53,8 @@ class Suite:
     # What the suite needs from a runtime: every tuple must be met by one of its members.
     needs: tuple[tuple[Capability, ...], ...] = ((Capability.GENERATE,),)
     per_prompt: bool = True
+    # Whether its cases take chat prompts (prompts/chat/*.json); False: plain prompts only.
+    chat: bool = True
     quantizations: tuple[str, ...] | None = None  # None: every configured one
     params: Mapping[str, Default] = field(default_factory=dict)
     device: str = "cpu"

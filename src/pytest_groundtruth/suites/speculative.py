@@ -232,6 +232,8 @@ SUITE = Suite(
     "target's own greedy tokens; reports acceptance",
     run,
     per_prompt=True,
+    # plain prompts: drafting and prompt lookup run on prompt text, not conversations
+    chat=False,
     params={
         "max_mismatches": 0,  # lossless: exactly the target's tokens
         "min_acceptance": None,  # off by default: set one with a [[bounds]] rule
