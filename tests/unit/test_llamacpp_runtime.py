@@ -20,6 +20,7 @@ from pytest_groundtruth.config.roster import BUILTIN
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind
 from pytest_groundtruth.ggufio import EXPORTER_VERSION, export_gguf
+from pytest_groundtruth.ggufio import quantize as quantizer
 from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.models.sources import ResolvedModel, resolve
 from pytest_groundtruth.runtimes.base import Artifact, Capability, Generation
@@ -41,7 +42,8 @@ pytestmark = [
     ),
 ]
 
-ARCHS = ("llama", "qwen2", "gpt2")
+ARCHS = ("llama", "qwen2", "gpt2", "qwen3", "gemma3", "phi3")
+EXACT = ("llama", "qwen2", "qwen3", "phi3")  # F32 greedy identical to transformers
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 PROMPTS = {p.stem: p.read_text().strip() for p in sorted(PROMPTS_DIR.glob("*.txt"))}
 PARAGRAPH = (PROMPTS_DIR / "eval" / "perplexity.txt").read_text().strip()
@@ -139,14 +141,14 @@ def test_threads_are_shared_among_xdist_workers(
 
 def test_runtime_declaration(runtime: LlamaCppRuntime) -> None:
     assert runtime.name == "llamacpp"
-    assert runtime.quantizations == ("float32", "float16", "int8", "int4", "q4_1")
-    assert {runtime.qtype(q) for q in runtime.quantizations} == {
-        "F32",
-        "F16",
-        "Q8_0",
-        "Q4_0",
-        "Q4_1",
-    }
+    assert runtime.quantizations[:4] == ("float32", "float16", "int8", "int4")
+    assert set(runtime.quantizations[4:]) == set(quantizer.CATALOG)
+    assert {"q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q4_1", "q3_k_m", "q2_k",
+            "iq4_xs"} <= set(runtime.quantizations)
+    assert not set(quantizer.NEEDS_IMATRIX) & set(runtime.quantizations)
+    assert [runtime.qtype(q) for q in ("float32", "int8", "int4", "q4_k_m", "q4_1")] == [
+        "F32", "Q8_0", "Q4_0", "Q4_K_M", "Q4_1"]
+    assert runtime.key_parts("q4_k_m")["converter"] == "auto"
     assert runtime.capabilities == frozenset(Capability) - {Capability.CHAT}
     assert runtime.artifact_suffix("int8") == ".gguf"
     assert runtime.unavailable() is None
@@ -213,6 +215,9 @@ def test_tokenization_matches_transformers(
         # transformers loads qwen2 tokenizers with Qwen2Tokenizer's pre-tokenizer; the
         # roster's tokenizer_pre "qwen2" makes llama.cpp split "\n\n" the same way.
         "qwen2",
+        "qwen3",
+        "gemma3",
+        "phi3",
     ],
 )
 def test_tokenization_of_newline_runs_matches_transformers(
@@ -246,15 +251,16 @@ def test_f32_greedy_against_transformers(
     runners: Callable[[str, str], LlamaCppRunner],
     references: Callable[[str], TransformersRunner],
 ) -> None:
-    """llama and qwen2 (F32 weights, F32 KV cache) give the reference's tokens; gpt2
-    may flip a near tie (ggml's GELU uses an F16 lookup table: logits differ by ~3e-3)."""
+    """llama, qwen2, qwen3 and phi3 (F32 weights, F32 KV cache) give the reference's
+    tokens; gpt2 and gemma3 may flip a near tie (ggml's GELU uses an F16 lookup table:
+    logits differ by ~3e-3)."""
     runner, reference = runners(arch, "float32"), references(arch)
     for name, prompt in PROMPTS.items():
         ref = reference.generate(prompt, 32, top_k=5)
         got = runner.generate(prompt, 32, top_k=5)
         assert got.prompt_tokens == ref.prompt_tokens
         count, first = mismatches(ref.tokens, got.tokens)
-        if arch in ("llama", "qwen2"):
+        if arch in EXACT:
             assert count == 0, f"{name}: {count} mismatches from position {first}"
             assert got.text == ref.text
         else:
@@ -263,7 +269,7 @@ def test_f32_greedy_against_transformers(
         ids = list(ref.prompt_tokens) + list(ref.tokens)
         start = len(ref.prompt_tokens)
         diff = np.abs(runner.score(ids, start) - reference.score(ids, start)).max()
-        assert diff < (1e-3 if arch != "gpt2" else 2e-2), f"{name}: log-prob difference {diff}"
+        assert diff < (1e-3 if arch in EXACT else 2e-2), f"{name}: log-prob difference {diff}"
 
 
 def test_generation_record(runners: Callable[[str, str], LlamaCppRunner]) -> None:
@@ -320,7 +326,7 @@ def test_context_overflow_is_explained(runners: Callable[[str, str], LlamaCppRun
 # --------------------------------------------------------------------------- perplexity, score
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "phi3"])
 def test_perplexity_and_score_match_transformers(
     arch: str,
     runners: Callable[[str, str], LlamaCppRunner],

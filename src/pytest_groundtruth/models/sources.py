@@ -18,10 +18,16 @@ import hashlib
 import importlib.metadata
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pytest_groundtruth.config.roster import BUILTIN, EMBEDDED_DIST, EMBEDDED_INSTALL, ModelSpec
+from pytest_groundtruth.config.roster import (
+    BUILTIN,
+    EMBEDDED_DIST,
+    EMBEDDED_INSTALL,
+    ModelSpec,
+    RosterError,
+)
 from pytest_groundtruth.core.atomic import atomic_path, locked
 from pytest_groundtruth.core.hashing import file_sha256, text_sha256
 from pytest_groundtruth.models import tiny
@@ -58,10 +64,13 @@ class ResolvedModel:
 
 
 def resolve(spec: ModelSpec, cache_dir: Path, root: Path | None = None) -> ResolvedModel:
-    """Resolve ``spec`` to a float32 HF directory, converting or building into ``cache_dir``."""
+    """Resolve ``spec`` to a float32 HF directory, converting or building into ``cache_dir``.
+
+    The result's ``spec`` has every shape field filled from the model's config.json; a
+    field the roster entry states and the model contradicts raises :class:`ModelError`.
+    """
     resolved = _resolve(spec, cache_dir, root)
-    check_shape(resolved)
-    return resolved
+    return replace(resolved, spec=derive_spec(resolved))
 
 
 # config.json keys per roster field; the first key present wins (gpt2 names differ).
@@ -82,26 +91,66 @@ def read_config(path: Path) -> dict[str, object]:
         raise ModelError(f"{config_file}: unreadable model config ({exc})") from exc
     if not isinstance(data, dict):
         raise ModelError(f"{config_file}: model config is not a JSON object")
+    if isinstance(data.get("text_config"), dict):  # multimodal wrappers nest the LM config
+        data = {**data, **data["text_config"]}
     return data
 
 
-def check_shape(model: ResolvedModel) -> None:
-    """The loaded config must match the roster's expected shape, field by field."""
-    config = read_config(model.path)
-    spec = model.spec
-    problems = []
-    if config.get("model_type") != spec.architecture:
-        problems.append(f"architecture: roster {spec.architecture!r}, "
-                        f"config.json {config.get('model_type')!r}")
+def model_says(config: dict[str, object]) -> dict[str, tuple[object, str]]:
+    """What config.json says for each roster field: (value, the key it was read from)."""
+    found: dict[str, tuple[object, str]] = {
+        "architecture": (config.get("model_type"), "model_type")}
     for name, keys in _SHAPE_KEYS.items():
-        actual = next((config[k] for k in keys if config.get(k) is not None), None)
-        if actual != getattr(spec, name):
-            problems.append(f"{name}: roster {getattr(spec, name)}, config.json {actual}")
+        key = next((k for k in keys if config.get(k) is not None), keys[0])
+        found[name] = (config.get(key), key)
+    return found
+
+
+def _same_architecture(declared: str, model_type: object) -> bool:
+    # Gemma 3's text model is "gemma3_text" in config.json and "gemma3" in GGUF files.
+    return isinstance(model_type, str) and declared in (model_type,
+                                                        model_type.removesuffix("_text"))
+
+
+def derive_spec(model: ResolvedModel) -> ModelSpec:
+    """``model.spec`` with every shape field read from its config.json, after checking the
+    fields the roster entry states against it (an error names both values)."""
+    spec = model.spec
+    config = read_config(model.path)
+    says = model_says(config)
+    problems = []
+    for name, declared in spec.declared().items():
+        actual, key = says[name]
+        same = (_same_architecture(declared, actual) if name == "architecture"
+                else actual == declared)
+        if not same:
+            shown = repr if name == "architecture" else str
+            problems.append(f"{name}: roster {shown(declared)}, config.json {shown(actual)}"
+                            + ("" if name == "architecture" else f" ({key})"))
     if problems:
         raise ModelError(
             f"model {spec.slug!r} ({spec.source}) does not match its roster entry: "
             + "; ".join(problems)
         )
+    filled: dict[str, object] = {}
+    for name, (actual, key) in says.items():
+        if getattr(spec, name) is not None:
+            continue
+        valid = (isinstance(actual, str) and actual) if name == "architecture" else (
+            isinstance(actual, int) and not isinstance(actual, bool) and actual > 0)
+        if not valid:
+            raise ModelError(f"model {spec.slug!r}: {model.path / 'config.json'} has no "
+                             f"usable {key!r} ({actual!r}) for the roster's {name!r}")
+        filled[name] = actual
+    try:
+        return replace(spec, **filled)  # type: ignore[arg-type]
+    except RosterError as exc:
+        raise ModelError(f"{model.path / 'config.json'}: {exc}") from exc
+
+
+def check_shape(model: ResolvedModel) -> None:
+    """The loaded config must match the roster entry, field by field (see derive_spec)."""
+    derive_spec(model)
 
 
 def _resolve(spec: ModelSpec, cache_dir: Path, root: Path | None) -> ResolvedModel:
@@ -279,6 +328,8 @@ def _tiny(spec: ModelSpec, cache_dir: Path) -> ResolvedModel:
             with atomic_path(target) as tmp:
                 tiny.build(arch, tmp, tokenizer_dir=embedded.path)
                 (tmp / ".complete").write_text(fingerprint + "\n")
+    if spec.tokenizer_pre is None:
+        spec = replace(spec, tokenizer_pre=tiny.TOKENIZER_PRE.get(arch, tiny.DEFAULT_PRE))
     return ResolvedModel(
         spec,
         target,
