@@ -39,6 +39,12 @@ PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 PROMPTS = {p.stem: p.read_text().strip() for p in sorted(PROMPTS_DIR.glob("*.txt"))}
 
 
+def pre_tokenizer(model: ResolvedModel) -> str:
+    """The resolved model's pre-tokenizer (the tiny builder's, or the GGUF source's)."""
+    assert model.spec.tokenizer_pre is not None
+    return model.spec.tokenizer_pre
+
+
 @pytest.fixture(scope="module")
 def exported(
     tiny: Callable[[str], ResolvedModel], tmp_path_factory: pytest.TempPathFactory
@@ -51,7 +57,7 @@ def exported(
         if (arch, qtype) not in done:
             model = tiny(arch)
             out = root / arch / f"model.{qtype}.gguf"
-            export_gguf(model.path, out, qtype, model.spec.tokenizer_pre)
+            export_gguf(model.path, out, qtype, pre_tokenizer(model))
             done[arch, qtype] = out
         return done[arch, qtype]
 
@@ -90,11 +96,13 @@ def test_every_tensor_name_maps_both_ways(arch: str, layers: int) -> None:
 
 
 def test_layout_rules_are_data_per_architecture() -> None:
-    assert names.LAYOUTS["llama"].permute_qk and not names.LAYOUTS["qwen3"].permute_qk
+    assert names.LAYOUTS["llama"].permute_qk
+    assert not names.LAYOUTS["qwen3"].permute_qk
     assert names.LAYOUTS["gemma3_text"].norm_offset == 1.0
     assert names.LAYOUTS["gpt2"].conv1d
     unknown = names.layout_of("olmo2")
-    assert not unknown.known and unknown.arch_name == "olmo2"
+    assert not unknown.known
+    assert unknown.arch_name == "olmo2"
     assert "no layout rules are known" in unknown.unknown_note
     with pytest.raises(GGUFExportError, match="no GGUF architecture"):
         names.layout_of("not-a-model")
@@ -209,7 +217,7 @@ def test_metadata_follows_the_converter(
             config["rms_norm_eps"]
         )
     assert meta["tokenizer.ggml.model"] == "gpt2"
-    assert meta["tokenizer.ggml.pre"] == model.spec.tokenizer_pre
+    assert meta["tokenizer.ggml.pre"] == pre_tokenizer(model)
     tokens, types = meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.token_type"]
     assert len(tokens) == len(types) == 49152
     assert tokens[:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -538,7 +546,7 @@ def test_embedded_requantized_as_q4_1_reproduces_the_original(
 ) -> None:
     assert embedded.gguf_file is not None
     ours = tmp_path / "smollm2.Q4_1.gguf"
-    export_gguf(embedded.path, ours, "q4_1", embedded.spec.tokenizer_pre)
+    export_gguf(embedded.path, ours, "q4_1", pre_tokenizer(embedded))
     a, b = scan_gguf(ours), scan_gguf(embedded.gguf_file)
     assert list(a.tensors.items()) == list(b.tensors.items())
     with ours.open("rb") as fa, embedded.gguf_file.open("rb") as fb:
@@ -552,5 +560,5 @@ def test_embedded_f32_export_reloads_in_transformers(
     embedded: ResolvedModel, tmp_path: Path
 ) -> None:
     out = tmp_path / "smollm2.F32.gguf"
-    export_gguf(embedded.path, out, "F32", embedded.spec.tokenizer_pre)
+    export_gguf(embedded.path, out, "F32", pre_tokenizer(embedded))
     assert_same_model(load_in_transformers(out), embedded.path)

@@ -56,6 +56,12 @@ PROMPTS = [p.read_text().strip() for p in sorted(
 NO_ENGINE = "not checked in this test"
 
 
+def pre_tokenizer(model: ResolvedModel) -> str:
+    """The resolved model's pre-tokenizer (the tiny builder's, or the GGUF source's)."""
+    assert model.spec.tokenizer_pre is not None
+    return model.spec.tokenizer_pre
+
+
 def check(path: Path, model: ResolvedModel, engine: EngineTokenizer | str = NO_ENGINE,
           slack: float = 1.0) -> IntegrityReport:
     return evaluate(check_gguf(path, model.path, PROMPTS, engine), slack)
@@ -84,7 +90,7 @@ def exported(tiny: Callable[[str], ResolvedModel],
         if key not in done:
             model = tiny(arch)
             out = root / f"{arch}.{qtype}.{pre or 'default-pre'}.gguf"
-            export_gguf(model.path, out, qtype, pre or model.spec.tokenizer_pre)
+            export_gguf(model.path, out, qtype, pre or pre_tokenizer(model))
             done[key] = out
         return done[key]
 
@@ -113,7 +119,7 @@ def broken_export(model: ResolvedModel, tmp: Path, qtype: str,
     """Export a modified copy of ``model`` (to be checked against the unmodified one)."""
     copy = modified_copy(model, tmp / "modified", tensors, config)
     out = tmp / f"broken.{qtype}.gguf"
-    export_gguf(copy, out, qtype, model.spec.tokenizer_pre)
+    export_gguf(copy, out, qtype, pre_tokenizer(model))
     return out
 
 
@@ -726,7 +732,7 @@ def embedded(gt_cache: Path) -> ResolvedModel:
 def test_embedded_model_exports_pass_in_seconds(qtype: str, embedded: ResolvedModel,
                                                 tmp_path: Path) -> None:
     path = tmp_path / f"smollm2.{qtype}.gguf"
-    export_gguf(embedded.path, path, qtype, embedded.spec.tokenizer_pre)
+    export_gguf(embedded.path, path, qtype, pre_tokenizer(embedded))
     start = time.perf_counter()
     report = check(path, embedded)
     seconds = time.perf_counter() - start

@@ -78,7 +78,9 @@ def measure_gguf(path: Path, source: SourceTensors, hp: HParams,
     """Compare every tensor of the GGUF at ``path`` with ``source`` (see the module doc)."""
     scan = scan_gguf(path)
     out = TensorMeasurement()
-    tensor_names = names.TensorNames(hp, source.names)
+    # the source's names, and the biases its weights could have (to name an extra bias)
+    biases = [n.removesuffix(".weight") + ".bias" for n in source.names if n.endswith(".weight")]
+    tensor_names = names.TensorNames(hp, [*source.names, *biases])
     expected, out.notes = expected_tensors(hp, source, tensor_names)
     mapped = np.memmap(path, dtype=np.uint8, mode="r")
     diagnosed = 0
@@ -142,7 +144,7 @@ def _compare(hf: str, name: str, info: ScannedTensor, source_g: FloatArray,
     row_length = source_g.shape[-1] if source_g.ndim else 1
     rows = source_g.reshape(-1, row_length)
     raw_rows = np.asarray(raw).reshape(rows.shape[0], -1)
-    acc = Accumulator(sch.block, sch.affine, info.type)
+    acc = Accumulator(sch.block, sch.affine, info.type, block_check=sch.kind == "ggml")
     step = rows_per_chunk(row_length)
     for i in range(0, rows.shape[0], step):
         s = rows[i:i + step]

@@ -28,7 +28,7 @@ from pytest_groundtruth.config.roster import (
     ModelSpec,
     RosterError,
 )
-from pytest_groundtruth.core.atomic import atomic_path, locked
+from pytest_groundtruth.core.atomic import atomic_path, atomic_write_text, locked
 from pytest_groundtruth.core.hashing import file_sha256, text_sha256
 from pytest_groundtruth.models import tiny
 
@@ -274,11 +274,17 @@ def _from_file(spec: ModelSpec, file: Path, cache_dir: Path) -> ResolvedModel:
         raise ModelError(f"model {spec.slug!r}: {file} is neither a directory nor a .gguf file")
     sha = file_sha256(file)
     target = cache_dir / "models" / f"{spec.slug}-{sha[:16]}"
+    facts_file = target / GGUF_FACTS
     with locked(target):
         if not (target / ".complete").is_file():
             with atomic_path(target) as tmp:
                 gguf_to_hf_dir(file, tmp)
                 (tmp / ".complete").write_text(sha + "\n")
+        if not facts_file.is_file():
+            atomic_write_text(facts_file, json.dumps(gguf_facts(file)) + "\n")
+    if spec.tokenizer_pre is None:
+        pre = json.loads(facts_file.read_text()).get("tokenizer_pre")
+        spec = replace(spec, tokenizer_pre=pre if isinstance(pre, str) else None)
     return ResolvedModel(
         spec,
         target,
@@ -286,6 +292,19 @@ def _from_file(spec: ModelSpec, file: Path, cache_dir: Path) -> ResolvedModel:
         provenance={"source": spec.source, "file": str(file), "sha256": sha},
         gguf_file=file,
     )
+
+
+GGUF_FACTS = "groundtruth-gguf.json"  # what the GGUF said beyond config.json
+
+
+def gguf_facts(file: Path) -> dict[str, object]:
+    """What a GGUF source says that its dequantized directory does not: llama.cpp's
+    pre-tokenizer name (``tokenizer.ggml.pre``), for exporting the model again."""
+    import gguf
+
+    reader = gguf.GGUFReader(file, "r")
+    found = reader.fields.get("tokenizer.ggml.pre")
+    return {"tokenizer_pre": None if found is None else str(found.contents())}
 
 
 def gguf_to_hf_dir(file: Path, out: Path) -> None:

@@ -245,14 +245,11 @@ class LlamaCppRuntime(Runtime):
         return "ours" if model_type in names.EXPORTED else "llama.cpp"
 
     def tokenizer_pre(self, model: ResolvedModel) -> str:
-        """``tokenizer.ggml.pre`` for our exporter: the roster's, the GGUF source's own,
-        or the one llama.cpp's converter would pick for the tokenizer."""
+        """``tokenizer.ggml.pre`` for our exporter: the roster's (or, once resolved, the
+        GGUF source's own or the tiny builder's), else the one llama.cpp's converter would
+        pick for the tokenizer."""
         if model.spec.tokenizer_pre:
             return model.spec.tokenizer_pre
-        if model.gguf_file is not None:
-            pre = scan_gguf(model.gguf_file).scalars.get("tokenizer.ggml.pre")
-            if isinstance(pre, str):
-                return pre
         found = hfconvert.tokenizer_pre(model.path, self.cache_dir)
         if found is None:
             raise GGUFExportError(

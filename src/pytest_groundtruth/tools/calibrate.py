@@ -1,4 +1,9 @@
-"""``groundtruth calibrate``: derive the agreement suite's default bounds from measurements.
+"""``groundtruth calibrate``: derive the agreement and ppl suites' default bounds.
+
+Every quantization the project names is calibrated: the original workflow's (float32,
+float16, bfloat16, int8, int4) and every type of llama.cpp's quantizer (q8_0, q6_k,
+q5_k_m, q4_k_m, ..., :data:`~pytest_groundtruth.ggufio.quantize.CATALOG`), each on its own
+correct conversions.
 
 The rule, per quantization q (written to docs/calibration.md with the numbers):
 
@@ -11,11 +16,17 @@ The rule, per quantization q (written to docs/calibration.md with the numbers):
 * ``min_top1 = min(t) - 3 * sqrt(t (1 - t) / n)``, n the number of teacher-forced
   positions: three binomial standard errors below the worst correct conversion, so a
   correct engine on another machine passes; when every correct conversion agrees
-  everywhere (t = 1), one position of slack: ``1 - 1/n``.
+  everywhere (t = 1), one position of slack: ``1 - 1/n``;
+* ``max_ratio = 1 + max(3 * (max(r) - 1), RATIO_FLOOR)`` for the ppl suite, r = ppl of the
+  conversion / ppl of the float32 oracle on the evaluation text: three times the worst
+  correct conversion's excess, at least :data:`RATIO_FLOOR` (0.2 %: float32 noise
+  between machines and engines stays two orders of magnitude below it).
 
-Bounds are rounded outward (top-1 down, KL up) to two significant digits. The result is
-written to ``pytest_groundtruth/data/agreement_bounds.json``, which the suite catalog
-reads, so the defaults are this command's output, never typed by hand.
+Quantizations without bounds of their own get ``int4``'s (``*``). Bounds are rounded
+outward (top-1 down, KL and ratio up) to two significant digits (of the ratio's excess).
+The results are written to ``pytest_groundtruth/data/agreement_bounds.json`` and
+``ppl_bounds.json``, which the suites read, so the defaults are this command's output,
+never typed by hand.
 """
 
 from __future__ import annotations
@@ -26,11 +37,13 @@ from dataclasses import dataclass
 
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.ggufio.quantize import CATALOG
 from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites.agreement import measure
 from pytest_groundtruth.suites.case import Case
 
 KL_FLOOR = 1e-4
+RATIO_FLOOR = 0.002
 
 # llama.cpp `llama-perplexity --kl-divergence`, Llama-3-8B, wikitext-2 (anchors.md).
 PUBLISHED: dict[str, dict[str, float | str]] = {
@@ -39,6 +52,9 @@ PUBLISHED: dict[str, dict[str, float | str]] = {
              "source": "q4_0 KLD 0.072; same top of q4_K_M 91.9 % (q4_0's is not published)"},
     "float16": {"top1": 0.997, "kl": 0.000025,
                 "source": "FP16 vs BF16: same top 99.7 %, KLD 0.000025"},
+    "q8_0": {"top1": 0.977, "kl": 0.0014, "source": "q8_0: same top 97.7 %, KLD 0.0014"},
+    "q4_k_m": {"top1": 0.919, "kl": 0.031, "source": "q4_K_M: same top 91.9 %, KLD 0.031"},
+    "q4_0": {"kl": 0.072, "source": "q4_0: KLD 0.072"},
 }
 
 CORRECT = {  # the correct conversions measured per quantization
@@ -47,6 +63,7 @@ CORRECT = {  # the correct conversions measured per quantization
     "bfloat16": (("transformers", "bfloat16"),),
     "int8": (("llamacpp", "int8"), ("torchao", "int8")),
     "int4": (("llamacpp", "int4"), ("torchao", "int4")),
+    **{name: (("llamacpp", name),) for name in CATALOG},  # llama.cpp's quantizer
 }
 CATCH_ALL = "int4"  # quantizations without their own bounds (q4_1, ...) get int4's
 
@@ -58,6 +75,7 @@ class Measured:
     top1: float
     kl: float
     positions: int
+    ratio: float | None = None  # ppl / the oracle's ppl
 
 
 def _round_down(x: float) -> float:
@@ -83,7 +101,12 @@ def derive(measured: list[Measured], quant: str) -> dict[str, float]:
                                        else []))
     n = min(m.positions for m in rows)
     min_top1 = 1 - 1 / n if t >= 1.0 else t - 3 * math.sqrt(t * (1 - t) / n)
-    return {"min_top1": round(_round_down(min_top1), 6), "max_kl": round(_round_up(max_kl), 8)}
+    bounds = {"min_top1": round(_round_down(min_top1), 6), "max_kl": round(_round_up(max_kl), 8)}
+    ratios = [m.ratio for m in rows if m.ratio is not None]
+    if ratios:
+        excess = max(3 * (max(ratios) - 1), RATIO_FLOOR)
+        bounds["max_ratio"] = round(1 + _round_up(excess), 8)
+    return bounds
 
 
 def measure_correct(ctx: Context, model: str) -> list[Measured]:
@@ -95,36 +118,54 @@ def measure_correct(ctx: Context, model: str) -> list[Measured]:
                 continue
             try:
                 result = measure(Case("agreement", model, runtime, q), ctx)
+                ppl = ctx.results.perplexity(model, runtime, q)[0].perplexity
             except RuntimeUnavailable:
                 continue
-            out.append(Measured(runtime, quant, result.top1, result.kl, len(result.pooled)))
+            out.append(Measured(runtime, quant, result.top1, result.kl, len(result.pooled),
+                                ppl / oracle_ppl(ctx, model)))
     return out
+
+
+def oracle_ppl(ctx: Context, model: str) -> float:
+    return float(ctx.inputs.oracle_perplexity(model)["perplexity"])
 
 
 def calibrate(ctx: Context, model: str) -> tuple[dict[str, dict[str, float]], str]:
     measured = measure_correct(ctx, model)
-    bounds = {q: derive(measured, q) for q in CORRECT}
+    bounds = {q: derive(measured, q) for q in CORRECT if any(m.quant == q for m in measured)}
     bounds["*"] = bounds[CATCH_ALL]
     lines = [
         "<!-- generated by `groundtruth calibrate`; do not edit by hand -->",
         "",
-        f"Model: {model}. Rule: {__doc__.split('The rule,')[1].split('Bounds are')[0].strip()}"
+        f"Model: {model} (oracle perplexity {oracle_ppl(ctx, model):.4f}). Rule: "
+        f"{__doc__.split('The rule,')[1].split('Quantizations without')[0].strip()}"
         if __doc__ else "",
         "",
-        "| quantization | correct conversion | top-1 | KL | positions |",
-        "|---|---|---|---|---|",
+        "| quantization | correct conversion | top-1 | KL | positions | ppl ratio |",
+        "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {m.quant} | {m.runtime} | {m.top1:.3f} | {m.kl:.5f} | {m.positions} |"
-              for m in measured]
-    lines += ["", "| quantization | published (llama.cpp, Llama-3-8B) | min_top1 | max_kl |",
-              "|---|---|---|---|"]
+    lines += [f"| {m.quant} | {m.runtime} | {m.top1:.3f} | {m.kl:.5f} | {m.positions} | "
+              f"{'-' if m.ratio is None else f'{m.ratio:.4f}'} |" for m in measured]
+    lines += ["", "| quantization | published (llama.cpp, Llama-3-8B) | min_top1 | max_kl | "
+              "max_ratio |", "|---|---|---|---|---|"]
     for q, b in bounds.items():
         source = PUBLISHED.get(q, {}).get("source", "-") if q != "*" else (
             f"any other quantization: {CATCH_ALL}'s bounds")
-        lines.append(f"| {q} | {source} | {b['min_top1']} | {b['max_kl']} |")
+        lines.append(f"| {q} | {source} | {b['min_top1']} | {b['max_kl']} | "
+                     f"{b.get('max_ratio', '-')} |")
     return bounds, "\n".join(lines) + "\n"
 
 
 def bounds_document(model: str, bounds: dict[str, dict[str, float]]) -> str:
+    """data/agreement_bounds.json: min_top1 and max_kl per quantization."""
+    agreement = {q: {k: v for k, v in b.items() if k in ("min_top1", "max_kl")}
+                 for q, b in bounds.items()}
     return json.dumps({"generated_by": "groundtruth calibrate", "model": model,
-                       "bounds": bounds}, indent=2, sort_keys=True) + "\n"
+                       "bounds": agreement}, indent=2, sort_keys=True) + "\n"
+
+
+def ppl_document(model: str, bounds: dict[str, dict[str, float]]) -> str:
+    """data/ppl_bounds.json: max_ratio (ppl / the oracle's ppl) per quantization."""
+    ratios = {q: b["max_ratio"] for q, b in bounds.items() if "max_ratio" in b}
+    return json.dumps({"generated_by": "groundtruth calibrate", "model": model,
+                       "max_ratio": ratios}, indent=2, sort_keys=True) + "\n"

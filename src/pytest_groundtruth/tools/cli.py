@@ -18,6 +18,7 @@ from pytest_groundtruth.core.atomic import atomic_write_text
 from pytest_groundtruth.models.sources import ModelError, ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
 from pytest_groundtruth.suites.agreement import BOUNDS_FILE
+from pytest_groundtruth.suites.ppl import BOUNDS_FILE as PPL_BOUNDS_FILE
 from pytest_groundtruth.tools import benchmark, calibrate, falsify, measure, oracles
 
 
@@ -173,7 +174,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.write:
         atomic_write_text(Path(args.write), text)
         atomic_write_text(BOUNDS_FILE, calibrate.bounds_document(args.model, bounds))
-        print(f"wrote {args.write} and {BOUNDS_FILE}", file=sys.stderr)
+        atomic_write_text(PPL_BOUNDS_FILE, calibrate.ppl_document(args.model, bounds))
+        print(f"wrote {args.write}, {BOUNDS_FILE} and {PPL_BOUNDS_FILE}", file=sys.stderr)
     return 0
 
 
@@ -243,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("calibrate", parents=[common],
-                       help="derive the agreement suite's default bounds")
+                       help="derive the agreement and ppl suites' default bounds")
     p.add_argument("--model", default="smollm2-135m", metavar="SLUG")
     add_cli_options(p, ["no-cache"])
     p.add_argument("--write", metavar="FILE",
