@@ -15,7 +15,10 @@ transformers' GGUF loader (5.24) does not read ``qwen3.attention.key_length`` no
 gemma3's attention scalar, so only a model with the defaults comes back from a GGUF as
 itself, and the roundtrip needs that. Gemma3 keeps transformers' default layer pattern
 (both layers sliding-window, which llama.cpp's fixed pattern of 6 agrees with) with a
-512-token window, the whole context.
+512-token window, the whole context. Its norm weights are drawn around 0 (Gemma's norms
+multiply by 1 + w), and its output projection is its own: with the embedding tied and
+scaled by sqrt(hidden), a random Gemma repeats its input token for ever (measured), which
+leaves the token suites nothing to compare.
 Their ``general.name`` is a neutral ``tiny-random`` (:data:`EXTRAS`): llama.cpp's
 vocabulary loader gives Phi-3's SentencePiece token attributes to any model whose name
 contains "phi3" and fails on a byte-level BPE vocabulary without ``</s>``; and phi3's
@@ -101,7 +104,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "sliding_window": 512,
         "max_position_embeddings": 512,
         "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": False,
         **_SPECIAL,
     },
     "phi3": {
@@ -151,15 +154,22 @@ def fingerprint_payload(arch: str) -> str:
                                "std": WEIGHT_STD, "builder": BUILDER_VERSION}
     if arch in EXTRAS:
         payload["extras"] = EXTRAS[arch]
+    if arch in NORM_AROUND_ZERO:
+        payload["norm_center"] = 0.0
     return json.dumps(payload, sort_keys=True)
 
 
-def _draw(name: str, shape: tuple[int, ...]) -> Any:
+# Architectures whose norms multiply by 1 + w (Gemma): their norm weights are drawn
+# around 0, so that every architecture's norms scale by about 1.
+NORM_AROUND_ZERO = frozenset({"gemma3"})
+
+
+def _draw(name: str, shape: tuple[int, ...], norm_center: float = 1.0) -> Any:
     import numpy as np
 
     rng = np.random.default_rng([SEED, zlib.crc32(name.encode())])
     if len(shape) == 1 and ("norm" in name or ".ln_" in name) and name.endswith("weight"):
-        values = 1.0 + 0.1 * rng.standard_normal(shape)
+        values = norm_center + 0.1 * rng.standard_normal(shape)
     elif len(shape) == 1:  # biases
         values = 0.05 * rng.standard_normal(shape)
     else:
@@ -183,7 +193,8 @@ def build(arch: str, out_dir: Path, tokenizer_dir: Path) -> None:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
         for name, param in model.named_parameters():  # tied weights appear once
-            param.copy_(torch.from_numpy(_draw(name, tuple(param.shape))))
+            center = 0.0 if arch in NORM_AROUND_ZERO else 1.0
+            param.copy_(torch.from_numpy(_draw(name, tuple(param.shape), center)))
     model.eval()
     model.save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out_dir)
