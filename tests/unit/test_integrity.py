@@ -27,6 +27,8 @@ from safetensors.numpy import load_file, save_file
 
 from pytest_groundtruth.config.roster import BUILTIN
 from pytest_groundtruth.ggufio import export_gguf, ggml_encoder, names
+from pytest_groundtruth.ggufio.quantize import quantize
+from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.integrity import expected_error, metadata
 from pytest_groundtruth.integrity.check import (
     ENGINE_FAILED,
@@ -502,7 +504,7 @@ def _close_engines() -> Iterator[None]:
 # --------------------------------------------------------------------------- every tensor
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "qwen3", "gemma3", "phi3"])
 @pytest.mark.parametrize("qtype", ["F32", "F16", "Q8_0", "Q4_0", "Q4_1"])
 def test_correct_exports_pass(arch: str, qtype: str, tiny: Callable[[str], ResolvedModel],
                               exported: Callable[..., Path]) -> None:
@@ -760,4 +762,112 @@ def test_llama_cpp_converter_output_passes(
     theirs = llama_cpp_convert(embedded.path, outtype, tmp_path / f"theirs.{outtype}.gguf")
     report = check(theirs, embedded)
     assert report.passed, notes(report)
-    assert report.metadata.checked == 19
+    assert report.metadata.checked == 20
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+def test_architecture_metadata_fields(tiny: Callable[[str], ResolvedModel],
+                                      exported: Callable[..., Path], tmp_path: Path) -> None:
+    model = tiny("gemma3")
+    report = check(exported("gemma3", "Q8_0"), model)
+    fields = {f.field: f for f in report.metadata.findings}
+    assert fields["sliding window"].expected == 512
+    assert fields["rope theta (sliding layers)"].expected == 10000.0
+    assert fields["head size"].expected == 256
+    assert fields["head size"].key == "gemma3.attention.key_length"
+    broken = rewrite_gguf(exported("gemma3", "Q8_0"), tmp_path / "window.gguf",
+                          values={"gemma3.attention.sliding_window": 128})
+    assert failures(check(broken, model)) == {"sliding window": "512 != 128"}
+    phi3 = {f.field: f for f in check(exported("phi3", "Q8_0"), tiny("phi3")).metadata.findings}
+    assert phi3["original context length"].ok
+    assert phi3["sliding window"].expected == 0  # none in config.json; llama.cpp's 0
+
+
+def test_unknown_layout_rules_are_reported_not_passed_silently(
+        monkeypatch: pytest.MonkeyPatch, tiny: Callable[[str], ResolvedModel],
+        exported: Callable[..., Path]) -> None:
+    qwen3_file, gemma3_file = exported("qwen3", "F32"), exported("gemma3", "F32")
+    monkeypatch.delitem(names.LAYOUTS, "qwen3")
+    monkeypatch.delitem(names.LAYOUTS, "gemma3_text")
+    # qwen3 needs no rule: every tensor matches as stored, and the result says what it
+    # rested on
+    report = check(qwen3_file, tiny("qwen3"))
+    assert report.passed, notes(report)
+    assert "no layout rules are known for architecture 'qwen3'" in summary(report)
+    # gemma3 stores its norms as 1 + w: without the rule those fail, and say why
+    report = check(gemma3_file, tiny("gemma3"))
+    assert not report.passed
+    bad = {f.artifact_name: f for f in report.tensors.failures}
+    assert set(bad) == {n for n in bad if n.endswith("norm.weight")}
+    assert len(bad) == 17  # 8 per layer and the output norm
+    assert "a norm offset (as Gemma's) that the layout rules of 'gemma3' do not have" in (
+        bad["blk.0.attn_norm.weight"].problem)
+    assert "no layout rules are known for architecture 'gemma3'" in summary(report)
+
+
+def test_a_missing_norm_offset_is_named(tiny: Callable[[str], ResolvedModel],
+                                        exported: Callable[..., Path], tmp_path: Path) -> None:
+    model = tiny("gemma3")
+    values = np.asarray(load_file(str(model.path / "model.safetensors"))[
+        "model.layers.1.input_layernorm.weight"], dtype=np.float32)
+    unshifted = tmp_path / "unshifted.gguf"  # w written as stored in transformers: no + 1
+    rewrite_gguf(exported("gemma3", "F32"), unshifted, drop=("blk.1.attn_norm.weight",),
+                 add={"blk.1.attn_norm.weight": values})
+    report = check(unshifted, model)
+    (finding,) = report.tensors.failures
+    assert finding.artifact_name == "blk.1.attn_norm.weight"
+    assert "the norm offset (+1, Gemma3Model) was not applied" in finding.problem
+
+
+def patched(src: Path, out: Path, tensor: str,
+            change: Callable[[npt.NDArray[np.uint8], tuple[int, ...]], None]) -> Path:
+    """A byte copy of ``src`` with one tensor's raw bytes changed in place."""
+    shutil.copyfile(src, out)
+    scan = scan_gguf(out)
+    info = scan.tensors[tensor]
+    data = np.memmap(out, dtype=np.uint8, mode="r+")
+    start = scan.data_offset + info.offset
+    raw = data[start:start + info.nbytes]
+    change(raw, tuple(reversed(info.dims)))
+    data.flush()
+    del data
+    return out
+
+
+@pytest.mark.requires_llamacpp
+@pytest.mark.skipif(not HAS_LLAMACPP, reason="llama-cpp-python ships ggml's K-quant encoders")
+def test_k_quant_blocks_are_judged_one_by_one(tiny: Callable[[str], ResolvedModel],
+                                              exported: Callable[..., Path],
+                                              tmp_path: Path) -> None:
+    model = tiny("qwen3")
+    original = tmp_path / "q4_k_m.gguf"
+    quantize(exported("qwen3", "F32"), original, "q4_k_m")
+    report = check(original, model)
+    assert report.passed, notes(report)
+    name = "blk.1.ffn_down.weight"
+    assert scan_gguf(original).tensors[name].type == "Q4_K"
+    source = np.asarray(load_file(str(model.path / "model.safetensors"))[
+        "model.layers.1.mlp.down_proj.weight"], dtype=np.float32)
+
+    def weighted(raw: npt.NDArray[np.uint8], shape: tuple[int, ...]) -> None:
+        # another correct encoder: the same format, an importance matrix's weights
+        weights = np.exp(np.random.default_rng(3).normal(0, 1.5, shape[1])).astype(np.float32)
+        raw[:] = ggml_encoder.encode(source, "Q4_K", importance=weights).reshape(-1)
+
+    imatrix = check(patched(original, tmp_path / "imatrix.gguf", name, weighted), model)
+    assert imatrix.passed, notes(imatrix)
+    row = next(r for r in imatrix.details["tensors"] if r["artifact_name"] == name)
+    assert 0 < row["block_ratio"] < expected_error.BLOCK_FACTOR
+
+    def swapped(raw: npt.NDArray[np.uint8], shape: tuple[int, ...]) -> None:
+        blocks = raw.reshape(shape[0], -1)  # one 144-byte Q4_K super-block per row
+        blocks[[5, 40]] = blocks[[40, 5]]
+
+    report = check(patched(original, tmp_path / "swapped.gguf", name, swapped), model)
+    bad = {f.artifact_name: f for f in report.tensors.failures}
+    assert list(bad) == [name]
+    assert "2 block(s) of 256 hold more than 4x the reference encoding's error" in (
+        bad[name].problem), bad[name].problem
+    assert "first in row 5" in bad[name].problem

@@ -17,7 +17,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from pytest_groundtruth.config.roster import BUILTIN
-from pytest_groundtruth.config.settings import Settings
+from pytest_groundtruth.config.settings import ConfigError, Settings
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind
 from pytest_groundtruth.ggufio import EXPORTER_VERSION, export_gguf
 from pytest_groundtruth.ggufio import quantize as quantizer
@@ -482,3 +482,101 @@ def test_embedded_quantized_runs_deterministically(
         ppl = runner.perplexity(PARAGRAPH).perplexity
     reference = embedded_reference["perplexity"].perplexity
     assert reference < ppl < 1.2 * reference
+
+
+# --------------------------------------------------------------------------- llama.cpp's types
+
+
+def tensor_types(path: Path) -> dict[str, str]:
+    return {name: t.type for name, t in scan_gguf(path).tensors.items()}
+
+
+def test_quantizer_types_are_llama_cpps_mixes(
+    runtime: LlamaCppRuntime, cache: ArtifactCache, tiny: Callable[[str], ResolvedModel],
+    runners: Callable[[str, str], LlamaCppRunner],
+) -> None:
+    model = tiny("qwen3")
+    artifact = prepare(runtime, model, "q4_k_m", cache)
+    assert "export_gguf(" in artifact.recipe  # our converter's F32 ...
+    assert "llama_model_quantize(<f32>, <out>, ftype=LLAMA_FTYPE_MOSTLY_Q4_K_M" in artifact.recipe
+    types = tensor_types(artifact.path)
+    assert {"Q4_K", "Q6_K"} <= set(types.values())  # the 256-wide rows
+    assert types["blk.0.attn_q.weight"] in ("Q5_0", "Q4_0")  # 64-wide rows fall back
+    runner = runners("qwen3", "q4_k_m")
+    gen = runner.generate(PROMPTS["completion"], 8)
+    assert len(gen.tokens) == 8
+
+
+def test_the_converter_is_a_runtime_option(
+    cache: ArtifactCache, tiny: Callable[[str], ResolvedModel], gt_cache: Path,
+) -> None:
+    theirs = LlamaCppRuntime(n_ctx=512, converter="llama.cpp", cache_dir=gt_cache)
+    reason = theirs.unavailable()
+    if reason:
+        pytest.skip(reason)
+    ours = LlamaCppRuntime(n_ctx=512, converter="ours")
+    model = tiny("qwen3")
+    a = prepare(ours, model, "float32", cache)
+    b = prepare(theirs, model, "float32", cache)
+    assert a.key != b.key
+    assert "convert_hf_to_gguf.py" in b.recipe
+    assert "--outtype f32" in b.recipe
+    assert "converter llama.cpp" in theirs.version()
+    q = prepare(theirs, model, "q6_k", cache)
+    assert "convert_hf_to_gguf.py" in q.recipe
+    assert "LLAMA_FTYPE_MOSTLY_Q6_K" in q.recipe
+    with ours.open(a, model) as first, theirs.open(b, model) as second:
+        for prompt in PROMPTS.values():
+            assert first.generate(prompt, 16).tokens == second.generate(prompt, 16).tokens
+    settings = Settings(root=Path.cwd(), runtime_options={
+        "llamacpp-hfconv": {"kind": "llamacpp", "converter": "llama.cpp"}})
+    configured = make_runtime("llamacpp-hfconv", settings)
+    assert isinstance(configured, LlamaCppRuntime)
+    assert configured.converter == "llama.cpp"
+    assert configured.name == "llamacpp-hfconv"
+    with pytest.raises(ConfigError, match="converter must be one of"):
+        make_runtime("bad", Settings(root=Path.cwd(), runtime_options={
+            "bad": {"kind": "llamacpp", "converter": "mine"}}))
+
+
+def test_auto_takes_llama_cpps_converter_where_ours_does_not_write_the_architecture(
+    tmp_path: Path, tiny: Callable[[str], ResolvedModel],
+) -> None:
+    auto = LlamaCppRuntime()
+    assert auto.converter_for(tiny("phi3")) == "ours"
+    other = tmp_path / "olmo2"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "olmo2"}')
+    model = ResolvedModel(BUILTIN["tiny-llama"], other, fingerprint="x")
+    assert auto.converter_for(model) == "llama.cpp"
+    assert LlamaCppRuntime(converter="ours").converter_for(model) == "ours"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "quant", "pure"), [("llama", "q4_0", True),
+                                                     ("qwen3", "q4_k_m", False),
+                                                     ("gemma3", "q5_k_m", False)])
+def test_roundtrip_keeps_each_tensors_type(
+    arch: str, quant: str, pure: bool,
+    runtime: LlamaCppRuntime, cache: ArtifactCache, tiny: Callable[[str], ResolvedModel],
+    tmp_path: Path,
+) -> None:
+    """A file from llama.cpp's quantizer (all Q4_0 with --pure, token embeddings
+    included; a K-quant mix) comes back from GGUF -> transformers -> GGUF with every
+    tensor at its own type, and the same tokens."""
+    model = tiny(arch)
+    f32 = tmp_path / "f32.gguf"
+    export_gguf(model.path, f32, "F32", "smollm")
+    original = tmp_path / "original.gguf"
+    quantizer.quantize(f32, original, quant, pure=pure)
+    types = tensor_types(original)
+    if pure:
+        assert types["token_embd.weight"] == "Q4_0"
+        assert types["output.weight"] == "Q4_0"
+    back = reimported(runtime, model, quant, original, cache)
+    assert tensor_types(back.path) == types
+    assert "like=" in back.recipe
+    source = artifact_at(original, quant)
+    with LlamaCppRunner(source) as first, runtime.open(back, model) as again:
+        for prompt in PROMPTS.values():
+            assert again.generate(prompt, 16).tokens == first.generate(prompt, 16).tokens

@@ -214,11 +214,11 @@ BUILTIN: dict[str, ModelSpec] = {
         ModelSpec(slug="tiny-gpt2", source="tiny:gpt2",
                   description="2-layer random GPT-2 with the embedded tokenizer"),
         ModelSpec(slug="tiny-qwen3", source="tiny:qwen3",
-                  description="2-layer random qwen3 (GQA, q/k norms, 256-wide attention and "
-                              "feed-forward)"),
+                  description="2-layer random qwen3 (GQA, q/k norms, head size 128; "
+                              "K-quant rows in attention output and feed-forward)"),
         ModelSpec(slug="tiny-gemma3", source="tiny:gemma3",
                   description="2-layer random gemma3 (sliding-window layers, 1 + w norms, "
-                              "GELU, scaled embeddings)"),
+                              "GELU, scaled embeddings, head size 256)"),
         ModelSpec(slug="tiny-phi3", source="tiny:phi3",
                   description="2-layer random phi3 (fused qkv and gate/up projections)"),
     )

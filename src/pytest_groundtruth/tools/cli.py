@@ -15,11 +15,11 @@ from pytest_groundtruth.config.prompts import load_prompts
 from pytest_groundtruth.config.settings import ConfigError, Settings, load_settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.atomic import atomic_write_text
-from pytest_groundtruth.models.sources import ModelError, ModelUnavailable, resolve
+from pytest_groundtruth.models.sources import ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
 from pytest_groundtruth.suites.agreement import BOUNDS_FILE
 from pytest_groundtruth.suites.ppl import BOUNDS_FILE as PPL_BOUNDS_FILE
-from pytest_groundtruth.tools import benchmark, calibrate, falsify, measure, oracles
+from pytest_groundtruth.tools import benchmark, calibrate, falsify, measure, oracles, roster
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -93,15 +93,11 @@ def cmd_oracle(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    cache = settings.cache_root()
-    for slug, spec in sorted(settings.roster.items()):
-        status = "not resolved (pass --resolve)"
-        if args.resolve:
-            try:
-                status = f"ok: {resolve(spec, cache, settings.root).path}"
-            except (ModelUnavailable, ModelError) as exc:
-                status = f"unavailable: {exc}"
-        print(f"{slug:<14} {spec.architecture:<6} {spec.source}\n    {status}")
+    found = roster.rows(settings, args.resolve)
+    if args.markdown or args.write:
+        _publish(args, roster.markdown(found))
+    else:
+        print(roster.text(found), end="")
     return 0
 
 
@@ -211,9 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_oracle)
 
-    p = sub.add_parser("models", parents=[common], help="list the roster")
+    p = sub.add_parser("models", parents=[common],
+                       help="the roster, each model's architecture and shape as it says")
     p.add_argument("--resolve", action="store_true",
-                   help="resolve each model (may convert or download)")
+                   help="resolve each model (may convert or download) and read its shape")
+    p.add_argument("--markdown", action="store_true", help="a markdown table (docs/roster.md)")
+    p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("measure", parents=[common],
