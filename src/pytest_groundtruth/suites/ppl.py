@@ -3,17 +3,16 @@
 The evaluation text is ``eval_text`` (default prompts/eval/perplexity.txt). Each artifact
 is judged relative to the float32 oracle's perplexity on the same text (its perplexity
 record): ``ppl(artifact) / ppl(oracle) <= max_ratio``, a bound per quantization that
-``groundtruth calibrate`` measures on correct conversions of the embedded model
-(docs/calibration.md). A roster entry's ``ppl_ceiling`` (or a ``ceiling`` bound rule) is
-the original workflow's absolute bound and applies as well: ``ppl < ceiling``. Without an
-oracle perplexity record and without a ceiling there is nothing to judge by, which fails
-with the command that makes the record.
+``groundtruth calibrate`` measures on correct conversions of the embedded model (and, for
+``tiny:`` random-weight models, of the tiny models; docs/calibration.md). A roster entry's
+``ppl_ceiling`` (or a ``ceiling`` bound rule) is the original workflow's absolute bound
+and applies as well: ``ppl < ceiling``. Without an oracle perplexity record and without a
+ceiling there is nothing to judge by, which fails with the command that makes the record.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.oracle.format import OracleError
 from pytest_groundtruth.runtimes.base import Capability
+from pytest_groundtruth.suites import calibrated
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult, bound_of
 from pytest_groundtruth.suites.spec import Cell, Suite, each_artifact, each_pair
@@ -50,7 +50,7 @@ def _reference(case: Case, ctx: Context) -> tuple[dict[str, float], list[str]]:
 def _ceiling(case: Case, ctx: Context) -> SuiteResult:
     result, artifact = ctx.results.perplexity(case.model, case.runtime, case.quant)
     ceiling = bound_of(ctx, case, "ceiling")
-    max_ratio = bound_of(ctx, case, "max_ratio")
+    max_ratio = calibrated.bound(ctx, case, "max_ratio", RANDOM_MAX_RATIO)
     details, notes = _reference(case, ctx)
     ppl = result.perplexity
     verdicts: list[str] = []
@@ -125,16 +125,17 @@ def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[st
             + each_pair(suite, model, cells, prompts, settings, variant="gap"))
 
 
-BOUNDS_FILE = Path(__file__).parents[1] / "data" / "ppl_bounds.json"
+BOUNDS_FILE = calibrated.PPL_FILE
 
 
-def load_bounds(path: Path = BOUNDS_FILE) -> dict[str, float]:
+def load_bounds(path: Path = BOUNDS_FILE, key: str = "max_ratio") -> dict[str, float]:
     """max ppl(artifact) / ppl(oracle) per quantization (written by `groundtruth calibrate`;
-    none before it first ran)."""
-    if not path.is_file():
-        return {}
-    bounds: dict[str, float] = json.loads(path.read_text())["max_ratio"]
+    none before it first ran); ``random_max_ratio``: for the tiny random-weight models."""
+    bounds: dict[str, float] = calibrated.read(path).get(key, {})
     return bounds
+
+
+RANDOM_MAX_RATIO = load_bounds(key="random_max_ratio")
 
 
 SUITE = Suite(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pytest_groundtruth.config.options import RUN_OPTIONS, add_cli_options, apply_overrides
 from pytest_groundtruth.config.prompts import load_prompts
+from pytest_groundtruth.config.roster import TINY_MODELS
 from pytest_groundtruth.config.settings import ConfigError, Settings, load_settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.atomic import atomic_write_text
@@ -162,15 +163,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     ctx = _context(args, settings)
+    random = tuple(args.random_model if args.random_model is not None else TINY_MODELS)
     try:
-        bounds, text = calibrate.calibrate(ctx, args.model)
+        cal, text = calibrate.calibrate(ctx, args.model, random)
     finally:
         ctx.close()
     print(text)
     if args.write:
         atomic_write_text(Path(args.write), text)
-        atomic_write_text(BOUNDS_FILE, calibrate.bounds_document(args.model, bounds))
-        atomic_write_text(PPL_BOUNDS_FILE, calibrate.ppl_document(args.model, bounds))
+        atomic_write_text(BOUNDS_FILE, calibrate.bounds_document(cal))
+        atomic_write_text(PPL_BOUNDS_FILE, calibrate.ppl_document(cal))
         print(f"wrote {args.write}, {BOUNDS_FILE} and {PPL_BOUNDS_FILE}", file=sys.stderr)
     return 0
 
@@ -246,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", parents=[common],
                        help="derive the agreement and ppl suites' default bounds")
     p.add_argument("--model", default="smollm2-135m", metavar="SLUG")
+    p.add_argument("--random-model", action="append", metavar="SLUG",
+                   help="random-weight models for their own bounds (default: the tiny "
+                   "models; repeatable)")
     add_cli_options(p, ["no-cache"])
     p.add_argument("--write", metavar="FILE",
                    help="write the report to FILE and the bounds into the package")
