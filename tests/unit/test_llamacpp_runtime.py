@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from pytest_groundtruth.config.roster import BUILTIN
 from pytest_groundtruth.config.settings import ConfigError, Settings
-from pytest_groundtruth.core.failures import EngineFailure, FailureKind
+from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
 from pytest_groundtruth.ggufio import EXPORTER_VERSION, export_gguf
 from pytest_groundtruth.ggufio import quantize as quantizer
 from pytest_groundtruth.ggufio.reader import scan_gguf
@@ -498,7 +498,8 @@ def test_quantizer_types_are_llama_cpps_mixes(
     model = tiny("qwen3")
     artifact = prepare(runtime, model, "q4_k_m", cache)
     assert "export_gguf(" in artifact.recipe  # our converter's F32 ...
-    assert "llama_model_quantize(<f32>, <out>, ftype=LLAMA_FTYPE_MOSTLY_Q4_K_M" in artifact.recipe
+    assert "llama_model_quantize('<f32>', '<out>', ftype=LLAMA_FTYPE_MOSTLY_Q4_K_M" in (
+        artifact.recipe)
     types = tensor_types(artifact.path)
     assert {"Q4_K", "Q6_K"} <= set(types.values())  # the 256-wide rows
     assert types["blk.0.attn_q.weight"] in ("Q5_0", "Q4_0")  # 64-wide rows fall back
@@ -555,7 +556,7 @@ def test_auto_takes_llama_cpps_converter_where_ours_does_not_write_the_architect
 @pytest.mark.slow
 @pytest.mark.parametrize(("arch", "quant", "pure"), [("llama", "q4_0", True),
                                                      ("qwen3", "q4_k_m", False),
-                                                     ("gemma3", "q5_k_m", False)])
+                                                     ("phi3", "q5_k_m", False)])
 def test_roundtrip_keeps_each_tensors_type(
     arch: str, quant: str, pure: bool,
     runtime: LlamaCppRuntime, cache: ArtifactCache, tiny: Callable[[str], ResolvedModel],
@@ -580,3 +581,15 @@ def test_roundtrip_keeps_each_tensors_type(
     with LlamaCppRunner(source) as first, runtime.open(back, model) as again:
         for prompt in PROMPTS.values():
             assert again.generate(prompt, 16).tokens == first.generate(prompt, 16).tokens
+
+
+@pytest.mark.slow
+def test_a_roundtrip_transformers_cannot_make_says_why(
+    runtime: LlamaCppRuntime, cache: ArtifactCache, tiny: Callable[[str], ResolvedModel],
+) -> None:
+    """transformers' GGUF loader rebuilds a gemma3 tokenizer as GemmaTokenizer and adds
+    '<mask>' beyond the tiny gemma3's byte-level BPE vocabulary: not a file to write."""
+    model = tiny("gemma3")
+    artifact = prepare(runtime, model, "q4_k_m", cache)
+    with pytest.raises(RuntimeUnavailable, match=r"'<mask>' \(49152\) beyond its vocabulary"):
+        reimported(runtime, model, "q4_k_m", artifact.path, cache)

@@ -146,6 +146,20 @@ def model_eos_ids(model_dir: Path) -> list[int]:
     return []
 
 
+def tokens_beyond_vocabulary(model_dir: Path) -> list[str]:
+    """Added tokens of ``model_dir``'s tokenizer.json whose ids lie beyond config.json's
+    vocab_size (``'<mask>' (49152)``), which no GGUF of that model can hold."""
+    try:
+        vocab = json.loads((model_dir / "config.json").read_text()).get("vocab_size")
+        added = json.loads((model_dir / "tokenizer.json").read_text()).get("added_tokens", [])
+    except (OSError, ValueError):
+        return []
+    if not isinstance(vocab, int):
+        return []
+    return [f"{t.get('content')!r} ({t.get('id')})" for t in added
+            if isinstance(t, dict) and isinstance(t.get("id"), int) and t["id"] >= vocab]
+
+
 class LlamaCppRuntime(Runtime):
     name = "llamacpp"
     quantizations: tuple[str, ...] = (*QTYPES, *quantizer.CATALOG)
@@ -301,6 +315,15 @@ class LlamaCppRuntime(Runtime):
         with tempfile.TemporaryDirectory(prefix="gt-reimport-") as tmp:
             hf_dir = Path(tmp) / "hf"
             gguf_to_hf_dir(gguf, hf_dir)
+            extra = tokens_beyond_vocabulary(hf_dir)
+            if extra:
+                raise RuntimeUnavailable(
+                    f"transformers {importlib.metadata.version('transformers')}'s GGUF loader "
+                    f"gives this {config.get('model_type')} model a tokenizer with "
+                    f"{', '.join(extra)} beyond its vocabulary (the loader assumes the "
+                    "family's own tokenizer; this file's is tokenizer.ggml.model "
+                    f"{scan_gguf(gguf).scalars.get('tokenizer.ggml.model')!r}): the roundtrip "
+                    "cannot rebuild the GGUF through it")
             kept = export_gguf(hf_dir, out, label, tokenizer_pre, like=gguf)
         return (
             f"gguf_to_hf_dir({str(gguf)!r}, <tmp>)  # transformers' GGUF loader, dequantized\n"
