@@ -84,7 +84,7 @@ def test_a_correct_conversion_passes(make_project: Project) -> None:
     result = pytester.runpytest("--gt-results", "r.json")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["model*runtime*quant*integrity*",
-                                 "tiny-llama*llamacpp*int4*1 pass*"])
+                                 "tiny-llama*llamacpp*int4*1C*"])
     (record,) = json.loads((pytester.path / "r.json").read_text())["results"]
     details = record["result"]["details"]
     assert {k: v["status"] for k, v in details["sections"].items()} == {

@@ -37,7 +37,7 @@ def test_builtin_roster_matches_the_original_and_the_embedded_model() -> None:
     embedded = BUILTIN["smollm2-135m"]  # the embedded model is its source (and ceiling)
     assert embedded.declared() == {}
     assert embedded.ppl_ceiling == 20.0
-    tiny = {s: BUILTIN[s] for s in BUILTIN if s.startswith("tiny-")}
+    tiny = {s: spec for s, spec in BUILTIN.items() if spec.scheme == "tiny"}
     assert {spec.source for spec in tiny.values()} == {
         f"tiny:{a}" for a in ("llama", "qwen2", "gpt2", "qwen3", "gemma3", "phi3")}
     assert all(spec.declared() == {} and spec.ppl_ceiling is None for spec in tiny.values())

@@ -36,7 +36,7 @@ from typing import Any
 # Bump when the construction below changes: it is part of the model fingerprint.
 BUILDER_VERSION = 2
 SEED = 20261122
-WEIGHT_STD = 0.2  # environment.md: at 0.02 greedy output repeats one token
+WEIGHT_STD = 0.2  # measured: at transformers' default 0.02, greedy output repeats one token
 
 # llama.cpp's pre-tokenizer for the embedded tokenizer as transformers loads it for each
 # architecture: as Qwen2Tokenizer for qwen2 (whose "\n\n" split llama.cpp reproduces

@@ -55,6 +55,12 @@ class Agreement:
     positions: dict[str, list[PositionAgreement]]  # per prompt
     call: str
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Agreement:
+        positions = {n: [PositionAgreement(bool(t), kl, a) for t, kl, a in ps]
+                     for n, ps in data["positions"].items()}
+        return cls(positions, data["call"])
+
     @property
     def pooled(self) -> list[PositionAgreement]:
         return [p for ps in self.positions.values() for p in ps]
@@ -79,10 +85,8 @@ def measure(case: Case, ctx: Context) -> Agreement:
                 "positions": {n: [[int(p.top1), p.kl, p.runtime_argmax] for p in ps]
                               for n, ps in per_prompt.items()}}
 
-    cached = ctx.results.cached("agreement", artifact, text_sha256(oracles), make)
-    positions = {n: [PositionAgreement(bool(t), kl, a) for t, kl, a in ps]
-                 for n, ps in cached["positions"].items()}
-    return Agreement(positions, cached["call"])
+    return ctx.results.cached("agreement", artifact, text_sha256(oracles), make,
+                              Agreement.from_json)
 
 
 def run(case: Case, ctx: Context) -> SuiteResult:

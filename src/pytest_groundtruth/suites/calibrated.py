@@ -34,9 +34,21 @@ def read(path: Path) -> dict[str, Any]:
     return data
 
 
+DERIVED_SCHEMES = ("truncate", "lora")  # built from a base roster model (BASE[:...])
+
+
 def random_weights(ctx: Context, model: str) -> bool:
-    """Whether ``model`` is a random-weight model (a ``tiny:`` source)."""
-    return ctx.settings.spec(model).scheme == RANDOM_SCHEME
+    """Whether ``model`` is a random-weight model: a ``tiny:`` source, or a draft or merged
+    adapter built on one (``truncate:tiny-llama``, ``lora:tiny-llama``)."""
+    roster, seen = ctx.settings.roster, set()
+    spec = ctx.settings.spec(model)
+    while spec.scheme in DERIVED_SCHEMES and spec.slug not in seen:
+        seen.add(spec.slug)
+        base = roster.get(spec.location.split(":", 1)[0])
+        if base is None:
+            return False
+        spec = base
+    return spec.scheme == RANDOM_SCHEME
 
 
 def bound(ctx: Context, case: Case, param: str,

@@ -132,8 +132,4 @@ def missed(rows: list[RowResult]) -> list[str]:
     return [r.label for r in rows[1:] if not r.not_applicable and not any(r.caught.values())]
 
 
-def false_alarms(rows: list[RowResult]) -> list[str]:
-    return [s for s, qs in rows[0].caught.items() if qs]
-
-
 FAULT_NAMES = tuple(FAULTS)

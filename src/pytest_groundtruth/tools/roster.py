@@ -33,7 +33,7 @@ def rows(settings: Settings, resolve_models: bool) -> list[RosterRow]:
             out.append(RosterRow(spec, "not resolved (pass --resolve)"))
             continue
         try:
-            out.append(RosterRow(resolve(spec, cache, settings.root).spec,
+            out.append(RosterRow(resolve(spec, cache, settings.root, settings.roster).spec,
                                  "read from the model"))
         except (ModelUnavailable, ModelError) as exc:
             out.append(RosterRow(spec, f"not resolved here: {exc}"))
