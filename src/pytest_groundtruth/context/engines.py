@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.core.failures import InputError, RuntimeUnavailable
-from pytest_groundtruth.core.hashing import tree_sha256
+from pytest_groundtruth.core.hashing import digest, tree_sha256
 from pytest_groundtruth.models.sources import ModelUnavailable, ResolvedModel, resolve
 from pytest_groundtruth.runtimes.base import Artifact, Runner, Runtime
 from pytest_groundtruth.runtimes.registry import make_runtime
@@ -79,6 +79,8 @@ class Engines:
 
     def close(self) -> None:
         self.pool.close()
+        for runtime in self._runtimes.values():
+            runtime.close()
 
 
 class ArtifactError(InputError):
@@ -96,5 +98,7 @@ def external_artifact(runtime: Runtime, slug: str, quant: str, path: Path) -> Ar
     if problem:
         raise ArtifactError(f"artifact {path} is not a sound {runtime.name} artifact: "
                             f"{problem}")
-    return Artifact(runtime.name, slug, quant, path, key=f"external-{tree_sha256(path)}",
+    # The runtime is part of the key: one file run by two runtimes gives two results.
+    key = digest({"file": tree_sha256(path), **runtime.key_parts(quant)})
+    return Artifact(runtime.name, slug, quant, path, key=f"external-{key}",
                     recipe=f"supplied by the user: {path}", external=True)

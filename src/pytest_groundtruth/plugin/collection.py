@@ -32,8 +32,9 @@ class GroundtruthFile(pytest.File):
         key = str(self.path)
         settings = session.load(key, [self.path])
         names = list(settings.prompts) if settings.prompts else None
-        prompts = [p.name for p in load_prompts(settings.path(settings.prompts_dir), names)]
-        for case in build_cases(settings, prompts):
+        prompts = load_prompts(settings.path(settings.prompts_dir), names)
+        chat = [p.name for p in prompts if p.is_chat]
+        for case in build_cases(settings, [p.name for p in prompts], chat):
             item = ParityItem.from_parent(self, name=case.name, case=case, settings=settings,
                                           context=lambda: session.context(key))
             item.add_marker(case.suite)

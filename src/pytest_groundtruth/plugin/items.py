@@ -17,6 +17,7 @@ import pytest
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.context.results import ChatPromptMismatch
 from pytest_groundtruth.core.failures import EngineFailure, InputError, RuntimeUnavailable
 from pytest_groundtruth.models.sources import ModelUnavailable
 from pytest_groundtruth.oracle.format import OracleIncomplete
@@ -81,6 +82,8 @@ class ParityItem(pytest.Item):
         value = excinfo.value
         if isinstance(value, ParityFailure):
             return value.result.explain()
+        if isinstance(value, ChatPromptMismatch):
+            return f"{self.name}: {value}"
         if isinstance(value, (EngineFailure, InputError, FileNotFoundError)):
             return f"{self.name}: {type(value).__name__}: {value}"
         return super().repr_failure(excinfo, style)

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_groundtruth.config.prompts import Message
 from pytest_groundtruth.core.failures import RuntimeUnavailable
 from pytest_groundtruth.measures import logprobs as lp
 from pytest_groundtruth.measures.timing import intervals
@@ -77,7 +78,8 @@ class TransformersRuntime(Runtime):
     name = "transformers"
     quantizations: tuple[str, ...] = DTYPES
     capabilities: frozenset[Capability] = frozenset(
-        {Capability.GENERATE, Capability.TOPK, Capability.PERPLEXITY, Capability.SCORE}
+        {Capability.GENERATE, Capability.CHAT, Capability.TOPK, Capability.PERPLEXITY,
+         Capability.SCORE}
     )
 
     def __init__(self, device: str = "cpu") -> None:
@@ -183,6 +185,33 @@ class TransformersRunner(LogitsRunner):
         return None
 
     def generate(self, prompt: str, max_new_tokens: int, top_k: int = 0) -> Generation:
+        inputs = self.tokenizer(prompt, return_tensors="pt").to(self.device)
+        return self._greedy(inputs, max_new_tokens, top_k, f"<{prompt!r}>")
+
+    def render_chat(self, messages: Sequence[Message]) -> tuple[str, list[int]]:
+        """The conversation rendered with the tokenizer's chat template (generation prompt
+        added) and its token ids, as ``apply_chat_template(..., tokenize=True)`` makes them."""
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(f"{self.artifact.path}: the tokenizer has no chat template, so "
+                             "chat prompts cannot be rendered for this model")
+        text = str(self.tokenizer.apply_chat_template(chat, add_generation_prompt=True,
+                                                      tokenize=False))
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text, [int(t) for t in ids]
+
+    def chat(self, messages: Sequence[Message], max_new_tokens: int,
+             top_k: int = 0) -> Generation:
+        import torch
+
+        text, ids = self.render_chat(messages)
+        input_ids = torch.tensor([ids], device=self.device)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        return self._greedy(inputs, max_new_tokens, top_k,
+                            f"<apply_chat_template(add_generation_prompt=True): {text!r}>")
+
+    def _greedy(self, inputs: Any, max_new_tokens: int, top_k: int, shown: str) -> Generation:
+        """Greedy generation from tokenized ``inputs`` (``input_ids`` and friends)."""
         import torch
         from transformers import GenerationConfig
 
@@ -196,7 +225,6 @@ class TransformersRunner(LogitsRunner):
             output_logits=True,
             return_dict_in_generate=True,
         )
-        inputs = self.tokenizer(prompt, return_tensors="pt").to(self.device)
         prompt_len = inputs["input_ids"].shape[1]
         torch.manual_seed(SEED)
         clock = TokenClock()
@@ -215,7 +243,7 @@ class TransformersRunner(LogitsRunner):
             prompt_tokens=tuple(int(t) for t in inputs["input_ids"][0].tolist()),
             stop_reason="eos" if tokens and tokens[-1] in self.eos else "length",
             seconds=seconds,
-            call=f"{self.load_call}.generate(<{prompt!r}>, max_new_tokens={max_new_tokens}, "
+            call=f"{self.load_call}.generate({shown}, max_new_tokens={max_new_tokens}, "
             "do_sample=False)",
             topk=topk,
             first_token_seconds=first_token,

@@ -56,9 +56,11 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_groundtruth.config.prompts import Message
 from pytest_groundtruth.config.settings import ConfigError, Settings
 from pytest_groundtruth.core.atomic import atomic_path
 from pytest_groundtruth.core.failures import (
@@ -169,6 +171,7 @@ class LlamaCppRuntime(Runtime):
     capabilities: frozenset[Capability] = frozenset(
         {
             Capability.GENERATE,
+            Capability.CHAT,
             Capability.TOPK,
             Capability.PERPLEXITY,
             Capability.SCORE,
@@ -471,12 +474,62 @@ class LlamaCppRunner(LogitsRunner):
         ids = self.tokenize(prompt)
         if not ids:
             raise ValueError(f"prompt {prompt!r} tokenizes to no tokens")
-        self._check_fits(
-            len(ids) + max_new_tokens, f"prompt ({len(ids)} tokens) + {max_new_tokens}"
-        )
         call = (
             f"{self.load_call}: greedy argmax over eval()/scores, prompt={prompt!r}, "
             f"max_new_tokens={max_new_tokens}, eos={self.eos}"
+        )
+        return self._greedy(ids, max_new_tokens, top_k, call)
+
+    # ----------------------------------------------------------------- chat (issue 15)
+
+    def render_chat(self, messages: Sequence[Message]) -> tuple[str, list[int], tuple[str, ...]]:
+        """The conversation as this GGUF renders it: (text, token ids, notes).
+
+        The template is the file's own ``tokenizer.chat_template``, rendered by
+        llama-cpp-python's ``Jinja2ChatFormatter`` with the generation prompt added, exactly
+        as its server does; the text is tokenized with special tokens parsed and no BOS
+        added (the template writes its own). A GGUF without a template gets
+        llama-cpp-python's fallback format (``llama-2``), as its server would, and a note
+        says so: the prompt-token comparison then names where it departs from the oracle.
+        """
+        from llama_cpp import llama_chat_format
+
+        chat: Any = [{"role": m.role, "content": m.content} for m in messages]
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        notes: tuple[str, ...] = ()
+        if template:
+            model = self.llm._model
+            bos, eos = self.llm.token_bos(), self.llm.token_eos()
+            result = llama_chat_format.Jinja2ChatFormatter(
+                template=template,
+                eos_token=model.token_get_text(eos) if eos != -1 else "",
+                bos_token=model.token_get_text(bos) if bos != -1 else "",
+            )(messages=chat)
+        else:
+            result = llama_chat_format.format_llama2(messages=chat)
+            notes = ("the GGUF has no tokenizer.chat_template: rendered with llama-cpp-python's "
+                     "fallback chat format 'llama-2'",)
+        add_bos = not result.added_special
+        ids = self.llm.tokenize(result.prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        return result.prompt, [int(t) for t in ids], notes
+
+    def chat(self, messages: Sequence[Message], max_new_tokens: int,
+             top_k: int = 0) -> Generation:
+        text, ids, notes = self.render_chat(messages)
+        call = (
+            f"{self.load_call}: tokenizer.chat_template rendered (Jinja2ChatFormatter, "
+            f"add_generation_prompt=True) to {text!r}; greedy argmax over eval()/scores, "
+            f"max_new_tokens={max_new_tokens}, eos={self.eos}"
+        )
+        gen = self._greedy(ids, max_new_tokens, top_k, call)
+        return replace(gen, notes=gen.notes + notes)
+
+    # ----------------------------------------------------------------- greedy
+
+    def _greedy(self, ids: list[int], max_new_tokens: int, top_k: int, call: str) -> Generation:
+        """Greedy decoding from prompt ids: argmax, stop after an EOS (kept in the tokens)."""
+        self._check_fits(
+            len(ids) + max_new_tokens, f"prompt ({len(ids)} tokens) + {max_new_tokens}"
         )
         self.llm.reset()
         tokens: list[int] = []

@@ -46,7 +46,8 @@ class TorchaoRuntime(TransformersRuntime):
     name = "torchao"
     quantizations: tuple[str, ...] = tuple(CONFIGS)
     capabilities: frozenset[Capability] = frozenset(
-        {Capability.GENERATE, Capability.TOPK, Capability.PERPLEXITY, Capability.SCORE}
+        {Capability.GENERATE, Capability.CHAT, Capability.TOPK, Capability.PERPLEXITY,
+         Capability.SCORE}
     )
 
     def unavailable(self) -> str | None:

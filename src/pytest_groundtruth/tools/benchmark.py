@@ -26,6 +26,7 @@ from pathlib import Path
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.models.sources import resolve
+from pytest_groundtruth.runtimes.base import respond
 from pytest_groundtruth.runtimes.registry import make_runtime
 
 DEFAULT_CELLS = (("llamacpp", "float32"), ("llamacpp", "int8"), ("llamacpp", "int4"),
@@ -58,7 +59,7 @@ def time_cell(ctx: Context, model: str, runtime: str, quant: str) -> CellTiming:
     extra = getattr(runner, "quantize_seconds", 0.0)  # torchao converts at load
     tokens = seconds = 0.0
     for prompt in ctx.inputs.prompts.values():
-        gen = runner.generate(prompt.text, ctx.settings.max_new_tokens)
+        gen = respond(runner, prompt, ctx.settings.max_new_tokens)
         tokens += len(gen.tokens)
         seconds += gen.seconds
     ctx.close()
