@@ -29,10 +29,10 @@ from pytest_groundtruth.runtimes.llamacpp import (
     ContextTooSmall,
     LlamaCppRunner,
     LlamaCppRuntime,
-    default_threads,
     llama_cpp_version,
 )
 from pytest_groundtruth.runtimes.registry import make_runtime
+from pytest_groundtruth.runtimes.threads import default_threads
 from pytest_groundtruth.store.artifacts import ArtifactCache, prepare, reimported
 
 pytestmark = [

@@ -7,14 +7,17 @@ result being made by one pytest-xdist worker is waited for by the others.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+
+import numpy as np
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context.engines import Engines
 from pytest_groundtruth.context.inputs import Inputs
 from pytest_groundtruth.core.hashing import text_sha256
 from pytest_groundtruth.ggufio.reader import gguf_problem
+from pytest_groundtruth.measures.logprobs import top_k
 from pytest_groundtruth.measures.sequences import first_divergence
 from pytest_groundtruth.oracle.format import Oracle
 from pytest_groundtruth.runtimes.base import (
@@ -84,11 +87,22 @@ class Results:
         return self.cached("perplexity", artifact, text_sha256(text), make,
                            PerplexityResult.from_json), artifact
 
+    def scored_top_k(self, artifact: Artifact, ids: Sequence[int], k: int) -> tuple[int, ...]:
+        """The runtime's top-``k`` ids at the last position of ``ids``: its distribution
+        there given the tokens before (teacher-forced scoring)."""
+
+        def make() -> dict[str, Any]:
+            row = self.engines.runner(artifact).score(list(ids), len(ids) - 1)[0]
+            return {"ids": list(top_k(np.asarray(row, dtype=np.float64), k).ids)}
+
+        return self.cached("score-top-k", artifact, [list(ids), k], make,
+                           lambda data: tuple(int(i) for i in data["ids"]))
+
     def roundtrip(self, slug: str, runtime_name: str, quant: str) -> Artifact:
         """The artifact exported to GGUF and reimported with the same runtime (each once)."""
         artifact = self.engines.artifact(slug, runtime_name, quant)
         runtime = self.engines.runtime(runtime_name)
-        gguf = exported(self.engines.runner(artifact), gguf_problem,
+        gguf = exported(artifact, lambda: self.engines.runner(artifact), gguf_problem,
                         self.engines.artifacts)
         return reimported(runtime, self.engines.model(slug), quant, gguf.path,
                           self.engines.artifacts)

@@ -88,5 +88,14 @@ class ParityItem(pytest.Item):
             return f"{self.name}: {type(value).__name__}: {value}"
         return super().repr_failure(excinfo, style)
 
+    @property
+    def plain_nodeid(self) -> str:
+        """The node id without the ``@<group>`` that pytest-xdist's loadgroup schedules by
+        (ours, and with pytest 8 also xdist's own)."""
+        nodeid, suffix = self.nodeid, f"@{self.case.group}"
+        while nodeid.endswith(suffix):
+            nodeid = nodeid.removesuffix(suffix)
+        return nodeid
+
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, self.name

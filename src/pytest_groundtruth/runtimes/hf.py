@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_groundtruth.config.prompts import Message
 from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.measures import logprobs as lp
 from pytest_groundtruth.measures.timing import intervals
 from pytest_groundtruth.runtimes.base import (
@@ -29,6 +30,7 @@ from pytest_groundtruth.runtimes.base import (
     read_options,
 )
 from pytest_groundtruth.runtimes.logits import LogitsRunner
+from pytest_groundtruth.runtimes.threads import torch_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,10 +44,9 @@ SEED = 42  # the original oracle's seed; greedy decoding does not depend on it
 
 
 def library_versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    return {"transformers": transformers.__version__, "torch": torch.__version__}
+    """The installed transformers and torch versions (from their package metadata, which
+    is what ``__version__`` reports, without importing them: a warm run imports no torch)."""
+    return {name: package_version(name) or "not installed" for name in ("transformers", "torch")}
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -82,19 +83,28 @@ class TransformersRuntime(Runtime):
          Capability.SCORE}
     )
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", n_threads: int | None = None) -> None:
+        """``n_threads``: torch's CPU threads while a runner of this runtime is open
+        (default: the CPUs shared out among xdist workers, unless ``OMP_NUM_THREADS`` is
+        set: :func:`~.threads.torch_threads`)."""
         self.device = device
+        self.n_threads = n_threads
 
     @classmethod
     def from_config(cls, name: str, options: Mapping[str, Any], settings: Settings,
                     device: str = "cpu") -> Runtime:
-        read_options(name, options, {})
-        runtime = cls(device=device)
+        """Options: ``n_threads`` (torch's CPU threads)."""
+        values = read_options(name, options, {"n_threads": int})
+        runtime = cls(device=device, **values)
         runtime.name = name
         return runtime
 
     def unavailable(self) -> str | None:
         if self.device.startswith("cuda"):
+            torch_version = library_versions()["torch"]
+            if torch_version.endswith("+cpu"):  # known without importing torch (seconds)
+                return (f"CUDA is not available: torch {torch_version} is a CPU-only build; "
+                        "run on a machine with an NVIDIA GPU and a CUDA build of torch")
             import torch
 
             if not torch.cuda.is_available():
@@ -127,14 +137,21 @@ class TransformersRuntime(Runtime):
         reason = self.unavailable()
         if reason:
             raise RuntimeUnavailable(reason)
-        return TransformersRunner(artifact, self.device, model.spec.trust_remote_code)
+        return TransformersRunner(artifact, self.device, model.spec.trust_remote_code,
+                                  self.n_threads)
 
 
 class TransformersRunner(LogitsRunner):
-    def __init__(self, artifact: Artifact, device: str = "cpu", trust_remote_code: bool = False):
+    def __init__(self, artifact: Artifact, device: str = "cpu", trust_remote_code: bool = False,
+                 n_threads: int | None = None):
         super().__init__(artifact)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        threads = torch_threads(n_threads)
+        if threads is not None:  # process-wide: every runner of a process follows one rule
+            torch.set_num_threads(threads)
+        self.n_threads = torch.get_num_threads()
 
         path = artifact.path
         dtype = getattr(torch, artifact.quant) if artifact.quant in DTYPES else torch.float32

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -69,6 +68,7 @@ from pytest_groundtruth.core.failures import (
     InputError,
     RuntimeUnavailable,
 )
+from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.ggufio import (
     EXPORTER_VERSION,
     GGUFExportError,
@@ -91,6 +91,7 @@ from pytest_groundtruth.runtimes.base import (
     read_options,
 )
 from pytest_groundtruth.runtimes.logits import LogitsRunner
+from pytest_groundtruth.runtimes.threads import default_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -114,29 +115,11 @@ INSTALL = (
     "'pytest-groundtruth[llamacpp]'"
 )
 SEED = 42  # greedy decoding does not depend on it; fixed for the record
-MAX_THREADS = 8
 KV_CACHE_TYPES = ("auto", "f16", "f32")
 
 
-def default_threads() -> int:
-    """The CPUs this process may use, shared out among pytest-xdist workers, at most 8.
-
-    llama.cpp's threads spin while they wait: two workers each running as many threads as
-    there are cores slowed a 5 s generation test to 350 s on 2 cores (CI, 2026-11-30).
-    """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
-    except ValueError:
-        workers = 1
-    return max(1, min((cpus or 1) // workers, MAX_THREADS))
-
-
 def llama_cpp_version() -> str | None:
-    try:
-        return importlib.metadata.version("llama-cpp-python")
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    return package_version("llama-cpp-python")
 
 
 class ContextTooSmall(InputError):
@@ -189,12 +172,13 @@ class LlamaCppRuntime(Runtime):
         converter: str = "auto",
         cache_dir: Path | None = None,
     ) -> None:
-        """``n_threads``: llama.cpp threads (default: CPU count, at most 8), fixed so that
-        runs repeat. ``n_ctx``: context size (capped at the model's); ``logits_all``
-        keeps ``n_ctx x vocab`` float32 logits, so it is kept moderate. ``kv_cache``:
-        ``auto`` (F32 for float32, F16 otherwise), ``f16`` or ``f32``. ``converter``:
-        ``auto``, ``ours`` or ``llama.cpp`` (module docstring); ``cache_dir``: where
-        llama.cpp's converter is looked for and unpacked."""
+        """``n_threads``: llama.cpp threads (default: the CPUs shared out among xdist
+        workers, :func:`~.threads.default_threads`), fixed so that runs repeat. ``n_ctx``:
+        context size (capped at the model's); ``logits_all`` keeps ``n_ctx x vocab``
+        float32 logits, so it is kept moderate. ``kv_cache``: ``auto`` (F32 for float32,
+        F16 otherwise), ``f16`` or ``f32``. ``converter``: ``auto``, ``ours`` or
+        ``llama.cpp`` (module docstring); ``cache_dir``: where llama.cpp's converter is
+        looked for and unpacked."""
         if kv_cache not in KV_CACHE_TYPES:
             raise ValueError(f"kv_cache must be one of {KV_CACHE_TYPES}, got {kv_cache!r}")
         if converter not in CONVERTERS:
@@ -246,7 +230,7 @@ class LlamaCppRuntime(Runtime):
         return (
             f"llama-cpp-python {engine} / converter {self.converter} (ggufio exporter "
             f"{EXPORTER_VERSION}, llama.cpp convert_hf_to_gguf.py {engine}) / "
-            f"gguf {importlib.metadata.version('gguf')}"
+            f"gguf {package_version('gguf')}"
         )
 
     def artifact_suffix(self, quant: str) -> str:

@@ -68,7 +68,6 @@ from pytest_groundtruth.runtimes.base import (
 from pytest_groundtruth.runtimes.http import post_json
 from pytest_groundtruth.runtimes.llamacpp import (
     LlamaCppRuntime,
-    default_threads,
     llama_cpp_version,
 )
 from pytest_groundtruth.runtimes.process import excerpt
@@ -80,6 +79,7 @@ from pytest_groundtruth.runtimes.server import (
     stop_server,
 )
 from pytest_groundtruth.runtimes.steps import model_eos_ids
+from pytest_groundtruth.runtimes.threads import default_threads
 
 if TYPE_CHECKING:
     from pytest_groundtruth.models.sources import ResolvedModel
