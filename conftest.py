@@ -11,26 +11,25 @@
   PATH; ``slow`` marks what ``pytest -m "not slow"`` (the fast loop) leaves out.
 * ``llama_cpp_convert`` - llama.cpp's own ``convert_hf_to_gguf.py``, taken from the sdist of
   the installed llama-cpp-python (``$GROUNDTRUTH_LLAMACPP_SDIST`` or
-  ``<cache>/sdist/llama_cpp_python-<version>.tar.gz``, which ``nox`` downloads), to check our
-  exporter and integrity checks against the reference converter.
+  ``<cache>/sdist/llama_cpp_python-<version>.tar.gz``, which ``nox`` downloads) by
+  :mod:`pytest_groundtruth.ggufio.hfconvert`, the path users take with
+  ``converter = "llama.cpp"``, to check our exporter and integrity checks against the
+  reference converter.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import subprocess
-import sys
-import tarfile
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 from pytest_groundtruth.config.roster import BUILTIN
+from pytest_groundtruth.core.failures import EngineFailure
 from pytest_groundtruth.core.paths import default_cache_dir
+from pytest_groundtruth.ggufio import hfconvert
 from pytest_groundtruth.models.sources import ResolvedModel, resolve
 
 ROOT = Path(__file__).parent
@@ -99,52 +98,24 @@ def make_project(pytester: pytest.Pytester, gt_cache: Path) -> Callable[..., pyt
     return make
 
 
-def llama_cpp_sdist(cache: Path) -> Path | None:
-    """The llama-cpp-python sdist matching the installed wheel, where one is at hand."""
-    explicit = os.environ.get("GROUNDTRUTH_LLAMACPP_SDIST")
-    if explicit:
-        return Path(explicit)
-    try:
-        version = metadata.version("llama-cpp-python")
-    except metadata.PackageNotFoundError:
-        return None
-    path = cache / "sdist" / f"llama_cpp_python-{version}.tar.gz"
-    return path if path.is_file() else None
-
-
 @pytest.fixture(scope="session")
-def llama_cpp_convert(
-    tmp_path_factory: pytest.TempPathFactory, gt_cache: Path
-) -> Callable[[Path, str, Path], Path]:
-    """Run llama.cpp's converter on a model directory: ``convert(model, outtype, outfile)``."""
-    sdist = llama_cpp_sdist(gt_cache)
-    if sdist is None:
-        pytest.skip(
-            "llama.cpp's convert_hf_to_gguf.py is not at hand: run `nox -s tests` (it downloads "
-            "the sdist), or `pip download --no-deps --no-binary :all: llama-cpp-python==<installed "
-            f"version> -d {gt_cache / 'sdist'}`, or set GROUNDTRUTH_LLAMACPP_SDIST to the sdist"
-        )
-    if not sdist.is_file():
-        raise FileNotFoundError(f"GROUNDTRUTH_LLAMACPP_SDIST={sdist}: no such file")
-    root = tmp_path_factory.mktemp("llama.cpp")
-    parts = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
-    with tarfile.open(sdist) as tar:
-        wanted = [
-            m for m in tar.getmembers()
-            if any(f"/vendor/llama.cpp/{part}" in m.name for part in parts)
-        ]
-        tar.extractall(root, members=wanted, filter="data")
-    (script,) = root.glob("*/vendor/llama.cpp/convert_hf_to_gguf.py")
+def llama_cpp_convert(gt_cache: Path) -> Callable[[Path, str, Path], Path]:
+    """Run llama.cpp's converter on a model directory: ``convert(model, outtype, outfile)``.
+
+    Example::
+
+        def test_theirs(llama_cpp_convert, tiny, tmp_path):
+            gguf = llama_cpp_convert(tiny("llama").path, "f32", tmp_path / "theirs.gguf")
+    """
+    reason = hfconvert.unavailable(gt_cache)
+    if reason:
+        pytest.skip(reason)
 
     def convert(model: Path, outtype: str, outfile: Path) -> Path:
-        done = subprocess.run(
-            [sys.executable, str(script), str(model), "--outtype", outtype,
-             "--outfile", str(outfile)],
-            capture_output=True, text=True, timeout=600,
-        )
-        if done.returncode != 0:
-            pytest.fail(f"{script.name} {model} --outtype {outtype} exited "
-                        f"{done.returncode}:\n{done.stderr[-4000:]}")
+        try:
+            hfconvert.convert(model, outtype, outfile, gt_cache)
+        except EngineFailure as exc:
+            pytest.fail(str(exc))
         return outfile
 
     return convert

@@ -255,7 +255,7 @@ def test_quantized_generation(
     with apr.open(artifact, tiny_llama) as runner:
         gen = runner.generate(PROMPT, 32)
     assert len(gen.tokens) == 32 or gen.stop_reason == "eos"
-    assert all(0 <= t < tiny_llama.spec.vocab for t in gen.tokens)
+    assert all(0 <= t < 49152 for t in gen.tokens)  # the tiny models' vocabulary
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama.path)
     assert gen.text == tokenizer.decode(list(gen.tokens), skip_special_tokens=True)
     assert gen.seconds > 0
@@ -600,7 +600,7 @@ def test_real_apr_contract(
     with real_apr.open(artifact, tiny_llama) as runner:
         gen = runner.generate(PROMPT, 32)
         assert 0 < len(gen.tokens) <= 32
-        assert all(0 <= t < tiny_llama.spec.vocab for t in gen.tokens)
+        assert all(0 <= t < 49152 for t in gen.tokens)  # the tiny models' vocabulary
         assert isinstance(gen.text, str)
         ppl = runner.perplexity(TEXT)
         assert ppl.perplexity >= 1.0

@@ -34,9 +34,15 @@ from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.models import tiny as tiny_builder
 from pytest_groundtruth.models.sources import ResolvedModel, resolve
 
-ARCHS = ("llama", "qwen2", "gpt2")
+ARCHS = ("llama", "qwen2", "gpt2", "qwen3", "gemma3", "phi3")
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 PROMPTS = {p.stem: p.read_text().strip() for p in sorted(PROMPTS_DIR.glob("*.txt"))}
+
+
+def pre_tokenizer(model: ResolvedModel) -> str:
+    """The resolved model's pre-tokenizer (the tiny builder's, or the GGUF source's)."""
+    assert model.spec.tokenizer_pre is not None
+    return model.spec.tokenizer_pre
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +57,7 @@ def exported(
         if (arch, qtype) not in done:
             model = tiny(arch)
             out = root / arch / f"model.{qtype}.gguf"
-            export_gguf(model.path, out, qtype, model.spec.tokenizer_pre)
+            export_gguf(model.path, out, qtype, pre_tokenizer(model))
             done[arch, qtype] = out
         return done[arch, qtype]
 
@@ -74,9 +80,32 @@ def tensor_types(path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("layers", [1, 2, 30])
-def test_name_tables_agree_with_gguf_tensor_name_map(arch: str, layers: int) -> None:
-    config = {**tiny_builder.CONFIGS[arch], "num_hidden_layers": layers, "n_layer": layers}
-    names.check_tables(names.hparams(config))
+def test_every_tensor_name_maps_both_ways(arch: str, layers: int) -> None:
+    """gguf.TensorNameMap names every tensor transformers builds for the config, and the
+    inverse over the model's own names gives each name back."""
+    key = "n_layer" if arch == "gpt2" else "num_hidden_layers"
+    config = {**tiny_builder.CONFIGS[arch], key: layers}
+    hp = names.hparams(config)
+    hf_names = list(names.skeleton(config))
+    mapped = names.TensorNames(hp, hf_names)
+    assert not mapped.unmapped
+    assert len(set(mapped.forward.values())) == len(mapped.forward)
+    for hf in hf_names:
+        assert mapped.hf(mapped.forward[hf]) == hf
+    assert sum(n.startswith(f"blk.{layers - 1}.") for n in mapped.backward) > 0
+
+
+def test_layout_rules_are_data_per_architecture() -> None:
+    assert names.LAYOUTS["llama"].permute_qk
+    assert not names.LAYOUTS["qwen3"].permute_qk
+    assert names.LAYOUTS["gemma3_text"].norm_offset == 1.0
+    assert names.LAYOUTS["gpt2"].conv1d
+    unknown = names.layout_of("olmo2")
+    assert not unknown.known
+    assert unknown.arch_name == "olmo2"
+    assert "no layout rules are known" in unknown.unknown_note
+    with pytest.raises(GGUFExportError, match="no GGUF architecture"):
+        names.layout_of("not-a-model")
 
 
 @settings(max_examples=60, deadline=None)
@@ -143,12 +172,20 @@ def test_f32_export_reads_back_bit_exact(
 ) -> None:
     model = tiny(arch)
     source = source_tensors(model)
+    hp = names.hparams(names.read_config(model.path))
     seen = set()
     for name, array, qtype in iter_hf_tensors(exported(arch, "F32"), model.path):
         assert qtype == "F32"
         assert array.dtype == np.float32
         assert array.shape == source[name].shape, name
-        assert np.array_equal(array, source[name]), name
+        if names.has_norm_offset(hp, name):
+            # Gemma's norms are stored as float32(1 + w), which rounds w: exact in the
+            # file's layout, and within float32 rounding of 1 + w in transformers'.
+            stored = names.to_gguf_layout(hp, name, array)
+            assert np.array_equal(stored, names.to_gguf_layout(hp, name, source[name])), name
+            assert np.allclose(array, source[name], rtol=0, atol=2.0**-22), name
+        else:
+            assert np.array_equal(array, source[name]), name
         seen.add(name)
     assert seen == set(source)
 
@@ -176,12 +213,13 @@ def test_metadata_follows_the_converter(
         assert meta["gpt2.attention.layer_norm_epsilon"] == pytest.approx(1e-5)
     else:
         assert meta[f"{arch}.attention.head_count_kv"] == config["num_key_value_heads"]
-        assert meta[f"{arch}.rope.freq_base"] == config["rope_parameters"]["rope_theta"]
+        rope = config["rope_parameters"]
+        assert meta[f"{arch}.rope.freq_base"] == rope.get("full_attention", rope)["rope_theta"]
         assert meta[f"{arch}.attention.layer_norm_rms_epsilon"] == pytest.approx(
             config["rms_norm_eps"]
         )
     assert meta["tokenizer.ggml.model"] == "gpt2"
-    assert meta["tokenizer.ggml.pre"] == BUILTIN[f"tiny-{arch}"].tokenizer_pre
+    assert meta["tokenizer.ggml.pre"] == pre_tokenizer(model)
     tokens, types = meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.token_type"]
     assert len(tokens) == len(types) == 49152
     assert tokens[:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -282,8 +320,13 @@ def assert_same_model(gguf_model: Any, source_dir: Path) -> None:
     source = AutoModelForCausalLM.from_pretrained(source_dir, dtype=torch.float32).eval()
     expected, actual = source.state_dict(), gguf_model.state_dict()
     assert set(expected) == set(actual)
-    different = [k for k in expected if not torch.equal(expected[k], actual[k])]
+    hp = names.hparams(names.read_config(source_dir))
+    # Gemma's norms come back as float32(1 + w) - 1 (test_f32_export_reads_back_bit_exact)
+    rounded = [k for k in expected if names.has_norm_offset(hp, k)]
+    different = [k for k in expected if k not in rounded
+                 and not torch.equal(expected[k], actual[k])]
     assert not different
+    assert all(torch.allclose(expected[k], actual[k], rtol=0, atol=2.0**-22) for k in rounded)
     tokenizer = AutoTokenizer.from_pretrained(source_dir)
     for prompt in PROMPTS.values():
         assert greedy(gguf_model, tokenizer, prompt) == greedy(source, tokenizer, prompt)
@@ -298,6 +341,9 @@ def assert_same_model(gguf_model: Any, source_dir: Path) -> None:
         # transformers' GGUF loader rebuilds only GPT-2s of the standard shape
         # (n_positions 1024, n_inner 4 * n_embd): the tiny GPT-2 is built that way.
         "gpt2",
+        "qwen3",
+        "gemma3",
+        "phi3",
     ],
 )
 def test_f32_export_reloads_in_transformers(
@@ -508,7 +554,7 @@ def test_embedded_requantized_as_q4_1_reproduces_the_original(
 ) -> None:
     assert embedded.gguf_file is not None
     ours = tmp_path / "smollm2.Q4_1.gguf"
-    export_gguf(embedded.path, ours, "q4_1", embedded.spec.tokenizer_pre)
+    export_gguf(embedded.path, ours, "q4_1", pre_tokenizer(embedded))
     a, b = scan_gguf(ours), scan_gguf(embedded.gguf_file)
     assert list(a.tensors.items()) == list(b.tensors.items())
     with ours.open("rb") as fa, embedded.gguf_file.open("rb") as fb:
@@ -522,5 +568,5 @@ def test_embedded_f32_export_reloads_in_transformers(
     embedded: ResolvedModel, tmp_path: Path
 ) -> None:
     out = tmp_path / "smollm2.F32.gguf"
-    export_gguf(embedded.path, out, "F32", embedded.spec.tokenizer_pre)
+    export_gguf(embedded.path, out, "F32", pre_tokenizer(embedded))
     assert_same_model(load_in_transformers(out), embedded.path)

@@ -27,6 +27,8 @@ from safetensors.numpy import load_file, save_file
 
 from pytest_groundtruth.config.roster import BUILTIN
 from pytest_groundtruth.ggufio import export_gguf, ggml_encoder, names
+from pytest_groundtruth.ggufio.quantize import quantize
+from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.integrity import expected_error, metadata
 from pytest_groundtruth.integrity.check import (
     ENGINE_FAILED,
@@ -54,6 +56,12 @@ HAS_LLAMACPP = importlib.util.find_spec("llama_cpp") is not None
 PROMPTS = [p.read_text().strip() for p in sorted(
     (Path(__file__).resolve().parents[2] / "prompts").glob("*.txt"))]
 NO_ENGINE = "not checked in this test"
+
+
+def pre_tokenizer(model: ResolvedModel) -> str:
+    """The resolved model's pre-tokenizer (the tiny builder's, or the GGUF source's)."""
+    assert model.spec.tokenizer_pre is not None
+    return model.spec.tokenizer_pre
 
 
 def check(path: Path, model: ResolvedModel, engine: EngineTokenizer | str = NO_ENGINE,
@@ -84,7 +92,7 @@ def exported(tiny: Callable[[str], ResolvedModel],
         if key not in done:
             model = tiny(arch)
             out = root / f"{arch}.{qtype}.{pre or 'default-pre'}.gguf"
-            export_gguf(model.path, out, qtype, pre or model.spec.tokenizer_pre)
+            export_gguf(model.path, out, qtype, pre or pre_tokenizer(model))
             done[key] = out
         return done[key]
 
@@ -113,7 +121,7 @@ def broken_export(model: ResolvedModel, tmp: Path, qtype: str,
     """Export a modified copy of ``model`` (to be checked against the unmodified one)."""
     copy = modified_copy(model, tmp / "modified", tensors, config)
     out = tmp / f"broken.{qtype}.gguf"
-    export_gguf(copy, out, qtype, model.spec.tokenizer_pre)
+    export_gguf(copy, out, qtype, pre_tokenizer(model))
     return out
 
 
@@ -501,7 +509,7 @@ def _close_engines() -> Iterator[None]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "qwen3", "gemma3", "phi3"])
 @pytest.mark.parametrize("qtype", ["F32", "F16", "Q8_0", "Q4_0", "Q4_1"])
 def test_correct_exports_pass(arch: str, qtype: str, tiny: Callable[[str], ResolvedModel],
                               exported: Callable[..., Path]) -> None:
@@ -739,7 +747,7 @@ def embedded(gt_cache: Path) -> ResolvedModel:
 def test_embedded_model_exports_pass_in_seconds(qtype: str, embedded: ResolvedModel,
                                                 tmp_path: Path) -> None:
     path = tmp_path / f"smollm2.{qtype}.gguf"
-    export_gguf(embedded.path, path, qtype, embedded.spec.tokenizer_pre)
+    export_gguf(embedded.path, path, qtype, pre_tokenizer(embedded))
     start = time.perf_counter()
     report = check(path, embedded)
     seconds = time.perf_counter() - start
@@ -767,4 +775,129 @@ def test_llama_cpp_converter_output_passes(
     theirs = llama_cpp_convert(embedded.path, outtype, tmp_path / f"theirs.{outtype}.gguf")
     report = check(theirs, embedded)
     assert report.passed, notes(report)
-    assert report.metadata.checked == 19
+    assert report.metadata.checked == 20
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+@pytest.mark.slow
+def test_architecture_metadata_fields(tiny: Callable[[str], ResolvedModel],
+                                      exported: Callable[..., Path], tmp_path: Path) -> None:
+    model = tiny("gemma3")
+    report = check(exported("gemma3", "Q8_0"), model)
+    fields = {f.field: f for f in report.metadata.findings}
+    assert fields["sliding window"].expected == 512
+    assert fields["rope theta (sliding layers)"].expected == 10000.0
+    assert fields["head size"].expected == 256
+    assert fields["head size"].key == "gemma3.attention.key_length"
+    broken = rewrite_gguf(exported("gemma3", "Q8_0"), tmp_path / "window.gguf",
+                          values={"gemma3.attention.sliding_window": 128})
+    assert failures(check(broken, model)) == {"sliding window": "512 != 128"}
+    phi3 = {f.field: f for f in check(exported("phi3", "Q8_0"), tiny("phi3")).metadata.findings}
+    assert phi3["original context length"].ok
+    assert phi3["sliding window"].expected == 0  # none in config.json; llama.cpp's 0
+
+
+def test_unknown_layout_rules_are_reported_not_passed_silently(
+        monkeypatch: pytest.MonkeyPatch, tiny: Callable[[str], ResolvedModel],
+        exported: Callable[..., Path]) -> None:
+    qwen3_file, gemma3_file = exported("qwen3", "F32"), exported("gemma3", "F32")
+    monkeypatch.delitem(names.LAYOUTS, "qwen3")
+    monkeypatch.delitem(names.LAYOUTS, "gemma3_text")
+    # qwen3 needs no rule: every tensor matches as stored, and the result says what it
+    # rested on
+    report = check(qwen3_file, tiny("qwen3"))
+    assert report.passed, notes(report)
+    assert "no layout rules are known for architecture 'qwen3'" in summary(report)
+    # gemma3 stores its norms as 1 + w: without the rule those fail, and say why
+    report = check(gemma3_file, tiny("gemma3"))
+    assert not report.passed
+    bad = {f.artifact_name: f for f in report.tensors.failures}
+    assert set(bad) == {n for n in bad if n.endswith("norm.weight")}
+    assert len(bad) == 13  # 6 per layer (q/k norms included) and the output norm
+    assert "a norm offset (as Gemma's) that the layout rules of 'gemma3' do not have" in (
+        bad["blk.0.attn_norm.weight"].problem)
+    assert "no layout rules are known for architecture 'gemma3'" in summary(report)
+
+
+@pytest.mark.slow
+def test_a_missing_norm_offset_is_named(tiny: Callable[[str], ResolvedModel],
+                                        exported: Callable[..., Path], tmp_path: Path) -> None:
+    model = tiny("gemma3")
+    values = np.asarray(load_file(str(model.path / "model.safetensors"))[
+        "model.layers.1.input_layernorm.weight"], dtype=np.float32)
+    unshifted = tmp_path / "unshifted.gguf"  # w written as stored in transformers: no + 1
+    rewrite_gguf(exported("gemma3", "F32"), unshifted, drop=("blk.1.attn_norm.weight",),
+                 add={"blk.1.attn_norm.weight": values})
+    report = check(unshifted, model)
+    (finding,) = report.tensors.failures
+    assert finding.artifact_name == "blk.1.attn_norm.weight"
+    assert "the norm offset (+1, Gemma3Model) was not applied" in finding.problem
+
+
+def patched(src: Path, out: Path, tensor: str,
+            change: Callable[[npt.NDArray[np.uint8], tuple[int, ...]], None]) -> Path:
+    """A byte copy of ``src`` with one tensor's raw bytes changed in place."""
+    shutil.copyfile(src, out)
+    scan = scan_gguf(out)
+    info = scan.tensors[tensor]
+    data = np.memmap(out, dtype=np.uint8, mode="r+")
+    start = scan.data_offset + info.offset
+    raw = data[start:start + info.nbytes]
+    change(raw, tuple(reversed(info.dims)))
+    data.flush()
+    del data
+    return out
+
+
+@pytest.mark.requires_llamacpp
+@pytest.mark.skipif(not HAS_LLAMACPP, reason="llama-cpp-python ships ggml's K-quant encoders")
+def test_k_quant_blocks_are_judged_one_by_one(tiny: Callable[[str], ResolvedModel],
+                                              exported: Callable[..., Path],
+                                              tmp_path: Path) -> None:
+    model = tiny("qwen3")
+    original = tmp_path / "q4_k_m.gguf"
+    quantize(exported("qwen3", "F32"), original, "q4_k_m")
+    report = check(original, model)
+    assert report.passed, notes(report)
+    sources = {"blk.0.ffn_down.weight": "model.layers.0.mlp.down_proj.weight",
+               "blk.1.ffn_down.weight": "model.layers.1.mlp.down_proj.weight",
+               "blk.0.attn_output.weight": "model.layers.0.self_attn.o_proj.weight",
+               "blk.1.attn_output.weight": "model.layers.1.self_attn.o_proj.weight"}
+    tensors = scan_gguf(original).tensors
+    name = next(n for n in sources if tensors[n].type == "Q4_K")  # the mix decides which
+    source = np.asarray(load_file(str(model.path / "model.safetensors"))[sources[name]],
+                        dtype=np.float32)
+    per_row = source.shape[1] // 256  # super-blocks per row
+
+    def weighted(raw: npt.NDArray[np.uint8], shape: tuple[int, ...]) -> None:
+        # another correct encoder: the same format, an importance matrix's weights
+        weights = np.exp(np.random.default_rng(3).normal(0, 1.5, shape[1])).astype(np.float32)
+        raw[:] = ggml_encoder.encode(source, "Q4_K", importance=weights).reshape(-1)
+
+    imatrix = check(patched(original, tmp_path / "imatrix.gguf", name, weighted), model)
+    assert imatrix.passed, notes(imatrix)
+    row = next(r for r in imatrix.details["tensors"] if r["artifact_name"] == name)
+    assert 0 < row["block_ratio"] < expected_error.BLOCK_FACTOR
+
+    def swapped(raw: npt.NDArray[np.uint8], shape: tuple[int, ...]) -> None:
+        rows = raw.reshape(shape[0], -1)  # 144-byte Q4_K super-blocks, per_row in a row
+        rows[[5, 40]] = rows[[40, 5]]
+
+    report = check(patched(original, tmp_path / "swapped.gguf", name, swapped), model)
+    (finding,) = report.tensors.failures
+    assert finding.artifact_name == name
+    assert finding.block_ratio is not None
+    assert finding.block_ratio > 10
+    assert finding.max_block_ratio == expected_error.BLOCK_FACTOR
+    assert finding.problem.startswith("rows permuted: 2 of 64 rows"), finding.problem
+
+    def zeroed(raw: npt.NDArray[np.uint8], shape: tuple[int, ...]) -> None:
+        raw[144 * (7 * per_row):144 * (7 * per_row + 1)] = 0  # the first block of row 7
+
+    report = check(patched(original, tmp_path / "zeroed.gguf", name, zeroed), model)
+    (finding,) = report.tensors.failures
+    assert ("1 block(s) of 256 hold more than 4x the reference encoding's error"
+            in finding.problem), finding.problem
+    assert "first in row 7" in finding.problem

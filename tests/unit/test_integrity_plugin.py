@@ -33,6 +33,12 @@ TOOL = ('models = ["tiny-llama"]\nruntimes = ["llamacpp"]\nquantizations = ["int
 TEST = "integrity[[]tiny-llama-llamacpp-int4[]]"
 
 
+def pre_tokenizer(model: ResolvedModel) -> str:
+    """The resolved model's pre-tokenizer (the tiny builder's, or the GGUF source's)."""
+    assert model.spec.tokenizer_pre is not None
+    return model.spec.tokenizer_pre
+
+
 @pytest.fixture(scope="module")
 def artifacts(tiny: Callable[[str], ResolvedModel],
               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -40,7 +46,7 @@ def artifacts(tiny: Callable[[str], ResolvedModel],
     model = tiny("llama")
     root = tmp_path_factory.mktemp("integrity-artifacts")
     good = root / "good.gguf"
-    export_gguf(model.path, good, "Q4_0", model.spec.tokenizer_pre)
+    export_gguf(model.path, good, "Q4_0", pre_tokenizer(model))
 
     rope = root / "rope.gguf"  # the same tensors, llama.rope.freq_base changed
     reader = gguf.GGUFReader(good)
@@ -69,7 +75,7 @@ def artifacts(tiny: Callable[[str], ResolvedModel],
     weights[name] = (weights[name] * np.float32(1.05)).astype(np.float32)
     save_file(weights, str(copy / "model.safetensors"))
     scaled = root / "scaled.gguf"
-    export_gguf(copy, scaled, "Q4_0", model.spec.tokenizer_pre)
+    export_gguf(copy, scaled, "Q4_0", pre_tokenizer(model))
     return {"rope": rope, "pre": pre, "scaled": scaled}
 
 

@@ -17,9 +17,10 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from pytest_groundtruth.config.roster import BUILTIN
-from pytest_groundtruth.config.settings import Settings
-from pytest_groundtruth.core.failures import EngineFailure, FailureKind
+from pytest_groundtruth.config.settings import ConfigError, Settings
+from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
 from pytest_groundtruth.ggufio import EXPORTER_VERSION, export_gguf
+from pytest_groundtruth.ggufio import quantize as quantizer
 from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.models.sources import ResolvedModel, resolve
 from pytest_groundtruth.runtimes.base import Artifact, Capability, Generation
@@ -42,7 +43,8 @@ pytestmark = [
     ),
 ]
 
-ARCHS = ("llama", "qwen2", "gpt2")
+ARCHS = ("llama", "qwen2", "gpt2", "qwen3", "gemma3", "phi3")
+EXACT = ("llama", "qwen2", "qwen3", "phi3")  # F32 greedy identical to transformers
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 PROMPTS = {p.stem: p.read_text().strip() for p in sorted(PROMPTS_DIR.glob("*.txt"))}
 PARAGRAPH = (PROMPTS_DIR / "eval" / "perplexity.txt").read_text().strip()
@@ -140,14 +142,14 @@ def test_threads_are_shared_among_xdist_workers(
 
 def test_runtime_declaration(runtime: LlamaCppRuntime) -> None:
     assert runtime.name == "llamacpp"
-    assert runtime.quantizations == ("float32", "float16", "int8", "int4", "q4_1")
-    assert {runtime.qtype(q) for q in runtime.quantizations} == {
-        "F32",
-        "F16",
-        "Q8_0",
-        "Q4_0",
-        "Q4_1",
-    }
+    assert runtime.quantizations[:4] == ("float32", "float16", "int8", "int4")
+    assert set(runtime.quantizations[4:]) == set(quantizer.CATALOG)
+    assert {"q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q4_1", "q3_k_m", "q2_k",
+            "iq4_xs"} <= set(runtime.quantizations)
+    assert not set(quantizer.NEEDS_IMATRIX) & set(runtime.quantizations)
+    assert [runtime.qtype(q) for q in ("float32", "int8", "int4", "q4_k_m", "q4_1")] == [
+        "F32", "Q8_0", "Q4_0", "Q4_K_M", "Q4_1"]
+    assert runtime.key_parts("q4_k_m")["converter"] == "auto"
     assert runtime.capabilities == frozenset(Capability)
     assert runtime.artifact_suffix("int8") == ".gguf"
     assert runtime.unavailable() is None
@@ -214,6 +216,9 @@ def test_tokenization_matches_transformers(
         # transformers loads qwen2 tokenizers with Qwen2Tokenizer's pre-tokenizer; the
         # roster's tokenizer_pre "qwen2" makes llama.cpp split "\n\n" the same way.
         "qwen2",
+        "qwen3",
+        "gemma3",
+        "phi3",
     ],
 )
 def test_tokenization_of_newline_runs_matches_transformers(
@@ -247,15 +252,16 @@ def test_f32_greedy_against_transformers(
     runners: Callable[[str, str], LlamaCppRunner],
     references: Callable[[str], TransformersRunner],
 ) -> None:
-    """llama and qwen2 (F32 weights, F32 KV cache) give the reference's tokens; gpt2
-    may flip a near tie (ggml's GELU uses an F16 lookup table: logits differ by ~3e-3)."""
+    """llama, qwen2, qwen3 and phi3 (F32 weights, F32 KV cache) give the reference's
+    tokens; gpt2 and gemma3 may flip a near tie (ggml's GELU uses an F16 lookup table:
+    logits differ by ~3e-3)."""
     runner, reference = runners(arch, "float32"), references(arch)
     for name, prompt in PROMPTS.items():
         ref = reference.generate(prompt, 32, top_k=5)
         got = runner.generate(prompt, 32, top_k=5)
         assert got.prompt_tokens == ref.prompt_tokens
         count, first = mismatches(ref.tokens, got.tokens)
-        if arch in ("llama", "qwen2"):
+        if arch in EXACT:
             assert count == 0, f"{name}: {count} mismatches from position {first}"
             assert got.text == ref.text
         else:
@@ -264,7 +270,7 @@ def test_f32_greedy_against_transformers(
         ids = list(ref.prompt_tokens) + list(ref.tokens)
         start = len(ref.prompt_tokens)
         diff = np.abs(runner.score(ids, start) - reference.score(ids, start)).max()
-        assert diff < (1e-3 if arch != "gpt2" else 2e-2), f"{name}: log-prob difference {diff}"
+        assert diff < (1e-3 if arch in EXACT else 2e-2), f"{name}: log-prob difference {diff}"
 
 
 def test_generation_record(runners: Callable[[str, str], LlamaCppRunner]) -> None:
@@ -324,7 +330,7 @@ def test_context_overflow_is_explained(runners: Callable[[str, str], LlamaCppRun
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "phi3"])
 def test_perplexity_and_score_match_transformers(
     arch: str,
     runners: Callable[[str, str], LlamaCppRunner],
@@ -482,3 +488,114 @@ def test_embedded_quantized_runs_deterministically(
         ppl = runner.perplexity(PARAGRAPH).perplexity
     reference = embedded_reference["perplexity"].perplexity
     assert reference < ppl < 1.2 * reference
+
+
+# --------------------------------------------------------------------------- llama.cpp's types
+
+
+def tensor_types(path: Path) -> dict[str, str]:
+    return {name: t.type for name, t in scan_gguf(path).tensors.items()}
+
+
+def test_quantizer_types_are_llama_cpps_mixes(
+    runtime: LlamaCppRuntime, cache: ArtifactCache, tiny: Callable[[str], ResolvedModel],
+    runners: Callable[[str, str], LlamaCppRunner],
+) -> None:
+    model = tiny("qwen3")
+    artifact = prepare(runtime, model, "q4_k_m", cache)
+    assert "export_gguf(" in artifact.recipe  # our converter's F32 ...
+    assert "llama_model_quantize('<f32>', '<out>', ftype=LLAMA_FTYPE_MOSTLY_Q4_K_M" in (
+        artifact.recipe)
+    types = tensor_types(artifact.path)
+    assert {"Q4_K", "Q6_K"} <= set(types.values())  # the 256-wide rows
+    assert types["blk.0.attn_q.weight"] in ("Q5_0", "Q4_0")  # 64-wide rows fall back
+    runner = runners("qwen3", "q4_k_m")
+    gen = runner.generate(PROMPTS["completion"], 8)
+    assert len(gen.tokens) == 8
+
+
+def test_the_converter_is_a_runtime_option(
+    cache: ArtifactCache, tiny: Callable[[str], ResolvedModel], gt_cache: Path,
+) -> None:
+    theirs = LlamaCppRuntime(n_ctx=512, converter="llama.cpp", cache_dir=gt_cache)
+    reason = theirs.unavailable()
+    if reason:
+        pytest.skip(reason)
+    ours = LlamaCppRuntime(n_ctx=512, converter="ours")
+    model = tiny("qwen3")
+    a = prepare(ours, model, "float32", cache)
+    b = prepare(theirs, model, "float32", cache)
+    assert a.key != b.key
+    assert "convert_hf_to_gguf.py" in b.recipe
+    assert "--outtype f32" in b.recipe
+    assert "converter llama.cpp" in theirs.version()
+    q = prepare(theirs, model, "q6_k", cache)
+    assert "convert_hf_to_gguf.py" in q.recipe
+    assert "LLAMA_FTYPE_MOSTLY_Q6_K" in q.recipe
+    with ours.open(a, model) as first, theirs.open(b, model) as second:
+        for prompt in PROMPTS.values():
+            assert first.generate(prompt, 16).tokens == second.generate(prompt, 16).tokens
+    settings = Settings(root=Path.cwd(), runtime_options={
+        "llamacpp-hfconv": {"kind": "llamacpp", "converter": "llama.cpp"}})
+    configured = make_runtime("llamacpp-hfconv", settings)
+    assert isinstance(configured, LlamaCppRuntime)
+    assert configured.converter == "llama.cpp"
+    assert configured.name == "llamacpp-hfconv"
+    with pytest.raises(ConfigError, match="converter must be one of"):
+        make_runtime("bad", Settings(root=Path.cwd(), runtime_options={
+            "bad": {"kind": "llamacpp", "converter": "mine"}}))
+
+
+def test_auto_takes_llama_cpps_converter_where_ours_does_not_write_the_architecture(
+    tmp_path: Path, tiny: Callable[[str], ResolvedModel],
+) -> None:
+    auto = LlamaCppRuntime()
+    assert auto.converter_for(tiny("phi3")) == "ours"
+    other = tmp_path / "olmo2"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "olmo2"}')
+    model = ResolvedModel(BUILTIN["tiny-llama"], other, fingerprint="x")
+    assert auto.converter_for(model) == "llama.cpp"
+    assert LlamaCppRuntime(converter="ours").converter_for(model) == "ours"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "quant", "pure"), [("llama", "q4_0", True),
+                                                     ("qwen3", "q4_k_m", False),
+                                                     ("phi3", "q5_k_m", False)])
+def test_roundtrip_keeps_each_tensors_type(
+    arch: str, quant: str, pure: bool,
+    runtime: LlamaCppRuntime, cache: ArtifactCache, tiny: Callable[[str], ResolvedModel],
+    tmp_path: Path,
+) -> None:
+    """A file from llama.cpp's quantizer (all Q4_0 with --pure, token embeddings
+    included; a K-quant mix) comes back from GGUF -> transformers -> GGUF with every
+    tensor at its own type, and the same tokens."""
+    model = tiny(arch)
+    f32 = tmp_path / "f32.gguf"
+    export_gguf(model.path, f32, "F32", "smollm")
+    original = tmp_path / "original.gguf"
+    quantizer.quantize(f32, original, quant, pure=pure)
+    types = tensor_types(original)
+    if pure:
+        assert types["token_embd.weight"] == "Q4_0"
+        assert types["output.weight"] == "Q4_0"
+    back = reimported(runtime, model, quant, original, cache)
+    assert tensor_types(back.path) == types
+    assert "like=" in back.recipe
+    source = artifact_at(original, quant)
+    with LlamaCppRunner(source) as first, runtime.open(back, model) as again:
+        for prompt in PROMPTS.values():
+            assert again.generate(prompt, 16).tokens == first.generate(prompt, 16).tokens
+
+
+@pytest.mark.slow
+def test_a_roundtrip_transformers_cannot_make_says_why(
+    runtime: LlamaCppRuntime, cache: ArtifactCache, tiny: Callable[[str], ResolvedModel],
+) -> None:
+    """transformers' GGUF loader rebuilds a gemma3 tokenizer as GemmaTokenizer and adds
+    '<mask>' beyond the tiny gemma3's byte-level BPE vocabulary: not a file to write."""
+    model = tiny("gemma3")
+    artifact = prepare(runtime, model, "q4_k_m", cache)
+    with pytest.raises(RuntimeUnavailable, match=r"'<mask>' \(49152\) beyond its vocabulary"):
+        reimported(runtime, model, "q4_k_m", artifact.path, cache)

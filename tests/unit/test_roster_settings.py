@@ -31,19 +31,33 @@ def test_builtin_roster_matches_the_original_and_the_embedded_model() -> None:
     assert BUILTIN["smollm-135m"].source == "hf:HuggingFaceTB/SmolLM-135M"
     assert BUILTIN["qwen2-0.5b"].source == "hf:Qwen/Qwen2-0.5B"
     assert BUILTIN["gpt2-124m"].source == "hf:openai-community/gpt2"
-    embedded = BUILTIN["smollm2-135m"]
-    assert (embedded.layers, embedded.heads, embedded.kv_heads, embedded.hidden,
-            embedded.vocab) == (30, 9, 3, 576, 49152)
-    assert {BUILTIN[s].architecture for s in ("tiny-llama", "tiny-qwen2", "tiny-gpt2")} == {
-        "llama", "qwen2", "gpt2"}
+    original = BUILTIN["smollm-135m"]  # the original roster states its shapes
+    assert (original.layers, original.heads, original.kv_heads, original.hidden,
+            original.vocab) == (30, 9, 3, 576, 49152)
+    embedded = BUILTIN["smollm2-135m"]  # the embedded model is its source (and ceiling)
+    assert embedded.declared() == {}
+    assert embedded.ppl_ceiling == 20.0
+    tiny = {s: spec for s, spec in BUILTIN.items() if spec.scheme == "tiny"}
+    assert {spec.source for spec in tiny.values()} == {
+        f"tiny:{a}" for a in ("llama", "qwen2", "gpt2", "qwen3", "gemma3", "phi3")}
+    assert all(spec.declared() == {} and spec.ppl_ceiling is None for spec in tiny.values())
     assert not any(spec.trust_remote_code for spec in BUILTIN.values())
+
+
+def test_source_alone_is_an_entry() -> None:
+    spec = spec_from_table("mine", {"source": "path:models/mine"})
+    assert spec.declared() == {}
+    assert spec.ppl_ceiling is None
+    assert spec.tokenizer_pre is None
+    assert spec_from_table("g", {"source": "tiny:gemma3", "architecture": "gemma3"}
+                           ).declared() == {"architecture": "gemma3"}
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"source": "s3://x"}, "field 'source'"),
-        ({"architecture": "mamba"}, "field 'architecture'"),
+        ({"architecture": "not a type"}, "field 'architecture'"),
         ({"layers": 0}, "field 'layers'"),
         ({"heads": 4, "kv_heads": 3}, "not a multiple of kv_heads"),
         ({"ppl_ceiling": 0.5}, "field 'ppl_ceiling'"),
@@ -59,8 +73,8 @@ def test_roster_table_unknown_and_missing_keys() -> None:
     with pytest.raises(RosterError, match=r"unknown key.*'layerz'"):
         spec_from_table("mine", {**GOOD, "layerz": 3})
     partial = dict(GOOD)
-    del partial["vocab"]
-    with pytest.raises(RosterError, match=r"missing required key.*vocab"):
+    del partial["source"]
+    with pytest.raises(RosterError, match=r"missing required key.*source"):
         spec_from_table("mine", partial)
 
 
@@ -91,7 +105,7 @@ def test_settings_add_and_override_models(tmp_path: Path) -> None:
         ("[[tool.groundtruth.bounds]]\nsuite = 'tokn'\nreason = 'x'", "key 'suite' = 'tokn'"),
         ("[[tool.groundtruth.bounds]]\nsuite = 'token'\nreason = 'x'\nmax_mismatch = 4",
          "unknown key 'max_mismatch' for suite 'token'"),
-        ("[tool.groundtruth.roster.x]\nsource = 'hf:a/b'", "missing required key"),
+        ("[tool.groundtruth.roster.x]\nlayers = 2", "missing required key(s) source"),
     ],
 )
 def test_invalid_configuration_names_file_and_key(tmp_path: Path, body: str,

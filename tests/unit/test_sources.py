@@ -79,11 +79,32 @@ def test_shape_mismatch_names_the_fields(tiny: Callable[[str], ResolvedModel],
     assert "layers: roster 3, config.json 2" in str(info.value)
 
 
+def test_a_source_alone_is_read_from_the_model(tiny: Callable[[str], ResolvedModel],
+                                               gt_cache: Path) -> None:
+    real = tiny("gemma3")
+    spec = ModelSpec(slug="mine", source=f"path:{real.path}", architecture="gemma3")
+    resolved = resolve(spec, gt_cache)
+    assert resolved.spec.architecture == "gemma3"  # config.json says gemma3_text
+    assert (resolved.spec.layers, resolved.spec.heads, resolved.spec.kv_heads,
+            resolved.spec.hidden, resolved.spec.vocab) == (2, 4, 2, 64, 49152)
+    bare = resolve(ModelSpec(slug="bare", source=f"path:{real.path}"), gt_cache)
+    assert bare.spec.architecture == "gemma3_text"
+    assert bare.spec.tokenizer_pre is None  # a directory: llama.cpp's table decides
+    assert tiny("phi3").spec.tokenizer_pre == "smollm"  # the tiny builder knows its own
+
+
+def test_a_gguf_source_says_its_pre_tokenizer(gt_cache: Path) -> None:
+    embedded = resolve(BUILTIN["smollm2-135m"], gt_cache)
+    assert embedded.spec.tokenizer_pre == "smollm"
+    assert embedded.spec.layers == 30
+    assert embedded.spec.architecture == "llama"
+
+
 def _digest(directory: Path) -> str:
     return hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "qwen3", "gemma3", "phi3"])
 def test_tiny_models_are_deterministic(tiny: Callable[[str], ResolvedModel], gt_cache: Path,
                                        tmp_path: Path, arch: str) -> None:
     cached = tiny(arch)

@@ -11,15 +11,8 @@ Example::
     runtimes = ["llamacpp", "apr"]
     quantizations = ["int8", "int4"]
 
-    [tool.groundtruth.roster.my-model]
-    source = "hf:my-org/my-model"
-    architecture = "llama"
-    layers = 30
-    heads = 9
-    kv_heads = 3
-    hidden = 576
-    vocab = 49152
-    ppl_ceiling = 25
+    [tool.groundtruth.roster.my-model]     # the source is enough; stated shape keys
+    source = "hf:my-org/my-model"          # (layers = 30, ...) are checked against it
 
     [[tool.groundtruth.bounds]]
     suite = "token"

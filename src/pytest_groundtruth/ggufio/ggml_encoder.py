@@ -64,8 +64,13 @@ def available(qtype: str) -> str | None:
     return None
 
 
-def encode(rows: npt.NDArray[np.float32], qtype: str) -> npt.NDArray[np.uint8]:
-    """``rows`` (2-D, whole blocks per row) as ``qtype``'s bytes, ``ggml_quantize_chunk``."""
+def encode(rows: npt.NDArray[np.float32], qtype: str,
+           importance: npt.NDArray[np.float32] | None = None) -> npt.NDArray[np.uint8]:
+    """``rows`` (2-D, whole blocks per row) as ``qtype``'s bytes, ``ggml_quantize_chunk``.
+
+    ``importance``: one weight per column (an importance matrix, as llama-quantize passes
+    from ``--imatrix``), which makes the K-quant and i-quant encoders minimize a weighted
+    error; without it they use the reference (unweighted) search."""
     reason = available(qtype)
     lib = _library()
     if reason is not None or isinstance(lib, str):
@@ -75,8 +80,13 @@ def encode(rows: npt.NDArray[np.float32], qtype: str) -> npt.NDArray[np.uint8]:
     n_rows, n_per_row = src.shape
     byte_shape = gguf.quants.quant_shape_to_byte_shape((n_rows, n_per_row), ggml)
     dst = np.empty(byte_shape, dtype=np.uint8)
+    weights = None
+    if importance is not None:
+        weights = np.ascontiguousarray(importance, dtype=np.float32).reshape(-1)
+        if weights.size != n_per_row:
+            raise ValueError(f"importance has {weights.size} weights for {n_per_row} columns")
     written = lib.ggml_quantize_chunk(int(ggml), src.ctypes.data, dst.ctypes.data, 0, n_rows,
-                                      n_per_row, None)
+                                      n_per_row, None if weights is None else weights.ctypes.data)
     if written != dst.nbytes:
         raise RuntimeError(f"ggml_quantize_chunk wrote {written} bytes for {qtype}, "
                            f"expected {dst.nbytes}")

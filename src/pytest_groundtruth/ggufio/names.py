@@ -1,25 +1,37 @@
-"""Hugging Face <-> GGUF: tensor names, layouts and the hyperparameters both need.
+"""Hugging Face <-> GGUF: architectures, tensor names, layouts and the hyperparameters.
 
-The forward direction (HF name -> GGUF name) goes through ``gguf``'s own
-:class:`gguf.TensorNameMap`, the table llama.cpp's converter uses. The backward
-direction (GGUF name -> HF name) uses the per-architecture tables below, which list
-the names transformers gives these tensors; :func:`check_tables` proves that the two
-agree (a unit test runs it), so a name maps back to exactly the name it came from.
+Names go through ``gguf``'s own :class:`gguf.TensorNameMap`, the table llama.cpp's
+converter uses, in both directions: forward, HF name -> GGUF name; backward, from the
+names a model actually has (:class:`TensorNames`: the source's safetensors names, or the
+names transformers gives a model built from the config on the meta device,
+:func:`skeleton`). No per-architecture name table is kept here.
 
-Layout changes follow ``convert_hf_to_gguf.py``:
+What llama.cpp's converter does to a tensor besides renaming it is data per
+architecture (:class:`Layout`, :data:`LAYOUTS`), each rule read from
+``convert_hf_to_gguf.py`` of llama-cpp-python 0.3.36 (``conversion/*.py``):
 
-* llama: the rows of ``q_proj`` and ``k_proj`` (weights and biases) are permuted from
-  HF's "rotate half" RoPE layout to llama.cpp's interleaved one (:func:`permute`);
-  qwen2 uses NEOX-style RoPE in llama.cpp and is not permuted.
-* gpt2: HF stores ``c_attn``, ``c_proj`` and ``c_fc`` as ``Conv1D`` (``[in, out]``);
-  GGUF wants linear layout (``[out, in]``), so these weights are transposed.
+* ``permute_qk``: the rows of ``q_proj`` and ``k_proj`` (weights and biases) go from HF's
+  "rotate half" RoPE layout to llama.cpp's interleaved one (``LlamaModel.permute``:
+  llama, mistral); NEOX-RoPE architectures (qwen2, qwen3, gemma3, phi3) keep HF's rows;
+* ``norm_offset``: Gemma's RMSNorm multiplies by ``1 + w``; the converter stores
+  ``w + 1`` for every ``*norm.weight`` (``Gemma3Model.norm_shift``);
+* ``conv1d``: GPT-2's ``Conv1D`` weights are ``[in, out]``; GGUF wants ``[out, in]``;
+* fused tensors (phi3's ``qkv_proj`` and ``gate_up_proj``) keep their HF layout
+  (``attn_qkv``, ``ffn_up`` with both halves);
+* ``tie_default``: transformers' ``tie_word_embeddings`` default when config.json omits
+  it; a tied model has no ``output.weight``.
+
+An architecture that gguf knows but :data:`LAYOUTS` does not has ``known = False``:
+names still map, tensors are compared as stored, and whoever reads the result is told
+that no layout rule is known (:attr:`Layout.unknown_note`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -36,51 +48,45 @@ class GGUFFormatError(ValueError):
     """A GGUF file cannot be read back as the model it claims to be."""
 
 
-ARCHITECTURES: dict[str, gguf.MODEL_ARCH] = {
-    "llama": gguf.MODEL_ARCH.LLAMA,
-    "qwen2": gguf.MODEL_ARCH.QWEN2,
-    "gpt2": gguf.MODEL_ARCH.GPT2,
-}
+@dataclass(frozen=True)
+class Layout:
+    """What llama.cpp's converter does to one architecture's tensors besides naming them."""
 
-# transformers' name -> llama.cpp's name, outside the blocks.
-_LLAMA_GLOBAL = {
-    "model.embed_tokens": "token_embd",
-    "model.norm": "output_norm",
-    "lm_head": "output",
-}
-# ... and inside block N (HF prefix model.layers.N., GGUF prefix blk.N.).
-_LLAMA_BLOCK = {
-    "input_layernorm": "attn_norm",
-    "self_attn.q_proj": "attn_q",
-    "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output",
-    "post_attention_layernorm": "ffn_norm",
-    "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
-}
-_GPT2_GLOBAL = {
-    "transformer.wte": "token_embd",
-    "transformer.wpe": "position_embd",
-    "transformer.ln_f": "output_norm",
-    "lm_head": "output",
-}
-_GPT2_BLOCK = {
-    "ln_1": "attn_norm",
-    "attn.c_attn": "attn_qkv",
-    "attn.c_proj": "attn_output",
-    "ln_2": "ffn_norm",
-    "mlp.c_fc": "ffn_up",
-    "mlp.c_proj": "ffn_down",
-}
-_TABLES: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
-    "llama": ("model.layers", _LLAMA_GLOBAL, _LLAMA_BLOCK),
-    "qwen2": ("model.layers", _LLAMA_GLOBAL, _LLAMA_BLOCK),
-    "gpt2": ("transformer.h", _GPT2_GLOBAL, _GPT2_BLOCK),
-}
-# HF Conv1D modules of GPT-2 (stored [in, out]; GGUF and nn.Linear use [out, in]).
+    arch: gguf.MODEL_ARCH
+    converter_class: str  # the convert_hf_to_gguf.py class the rules were read from
+    permute_qk: bool = False
+    norm_offset: float = 0.0
+    conv1d: tuple[str, ...] = ()
+    tie_default: bool = False
+    exported: bool = False  # our exporter writes this architecture
+    known: bool = True
+
+    @property
+    def arch_name(self) -> str:
+        return gguf.MODEL_ARCH_NAMES[self.arch]
+
+    @property
+    def unknown_note(self) -> str:
+        return (f"no layout rules are known for architecture {self.arch_name!r} (q/k "
+                "permutation, norm offsets, transposes): tensors are compared as stored, so a "
+                "value mismatch may be a missing rule rather than a broken file")
+
+
 _GPT2_CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+M = gguf.MODEL_ARCH
+# config.json model_type -> layout rules (convert_hf_to_gguf.py, llama-cpp-python 0.3.36).
+LAYOUTS: dict[str, Layout] = {
+    "llama": Layout(M.LLAMA, "LlamaModel", permute_qk=True, exported=True),
+    "mistral": Layout(M.LLAMA, "LlamaModel (MistralForCausalLM)", permute_qk=True),
+    "qwen2": Layout(M.QWEN2, "Qwen2Model", exported=True),
+    "qwen3": Layout(M.QWEN3, "Qwen3Model", exported=True),
+    "gpt2": Layout(M.GPT2, "GPT2Model", conv1d=_GPT2_CONV1D, tie_default=True, exported=True),
+    "gemma3_text": Layout(M.GEMMA3, "Gemma3Model", norm_offset=1.0, tie_default=True,
+                          exported=True),
+    "phi3": Layout(M.PHI3, "Phi3MiniModel", exported=True),
+}
+EXPORTED = tuple(t for t, layout in LAYOUTS.items() if layout.exported)
+
 # Buffers some checkpoints carry that are not weights (the converter drops them too).
 SKIPPED_SUFFIXES = (
     ".attn.bias",
@@ -90,9 +96,30 @@ SKIPPED_SUFFIXES = (
     ".rotary_emb.inv_freq",
 )
 # GGUF tensors llama.cpp's converter generates that have no HF counterpart.
-GENERATED_GGUF_TENSORS = ("rope_freqs.weight",)
-# transformers' defaults for `tie_word_embeddings` when config.json omits it.
-_TIE_DEFAULT = {"llama": False, "qwen2": False, "gpt2": True}
+GENERATED_GGUF_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight",
+                          "rope_factors_short.weight")
+OUTPUT = "lm_head.weight"
+
+
+def layout_of(model_type: str, source: str = "config.json") -> Layout:
+    """The rules for ``model_type``; an architecture gguf knows by the same name gets
+    ``known = False`` rules; anything else is a :class:`GGUFExportError`."""
+    if model_type in LAYOUTS:
+        return LAYOUTS[model_type]
+    by_name = {name: arch for arch, name in gguf.MODEL_ARCH_NAMES.items()}
+    for candidate in (model_type, model_type.removesuffix("_text").replace("_", "")):
+        if candidate in by_name:
+            return Layout(by_name[candidate], "-", known=False)
+    raise GGUFExportError(
+        f"{source}: field 'model_type' = {model_type!r} has no GGUF architecture in gguf "
+        f"{_gguf_version()} (known layouts: {', '.join(LAYOUTS)})"
+    )
+
+
+def _gguf_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("gguf")
 
 
 # --------------------------------------------------------------------------- hyperparameters
@@ -100,7 +127,7 @@ _TIE_DEFAULT = {"llama": False, "qwen2": False, "gpt2": True}
 
 @dataclass(frozen=True)
 class HParams:
-    """The shape of a model as config.json states it (only what GGUF export needs)."""
+    """The shape of a model as config.json states it (what GGUF export and checks need)."""
 
     model_type: str
     block_count: int
@@ -111,16 +138,17 @@ class HParams:
     vocab_size: int
     head_dim: int
     tied: bool
-    config: Mapping[str, Any]
+    config: Mapping[str, Any] = field(compare=False)
     source: str  # where the config came from, for error messages
+    layout: Layout = field(default=LAYOUTS["llama"])
 
     @property
     def arch(self) -> gguf.MODEL_ARCH:
-        return ARCHITECTURES[self.model_type]
+        return self.layout.arch
 
     @property
     def arch_name(self) -> str:
-        return gguf.MODEL_ARCH_NAMES[self.arch]
+        return self.layout.arch_name
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -135,15 +163,11 @@ def read_config(path: Path) -> dict[str, Any]:
     return data
 
 
-def _find(
-    config: Mapping[str, Any], keys: tuple[str, ...], source: str, *, kind: type = int
-) -> Any:
+def _find(config: Mapping[str, Any], keys: tuple[str, ...], source: str) -> Any:
     for key in keys:
         value = config.get(key)
         if value is not None:
-            if kind is int and (
-                not isinstance(value, int) or isinstance(value, bool) or value <= 0
-            ):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise GGUFExportError(
                     f"{source}: field {key!r} = {value!r} must be a positive integer"
                 )
@@ -155,15 +179,14 @@ def _find(
 
 
 def hparams(config: Mapping[str, Any], source: str = "config.json") -> HParams:
-    """Validate ``config`` (a parsed config.json) for GGUF export/import."""
+    """Validate ``config`` (a parsed config.json) for GGUF export, import and checks."""
     model_type = config.get("model_type")
-    if model_type not in ARCHITECTURES:
-        raise GGUFExportError(
-            f"{source}: field 'model_type' = {model_type!r} is not a supported architecture "
-            f"(supported: {', '.join(ARCHITECTURES)})"
-        )
+    if not isinstance(model_type, str):
+        raise GGUFExportError(f"{source}: field 'model_type' = {model_type!r} is not a string")
     if "text_config" in config:  # multimodal wrappers keep the LM config nested
         config = {**config, **config["text_config"]}
+        model_type = str(config.get("model_type", model_type))
+    layout = layout_of(model_type, source)
     block_count = _find(config, ("num_hidden_layers", "n_layer"), source)
     n_embd = _find(config, ("hidden_size", "n_embd"), source)
     n_head = _find(config, ("num_attention_heads", "n_head"), source)
@@ -173,7 +196,7 @@ def hparams(config: Mapping[str, Any], source: str = "config.json") -> HParams:
         n_ff = n_inner if isinstance(n_inner, int) and n_inner > 0 else 4 * n_embd
     else:
         n_head_kv = config.get("num_key_value_heads") or n_head
-        n_ff = _find(config, ("intermediate_size",), source)
+        n_ff = _find(config, ("intermediate_size", "n_inner"), source)
     vocab_size = _find(config, ("vocab_size",), source)
     head_dim = config.get("head_dim") or n_embd // n_head
     if model_type != "gpt2" and config.get("head_dim") is None and n_embd % n_head:
@@ -187,20 +210,10 @@ def hparams(config: Mapping[str, Any], source: str = "config.json") -> HParams:
         )
     tied = config.get("tie_word_embeddings")
     if not isinstance(tied, bool):
-        tied = _TIE_DEFAULT[model_type]
-    return HParams(
-        model_type=model_type,
-        block_count=block_count,
-        n_embd=n_embd,
-        n_head=n_head,
-        n_head_kv=n_head_kv,
-        n_ff=n_ff,
-        vocab_size=vocab_size,
-        head_dim=head_dim,
-        tied=tied,
-        config=config,
-        source=source,
-    )
+        tied = layout.tie_default
+    return HParams(model_type=model_type, block_count=block_count, n_embd=n_embd,
+                   n_head=n_head, n_head_kv=n_head_kv, n_ff=n_ff, vocab_size=vocab_size,
+                   head_dim=head_dim, tied=tied, config=config, source=source, layout=layout)
 
 
 # --------------------------------------------------------------------------- names
@@ -214,116 +227,68 @@ def gguf_name(hp: HParams, hf_name: str) -> str | None:
     return mapped
 
 
-_NAME_MAPS: dict[tuple[gguf.MODEL_ARCH, int], gguf.TensorNameMap] = {}
-
-
+@cache
 def _name_map(arch: gguf.MODEL_ARCH, block_count: int) -> gguf.TensorNameMap:
-    key = (arch, block_count)
-    if key not in _NAME_MAPS:
-        _NAME_MAPS[key] = gguf.get_tensor_name_map(arch, block_count)
-    return _NAME_MAPS[key]
+    return gguf.get_tensor_name_map(arch, block_count)
 
 
-def hf_name(hp: HParams, gguf_tensor: str) -> str | None:
-    """The transformers name of GGUF tensor ``gguf_tensor``, or None when it has none."""
-    block_prefix, global_table, block_table = _TABLES[hp.model_type]
-    stem, dot, suffix = gguf_tensor.rpartition(".")
-    if not dot or suffix not in ("weight", "bias"):
-        return None
-    if stem.startswith("blk."):
-        _, bid, part = stem.split(".", 2) if stem.count(".") >= 2 else (stem, "", "")
-        if not bid.isdecimal() or int(bid) >= hp.block_count:
-            return None
-        inverse = {v: k for k, v in block_table.items()}
-        if part not in inverse:
-            return None
-        return f"{block_prefix}.{int(bid)}.{inverse[part]}.{suffix}"
-    inverse = {v: k for k, v in global_table.items()}
-    return f"{inverse[stem]}.{suffix}" if stem in inverse else None
+class TensorNames:
+    """Both directions of the name map for one model, from the HF names it has.
+
+    ``hf_names``: the model's tensor names (its safetensors, or :func:`skeleton`); the
+    output projection is always included, since a tied model's GGUF may carry it anyway.
+    """
+
+    def __init__(self, hp: HParams, hf_names: Iterable[str]) -> None:
+        self.hp = hp
+        self.forward: dict[str, str] = {}
+        self.unmapped: list[str] = []
+        for hf in dict.fromkeys([*hf_names, OUTPUT]):
+            if hf.endswith(SKIPPED_SUFFIXES):
+                continue
+            name = gguf_name(hp, hf)
+            if name is None:
+                self.unmapped.append(hf)
+            else:
+                self.forward[hf] = name
+        self.backward = {name: hf for hf, name in self.forward.items()}
+
+    def hf(self, gguf_tensor: str) -> str | None:
+        """The HF name of GGUF tensor ``gguf_tensor``, or None when the model has none."""
+        return self.backward.get(gguf_tensor)
 
 
-def hf_templates(hp: HParams) -> list[str]:
-    """Every HF weight name this architecture can have (weights and biases)."""
-    block_prefix, global_table, block_table = _TABLES[hp.model_type]
-    names = [f"{hf}.{s}" for hf in global_table for s in ("weight", "bias")]
-    for bid in range(hp.block_count):
-        names += [
-            f"{block_prefix}.{bid}.{hf}.{s}" for hf in block_table for s in ("weight", "bias")
-        ]
-    return names
+def skeleton(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """HF tensor name -> shape, of the transformers model ``config`` describes, built on
+    the meta device (no weights, no time): the names and shapes a checkpoint must have."""
+    key = json.dumps(config, sort_keys=True, default=str)
+    return dict(_skeleton(key))
 
 
-def check_tables(hp: HParams) -> None:
-    """Assert that gguf.TensorNameMap and the backward tables agree on every name."""
-    for name in hf_templates(hp):
-        forward = gguf_name(hp, name)
-        if forward is None:
-            raise AssertionError(f"{hp.model_type}: gguf.TensorNameMap has no name for {name!r}")
-        back = hf_name(hp, forward)
-        if back != name:
-            raise AssertionError(f"{hp.model_type}: {name!r} -> {forward!r} -> {back!r}")
+@cache
+def _skeleton(config_json: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    import torch
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
+
+    config = json.loads(config_json)
+    try:
+        config_class = CONFIG_MAPPING[config["model_type"]]
+    except KeyError as exc:
+        raise GGUFExportError(f"transformers has no model_type {config.get('model_type')!r} "
+                              "(needed to know the model's tensors)") from exc
+    hf_config = config_class.from_dict(config)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config)
+    return tuple((name, tuple(int(d) for d in tensor.shape))
+                 for name, tensor in model.state_dict().items()
+                 if not name.endswith(SKIPPED_SUFFIXES))
 
 
-def required_hf_tensors(hp: HParams) -> list[str]:
-    """The HF tensors an export cannot do without (weights; biases where the arch has them)."""
-    block_prefix, global_table, block_table = _TABLES[hp.model_type]
-    names = [f"{hf}.weight" for hf in global_table if hf != "lm_head" or not hp.tied]
-    for bid in range(hp.block_count):
-        names += [f"{block_prefix}.{bid}.{hf}.weight" for hf in block_table]
-        if hp.model_type == "gpt2":
-            names += [f"{block_prefix}.{bid}.{hf}.bias" for hf in block_table]
-        elif hp.model_type == "qwen2":
-            names += [f"{block_prefix}.{bid}.self_attn.{p}_proj.bias" for p in "qkv"]
-    if hp.model_type == "gpt2":
-        names.append("transformer.ln_f.bias")
-    return names
-
-
-# --------------------------------------------------------------------------- shapes
-
-
-def expected_hf_shape(hp: HParams, name: str) -> tuple[int, ...] | None:
-    """The HF shape of tensor ``name`` implied by the config, or None when unconstrained."""
-    e, v, f = hp.n_embd, hp.vocab_size, hp.n_ff
-    q, kv = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
-    stem, _, suffix = name.rpartition(".")
-    part = stem.split(".", 3)[-1] if stem.startswith(("model.layers.", "transformer.h.")) else stem
-    if hp.model_type == "gpt2":
-        shapes = {
-            "transformer.wte": (v, e),
-            "lm_head": (v, e),
-            "transformer.ln_f": (e,),
-            "ln_1": (e,),
-            "ln_2": (e,),
-            "attn.c_attn": (e, 3 * e),
-            "attn.c_proj": (e, e),
-            "mlp.c_fc": (e, f),
-            "mlp.c_proj": (f, e),
-        }
-        if part == "transformer.wpe":
-            return None  # n_positions is checked through context length, not here
-    else:
-        shapes = {
-            "model.embed_tokens": (v, e),
-            "lm_head": (v, e),
-            "model.norm": (e,),
-            "input_layernorm": (e,),
-            "post_attention_layernorm": (e,),
-            "self_attn.q_proj": (q, e),
-            "self_attn.k_proj": (kv, e),
-            "self_attn.v_proj": (kv, e),
-            "self_attn.o_proj": (e, q),
-            "mlp.gate_proj": (f, e),
-            "mlp.up_proj": (f, e),
-            "mlp.down_proj": (e, f),
-        }
-    shape = shapes.get(part)
-    if shape is None:
-        return None
-    if suffix == "bias":
-        # Conv1D biases have the output size (last dim); linear biases the first.
-        return (shape[-1],) if hp.model_type == "gpt2" else (shape[0],)
-    return shape
+def required_hf_tensors(hp: HParams) -> dict[str, tuple[int, ...]]:
+    """The HF tensors (name -> shape) an export cannot do without: the model's own, less
+    the output projection when it is tied to the embedding."""
+    return {name: shape for name, shape in skeleton(hp.config).items()
+            if not (name == OUTPUT and hp.tied)}
 
 
 # --------------------------------------------------------------------------- layouts
@@ -358,36 +323,51 @@ def unpermute(w: FloatArray, n_head: int, n_head_kv: int | None) -> FloatArray:
     return out
 
 
-def _is_conv1d_weight(name: str) -> bool:
-    return name.endswith(".weight") and name.rpartition(".")[0].endswith(_GPT2_CONV1D)
+def _is_conv1d_weight(hp: HParams, name: str) -> bool:
+    return (bool(hp.layout.conv1d) and name.endswith(".weight")
+            and name.rpartition(".")[0].endswith(hp.layout.conv1d))
+
+
+def _qk(name: str) -> str | None:
+    if name.endswith(("q_proj.weight", "q_proj.bias")):
+        return "q"
+    if name.endswith(("k_proj.weight", "k_proj.bias")):
+        return "k"
+    return None
+
+
+def has_norm_offset(hp: HParams, name: str) -> bool:
+    return bool(hp.layout.norm_offset) and name.endswith("norm.weight")
 
 
 def to_gguf_layout(hp: HParams, name: str, w: FloatArray) -> FloatArray:
     """HF tensor ``name`` rearranged as llama.cpp's converter writes it."""
-    if hp.model_type == "llama":
-        if name.endswith(("q_proj.weight", "q_proj.bias")):
-            return permute(w, hp.n_head, hp.n_head)
-        if name.endswith(("k_proj.weight", "k_proj.bias")):
-            return permute(w, hp.n_head, hp.n_head_kv)
-    if hp.model_type == "gpt2" and _is_conv1d_weight(name):
+    rules = hp.layout
+    if rules.permute_qk and (qk := _qk(name)):
+        return permute(w, hp.n_head, hp.n_head if qk == "q" else hp.n_head_kv)
+    if _is_conv1d_weight(hp, name):
         return np.ascontiguousarray(w.T)
+    if has_norm_offset(hp, name):
+        shifted: FloatArray = (w + np.float32(rules.norm_offset)).astype(np.float32)
+        return shifted
     return w
 
 
 def to_hf_layout(hp: HParams, name: str, w: FloatArray) -> FloatArray:
     """The inverse of :func:`to_gguf_layout` (``name`` is the HF name)."""
-    if hp.model_type == "llama":
-        if name.endswith(("q_proj.weight", "q_proj.bias")):
-            return unpermute(w, hp.n_head, hp.n_head)
-        if name.endswith(("k_proj.weight", "k_proj.bias")):
-            return unpermute(w, hp.n_head, hp.n_head_kv)
-    if hp.model_type == "gpt2" and _is_conv1d_weight(name):
+    rules = hp.layout
+    if rules.permute_qk and (qk := _qk(name)):
+        return unpermute(w, hp.n_head, hp.n_head if qk == "q" else hp.n_head_kv)
+    if _is_conv1d_weight(hp, name):
         return np.ascontiguousarray(w.T)
+    if has_norm_offset(hp, name):
+        shifted: FloatArray = (w - np.float32(rules.norm_offset)).astype(np.float32)
+        return shifted
     return w
 
 
 def gguf_shape(hp: HParams, name: str, hf_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The (numpy-order) shape :func:`to_gguf_layout` gives a tensor of ``hf_shape``."""
-    if hp.model_type == "gpt2" and _is_conv1d_weight(name) and len(hf_shape) == 2:
+    if _is_conv1d_weight(hp, name) and len(hf_shape) == 2:
         return (hf_shape[1], hf_shape[0])
     return hf_shape

@@ -1,9 +1,11 @@
 """Read a GGUF back: metadata as plain values, tensors dequantized in Hugging Face layout.
 
 :func:`iter_hf_tensors` inverts everything :mod:`~pytest_groundtruth.ggufio.writer` (and
-llama.cpp's converter) does to a tensor: the GGUF name becomes the transformers name,
-llama q/k rows are un-permuted, gpt2 Conv1D weights transposed back, and the data is
-dequantized with ``gguf.quants.dequantize``. For an F32 GGUF the result is bit-exact
+llama.cpp's converter) does to a tensor: the GGUF name becomes the transformers name
+(the inverse of ``gguf.TensorNameMap`` over the model's own names), the architecture's
+layout rules are undone (llama q/k rows un-permuted, gpt2 Conv1D weights transposed
+back, gemma's norm offset removed), and the data is dequantized with
+``gguf.quants.dequantize``. For an F32 GGUF the result is bit-exact
 with the source safetensors. Tensors are yielded one at a time from a memory map of the
 file, located by :func:`scan_gguf`.
 
@@ -72,8 +74,10 @@ def iter_hf_tensors(
 
     ``config`` is the model's config.json (parsed, or the path of the file or its
     directory): it gives the architecture and the head counts the q/k permutation
-    needs. Tensors that llama.cpp's converter generates without an HF counterpart
-    (``rope_freqs``) are skipped; any other unknown name raises GGUFFormatError.
+    needs, and the HF names (the directory's safetensors, else what transformers builds
+    from the config). Tensors that llama.cpp's converter generates without an HF
+    counterpart (``rope_freqs``) are skipped; any other unknown name raises
+    GGUFFormatError.
     The file is memory-mapped; each tensor is dequantized into its own array.
     """
     path = Path(path)
@@ -82,6 +86,7 @@ def iter_hf_tensors(
         hp = names.hparams(config_of(config), source)
     except GGUFExportError as exc:
         raise GGUFFormatError(str(exc)) from exc
+    tensor_names = names.TensorNames(hp, _hf_names(config, hp))
     scan = scan_gguf(path)
     arch = scan.scalars.get("general.architecture")
     if arch != hp.arch_name:
@@ -93,7 +98,7 @@ def iter_hf_tensors(
         for name, tensor in scan.tensors.items():
             if name in names.GENERATED_GGUF_TENSORS:
                 continue
-            hf = names.hf_name(hp, name)
+            hf = tensor_names.hf(name)
             if hf is None:
                 raise GGUFFormatError(
                     f"{path}: tensor {name!r} has no transformers name for {hp.model_type} "
@@ -114,6 +119,19 @@ def iter_hf_tensors(
             yield hf, names.to_hf_layout(hp, hf, array), tensor.type
     finally:
         del mapped
+
+
+def _hf_names(config: Mapping[str, Any] | Path, hp: names.HParams) -> list[str]:
+    if isinstance(config, Path) and config.is_dir():
+        from safetensors import safe_open
+
+        found: list[str] = []
+        for part in sorted(config.glob("model*.safetensors")):
+            with safe_open(str(part), framework="np") as f:
+                found += list(f.keys())
+        if found:
+            return found
+    return list(names.skeleton(hp.config))
 
 
 # --------------------------------------------------------------------------- cheap scan

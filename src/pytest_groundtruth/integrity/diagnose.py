@@ -77,7 +77,7 @@ def diagnose(hp: HParams, hf: str, artifact: FloatArray, source_g: FloatArray,
     flat = artifact.ravel()
     if flat.size > 1 and np.all(flat == flat[0]) and not np.all(source_g == flat[0]):
         return f"every value is {float(flat[0]):g}"
-    if gguf_layout and hp.model_type == "llama" and hf.endswith(
+    if gguf_layout and hp.layout.permute_qk and hf.endswith(
         ("q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias")
     ):
         source_hf = names.to_hf_layout(hp, hf, source_g)
@@ -86,6 +86,15 @@ def diagnose(hp: HParams, hf: str, artifact: FloatArray, source_g: FloatArray,
                     "(convert_hf_to_gguf's LlamaModel.permute) was not applied")
         if close(names.to_gguf_layout(hp, hf, source_g)):
             return "the q/k RoPE permutation was applied twice"
+    if gguf_layout and hf.endswith("norm.weight"):
+        offset = np.float32(hp.layout.norm_offset or 1.0)
+        if hp.layout.norm_offset and close(source_g - offset):
+            return (f"the norm offset (+{offset:g}, {hp.layout.converter_class}) was not "
+                    "applied")
+        if close(source_g + offset):
+            return (f"the norm offset (+{offset:g}) was applied twice" if hp.layout.norm_offset
+                    else f"the source + {offset:g}: a norm offset (as Gemma's) that the "
+                    f"layout rules of {hp.arch_name!r} do not have")
     if artifact.ndim == 2 and artifact.shape[0] == artifact.shape[1] and close(source_g.T):
         return "transposed"
     if close(-source_g):

@@ -85,6 +85,10 @@ class TensorStats:
     step_ratio: float | None = None
     bad_blocks: int = 0
     first_bad_row: int | None = None
+    # the per-block check of the formats without a uniform grid (K-quants, i-quants): the
+    # largest |A - S| of a block over |R - S| + u|S| of the same block (bad_blocks and
+    # first_bad_row then count the blocks above expected_error.BLOCK_FACTOR)
+    block_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,8 @@ class TensorFinding:
     step_ratio: float | None = None
     max_step_ratio: float | None = None
     diagnosis: str = ""  # what the tensor holds instead, when that was found
+    block_ratio: float | None = None
+    max_block_ratio: float | None = None
 
     @property
     def ok(self) -> bool:

@@ -2,8 +2,11 @@
 
 The file is memory-mapped and located by :func:`~pytest_groundtruth.ggufio.reader.scan_gguf`
 (ours or any other tool's file). Each GGUF name maps back to its transformers name
-(:func:`~pytest_groundtruth.ggufio.names.hf_name`), the source tensor is put in GGUF
-layout the way llama.cpp's converter does (q/k RoPE permutation, GPT-2 transposes), and
+(:class:`~pytest_groundtruth.ggufio.names.TensorNames`, the inverse of gguf's tensor name
+map over the source's own names), the source tensor is put in GGUF layout the way
+llama.cpp's converter does for the architecture (its
+:class:`~pytest_groundtruth.ggufio.names.Layout`: q/k RoPE permutation, GPT-2 transposes,
+Gemma's norm offset; where no rule is known the result says so), and
 the comparison runs in row chunks: the reference bytes (the source encoded with the
 tensor's declared type by ggml's reference kernels) are compared with the file's bytes
 first, so a tensor that holds exactly the reference encoding costs one encode and one
@@ -41,15 +44,18 @@ class TensorMeasurement:
     notes: list[str] = field(default_factory=list)
 
 
-def expected_tensors(hp: HParams, source: SourceTensors) -> tuple[dict[str, str], list[str]]:
+def expected_tensors(hp: HParams, source: SourceTensors, tensor_names: names.TensorNames
+                     ) -> tuple[dict[str, str], list[str]]:
     """GGUF name -> transformers name of every tensor the artifact must hold, and notes
-    about source tensors that have no GGUF name."""
+    about source tensors that have no GGUF name (and about unknown layout rules)."""
     expected: dict[str, str] = {}
     notes: list[str] = []
+    if not hp.layout.known:
+        notes.append(hp.layout.unknown_note)
     for hf in source.names:
-        if hf == "lm_head.weight" and hp.tied:
+        if hf == names.OUTPUT and hp.tied:
             continue  # tied: llama.cpp reuses token_embd
-        name = names.gguf_name(hp, hf)
+        name = tensor_names.forward.get(hf)
         if name is None:
             notes.append(f"source tensor {hf} has no GGUF name for {hp.model_type}; not checked")
         else:
@@ -72,7 +78,10 @@ def measure_gguf(path: Path, source: SourceTensors, hp: HParams,
     """Compare every tensor of the GGUF at ``path`` with ``source`` (see the module doc)."""
     scan = scan_gguf(path)
     out = TensorMeasurement()
-    expected, out.notes = expected_tensors(hp, source)
+    # the source's names, and the biases its weights could have (to name an extra bias)
+    biases = [n.removesuffix(".weight") + ".bias" for n in source.names if n.endswith(".weight")]
+    tensor_names = names.TensorNames(hp, [*source.names, *biases])
+    expected, out.notes = expected_tensors(hp, source, tensor_names)
     mapped = np.memmap(path, dtype=np.uint8, mode="r")
     diagnosed = 0
     try:
@@ -82,7 +91,7 @@ def measure_gguf(path: Path, source: SourceTensors, hp: HParams,
                                  "tensor (not compared)")
                 continue
             np_shape = tuple(reversed(info.dims))
-            hf = names.hf_name(hp, name)
+            hf = tensor_names.hf(name)
             src = source.resolve(hf) if hf is not None else None
             if hf is None or src is None:
                 what = (f"no transformers name for a {hp.model_type} model with "
@@ -135,7 +144,7 @@ def _compare(hf: str, name: str, info: ScannedTensor, source_g: FloatArray,
     row_length = source_g.shape[-1] if source_g.ndim else 1
     rows = source_g.reshape(-1, row_length)
     raw_rows = np.asarray(raw).reshape(rows.shape[0], -1)
-    acc = Accumulator(sch.block, sch.affine, info.type)
+    acc = Accumulator(sch.block, sch.affine, info.type, block_check=sch.kind == "ggml")
     step = rows_per_chunk(row_length)
     for i in range(0, rows.shape[0], step):
         s = rows[i:i + step]

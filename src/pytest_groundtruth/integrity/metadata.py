@@ -26,7 +26,8 @@ from pytest_groundtruth.integrity.tokenizer import TokenizerFacts
 _ADD_BOS_PRE = frozenset({"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
                           "midm-2.0", "lfm2", "jina-v5-nano", "tekken", "chameleon"})
 _ADD_BOS_MODELS = frozenset({"llama", "bert"})
-FLOAT_FIELDS = frozenset({"rope theta", "rope scaling factor", "norm epsilon"})
+FLOAT_FIELDS = frozenset({"rope theta", "rope scaling factor", "norm epsilon",
+                          "rope theta (sliding layers)", "final logit softcap"})
 _CLASS_SUFFIXES = ("forcausallm", "lmheadmodel")
 
 
@@ -77,8 +78,12 @@ def expected_fields(config: Mapping[str, Any], facts: TokenizerFacts | None) -> 
                                     "config.json rope_parameters.rope_type")
         if kind != "default" and rope.get("factor") is not None:
             out["rope scaling factor"] = Value(rope["factor"], "config.json rope factor")
-        out["rope dimensions"] = Value(hp.head_dim, "config.json head_dim")
+        partial = rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))
+        out["rope dimensions"] = Value(int(float(partial) * hp.head_dim),
+                                       "config.json head_dim (x partial_rotary_factor)")
+        out["head size"] = Value(hp.head_dim, "config.json head_dim (else hidden / heads)")
         out["norm epsilon"] = Value(cfg.get("rms_norm_eps"), "config.json rms_norm_eps")
+        out.update(_architecture_fields(hp, cfg))
     if facts is not None:
         where = "the reference tokenizer"
         out["BOS id"] = Value(facts.bos_id, f"{where} (bos_token_id, else config.json)")
@@ -86,6 +91,35 @@ def expected_fields(config: Mapping[str, Any], facts: TokenizerFacts | None) -> 
         out["pad id"] = Value(facts.pad_id, f"{where} (pad_token_id, else config.json)")
         out["adds BOS"] = Value(facts.adds_bos, f"{where}: encode() adds BOS")
         out["adds EOS"] = Value(facts.adds_eos, f"{where}: encode() adds EOS")
+    return out
+
+
+# Fields only some architectures have: config.json says them, llama.cpp reads them.
+SLIDING_WINDOW = frozenset({"gemma3", "phi3"})
+
+
+def _architecture_fields(hp: names.HParams, cfg: Mapping[str, Any]) -> dict[str, Value]:
+    out: dict[str, Value] = {}
+    arch = hp.arch_name
+    rope_all = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    if arch in SLIDING_WINDOW:
+        window = cfg.get("sliding_window")
+        out["sliding window"] = Value(window if isinstance(window, int) else 0,
+                                      "config.json sliding_window (none: 0)")
+    if isinstance(rope_all, dict) and isinstance(rope_all.get("sliding_attention"), dict):
+        theta = rope_all["sliding_attention"].get("rope_theta")
+        if theta is not None:
+            out["rope theta (sliding layers)"] = Value(
+                theta, "config.json rope_parameters.sliding_attention.rope_theta")
+    original = (rope_all.get("original_max_position_embeddings")
+                if isinstance(rope_all, dict) else None) or cfg.get(
+                    "original_max_position_embeddings")
+    if arch == "phi3" and original is not None:
+        out["original context length"] = Value(original,
+                                               "config.json original_max_position_embeddings")
+    if cfg.get("final_logit_softcapping"):
+        out["final logit softcap"] = Value(cfg["final_logit_softcapping"],
+                                           "config.json final_logit_softcapping")
     return out
 
 
@@ -125,7 +159,13 @@ def gguf_fields(scalars: Mapping[str, Any], arrays: Mapping[str, int],
                     or (n_embd // heads if isinstance(n_embd, int) and isinstance(heads, int)
                         and heads else None))
         key("rope dimensions", "rope.dimension_count", head_dim, "the head size")
+        key("head size", "attention.key_length", head_dim, "hidden size / heads")
         key("norm epsilon", "attention.layer_norm_rms_epsilon")
+        key("sliding window", "attention.sliding_window")
+        key("rope theta (sliding layers)", "rope.freq_base_swa", 10000.0,
+            "llama.cpp's default 10000")
+        key("original context length", "rope.scaling.original_context_length")
+        key("final logit softcap", "final_logit_softcapping")
     else:
         key("norm epsilon", "attention.layer_norm_epsilon")
     out["tied embeddings"] = Value("output.weight" not in tensor_names, "output.weight")

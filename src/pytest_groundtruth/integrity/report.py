@@ -99,12 +99,21 @@ def _section_line(s: Section) -> str:
     return f"{head} ({s.reason})" if s.reason else head
 
 
+UNKNOWN_LAYOUT = "no layout rules are known"
+
+
+def caveats(report: IntegrityReport) -> list[str]:
+    """What the verdict could not rest on (an architecture without layout rules)."""
+    return [n for n in report.tensors.notes if n.startswith(UNKNOWN_LAYOUT)]
+
+
 def summary(report: IntegrityReport) -> str:
     found = problems(report)
+    caveat = "".join(f" [{c}]" for c in caveats(report))
     if found:
         counts = ", ".join(f"{len(s.failures) or 1} {s.name}" for s in report.sections
                            if s.status == FAILED)
-        return f"{len(found)} integrity problem(s) ({counts}); first: {found[0]}"
+        return f"{len(found)} integrity problem(s) ({counts}); first: {found[0]}{caveat}"
     parts = [f"{s.name} skipped" if s.status == SKIPPED
              else f"{s.checked} tensors" if s.name == "tensors"
              else f"{s.name} {s.checked} {UNITS[s.name]}" for s in report.sections]
@@ -116,7 +125,7 @@ def summary(report: IntegrityReport) -> str:
     worst = worst_tensor(report)
     if worst is not None and worst[1] > 0:
         extra.append(f"worst {worst[0]} at {worst[1]:.2f} of its error bound")
-    return text + (f" ({'; '.join(extra)})" if extra else "")
+    return text + (f" ({'; '.join(extra)})" if extra else "") + caveat
 
 
 def worst_tensor(report: IntegrityReport) -> tuple[str, float] | None:

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pytest_groundtruth.integrity.expected_error import (
+    BLOCK_FACTOR,
     FP16_CONSTANT,
     MARGIN,
     Scheme,
@@ -36,8 +37,11 @@ def rows_per_chunk(row_length: int) -> int:
 class Accumulator:
     """Float64 sums over chunks of (S, A, R) from which :class:`TensorStats` follow."""
 
-    def __init__(self, block: int = 1, affine: bool = False, qtype: str = "") -> None:
+    def __init__(self, block: int = 1, affine: bool = False, qtype: str = "",
+                 block_check: bool = False) -> None:
         self.block, self.affine, self.qtype = block, affine, qtype
+        self.block_check = block_check  # compare each block's error with the reference's
+        self.block_ratio: float | None = None
         self.step_ratio: float | None = None
         self.bad_blocks = 0
         self.first_bad_row: int | None = None
@@ -92,6 +96,8 @@ class Accumulator:
             self.sum_ee += float(np.dot(ea, ea))
             self.sum_es += float(np.dot(ea, s))
             self._steps(s, ea, row, row_length)
+            if er is not None:
+                self._block_errors(s, ea, er, row, row_length)
         if self.block > 1 and s.size % self.block == 0:
             blocks = s.reshape(-1, self.block)
             self.n_blocks += blocks.shape[0]
@@ -121,6 +127,31 @@ class Accumulator:
         self.bad_blocks += int(bad.size)
         if bad.size and self.first_bad_row is None:
             self.first_bad_row = row + int(bad[0] * self.block // row_length)
+
+    def _block_errors(self, s: FloatArray, ea: FloatArray, er: FloatArray, row: int,
+                      row_length: int) -> None:
+        """The per-block check of K-quants and i-quants: each block's error against the
+        reference encoding's error on the same block."""
+        b = self.block
+        if not self.block_check or b <= 1 or s.size % b or row_length % b:
+            return
+
+        def norms(x: FloatArray) -> npt.NDArray[np.float64]:
+            blocks = x.reshape(-1, b).astype(np.float64)
+            out: npt.NDArray[np.float64] = np.sqrt(np.einsum("ij,ij->i", blocks, blocks))
+            return out
+
+        got, ref, size = norms(ea), norms(er), norms(s)
+        allowed = ref + FP16_CONSTANT * size
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(allowed > 0, got / np.where(allowed > 0, allowed, 1),
+                             np.where(got > 0, np.inf, 0.0))
+        top = float(ratio.max()) if ratio.size else 0.0
+        self.block_ratio = top if self.block_ratio is None else max(self.block_ratio, top)
+        bad = np.flatnonzero(ratio > BLOCK_FACTOR)
+        self.bad_blocks += int(bad.size)
+        if bad.size and self.first_bad_row is None:
+            self.first_bad_row = row + int(bad[0] * b // row_length)
 
     def _fit(self, sum_e: float, sum_es: float) -> tuple[float, float]:
         """(scale, bias / rms(S)) of the least-squares fit ``S + E ~ scale * S + bias``."""
@@ -170,6 +201,7 @@ class Accumulator:
             step_ratio=self.step_ratio,
             bad_blocks=self.bad_blocks,
             first_bad_row=self.first_bad_row,
+            block_ratio=self.block_ratio,
         )
 
 
@@ -205,11 +237,13 @@ def judge(stats: TensorStats, slack: float = 1.0, scheme_: Scheme | None = None
     sch = scheme_ or scheme(stats.qtype)
     b = bounds(sch, stats.ref_rel_error, stats.n, stats.n_blocks, stats.offset, slack)
     max_step = None if stats.step_ratio is None else MARGIN * slack
+    max_block = None if stats.block_ratio is None else BLOCK_FACTOR * slack
     judged = replace(base, expected_rel_error=stats.ref_rel_error,
                      max_rel_error=b.max_rel_error, ref_scale=stats.ref_scale,
                      max_scale_dev=b.max_scale_dev, ref_bias=stats.ref_bias,
                      max_bias_dev=b.max_bias_dev, step_ratio=stats.step_ratio,
-                     max_step_ratio=max_step)
+                     max_step_ratio=max_step, block_ratio=stats.block_ratio,
+                     max_block_ratio=max_block)
     if stats.identical:
         return judged
     problems = []
@@ -227,6 +261,10 @@ def judge(stats: TensorStats, slack: float = 1.0, scheme_: Scheme | None = None
         problems.append(f"{stats.bad_blocks} block(s) hold a value more than one step from "
                         f"the source (worst {stats.step_ratio:.3g} steps, first in row "
                         f"{stats.first_bad_row})")
+    if max_block is not None and stats.block_ratio is not None and stats.block_ratio > max_block:
+        problems.append(f"{stats.bad_blocks} block(s) of {sch.block} hold more than "
+                        f"{max_block:.3g}x the reference encoding's error (worst "
+                        f"{stats.block_ratio:.3g}x, first in row {stats.first_bad_row})")
     if problems and stats.diagnosis:
         # the diagnosis explains the numbers; the error says how far off it is
         problems = [stats.diagnosis, problems[0]]

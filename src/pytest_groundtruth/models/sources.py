@@ -19,11 +19,17 @@ import importlib.metadata
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pytest_groundtruth.config.roster import BUILTIN, EMBEDDED_DIST, EMBEDDED_INSTALL, ModelSpec
-from pytest_groundtruth.core.atomic import atomic_path, locked
+from pytest_groundtruth.config.roster import (
+    BUILTIN,
+    EMBEDDED_DIST,
+    EMBEDDED_INSTALL,
+    ModelSpec,
+    RosterError,
+)
+from pytest_groundtruth.core.atomic import atomic_path, atomic_write_text, locked
 from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.hashing import file_sha256, text_sha256
 from pytest_groundtruth.core.paths import inside
@@ -65,11 +71,12 @@ def resolve(spec: ModelSpec, cache_dir: Path, root: Path | None = None,
             roster: Mapping[str, ModelSpec] | None = None) -> ResolvedModel:
     """Resolve ``spec`` to a float32 HF directory, converting or building into ``cache_dir``.
 
+    The result's ``spec`` has every shape field filled from the model's config.json; a
+    field the roster entry states and the model contradicts raises :class:`ModelError`.
     ``roster``: where a derived model (``truncate:``, ``lora:``) finds its base (default:
     the built-in roster)."""
     resolved = _resolve(spec, cache_dir, root, roster if roster is not None else BUILTIN)
-    check_shape(resolved)
-    return resolved
+    return replace(resolved, spec=derive_spec(resolved))
 
 
 # config.json keys per roster field; the first key present wins (gpt2 names differ).
@@ -90,26 +97,66 @@ def read_config(path: Path) -> dict[str, object]:
         raise ModelError(f"{config_file}: unreadable model config ({exc})") from exc
     if not isinstance(data, dict):
         raise ModelError(f"{config_file}: model config is not a JSON object")
+    if isinstance(data.get("text_config"), dict):  # multimodal wrappers nest the LM config
+        data = {**data, **data["text_config"]}
     return data
 
 
-def check_shape(model: ResolvedModel) -> None:
-    """The loaded config must match the roster's expected shape, field by field."""
-    config = read_config(model.path)
-    spec = model.spec
-    problems = []
-    if config.get("model_type") != spec.architecture:
-        problems.append(f"architecture: roster {spec.architecture!r}, "
-                        f"config.json {config.get('model_type')!r}")
+def model_says(config: dict[str, object]) -> dict[str, tuple[object, str]]:
+    """What config.json says for each roster field: (value, the key it was read from)."""
+    found: dict[str, tuple[object, str]] = {
+        "architecture": (config.get("model_type"), "model_type")}
     for name, keys in _SHAPE_KEYS.items():
-        actual = next((config[k] for k in keys if config.get(k) is not None), None)
-        if actual != getattr(spec, name):
-            problems.append(f"{name}: roster {getattr(spec, name)}, config.json {actual}")
+        key = next((k for k in keys if config.get(k) is not None), keys[0])
+        found[name] = (config.get(key), key)
+    return found
+
+
+def _same_architecture(declared: str, model_type: object) -> bool:
+    # Gemma 3's text model is "gemma3_text" in config.json and "gemma3" in GGUF files.
+    return isinstance(model_type, str) and declared in (model_type,
+                                                        model_type.removesuffix("_text"))
+
+
+def derive_spec(model: ResolvedModel) -> ModelSpec:
+    """``model.spec`` with every shape field read from its config.json, after checking the
+    fields the roster entry states against it (an error names both values)."""
+    spec = model.spec
+    config = read_config(model.path)
+    says = model_says(config)
+    problems = []
+    for name, declared in spec.declared().items():
+        actual, key = says[name]
+        same = (_same_architecture(declared, actual) if name == "architecture"
+                else actual == declared)
+        if not same:
+            shown = repr if name == "architecture" else str
+            problems.append(f"{name}: roster {shown(declared)}, config.json {shown(actual)}"
+                            + ("" if name == "architecture" else f" ({key})"))
     if problems:
         raise ModelError(
             f"model {spec.slug!r} ({spec.source}) does not match its roster entry: "
             + "; ".join(problems)
         )
+    filled: dict[str, object] = {}
+    for name, (actual, key) in says.items():
+        if getattr(spec, name) is not None:
+            continue
+        valid = (isinstance(actual, str) and actual) if name == "architecture" else (
+            isinstance(actual, int) and not isinstance(actual, bool) and actual > 0)
+        if not valid:
+            raise ModelError(f"model {spec.slug!r}: {model.path / 'config.json'} has no "
+                             f"usable {key!r} ({actual!r}) for the roster's {name!r}")
+        filled[name] = actual
+    try:
+        return replace(spec, **filled)  # type: ignore[arg-type]
+    except RosterError as exc:
+        raise ModelError(f"{model.path / 'config.json'}: {exc}") from exc
+
+
+def check_shape(model: ResolvedModel) -> None:
+    """The loaded config must match the roster entry, field by field (see derive_spec)."""
+    derive_spec(model)
 
 
 def _resolve(spec: ModelSpec, cache_dir: Path, root: Path | None,
@@ -238,11 +285,17 @@ def _from_file(spec: ModelSpec, file: Path, cache_dir: Path) -> ResolvedModel:
         raise ModelError(f"model {spec.slug!r}: {file} is neither a directory nor a .gguf file")
     sha = file_sha256(file)
     target = inside(cache_dir / "models", f"{spec.slug}-{sha[:16]}")
+    facts_file = target / GGUF_FACTS
     with locked(target):
         if sealed_problem(target):  # missing, half-built or truncated: (re)build it
             with atomic_path(target) as tmp:
                 gguf_to_hf_dir(file, tmp)
                 seal(tmp)
+        if not facts_file.is_file():
+            atomic_write_text(facts_file, json.dumps(gguf_facts(file)) + "\n")
+    if spec.tokenizer_pre is None:
+        pre = json.loads(facts_file.read_text()).get("tokenizer_pre")
+        spec = replace(spec, tokenizer_pre=pre if isinstance(pre, str) else None)
     return ResolvedModel(
         spec,
         target,
@@ -250,6 +303,19 @@ def _from_file(spec: ModelSpec, file: Path, cache_dir: Path) -> ResolvedModel:
         provenance={"source": spec.source, "file": str(file), "sha256": sha},
         gguf_file=file,
     )
+
+
+GGUF_FACTS = "groundtruth-gguf.json"  # what the GGUF said beyond config.json
+
+
+def gguf_facts(file: Path) -> dict[str, object]:
+    """What a GGUF source says that its dequantized directory does not: llama.cpp's
+    pre-tokenizer name (``tokenizer.ggml.pre``), for exporting the model again."""
+    import gguf
+
+    reader = gguf.GGUFReader(file, "r")
+    found = reader.fields.get("tokenizer.ggml.pre")
+    return {"tokenizer_pre": None if found is None else str(found.contents())}
 
 
 def gguf_to_hf_dir(file: Path, out: Path) -> None:
@@ -292,6 +358,8 @@ def _tiny(spec: ModelSpec, cache_dir: Path) -> ResolvedModel:
             with atomic_path(target) as tmp:
                 tiny.build(arch, tmp, tokenizer_dir=embedded.path)
                 seal(tmp)
+    if spec.tokenizer_pre is None:
+        spec = replace(spec, tokenizer_pre=tiny.TOKENIZER_PRE.get(arch, tiny.DEFAULT_PRE))
     return ResolvedModel(
         spec,
         target,
@@ -313,6 +381,13 @@ def base_of(spec: ModelSpec, roster: Mapping[str, ModelSpec]) -> ModelSpec:
     return roster[slug]
 
 
+def inherit_tokenizer_pre(spec: ModelSpec, base: ResolvedModel) -> ModelSpec:
+    """A derived model keeps its base's tokenizer, so its pre-tokenizer name too."""
+    if spec.tokenizer_pre is not None:
+        return spec
+    return replace(spec, tokenizer_pre=base.spec.tokenizer_pre)
+
+
 def _derived(spec: ModelSpec, cache_dir: Path, fingerprint: str, build: Callable[[Path], None],
              provenance: dict[str, str]) -> ResolvedModel:
     target = cache_dir / "models" / f"{spec.slug}-{fingerprint[:16]}"
@@ -327,17 +402,22 @@ def _derived(spec: ModelSpec, cache_dir: Path, fingerprint: str, build: Callable
 
 def _truncated(spec: ModelSpec, cache_dir: Path, root: Path | None,
                roster: Mapping[str, ModelSpec]) -> ResolvedModel:
+    layers = spec.layers
+    if layers is None:
+        raise ModelError(f"model {spec.slug!r} ({spec.source}): a draft needs 'layers' (how "
+                         "many decoder blocks of its base to keep)")
     target = resolve(base_of(spec, roster), cache_dir, root, roster)
-    fingerprint = drafts.fingerprint(target.fingerprint, spec.layers)
+    spec = inherit_tokenizer_pre(spec, target)
+    fingerprint = drafts.fingerprint(target.fingerprint, layers)
 
     def build(out: Path) -> None:
         try:
-            drafts.truncate(target.path, spec.layers, out)
+            drafts.truncate(target.path, layers, out)
         except drafts.DraftError as exc:
             raise ModelError(f"model {spec.slug!r} ({spec.source}): {exc}") from exc
 
     return _derived(spec, cache_dir, fingerprint, build,
-                    {"target": target.slug, "layers": str(spec.layers),
+                    {"target": target.slug, "layers": str(layers),
                      "builder": f"truncate v{drafts.BUILDER_VERSION}"})
 
 
@@ -387,6 +467,7 @@ def lora_parts(spec: ModelSpec, cache_dir: Path, root: Path | None = None,
 def _merged(spec: ModelSpec, cache_dir: Path, root: Path | None,
             roster: Mapping[str, ModelSpec]) -> ResolvedModel:
     parts = lora_parts(spec, cache_dir, root, roster)
+    spec = inherit_tokenizer_pre(spec, parts.base)
     fingerprint = lora.merged_fingerprint(parts.base.fingerprint, parts.fingerprint)
     return _derived(spec, cache_dir, fingerprint,
                     lambda out: lora.merge(parts.base.path, parts.adapter, out),

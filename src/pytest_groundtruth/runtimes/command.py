@@ -217,8 +217,10 @@ class CommandRuntime(Runtime):
             "model_dir": str(model.path),
             "weights": weights_path(model),
             "source": import_source(model),
-            "architecture": model.spec.architecture,
-            "tokenizer_pre": model.spec.tokenizer_pre,
+            # a resolved model's spec holds what the model says (config.json); "" where
+            # it says nothing (a hub model's pre-tokenizer: llama.cpp's converter decides)
+            "architecture": model.spec.architecture or "",
+            "tokenizer_pre": model.spec.tokenizer_pre or "",
             "quant": self.quant_names.get(quant, quant),
         }
 

@@ -67,7 +67,6 @@ from pytest_groundtruth.runtimes.base import (
 )
 from pytest_groundtruth.runtimes.http import post_json
 from pytest_groundtruth.runtimes.llamacpp import (
-    QTYPES,
     LlamaCppRuntime,
     llama_cpp_version,
 )
@@ -124,7 +123,7 @@ class OpenAIRuntime(Runtime):
         self.startup_timeout = startup_timeout
         self.extra = dict(extra if extra is not None else
                           ({"repeat_penalty": 1.0} if serve else {}))
-        self.quantizations = tuple(quantizations) or (tuple(QTYPES) if serve else ())
+        self.quantizations = tuple(quantizations) or (self.converter.quantizations if serve else ())
         if not self.quantizations:
             raise ConfigError(f"runtime {name!r}: option 'quantizations' (labels of what the "
                               "server serves, e.g. [\"int8\"]) is required with base_url")

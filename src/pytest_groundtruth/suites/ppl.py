@@ -1,19 +1,26 @@
-"""ppl: perplexity of the evaluation text below the model's ceiling, and the int4/int8 gap.
+"""ppl: perplexity of the evaluation text against the oracle's own, and the int4/int8 gap.
 
-The evaluation text is ``eval_text`` (default prompts/eval/perplexity.txt); each result
-names it and, when the oracle's perplexity record was made on the same text, reports
-the float32 oracle's perplexity and the ratio.
+The evaluation text is ``eval_text`` (default prompts/eval/perplexity.txt). Each artifact
+is judged relative to the float32 oracle's perplexity on the same text (its perplexity
+record): ``ppl(artifact) / ppl(oracle) <= max_ratio``, a bound per quantization that
+``groundtruth calibrate`` measures on correct conversions of the embedded model (and, for
+``tiny:`` random-weight models, of the tiny models; docs/calibration.md). A roster entry's
+``ppl_ceiling`` (or a ``ceiling`` bound rule) is the original workflow's absolute bound
+and applies as well: ``ppl < ceiling``. Without an oracle perplexity record and without a
+ceiling there is nothing to judge by, which fails with the command that makes the record.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.oracle.format import OracleError
 from pytest_groundtruth.runtimes.base import Capability
+from pytest_groundtruth.suites import calibrated
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult, bound_of
 from pytest_groundtruth.suites.spec import Cell, Suite, each_artifact, each_pair
@@ -42,26 +49,47 @@ def _reference(case: Case, ctx: Context) -> tuple[dict[str, float], list[str]]:
 
 def _ceiling(case: Case, ctx: Context) -> SuiteResult:
     result, artifact = ctx.results.perplexity(case.model, case.runtime, case.quant)
-    bound = bound_of(ctx, case, "ceiling")
+    ceiling = bound_of(ctx, case, "ceiling")
+    max_ratio = calibrated.bound(ctx, case, "max_ratio", RANDOM_MAX_RATIO)
     details, notes = _reference(case, ctx)
-    passed = result.perplexity < bound.value
-    summary = f"perplexity {result.perplexity:.3f} {'<' if passed else '>='} ceiling {bound.value}"
-    if "oracle_perplexity" in details:
-        ratio = result.perplexity / details["oracle_perplexity"]
+    ppl = result.perplexity
+    verdicts: list[str] = []
+    passed = True
+    bounds: dict[str, float] = {}
+    origins = []
+    if "oracle_perplexity" in details and max_ratio.value is None:
+        notes.append(f"no calibrated ratio bound for {case.quant} (`groundtruth calibrate`)")
+    elif "oracle_perplexity" in details:
+        ratio = ppl / details["oracle_perplexity"]
         details["ratio_to_oracle"] = ratio
-        summary += f" (oracle {details['oracle_perplexity']:.3f}, ratio {ratio:.3f})"
+        ok = ratio <= max_ratio.value
+        passed &= ok
+        bounds["max_ratio"] = max_ratio.value
+        origins.append(f"max_ratio: {max_ratio.origin}")
+        verdicts.append(f"ratio to the oracle's {details['oracle_perplexity']:.3f}: {ratio:.4f} "
+                        f"{'<=' if ok else '>'} {max_ratio.value}")
+    if ceiling.value is not None:
+        ok = ppl < ceiling.value
+        passed &= ok
+        bounds["ceiling"] = ceiling.value
+        origins.append(f"ceiling: {ceiling.origin}")
+        verdicts.append(f"{'<' if ok else '>='} ceiling {ceiling.value}")
+    if not verdicts:
+        passed = False
+        verdicts.append("nothing to judge it by: the model has no ppl_ceiling and there is "
+                        "no oracle perplexity record (make one: `groundtruth oracle`)")
     return SuiteResult(
         case=case,
         passed=passed,
-        summary=summary,
-        measured=result.perplexity,
-        bound=bound.value,
-        bound_origin=bound.origin,
+        summary=f"perplexity {ppl:.3f}; " + "; ".join(verdicts),
+        measured=ppl,
+        bound=bounds or None,
+        bound_origin="; ".join(origins),
         artifact=str(artifact.path),
         recipe=artifact.recipe,
         calls=(result.call,),
         notes=tuple(notes),
-        details={**details, "perplexity": result.perplexity,
+        details={**details, "perplexity": ppl,
                  "tokens_evaluated": result.tokens_evaluated},
     )
 
@@ -97,13 +125,27 @@ def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[st
             + each_pair(suite, model, cells, prompts, settings, variant="gap"))
 
 
+BOUNDS_FILE = calibrated.PPL_FILE
+
+
+def load_bounds(path: Path = BOUNDS_FILE, key: str = "max_ratio") -> dict[str, float]:
+    """max ppl(artifact) / ppl(oracle) per quantization (written by `groundtruth calibrate`;
+    none before it first ran); ``random_max_ratio``: for the tiny random-weight models."""
+    bounds: dict[str, float] = calibrated.read(path).get(key, {})
+    return bounds
+
+
+RANDOM_MAX_RATIO = load_bounds(key="random_max_ratio")
+
+
 SUITE = Suite(
     "ppl",
-    "perplexity below the model's ceiling; |ppl(int4) - ppl(int8)| below a gap",
+    "perplexity within a calibrated ratio of the oracle's (and below the model's ceiling, "
+    "if any); |ppl(int4) - ppl(int8)| below a gap",
     run,
     needs=((Capability.PERPLEXITY,),),
     per_prompt=False,
-    params={"ceiling": None, "max_gap": 0.5},
+    params={"ceiling": None, "max_ratio": load_bounds(), "max_gap": 0.5},
     expand=_cases,
     rank=50,
 )

@@ -1,12 +1,17 @@
 """roundtrip: export the artifact to GGUF, reimport it, and get the artifact's own tokens back.
 
 The reference is the artifact's own generation, not the oracle's: a lossless
-export/reimport must not change a single token, whatever the quantization drift.
+export/reimport must not change a single token, whatever the quantization drift. The
+reimport keeps every tensor at its own type in the exported file (a K-quant mix stays a
+K-quant mix, Q4_0 token embeddings stay Q4_0), so the suite tests the conversion path,
+not the exporter's choice of types. It runs at the original workflow's int4 and at every
+type of llama.cpp's quantizer (q4_k_m, q6_k, ...).
 """
 
 from __future__ import annotations
 
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.ggufio.quantize import CATALOG
 from pytest_groundtruth.measures.sequences import compare
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.suites.case import Case
@@ -45,10 +50,11 @@ def run(case: Case, ctx: Context) -> SuiteResult:
 
 SUITE = Suite(
     "roundtrip",
-    "export the int4 artifact to GGUF, reimport: tokens identical to the artifact's own",
+    "export the int4 (and every llama.cpp type's) artifact to GGUF, reimport: tokens "
+    "identical to the artifact's own",
     run,
     needs=((Capability.EXPORT_GGUF,), (Capability.REIMPORT,)),
-    quantizations=("int4",),
+    quantizations=("int4", *CATALOG),
     params={"max_mismatches": 0},
     rank=40,
 )

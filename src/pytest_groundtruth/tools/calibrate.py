@@ -1,4 +1,9 @@
-"""``groundtruth calibrate``: derive the agreement suite's default bounds from measurements.
+"""``groundtruth calibrate``: derive the agreement and ppl suites' default bounds.
+
+Every quantization the project names is calibrated: the original workflow's (float32,
+float16, bfloat16, int8, int4) and every type of llama.cpp's quantizer (q8_0, q6_k,
+q5_k_m, q4_k_m, ..., :data:`~pytest_groundtruth.ggufio.quantize.CATALOG`), each on its own
+correct conversions.
 
 The rule, per quantization q (written to docs/calibration.md with the numbers):
 
@@ -12,11 +17,22 @@ The rule, per quantization q (written to docs/calibration.md with the numbers):
 * ``min_top1 = min(t) - 3 * sqrt(t (1 - t) / n)``, n the number of teacher-forced
   positions: three binomial standard errors below the worst correct conversion, so a
   correct engine on another machine passes; when every correct conversion agrees
-  everywhere (t = 1), one position of slack: ``1 - 1/n``.
+  everywhere (t = 1), one position of slack: ``1 - 1/n``;
+* ``max_ratio = 1 + max(3 * (max(r) - 1), RATIO_FLOOR)`` for the ppl suite, r = ppl of the
+  conversion / ppl of the float32 oracle on the evaluation text: three times the worst
+  correct conversion's excess, at least :data:`RATIO_FLOOR` (0.2 %: float32 noise
+  between machines and engines stays two orders of magnitude below it).
 
-Bounds are rounded outward (top-1 down, KL up) to two significant digits. The result is
-written to ``pytest_groundtruth/data/agreement_bounds.json``, which the suite catalog
-reads, so the defaults are this command's output, never typed by hand.
+Random-weight models (the tiny ``tiny:`` models) get bounds of their own, by the same rule
+over the correct conversions of every tiny model (``--random-model``; no published
+figures apply): their next-token distributions are nearly flat (perplexity above the
+vocabulary size), so a legitimate quantization flips the top-1 token at a third to
+two thirds of the positions while the KL divergence stays small; on them KL carries the
+check. Quantizations without bounds of their own get ``int4``'s (``*``). Bounds are rounded
+outward (top-1 down, KL and ratio up) to two significant digits (of the ratio's excess).
+The results are written to ``pytest_groundtruth/data/agreement_bounds.json`` and
+``ppl_bounds.json``, which the suites read, so the defaults are this command's output,
+never typed by hand.
 """
 
 from __future__ import annotations
@@ -27,11 +43,13 @@ from dataclasses import dataclass
 
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.ggufio.quantize import CATALOG
 from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites.agreement import measure
 from pytest_groundtruth.suites.case import Case
 
 KL_FLOOR = 1e-4
+RATIO_FLOOR = 0.002
 
 # llama.cpp `llama-perplexity --kl-divergence`, Llama-3-8B, wikitext-2 (tools/perplexity README).
 PUBLISHED: dict[str, dict[str, float | str]] = {
@@ -40,6 +58,9 @@ PUBLISHED: dict[str, dict[str, float | str]] = {
              "source": "q4_0 KLD 0.072; same top of q4_K_M 91.9 % (q4_0's is not published)"},
     "float16": {"top1": 0.997, "kl": 0.000025,
                 "source": "FP16 vs BF16: same top 99.7 %, KLD 0.000025"},
+    "q8_0": {"top1": 0.977, "kl": 0.0014, "source": "q8_0: same top 97.7 %, KLD 0.0014"},
+    "q4_k_m": {"top1": 0.919, "kl": 0.031, "source": "q4_K_M: same top 91.9 %, KLD 0.031"},
+    "q4_0": {"kl": 0.072, "source": "q4_0: KLD 0.072"},
 }
 
 CORRECT = {  # the correct conversions measured per quantization
@@ -48,17 +69,20 @@ CORRECT = {  # the correct conversions measured per quantization
     "bfloat16": (("transformers", "bfloat16"),),
     "int8": (("llamacpp", "int8"), ("torchao", "int8")),
     "int4": (("llamacpp", "int4"), ("torchao", "int4")),
+    **{name: (("llamacpp", name),) for name in CATALOG},  # llama.cpp's quantizer
 }
 CATCH_ALL = "int4"  # quantizations without their own bounds (q4_1, ...) get int4's
 
 
 @dataclass(frozen=True)
 class Measured:
+    model: str
     runtime: str
     quant: str
     top1: float
     kl: float
     positions: int
+    ratio: float | None = None  # ppl / the oracle's ppl
 
 
 def _round_down(x: float) -> float:
@@ -73,18 +97,24 @@ def _round_up(x: float) -> float:
     return float(math.ceil(x / scale - 1e-9) * scale)
 
 
-def derive(measured: list[Measured], quant: str) -> dict[str, float]:
+def derive(measured: list[Measured], quant: str, published_figures: bool = True
+           ) -> dict[str, float]:
     rows = [m for m in measured if m.quant == quant]
     if not rows:
         raise ValueError(f"no correct conversion was measured at {quant}")
-    published = PUBLISHED.get(quant, {})
+    published = PUBLISHED.get(quant, {}) if published_figures else {}
     kls = [m.kl for m in rows] + ([float(published["kl"])] if "kl" in published else [])
     max_kl = max(3 * max(kls), KL_FLOOR)
     t = min([m.top1 for m in rows] + ([float(published["top1"])] if "top1" in published
                                        else []))
     n = min(m.positions for m in rows)
     min_top1 = 1 - 1 / n if t >= 1.0 else t - 3 * math.sqrt(t * (1 - t) / n)
-    return {"min_top1": round(_round_down(min_top1), 6), "max_kl": round(_round_up(max_kl), 8)}
+    bounds = {"min_top1": round(_round_down(min_top1), 6), "max_kl": round(_round_up(max_kl), 8)}
+    ratios = [m.ratio for m in rows if m.ratio is not None]
+    if ratios:
+        excess = max(3 * (max(ratios) - 1), RATIO_FLOOR)
+        bounds["max_ratio"] = round(1 + _round_up(excess), 8)
+    return bounds
 
 
 def measure_correct(ctx: Context, model: str) -> list[Measured]:
@@ -96,36 +126,98 @@ def measure_correct(ctx: Context, model: str) -> list[Measured]:
                 continue
             try:
                 result = measure(Case("agreement", model, runtime, q), ctx)
+                ppl = ctx.results.perplexity(model, runtime, q)[0].perplexity
             except RuntimeUnavailable:
                 continue
-            out.append(Measured(runtime, quant, result.top1, result.kl, len(result.pooled)))
+            out.append(Measured(model, runtime, quant, result.top1, result.kl,
+                                len(result.pooled), ppl / oracle_ppl(ctx, model)))
     return out
 
 
-def calibrate(ctx: Context, model: str) -> tuple[dict[str, dict[str, float]], str]:
+def oracle_ppl(ctx: Context, model: str) -> float:
+    return float(ctx.inputs.oracle_perplexity(model)["perplexity"])
+
+
+@dataclass(frozen=True)
+class Calibration:
+    model: str
+    bounds: dict[str, dict[str, float]]  # per quantization, for real models
+    random_models: tuple[str, ...]
+    random_bounds: dict[str, dict[str, float]]  # per quantization, random-weight models
+
+
+def _bounds(measured: list[Measured], published: bool) -> dict[str, dict[str, float]]:
+    bounds = {q: derive(measured, q, published) for q in CORRECT
+              if any(m.quant == q for m in measured)}
+    if CATCH_ALL in bounds:
+        bounds["*"] = bounds[CATCH_ALL]
+    return bounds
+
+
+def _measured_table(measured: list[Measured]) -> list[str]:
+    lines = ["| model | quantization | correct conversion | top-1 | KL | positions | ppl ratio |",
+             "|---|---|---|---|---|---|---|"]
+    return lines + [f"| {m.model} | {m.quant} | {m.runtime} | {m.top1:.3f} | {m.kl:.5f} | "
+                    f"{m.positions} | {'-' if m.ratio is None else f'{m.ratio:.4f}'} |"
+                    for m in measured]
+
+
+def _bounds_table(bounds: dict[str, dict[str, float]], published: bool) -> list[str]:
+    lines = ["| quantization | published (llama.cpp, Llama-3-8B) | min_top1 | max_kl | "
+             "max_ratio |", "|---|---|---|---|---|"]
+    for q, b in bounds.items():
+        source = (PUBLISHED.get(q, {}).get("source", "-") if published else "-") if q != "*" \
+            else f"any other quantization: {CATCH_ALL}'s bounds"
+        lines.append(f"| {q} | {source} | {b['min_top1']} | {b['max_kl']} | "
+                     f"{b.get('max_ratio', '-')} |")
+    return lines
+
+
+def calibrate(ctx: Context, model: str, random_models: tuple[str, ...] = ()
+              ) -> tuple[Calibration, str]:
     measured = measure_correct(ctx, model)
-    bounds = {q: derive(measured, q) for q in CORRECT}
-    bounds["*"] = bounds[CATCH_ALL]
+    random = [m for slug in random_models for m in measure_correct(ctx, slug)]
+    result = Calibration(model, _bounds(measured, True), random_models,
+                         _bounds(random, False) if random else {})
+    rule = (__doc__.split("The rule,")[1].split("Quantizations without")[0].strip()
+            if __doc__ else "")
     lines = [
         "<!-- generated by `groundtruth calibrate`; do not edit by hand -->",
         "",
-        f"Model: {model}. Rule: {__doc__.split('The rule,')[1].split('Bounds are')[0].strip()}"
-        if __doc__ else "",
+        f"Model: {model} (oracle perplexity {oracle_ppl(ctx, model):.4f}). Rule: {rule}",
         "",
-        "| quantization | correct conversion | top-1 | KL | positions |",
-        "|---|---|---|---|---|",
+        *_measured_table(measured),
+        "",
+        *_bounds_table(result.bounds, True),
     ]
-    lines += [f"| {m.quant} | {m.runtime} | {m.top1:.3f} | {m.kl:.5f} | {m.positions} |"
-              for m in measured]
-    lines += ["", "| quantization | published (llama.cpp, Llama-3-8B) | min_top1 | max_kl |",
-              "|---|---|---|---|"]
-    for q, b in bounds.items():
-        source = PUBLISHED.get(q, {}).get("source", "-") if q != "*" else (
-            f"any other quantization: {CATCH_ALL}'s bounds")
-        lines.append(f"| {q} | {source} | {b['min_top1']} | {b['max_kl']} |")
-    return bounds, "\n".join(lines) + "\n"
+    if random:
+        lines += ["", "## Random-weight models", "",
+                  f"Models: {', '.join(random_models)} (oracle perplexities "
+                  + ", ".join(f"{oracle_ppl(ctx, s):.0f}" for s in random_models)
+                  + "; vocabulary 49152). The bounds the agreement and ppl suites apply to "
+                  "`tiny:` models, by the same rule over all of them:", "",
+                  *_measured_table(random), "", *_bounds_table(result.random_bounds, False)]
+    return result, "\n".join(lines) + "\n"
 
 
-def bounds_document(model: str, bounds: dict[str, dict[str, float]]) -> str:
-    return json.dumps({"generated_by": "groundtruth calibrate", "model": model,
-                       "bounds": bounds}, indent=2, sort_keys=True) + "\n"
+def bounds_document(cal: Calibration) -> str:
+    """data/agreement_bounds.json: min_top1 and max_kl per quantization."""
+    def agreement(bounds: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        return {q: {k: v for k, v in b.items() if k in ("min_top1", "max_kl")}
+                for q, b in bounds.items()}
+
+    return json.dumps({"generated_by": "groundtruth calibrate", "model": cal.model,
+                       "bounds": agreement(cal.bounds), "random_models": list(cal.random_models),
+                       "random_bounds": agreement(cal.random_bounds)},
+                      indent=2, sort_keys=True) + "\n"
+
+
+def ppl_document(cal: Calibration) -> str:
+    """data/ppl_bounds.json: max_ratio (ppl / the oracle's ppl) per quantization."""
+    def ratios(bounds: dict[str, dict[str, float]]) -> dict[str, float]:
+        return {q: b["max_ratio"] for q, b in bounds.items() if "max_ratio" in b}
+
+    return json.dumps({"generated_by": "groundtruth calibrate", "model": cal.model,
+                       "max_ratio": ratios(cal.bounds), "random_models": list(cal.random_models),
+                       "random_max_ratio": ratios(cal.random_bounds)},
+                      indent=2, sort_keys=True) + "\n"

@@ -16,14 +16,16 @@ from pathlib import Path
 
 from pytest_groundtruth.config.options import RUN_OPTIONS, add_cli_options, apply_overrides
 from pytest_groundtruth.config.prompts import load_prompts
+from pytest_groundtruth.config.roster import TINY_MODELS
 from pytest_groundtruth.config.settings import ConfigError, Settings, load_settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.atomic import atomic_write_text, remove_stale
 from pytest_groundtruth.core.failures import EngineFailure, InputError
 from pytest_groundtruth.core.paths import OutsideFolder
-from pytest_groundtruth.models.sources import ModelError, ModelUnavailable, resolve
+from pytest_groundtruth.models.sources import ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
 from pytest_groundtruth.suites.agreement import BOUNDS_FILE
+from pytest_groundtruth.suites.ppl import BOUNDS_FILE as PPL_BOUNDS_FILE
 from pytest_groundtruth.tools import (
     benchmark,
     calibrate,
@@ -34,6 +36,7 @@ from pytest_groundtruth.tools import (
     measure,
     oracles,
     qualify,
+    roster,
     suite_report,
 )
 
@@ -170,15 +173,11 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    cache = settings.cache_root()
-    for slug, spec in sorted(settings.roster.items()):
-        status = "not resolved (pass --resolve)"
-        if args.resolve:
-            try:
-                status = f"ok: {resolve(spec, cache, settings.root, settings.roster).path}"
-            except (ModelUnavailable, ModelError) as exc:
-                status = f"unavailable: {exc}"
-        print(f"{slug:<14} {spec.architecture:<6} {spec.source}\n    {status}")
+    found = roster.rows(settings, args.resolve)
+    if args.markdown or args.write:
+        _publish(args, roster.markdown(found))
+    else:
+        print(roster.text(found), end="")
     return 0
 
 
@@ -269,15 +268,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     ctx = _context(args, settings)
+    random = tuple(args.random_model if args.random_model is not None else TINY_MODELS)
     try:
-        bounds, text = calibrate.calibrate(ctx, args.model)
+        cal, text = calibrate.calibrate(ctx, args.model, random)
     finally:
         ctx.close()
     print(text)
     if args.write:
         atomic_write_text(Path(args.write), text)
-        atomic_write_text(BOUNDS_FILE, calibrate.bounds_document(args.model, bounds))
-        print(f"wrote {args.write} and {BOUNDS_FILE}", file=sys.stderr)
+        atomic_write_text(BOUNDS_FILE, calibrate.bounds_document(cal))
+        atomic_write_text(PPL_BOUNDS_FILE, calibrate.ppl_document(cal))
+        print(f"wrote {args.write}, {BOUNDS_FILE} and {PPL_BOUNDS_FILE}", file=sys.stderr)
     return 0
 
 
@@ -335,9 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_cli_options(p, ["model", "runtime"])
     p.set_defaults(func=cmd_clean)
 
-    p = sub.add_parser("models", parents=[common], help="list the roster")
+    p = sub.add_parser("models", parents=[common],
+                       help="the roster, each model's architecture and shape as it says")
     p.add_argument("--resolve", action="store_true",
-                   help="resolve each model (may convert or download)")
+                   help="resolve each model (may convert or download) and read its shape")
+    p.add_argument("--markdown", action="store_true", help="a markdown table (docs/roster.md)")
+    p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("measure", parents=[common],
@@ -385,8 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("calibrate", parents=[common],
-                       help="derive the agreement suite's default bounds")
+                       help="derive the agreement and ppl suites' default bounds")
     p.add_argument("--model", default="smollm2-135m", metavar="SLUG")
+    p.add_argument("--random-model", action="append", metavar="SLUG",
+                   help="random-weight models for their own bounds (default: the tiny "
+                   "models; repeatable)")
     add_cli_options(p, ["no-cache"])
     p.add_argument("--write", metavar="FILE",
                    help="write the report to FILE and the bounds into the package")

@@ -22,8 +22,10 @@ from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites import agreement
 from pytest_groundtruth.suites.case import Case
 
-# What `groundtruth measure` measures unless --quant says otherwise.
-QUANTIZATIONS = ("float32", "float16", "bfloat16", "int8", "int4", "q4_1")
+# What `groundtruth measure` measures unless --quant says otherwise: the original
+# workflow's names, and the llama.cpp types people download most (K-quant mixes).
+QUANTIZATIONS = ("float32", "float16", "bfloat16", "int8", "int4", "q4_1", "q6_k", "q5_k_m",
+                 "q4_k_m")
 
 
 @dataclass

@@ -1,0 +1,171 @@
+"""llama.cpp's own converter, ``convert_hf_to_gguf.py``, as a supported conversion path.
+
+The converter is the one of the installed llama-cpp-python: its source distribution
+(sdist) vendors llama.cpp, ``convert_hf_to_gguf.py``, its ``conversion`` package and the
+``gguf-py`` it imports. The sdist is looked up at ``$GROUNDTRUTH_LLAMACPP_SDIST``, else
+``<cache>/sdist/llama_cpp_python-<version>.tar.gz``; the three parts are unpacked once into
+``<cache>/llama.cpp/<version>/`` (under a lock, renamed into place, so concurrent workers
+and interrupted runs are safe). Without the sdist, :func:`converter_script` raises
+:class:`~pytest_groundtruth.core.failures.RuntimeUnavailable` whose message is the command
+that fetches it (:func:`fetch_command`), so tests that need it skip with that fix.
+
+:func:`convert` runs the script in a child process with this interpreter (it needs torch,
+transformers and, for SentencePiece vocabularies, sentencepiece).
+:func:`tokenizer_pre` reproduces the converter's choice of ``tokenizer.ggml.pre`` (the
+SHA-256 of the tokenizer's ids for its probe text, looked up in its table) for our own
+exporter, when a roster entry does not say.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from pytest_groundtruth.core.atomic import atomic_path, locked
+from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
+from pytest_groundtruth.core.paths import default_cache_dir
+
+SDIST_ENV = "GROUNDTRUTH_LLAMACPP_SDIST"
+PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
+OUTTYPES = ("f32", "f16", "bf16", "q8_0")
+
+
+def llama_cpp_version() -> str | None:
+    try:
+        return importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def sdist_path(cache_dir: Path | None = None) -> Path | None:
+    """Where the sdist of the installed llama-cpp-python is expected (None: not installed)."""
+    explicit = os.environ.get(SDIST_ENV)
+    if explicit:
+        return Path(explicit)
+    version = llama_cpp_version()
+    if version is None:
+        return None
+    return (cache_dir or default_cache_dir()) / "sdist" / f"llama_cpp_python-{version}.tar.gz"
+
+
+def fetch_command(cache_dir: Path | None = None) -> str:
+    """The command that puts the sdist where :func:`sdist_path` looks."""
+    version = llama_cpp_version() or "<version>"
+    target = (cache_dir or default_cache_dir()) / "sdist"
+    return (f"pip download --no-deps --no-binary :all: llama-cpp-python=={version} "
+            f"-d {target}")
+
+
+def unavailable(cache_dir: Path | None = None) -> str | None:
+    """Why llama.cpp's converter cannot run here (with the fix), or None."""
+    if llama_cpp_version() is None:
+        return ("llama.cpp's converter comes with llama-cpp-python's sdist, and "
+                "llama-cpp-python is not installed: pip install llama-cpp-python")
+    path = sdist_path(cache_dir)
+    assert path is not None
+    if path.is_file():
+        return None
+    if os.environ.get(SDIST_ENV):
+        return f"{SDIST_ENV}={path}: no such file"
+    return (f"llama.cpp's convert_hf_to_gguf.py is not at hand: its source is the "
+            f"llama-cpp-python sdist, expected at {path}; fetch it where the package index "
+            f"is reachable (offline, copy the file there): `{fetch_command(cache_dir)}`, or "
+            f"set {SDIST_ENV} to the sdist")
+
+
+def converter_dir(cache_dir: Path | None = None) -> Path:
+    """The unpacked converter (``convert_hf_to_gguf.py``, ``conversion/``, ``gguf-py/``)."""
+    reason = unavailable(cache_dir)
+    if reason:
+        raise RuntimeUnavailable(reason)
+    sdist = sdist_path(cache_dir)
+    assert sdist is not None
+    digest = hashlib.sha256(str(sdist.stat().st_size).encode() + sdist.name.encode())
+    target = ((cache_dir or default_cache_dir()) / "llama.cpp"
+              / f"{llama_cpp_version()}-{digest.hexdigest()[:8]}")
+    with locked(target):
+        if not (target / "convert_hf_to_gguf.py").is_file():
+            with atomic_path(target) as tmp:
+                _unpack(sdist, tmp)
+    return target
+
+
+def _unpack(sdist: Path, out: Path) -> None:
+    out.mkdir(parents=True)
+    marker = "/vendor/llama.cpp/"
+    try:
+        with tarfile.open(sdist) as tar:
+            for member in tar.getmembers():
+                _, found, inner = member.name.partition(marker)
+                if not found or not inner.startswith(PARTS):
+                    continue
+                member.name = inner
+                tar.extract(member, out, filter="data")
+    except (OSError, tarfile.TarError) as exc:
+        raise RuntimeUnavailable(f"{sdist}: not a readable llama-cpp-python sdist ({exc}); "
+                                 f"fetch it again: `{fetch_command()}`") from exc
+    if not (out / "convert_hf_to_gguf.py").is_file():
+        raise RuntimeUnavailable(f"{sdist} has no vendor/llama.cpp/convert_hf_to_gguf.py")
+
+
+def converter_script(cache_dir: Path | None = None) -> Path:
+    return converter_dir(cache_dir) / "convert_hf_to_gguf.py"
+
+
+def convert(model_dir: Path, outtype: str, out: Path, cache_dir: Path | None = None,
+            timeout: float = 1800.0) -> str:
+    """Run ``convert_hf_to_gguf.py MODEL --outtype OUTTYPE --outfile OUT``; return the
+    command line. A failure raises :class:`EngineFailure` with the converter's stderr."""
+    if outtype not in OUTTYPES:
+        raise ValueError(f"llama.cpp's converter writes {', '.join(OUTTYPES)}, not {outtype!r}")
+    script = converter_script(cache_dir)
+    argv = [sys.executable, str(script), str(model_dir), "--outtype", outtype,
+            "--outfile", str(out)]
+    line = " ".join(argv[1:])
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise EngineFailure(FailureKind.TIMEOUT, f"llama.cpp's converter ran over {timeout} s",
+                            call=line) from exc
+    if done.returncode != 0 or not out.is_file():
+        raise EngineFailure(FailureKind.CRASHED,
+                            f"llama.cpp's converter failed on {model_dir} (exit "
+                            f"{done.returncode})", call=line, stderr=done.stderr)
+    return f"python {line}"
+
+
+# --------------------------------------------------------------------------- pre-tokenizer
+
+_HASH = re.compile(r'if chkhsh == "([0-9a-f]{64})":\s*(?:#[^\n]*\n\s*)*res = "([^"]+)"')
+_CHKTXT = re.compile(r"^\s*chktxt = (.+)$", re.MULTILINE)
+
+
+def pre_tokenizer_table(cache_dir: Path | None = None) -> tuple[str, dict[str, str]]:
+    """The converter's probe text and its hash -> ``tokenizer.ggml.pre`` table."""
+    root = converter_dir(cache_dir)
+    text = "\n".join(p.read_text(encoding="utf-8")
+                     for p in [root / "convert_hf_to_gguf.py",
+                               *sorted((root / "conversion").glob("*.py"))])
+    found = _CHKTXT.search(text)
+    if found is None:
+        raise RuntimeUnavailable(f"{root}: no chktxt in llama.cpp's converter")
+    probe = ast.literal_eval(found.group(1))
+    return probe, dict(_HASH.findall(text))
+
+
+def tokenizer_pre(model_dir: Path, cache_dir: Path | None = None) -> str | None:
+    """llama.cpp's ``tokenizer.ggml.pre`` for the tokenizer in ``model_dir`` (the name its
+    converter would write), or None when the converter does not recognize it."""
+    from transformers import AutoTokenizer
+
+    probe, table = pre_tokenizer_table(cache_dir)
+    ids = AutoTokenizer.from_pretrained(model_dir).encode(probe)
+    return table.get(hashlib.sha256(str(ids).encode()).hexdigest())
