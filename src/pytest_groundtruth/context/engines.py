@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.core.failures import RuntimeUnavailable
-from pytest_groundtruth.core.hashing import tree_sha256
+from pytest_groundtruth.core.hashing import digest, tree_sha256
 from pytest_groundtruth.models.sources import ModelUnavailable, ResolvedModel, resolve
 from pytest_groundtruth.runtimes.base import Artifact, Runner, Runtime
 from pytest_groundtruth.runtimes.registry import make_runtime
@@ -56,6 +56,11 @@ class Engines:
             raise RuntimeUnavailable(reason)
         return runtime
 
+    def use_runtime(self, runtime: Runtime, device: str = "cpu") -> None:
+        """Run ``runtime`` (an object, not a configured name) for its ``name`` from now on:
+        how a harness puts an instrumented engine under the configured matrix."""
+        self._runtimes[f"{runtime.name}@{device}"] = runtime
+
     def artifact(self, slug: str, runtime_name: str, quant: str, device: str = "cpu"
                  ) -> Artifact:
         """The artifact under test: the user's file when configured, else built and cached."""
@@ -82,7 +87,9 @@ class Engines:
 
 
 def external_artifact(runtime: Runtime, slug: str, quant: str, path: Path) -> Artifact:
-    """A user-supplied artifact: used as is (never rebuilt), keyed by its content."""
+    """A user-supplied artifact: used as is (never rebuilt), keyed by its content and by
+    what decides the runtime's results (the same file on two engines, or two versions of
+    one, must not share cached results)."""
     if not path.exists():
         raise FileNotFoundError(
             f"artifact for {slug}/{runtime.name}/{quant} not found: {path} "
@@ -91,5 +98,6 @@ def external_artifact(runtime: Runtime, slug: str, quant: str, path: Path) -> Ar
     problem = runtime.validate(path)
     if problem:
         raise ValueError(f"artifact {path} is not a sound {runtime.name} artifact: {problem}")
-    return Artifact(runtime.name, slug, quant, path, key=f"external-{tree_sha256(path)}",
+    key = digest({"file": tree_sha256(path), **runtime.key_parts(quant)})
+    return Artifact(runtime.name, slug, quant, path, key=f"external-{key}",
                     recipe=f"supplied by the user: {path}", external=True)

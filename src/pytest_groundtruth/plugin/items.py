@@ -31,6 +31,15 @@ class ParityFailure(AssertionError):
         super().__init__(result.summary)
 
 
+class BaselineRegression(AssertionError):
+    """A known falsification got worse than its baseline entry (not excused by the xfail)."""
+
+    def __init__(self, result: SuiteResult, why: str) -> None:
+        self.result = result
+        self.why = why
+        super().__init__(f"{why}: {result.summary}")
+
+
 def runtime_version(ctx: Context, case: Case) -> str:
     """The engine's version as it reports itself (never fails the test)."""
     try:
@@ -67,6 +76,8 @@ class ParityItem(pytest.Item):
         value = excinfo.value
         if isinstance(value, ParityFailure):
             return value.result.explain()
+        if isinstance(value, BaselineRegression):
+            return f"{self.name}: {value.why}\n{value.result.explain()}"
         if isinstance(value, (EngineFailure, OracleError, ModelError, FileNotFoundError)):
             return f"{self.name}: {type(value).__name__}: {value}"
         return super().repr_failure(excinfo, style)

@@ -239,9 +239,11 @@ class LlamaCppRunner(LogitsRunner):
         n_ctx: int = 1024,
         seed: int = SEED,
         kv_cache: str = "f16",
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
         """Load ``artifact`` (a GGUF). ``eos_ids``: the stop set (default: the GGUF's
-        eos_token_id); ``kv_cache``: ``f16`` (llama.cpp's default) or ``f32``."""
+        eos_token_id); ``kv_cache``: ``f16`` (llama.cpp's default) or ``f32``;
+        ``overrides``: further ``llama_cpp.Llama`` arguments (shown in every call)."""
         super().__init__(artifact)
         import llama_cpp
 
@@ -261,7 +263,9 @@ class LlamaCppRunner(LogitsRunner):
             f"llama_cpp.Llama({str(path)!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads}, "
             f"n_threads_batch={self.n_threads}, logits_all=True, seed={seed}, "
             f"type_k=llama_cpp.GGML_TYPE_{kv_cache.upper()}, "
-            f"type_v=llama_cpp.GGML_TYPE_{kv_cache.upper()}, verbose=False)"
+            f"type_v=llama_cpp.GGML_TYPE_{kv_cache.upper()}, "
+            + "".join(f"{k}={v!r}, " for k, v in (overrides or {}).items())
+            + "verbose=False)"
         )
         try:
             self.llm: Any = llama_cpp.Llama(
@@ -274,6 +278,7 @@ class LlamaCppRunner(LogitsRunner):
                 type_k=kv_type,
                 type_v=kv_type,
                 verbose=False,
+                **(overrides or {}),
             )
         except Exception as exc:  # llama-cpp-python raises ValueError on a bad model file
             raise EngineFailure(
@@ -348,16 +353,15 @@ class LlamaCppRunner(LogitsRunner):
             f"{self.load_call}: greedy argmax over eval()/scores, prompt={prompt!r}, "
             f"max_new_tokens={max_new_tokens}, eos={self.eos}"
         )
-        self.llm.reset()
         tokens: list[int] = []
         topk: list[TopK] = []
         stop_reason = "length"
         start = time.perf_counter()
-        self._eval(ids, call)
+        self._start(ids, call)
         for step in range(max_new_tokens):
             logits = self._logits(self.llm.n_tokens - 1, self.llm.n_tokens)
             row = lp.log_softmax(logits)[0]  # raises EngineFailure(NAN) on NaN/Inf
-            token = lp.argmax(logits[0])
+            token = self._choose(step, row)
             if top_k:
                 topk.append(lp.top_k(row, top_k))
             tokens.append(token)
@@ -376,6 +380,15 @@ class LlamaCppRunner(LogitsRunner):
             call=call,
             topk=tuple(topk) if top_k else None,
         )
+
+    def _start(self, ids: Sequence[int], call: str) -> None:
+        """Evaluate the prompt on an empty context (a hook for the fault harness)."""
+        self.llm.reset()
+        self._eval(ids, call)
+
+    def _choose(self, step: int, row: npt.NDArray[np.float64]) -> int:
+        """The greedy choice at generation ``step`` from its log-probability row."""
+        return lp.argmax(row)
 
     def sequence_logprobs(self, ids: Sequence[int]) -> npt.NDArray[np.float64]:
         self._check_fits(len(ids), f"a sequence of {len(ids)} tokens")

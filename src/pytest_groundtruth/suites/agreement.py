@@ -134,4 +134,5 @@ SUITE = Suite(
         "max_kl": {q: b["max_kl"] for q, b in BOUNDS.items()},
     },
     rank=80,
+    worse={"top1": "lower", "kl": "higher"},
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.prompt_check import prompt_failure
 from pytest_groundtruth.suites.result import SuiteResult, bound_of
 from pytest_groundtruth.suites.spec import Suite, each_pair
 
@@ -16,6 +17,10 @@ def run(case: Case, ctx: Context) -> SuiteResult:
                                            case.prompt, case.device)
     low, art_low = ctx.results.generate(case.model, case.runtime, case.other,
                                          case.prompt, case.device)
+    for gen, art in ((high, art_high), (low, art_low)):
+        failed = prompt_failure(ctx, case, oracle, gen, art)
+        if failed is not None:
+            return failed
     m_high = oracle.compare(high.tokens, mode)
     m_low = oracle.compare(low.tokens, mode)
     bound = bound_of(ctx, case, "slack")

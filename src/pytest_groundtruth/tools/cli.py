@@ -18,7 +18,14 @@ from pytest_groundtruth.core.atomic import atomic_write_text
 from pytest_groundtruth.models.sources import ModelError, ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
 from pytest_groundtruth.suites.agreement import BOUNDS_FILE
-from pytest_groundtruth.tools import benchmark, calibrate, falsify, measure, oracles
+from pytest_groundtruth.tools import (
+    benchmark,
+    calibrate,
+    falsify,
+    measure,
+    oracles,
+    rescore_calibration,
+)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -140,10 +147,26 @@ def cmd_falsify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     quants = tuple(args.quant or ("float32", "int8", "int4"))
     suites = tuple(args.suite or falsify.SUITES)
-    rows = falsify.falsify(settings, settings.cache_root(), args.model, quants,
-                           tuple(args.fault or falsify.FAULT_NAMES), suites)
+    chosen = args.fault or [*falsify.FILE_FAULT_NAMES, *falsify.ENGINE_FAULT_NAMES]
+    unknown = [f for f in chosen if f not in falsify.FILE_FAULT_NAMES
+               and f not in falsify.ENGINE_FAULT_NAMES]
+    if unknown:
+        print(f"error: unknown fault(s) {', '.join(unknown)} (file faults: "
+              f"{', '.join(falsify.FILE_FAULT_NAMES)}; engine faults: "
+              f"{', '.join(falsify.ENGINE_FAULT_NAMES)})", file=sys.stderr)
+        return 2
+    rows = falsify.falsify(
+        settings, settings.cache_root(), args.model, quants,
+        [f for f in chosen if f in falsify.FILE_FAULT_NAMES],
+        [f for f in chosen if f in falsify.ENGINE_FAULT_NAMES], suites,
+        other_tools=not args.no_other_tools)
     text = falsify.render(args.model, rows, suites, quants)
     _publish(args, text)
+    if args.readme:
+        readme = Path(args.readme)
+        section = falsify.readme_section(rows, suites, quants)
+        atomic_write_text(readme, falsify.replace_readme_section(readme.read_text(), section))
+        print(f"wrote the suite table into {readme}", file=sys.stderr)
     escaped = falsify.missed(rows)
     if escaped:
         print(f"faults no suite caught: {', '.join(escaped)}", file=sys.stderr)
@@ -167,13 +190,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     ctx = _context(args, settings)
     try:
         bounds, text = calibrate.calibrate(ctx, args.model)
+        rescore_bounds, rescore_text = rescore_calibration.calibrate(ctx, args.model)
     finally:
         ctx.close()
+    text += "\n" + rescore_text
     print(text)
     if args.write:
         atomic_write_text(Path(args.write), text)
         atomic_write_text(BOUNDS_FILE, calibrate.bounds_document(args.model, bounds))
-        print(f"wrote {args.write} and {BOUNDS_FILE}", file=sys.stderr)
+        atomic_write_text(rescore_calibration.BOUNDS_FILE,
+                          rescore_calibration.bounds_document(args.model, rescore_bounds))
+        print(f"wrote {args.write}, {BOUNDS_FILE} and {rescore_calibration.BOUNDS_FILE}",
+              file=sys.stderr)
     return 0
 
 
@@ -225,10 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="smollm2-135m", metavar="SLUG")
     p.add_argument("--quant", action="append", metavar="QUANT",
                    help="default: float32, int8, int4")
-    p.add_argument("--fault", action="append", metavar="NAME", help="default: all")
+    p.add_argument("--fault", action="append", metavar="NAME",
+                   help="a file or engine fault (default: all)")
     p.add_argument("--suite", action="append", metavar="NAME",
                    help="default: every CPU suite")
+    p.add_argument("--no-other-tools", action="store_true",
+                   help="skip the correct files made by llama.cpp's converter and quantizer "
+                   "and the published file")
     p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    p.add_argument("--readme", metavar="FILE",
+                   help="also write the per-suite table between the markers in FILE")
     p.set_defaults(func=cmd_falsify)
 
     p = sub.add_parser("bench", parents=[common],
