@@ -132,3 +132,15 @@ def test_the_suite_fails_a_broken_file_naming_the_position(
         "choice * nats at position * (runtime token *, reference rank *; the reference's "
         "choice *) > 0.1; * position(s) over the bound",
     ])
+
+
+def test_the_suite_needs_only_tokens_apr_stand_in(make_project: Project, tmp_path: Path) -> None:
+    from pytest_groundtruth.standins.apr.cli import write_launcher
+
+    launcher = write_launcher(tmp_path / "bin")
+    pytester = make_project(
+        'models = ["tiny-llama"]\nruntimes = ["apr"]\nquantizations = ["float16"]\n'
+        f'suites = ["rescore"]\nprompts = ["code", "greeting"]\napr_bin = "{launcher}"\n',
+        models=("tiny-llama",))
+    result = pytester.runpytest("--gt-results", "r.json")
+    result.assert_outcomes(passed=3)  # apr returns tokens only: no scores, no prompt ids
