@@ -6,6 +6,9 @@
 * ``tiny`` - resolve a tiny model by architecture.
 * ``make_project`` - a pytester project with oracles, prompts and a groundtruth.toml,
   for testing the plugin the way users run it.
+* markers that act: ``requires_llamacpp`` / ``requires_torchao`` skip (with the install
+  command) where the engine cannot be imported, ``requires_apr`` where ``apr`` is not on
+  PATH; ``slow`` marks what ``pytest -m "not slow"`` (the fast loop) leaves out.
 * ``llama_cpp_convert`` - llama.cpp's own ``convert_hf_to_gguf.py``, taken from the sdist of
   the installed llama-cpp-python (``$GROUNDTRUTH_LLAMACPP_SDIST`` or
   ``<cache>/sdist/llama_cpp_python-<version>.tar.gz``, which ``nox`` downloads), to check our
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -30,6 +34,25 @@ from pytest_groundtruth.core.paths import default_cache_dir
 from pytest_groundtruth.models.sources import ResolvedModel, resolve
 
 ROOT = Path(__file__).parent
+
+# marker -> (why it is missing, or None when present)
+REQUIREMENTS: dict[str, Callable[[], str | None]] = {
+    "requires_llamacpp": lambda: None if importlib.util.find_spec("llama_cpp") else (
+        "llama-cpp-python is not installed: pip install 'pytest-groundtruth[llamacpp]' "
+        "(builds llama.cpp, 7-10 min)"),
+    "requires_torchao": lambda: None if importlib.util.find_spec("torchao") else (
+        "torchao is not installed: pip install 'pytest-groundtruth[torchao]'"),
+    "requires_apr": lambda: None if shutil.which("apr") else (
+        "the real apr binary is not on PATH: cargo install apr-cli"),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = {name: check() for name, check in REQUIREMENTS.items()}
+    for item in items:
+        for name, reason in missing.items():
+            if reason and item.get_closest_marker(name):
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

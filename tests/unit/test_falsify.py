@@ -22,6 +22,9 @@ from pytest_groundtruth.tools.falsify import (
     replace_readme_section,
     trusted,
 )
+from pytest_groundtruth.tools.falsify import (
+    SUITES as DEFAULT_SUITES,
+)
 from pytest_groundtruth.tools.other_tools import correct_files
 
 ROOT = Path(__file__).parents[2]
@@ -67,6 +70,15 @@ def test_the_report_separates_the_boxes_and_lists_every_row() -> None:
     assert "| `integrity` | white | none | 2/3 | 2/3 |" in text
     assert "| kv_heads_wrong | file | not applicable: no GQA |" in text
     assert "| llama.cpp quantizer Q4_K_M (correct) | correct | q4 | - | - | q4 | - |" in text
+
+
+def test_by_default_every_cpu_suite_runs_but_those_needing_a_derived_model() -> None:
+    # lora and speculative judge a derived model (an adapter, a draft) the harness does
+    # not break: they would only add time, and their verdicts would not be about the fault.
+    assert "lora" not in DEFAULT_SUITES
+    assert "speculative" not in DEFAULT_SUITES
+    assert "cuda" not in DEFAULT_SUITES
+    assert {"gateway", "token", "rescore", "agreement", "integrity"} <= set(DEFAULT_SUITES)
 
 
 def test_the_readme_section_is_replaced_between_its_markers() -> None:

@@ -25,6 +25,7 @@ from pytest_groundtruth.models.sources import ResolvedModel, resolve
 from pytest_groundtruth.runtimes.base import Artifact, Capability, Generation
 from pytest_groundtruth.runtimes.hf import TransformersRunner, TransformersRuntime
 from pytest_groundtruth.runtimes.llamacpp import (
+    ContextTooSmall,
     LlamaCppRunner,
     LlamaCppRuntime,
     default_threads,
@@ -311,9 +312,11 @@ def test_eos_comes_from_the_model(runners: Callable[[str, str], LlamaCppRunner])
 
 
 def test_context_overflow_is_explained(runners: Callable[[str, str], LlamaCppRunner]) -> None:
-    runner = runners("gpt2", "float32")  # n_positions 512 caps the context
+    runner = runners("gpt2", "float32")  # the runtime opens it with n_ctx 512
     assert runner.n_ctx == 512
-    with pytest.raises(ValueError, match=r"the llama\.cpp context holds 512"):
+    with pytest.raises(ContextTooSmall, match=r"the llama\.cpp context holds 512 \(n_ctx\); "
+                       r"raise it in pyproject\.toml: \[tool\.groundtruth\.runtime\.llamacpp\] "
+                       r'with kind = "llamacpp" and n_ctx = 1024'):
         runner.generate(PROMPTS["greeting"], 600)
 
 

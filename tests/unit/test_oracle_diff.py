@@ -85,7 +85,11 @@ def test_versions_are_reported_but_other_fields_are_structural() -> None:
     new["transformers_version"] = "99.0"
     diff = compare_oracles(old, new)
     assert diff.within(0.0)
-    assert "transformers_version" in diff.detail
+    assert diff.detail == "tokens and top-k identical; transformers_version '5.24.0' -> '99.0'"
+    record = json.loads((ROOT / "oracle" / "smollm2-135m" / "eval" / "perplexity.json")
+                        .read_text())
+    assert compare_records(record, {**record, "torch_version": "9"}).detail == \
+        "values identical; torch_version '2.13.0+cpu' -> '9'"
 
     new["model_fingerprint"] = "0" * 64
     diff = compare_oracles(old, new)
@@ -104,3 +108,29 @@ def test_perplexity_records_compare_relatively() -> None:
     text = json.dumps(old)
     assert compare_texts(text, json.dumps(new)).within(1e-5)
     assert compare_texts("{", text).structural
+
+
+OLDER = ROOT / "tests" / "data" / "oracle-v1" / "tiny-llama"
+
+
+def test_another_schema_is_structural_and_says_what_moved() -> None:
+    """Rewriting our older files (or the original's) needs --force, and the report says
+    the tokens did not change: only the format and the recorded versions."""
+    new = (ROOT / "oracle" / "tiny-llama" / "code.json").read_text()
+    diff = compare_texts((OLDER / "code.json").read_text(), new)
+    assert diff.structural
+    assert diff.numeric == 0.0
+    assert diff.detail.startswith("tokens identical; schema pytest-groundtruth/oracle/1 -> "
+                                  "pytest-groundtruth/oracle/2; fields added: format, "
+                                  "model_slug, source, token_count; removed: dtype, slug")
+    assert "transformers_version '5.23.0' -> '5.24.0'" in diff.detail
+    shifted = json.loads(new)
+    shifted["tokens"][4] += 1
+    assert compare_texts((OLDER / "code.json").read_text(), json.dumps(shifted)).detail \
+        .startswith("tokens differ first at position 4")
+    record = compare_texts((OLDER / "eval" / "perplexity.json").read_text(),
+                           (ROOT / "oracle" / "tiny-llama" / "eval" / "perplexity.json")
+                           .read_text())
+    assert record.structural
+    assert record.detail.startswith("values identical; schema "
+                                    "pytest-groundtruth/oracle-perplexity/1 -> ")

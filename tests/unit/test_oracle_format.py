@@ -17,8 +17,9 @@ COMMITTED = sorted((ROOT / "oracle").glob("*/*.json"))
 
 def test_there_are_committed_oracles_for_the_embedded_and_tiny_models() -> None:
     slugs = {p.parent.name for p in COMMITTED}
-    assert slugs == {"smollm2-135m", "tiny-llama", "tiny-qwen2", "tiny-gpt2"}
-    assert len(COMMITTED) == 16
+    assert slugs == {"smollm2-135m", "tiny-llama", "tiny-qwen2", "tiny-gpt2",
+                     "smollm2-135m-lora", "tiny-llama-lora"}  # merged LoRA adapters
+    assert len(COMMITTED) == 24
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.stem}")

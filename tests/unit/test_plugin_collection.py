@@ -58,7 +58,8 @@ def test_namespaced_options_narrow_the_matrix(make_project: Project) -> None:
     pytester = make_project(TINY, models=("tiny-llama",))
     ids = collected(pytester.runpytest("--collect-only", "-q", "--gt-runtime", "torchao",
                                        "--gt-quant", "int8", "--gt-prompt", "code"))
-    assert ids == ["canary[tiny-llama-torchao-int8-code]",
+    assert ids == ["gateway[tiny-llama-torchao-int8]",
+                   "canary[tiny-llama-torchao-int8-code]",
                    "token[tiny-llama-torchao-int8-code]",
                    "ppl[tiny-llama-torchao-int8]",
                    "topk[tiny-llama-torchao-int8-code]",

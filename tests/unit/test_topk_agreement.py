@@ -26,7 +26,7 @@ def oracle_from(logits: list[list[float]], k: int = 10) -> tuple[Oracle, np.ndar
     lps = log_softmax(np.array(logits))
     steps = tuple(top_k(r, k) for r in lps)
     tokens = tuple(s.ids[0] for s in steps)
-    oracle = replace(ORACLE, tokens=tokens, steps=steps, top_k=k,
+    oracle = replace(ORACLE, tokens=tokens, topk=steps,
                      max_new_tokens=max(len(tokens), 1))
     return oracle, lps
 

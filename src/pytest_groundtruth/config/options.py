@@ -10,12 +10,14 @@ Values stay plain strings and lists (pytest-xdist sends option values to workers
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_groundtruth.config.qualification import GRADE_NAMES, THRESHOLD_KEYS, parse_threshold
 from pytest_groundtruth.config.settings import (
     NEAR_TIE_MODES,
     ConfigError,
@@ -73,6 +75,18 @@ def parse_seconds(text: str) -> float:
     return value
 
 
+def parse_thresholds(option: str) -> Callable[[list[str]], dict[str, float]]:
+    """``[RUNTIME=]NUMBER`` values (repeatable) -> runtime -> number (``*``: any)."""
+
+    def parse(values: list[str]) -> dict[str, float]:
+        try:
+            return dict(parse_threshold(v, option) for v in values)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    return parse
+
+
 def _names(values: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
@@ -106,6 +120,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("baseline", "known falsifications: listed failures become strict xfails", "FILE"),
     Option("baseline-update", "rewrite --gt-baseline from this run's parity failures",
            flag=True),
+    Option("min-grade", "fail the run when a model x runtime x quantization scores below "
+           "this qualification grade (docs/qualification.md)", "GRADE", choices=GRADE_NAMES,
+           setting="min_grade"),
+    Option("min-throughput", "fail a combination generating fewer tokens/s (repeatable; "
+           "RUNTIME=TOK_S for one runtime)", "[RUNTIME=]TOK_S", repeat=True,
+           setting="min_throughput", parse=parse_thresholds("--gt-min-throughput")),
+    Option("max-p99-ms", "fail a combination whose 99th-percentile per-token latency is "
+           "higher (repeatable; RUNTIME=MS for one runtime)", "[RUNTIME=]MS", repeat=True,
+           setting="max_p99_ms", parse=parse_thresholds("--gt-max-p99-ms")),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 # The options that narrow or configure a run (the CLI's measuring commands take these).
@@ -113,9 +136,25 @@ RUN_OPTIONS = ("model", "runtime", "quant", "prompt", "near-ties", "cache-dir", 
                "apr-bin", "timeout", "artifact")
 
 
+# pytest picks its rootdir and configuration file before it loads plugins, so it reads
+# the value of `--gt-cache-dir /path` (written with a space) as a test path.
+EQUALS_FORM = ("write an option's value with '=' (--gt-cache-dir=/path): pytest chooses "
+               "its rootdir and configuration file before it knows these options, and "
+               "takes a value after a space that is an existing path for a test path")
+
+
+def separate_values(args: Sequence[str]) -> list[tuple[str, str]]:
+    """``(flag, value)`` for each ``--gt-*`` option in ``args`` whose value is the next
+    argument (``--gt-cache-dir /path``), not attached (``--gt-cache-dir=/path``)."""
+    takes_value = {PYTEST_PREFIX + o.name for o in OPTIONS if not o.flag}
+    return [(flag, value) for flag, value in itertools.pairwise(args)
+            if flag in takes_value]
+
+
 def add_pytest_options(parser: Any) -> None:
     """Every option on pytest's parser, in one group, as ``--gt-<name>``."""
-    group = parser.getgroup("groundtruth", "pytest-groundtruth: LLM conversion parity")
+    group = parser.getgroup("groundtruth", "pytest-groundtruth: LLM conversion parity; "
+                            + EQUALS_FORM)
     for option in OPTIONS:
         group.addoption(PYTEST_PREFIX + option.name, **option.kwargs())
 
@@ -140,6 +179,9 @@ def apply_overrides(settings: Settings, values: Mapping[str, Any] | argparse.Nam
         changes[option.setting] = option.parse(value) if option.parse else value
     if "artifacts" in changes:
         changes["artifacts"] = settings.artifacts + changes["artifacts"]
+    for key in THRESHOLD_KEYS:  # an option for one runtime keeps the others' thresholds
+        if key in changes:
+            changes[key] = {**getattr(settings, key), **changes[key]}
     if not changes:
         return settings
     result = replace(settings, **changes)

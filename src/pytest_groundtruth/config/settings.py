@@ -37,13 +37,21 @@ Example::
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_groundtruth.config.qualification import (
+    ANY_RUNTIME,
+    GRADE_NAMES,
+    THRESHOLD_KEYS,
+    threshold_table,
+)
 from pytest_groundtruth.config.roster import BUILTIN, ModelSpec, RosterError, spec_from_table
-from pytest_groundtruth.core.paths import default_cache_dir
+from pytest_groundtruth.core.failures import InputError
+from pytest_groundtruth.core.paths import default_cache_dir, name_problem
 from pytest_groundtruth.core.plugins import RUNTIMES, SUITES, load, ranked, registered
 
 if sys.version_info >= (3, 11):
@@ -55,7 +63,7 @@ NEAR_TIE_MODES = ("count", "exempt")
 MATCH_KEYS = ("suite", "model", "runtime", "quantization", "prompt")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """Invalid configuration; names the file and the key."""
 
 
@@ -88,6 +96,24 @@ class ExternalArtifact:
 
 
 @dataclass(frozen=True)
+class Speculative:
+    """``[tool.groundtruth.speculative]``: which drafts assist which target, and how many
+    tokens a draft proposes per step (docs/speculative.md)."""
+
+    drafts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # target -> draft slugs
+    draft_tokens: int = 5  # transformers: num_assistant_tokens (constant schedule)
+    lookup_tokens: int = 10  # llama.cpp prompt lookup: num_pred_tokens
+    lookup_ngram: int = 2  # llama.cpp prompt lookup: max_ngram_size
+
+    def drafts_for(self, target: str, roster: dict[str, ModelSpec]) -> tuple[str, ...]:
+        """The configured drafts of ``target``, else its ``<target>-draft`` roster entry
+        (when there is one) and the target itself."""
+        if target in self.drafts:
+            return self.drafts[target]
+        return (*(d for d in (f"{target}-draft",) if d in roster), target)
+
+
+@dataclass(frozen=True)
 class Settings:
     root: Path
     models: tuple[str, ...] = ("smollm2-135m",)
@@ -110,7 +136,13 @@ class Settings:
     runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     bounds: tuple[BoundRule, ...] = ()
     artifacts: tuple[ExternalArtifact, ...] = ()
+    speculative: Speculative = field(default_factory=Speculative)
     sources: tuple[str, ...] = ()  # the files the settings were read from
+    # Qualification (config/qualification.py): the lowest grade a combination may score,
+    # and performance floors per runtime ("*": any); never part of a default check.
+    min_grade: str | None = None
+    min_throughput: dict[str, float] = field(default_factory=dict)  # tokens/s
+    max_p99_ms: dict[str, float] = field(default_factory=dict)  # per-token latency
 
     def path(self, value: Path) -> Path:
         return value if value.is_absolute() else self.root / value
@@ -171,11 +203,11 @@ def known_runtimes(settings: Settings) -> set[str]:
 
 
 def check_name(name: str, where: str) -> None:
-    """A name that becomes part of test ids and file names: letters, digits, ``-_.``,
-    not ``.`` or ``..``."""
-    if not name or name in (".", "..") or not all(c.isalnum() or c in "-_." for c in name):
-        raise ConfigError(f"{where}: {name!r} is not a valid name (letters, digits, '-', '_', "
-                          "'.'; not '.' or '..')")
+    """A name that becomes part of test ids and file names (roster slugs, runtime names,
+    quantizations, prompt names): :func:`~pytest_groundtruth.core.paths.name_problem`."""
+    problem = name_problem(name)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
 
 
 # --------------------------------------------------------------------------- loading
@@ -195,9 +227,10 @@ _SCALAR_KEYS: dict[str, type | tuple[type, ...]] = {
     "near_ties": str,
     "apr_bin": str,
     "timeout": (int, float),
+    "min_grade": str,
 }
-_TABLE_KEYS = ("roster", "runtime", "bounds", "artifacts")
-KNOWN_KEYS = (*_LIST_KEYS, *_PATH_KEYS, *_SCALAR_KEYS, *_TABLE_KEYS)
+_TABLE_KEYS = ("roster", "runtime", "bounds", "artifacts", "adapters", "speculative")
+KNOWN_KEYS = (*_LIST_KEYS, *_PATH_KEYS, *_SCALAR_KEYS, *_TABLE_KEYS, *THRESHOLD_KEYS)
 
 
 def read_pyproject(root: Path) -> tuple[dict[str, Any], str] | None:
@@ -262,6 +295,12 @@ def apply_table(settings: Settings, table: dict[str, Any], origin: str) -> Setti
             if isinstance(value, bool) or not isinstance(value, scalar):
                 raise ConfigError(f"{origin}: key {key!r} = {value!r} has the wrong type")
             changes[key] = value
+    for key in THRESHOLD_KEYS:
+        if key in table:
+            try:
+                changes[key] = {**getattr(settings, key), **threshold_table(table[key], key)}
+            except ValueError as exc:
+                raise ConfigError(f"{origin}: key {exc}") from None
     roster = dict(settings.roster)
     for slug, entry in _table(table, "roster", origin).items():
         if not isinstance(entry, dict):
@@ -270,7 +309,11 @@ def apply_table(settings: Settings, table: dict[str, Any], origin: str) -> Setti
             roster[slug] = spec_from_table(slug, entry, base=roster.get(slug))
         except (RosterError, TypeError) as exc:
             raise ConfigError(f"{origin}: {exc}") from exc
+    roster.update(_adapters(_table(table, "adapters", origin), roster, origin))
     changes["roster"] = roster
+    if "speculative" in table:
+        changes["speculative"] = _speculative(settings.speculative,
+                                              _table(table, "speculative", origin), origin)
     runtime_options = dict(settings.runtime_options)
     for name, entry in _table(table, "runtime", origin).items():
         if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
@@ -326,8 +369,9 @@ def _bound_rule(rule: dict[str, Any], origin: str, index: int) -> BoundRule:
                 raise ConfigError(f"{where}: key {key!r} must be a string")
             match[key] = value
         elif key in params:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{where}: key {key!r} = {value!r} must be a number")
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value)):
+                raise ConfigError(f"{where}: key {key!r} = {value!r} must be a finite number")
             values[key] = value
         else:
             raise ConfigError(
@@ -349,6 +393,57 @@ def _external(entry: dict[str, Any], origin: str, index: int) -> ExternalArtifac
                           f"(unknown: {unknown}, missing: {missing})")
     return ExternalArtifact(entry["model"], entry["runtime"], entry["quantization"],
                             Path(entry["path"]))
+
+
+def _adapters(table: dict[str, Any], roster: dict[str, ModelSpec], origin: str
+              ) -> dict[str, ModelSpec]:
+    """``[adapters.NAME]`` (``base``, optional ``path``): the merged model NAME, a roster
+    entry of ``base``'s shape with source ``lora:BASE[:PATH]``."""
+    found = {}
+    for name, entry in table.items():
+        where = f"{origin}: [adapters.{name}]"
+        check_name(name, where)
+        if not isinstance(entry, dict) or set(entry) - {"base", "path"} \
+                or not isinstance(entry.get("base"), str) \
+                or not isinstance(entry.get("path", ""), str):
+            raise ConfigError(f"{where}: must be a table with a string key 'base' (a roster "
+                              "model) and optionally 'path' (a peft LoRA adapter directory; "
+                              "default: the built-in deterministic adapter)")
+        base = entry["base"]
+        if base not in roster:
+            raise ConfigError(f"{where}: key 'base' = {base!r} is not in the roster")
+        if name in roster and roster[name].scheme != "lora":
+            raise ConfigError(f"{where}: {name!r} is already a roster model")
+        source = f"lora:{base}" + (f":{entry['path']}" if entry.get("path") else "")
+        found[name] = replace(roster[base], slug=name, source=source,
+                              description=f"{base} with the adapter {source} merged")
+    return found
+
+
+def _speculative(current: Speculative, table: dict[str, Any], origin: str) -> Speculative:
+    changes: dict[str, Any] = {}
+    for key in ("draft_tokens", "lookup_tokens", "lookup_ngram"):
+        if key in table:
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{origin}: [speculative] key {key!r} = {value!r} must be a "
+                                  "positive integer")
+            changes[key] = value
+    drafts = table.get("drafts", {})
+    if not isinstance(drafts, dict) or not all(
+            isinstance(v, list) and v and all(isinstance(d, str) for d in v)
+            for v in drafts.values()):
+        raise ConfigError(f"{origin}: [speculative] key 'drafts' must map a target model to a "
+                          "non-empty list of draft models, e.g. drafts = "
+                          "{ smollm2-135m = ['smollm2-135m-draft', 'smollm2-135m'] }")
+    if drafts:
+        changes["drafts"] = {**current.drafts, **{k: tuple(v) for k, v in drafts.items()}}
+    unknown = sorted(set(table) - {"drafts", "draft_tokens", "lookup_tokens", "lookup_ngram"})
+    if unknown:
+        raise ConfigError(f"{origin}: [speculative] unknown key(s) "
+                          f"{', '.join(map(repr, unknown))}; known keys: drafts, draft_tokens, "
+                          "lookup_tokens, lookup_ngram")
+    return replace(current, **changes)
 
 
 def validate(settings: Settings, origin: str) -> None:
@@ -385,8 +480,37 @@ def validate(settings: Settings, origin: str) -> None:
         )
     if settings.max_new_tokens <= 0 or settings.top_k < 2:
         raise ConfigError(f"{origin}: 'max_new_tokens' must be > 0 and 'top_k' >= 2")
-    if settings.timeout <= 0:
-        raise ConfigError(f"{origin}: key 'timeout' must be a positive number of seconds")
+    if not math.isfinite(settings.timeout) or settings.timeout <= 0:
+        raise ConfigError(f"{origin}: key 'timeout' = {settings.timeout!r} must be a positive, "
+                          "finite number of seconds")
+    for rule in settings.bounds:  # a bound that names nothing would silently never apply
+        where = f"{rule.origin}: a bound for suite {rule.suite!r} ({rule.reason})"
+        runtime = rule.match.get("runtime")
+        if runtime is not None and runtime not in runtimes:
+            raise ConfigError(
+                f"{where}: key 'runtime' = {runtime!r} is neither a registered runtime "
+                f"({', '.join(sorted(registered(RUNTIMES)))}) nor configured in "
+                f"[tool.groundtruth.runtime.{runtime}]"
+            )
+        model = rule.match.get("model")
+        if model is not None and model not in settings.roster:
+            raise ConfigError(f"{where}: key 'model' = {model!r} is not in the roster "
+                              f"(known: {', '.join(sorted(settings.roster))})")
+    if settings.min_grade is not None and settings.min_grade not in GRADE_NAMES:
+        raise ConfigError(f"{origin}: key 'min_grade' = {settings.min_grade!r} is not one of "
+                          f"{', '.join(GRADE_NAMES)}")
+    for key in THRESHOLD_KEYS:
+        for name in getattr(settings, key):
+            if name != ANY_RUNTIME and name not in runtimes:
+                raise ConfigError(
+                    f"{origin}: key {key!r} names runtime {name!r}, which is neither a "
+                    f"registered runtime ({', '.join(sorted(registered(RUNTIMES)))}) nor "
+                    f"configured in [tool.groundtruth.runtime.{name}]")
+    for target, drafts in settings.speculative.drafts.items():
+        for slug in (target, *drafts):
+            if slug not in settings.roster:
+                raise ConfigError(f"{origin}: [speculative] drafts: {slug!r} is not in the "
+                                  f"roster (known: {', '.join(sorted(settings.roster))})")
     for art in settings.artifacts:
         if art.runtime not in runtimes or art.model not in settings.roster:
             raise ConfigError(

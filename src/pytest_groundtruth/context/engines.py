@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytest_groundtruth.config.settings import Settings
-from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.core.failures import InputError, RuntimeUnavailable
 from pytest_groundtruth.core.hashing import digest, tree_sha256
 from pytest_groundtruth.models.sources import ModelUnavailable, ResolvedModel, resolve
 from pytest_groundtruth.runtimes.base import Artifact, Runner, Runtime
@@ -37,7 +37,7 @@ class Engines:
         if slug not in self._models:
             try:
                 self._models[slug] = resolve(self.settings.spec(slug), self.cache_dir,
-                                             self.settings.root)
+                                             self.settings.root, self.settings.roster)
             except ModelUnavailable as exc:
                 self._models[slug] = exc
         found = self._models[slug]
@@ -86,18 +86,23 @@ class Engines:
         self.pool.close()
 
 
+class ArtifactError(InputError):
+    """A user-supplied artifact is missing or unsound; names the file and what is wrong."""
+
+
 def external_artifact(runtime: Runtime, slug: str, quant: str, path: Path) -> Artifact:
     """A user-supplied artifact: used as is (never rebuilt), keyed by its content and by
     what decides the runtime's results (the same file on two engines, or two versions of
     one, must not share cached results)."""
     if not path.exists():
-        raise FileNotFoundError(
+        raise ArtifactError(
             f"artifact for {slug}/{runtime.name}/{quant} not found: {path} "
             "(check [[tool.groundtruth.artifacts]] or --gt-artifact)"
         )
     problem = runtime.validate(path)
     if problem:
-        raise ValueError(f"artifact {path} is not a sound {runtime.name} artifact: {problem}")
+        raise ArtifactError(f"artifact {path} is not a sound {runtime.name} artifact: "
+                            f"{problem}")
     key = digest({"file": tree_sha256(path), **runtime.key_parts(quant)})
     return Artifact(runtime.name, slug, quant, path, key=f"external-{key}",
                     recipe=f"supplied by the user: {path}", external=True)

@@ -7,7 +7,7 @@ own tokenizer (``tokenizer.json``, through ``tokenizers``) for failure tables.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,15 @@ from typing import Any
 from pytest_groundtruth.config.prompts import Prompt, load_prompts
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.models.sources import ResolvedModel
-from pytest_groundtruth.oracle.format import Oracle, load_oracle, load_perplexity, oracle_path
+from pytest_groundtruth.oracle.format import (
+    Oracle,
+    StaleOracle,
+    load_oracle,
+    load_perplexity,
+    oracle_path,
+    provenance_problem,
+    regenerate_command,
+)
 from pytest_groundtruth.oracle.format import perplexity_path as oracle_perplexity_path
 
 
@@ -38,23 +46,50 @@ class Inputs:
         return path, path.read_text(encoding="utf-8")
 
     def oracle(self, slug: str, prompt: str, precision: str = "float32",
-               device: str = "cpu") -> Oracle:
+               device: str = "cpu", needs: Sequence[str] = ()) -> Oracle:
+        """The oracle of ``slug`` on ``prompt``, checked to be the reference for this run:
+        the same model and weights, the prompt as the prompt file says it now, the same
+        generation length; else :class:`StaleOracle` with the command that regenerates it.
+
+        ``needs``: fields the caller will read beyond the original workflow's (``topk``,
+        ``prompt_tokens``, ...). An oracle in the original format lacks them and raises
+        :class:`~pytest_groundtruth.oracle.format.OracleIncomplete` here, which skips the
+        test with the reason before any engine runs (reading a missing field later
+        raises the same).
+        """
         key = (slug, prompt, precision, device)
         if key not in self._oracles:
             root = self.settings.path(self.settings.oracle_dir)
-            self._oracles[key] = load_oracle(oracle_path(root, slug, prompt, precision, device))
+            path = oracle_path(root, slug, prompt, precision, device)
+            oracle = load_oracle(path)
+            problem = provenance_problem(oracle, slug, self._model(slug).fingerprint,
+                                         self.prompts[prompt].text,
+                                         self.settings.max_new_tokens)
+            if problem:
+                raise StaleOracle(f"{path} is stale: {problem}; regenerate it: "
+                                  f"`{regenerate_command(slug, prompt, precision, device)}`")
+            self._oracles[key] = oracle
+        self._oracles[key].require(*needs)
         return self._oracles[key]
 
     def oracle_perplexity(self, slug: str) -> dict[str, Any]:
         root = self.settings.path(self.settings.oracle_dir)
         return load_perplexity(oracle_perplexity_path(root, slug))
 
-    def decode(self, slug: str, token: int) -> str:
-        """One token's text, special tokens shown (for tables)."""
+    def _tokenizer(self, slug: str) -> Any:
         if slug not in self._decoders:
             from tokenizers import Tokenizer
 
             path = self._model(slug).path / "tokenizer.json"
             self._decoders[slug] = Tokenizer.from_file(str(path))
-        text: str = self._decoders[slug].decode([token], skip_special_tokens=False)
+        return self._decoders[slug]
+
+    def decode(self, slug: str, token: int) -> str:
+        """One token's text, special tokens shown (for tables)."""
+        text: str = self._tokenizer(slug).decode([token], skip_special_tokens=False)
         return text
+
+    def special_ids(self, slug: str) -> frozenset[int]:
+        """The ids of the model's special tokens (pad, unk, eos, ...)."""
+        added = self._tokenizer(slug).get_added_tokens_decoder()
+        return frozenset(int(i) for i, token in added.items() if token.special)

@@ -8,7 +8,7 @@ result being made by one pytest-xdist worker is waited for by the others.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context.engines import Engines
@@ -18,6 +18,8 @@ from pytest_groundtruth.ggufio.reader import gguf_problem
 from pytest_groundtruth.runtimes.base import Artifact, Capability, Generation, PerplexityResult
 from pytest_groundtruth.store.artifacts import exported, reimported
 from pytest_groundtruth.store.results import ResultStore
+
+T = TypeVar("T")
 
 
 class Results:
@@ -29,10 +31,10 @@ class Results:
         self.store = store
 
     def cached(self, kind: str, artifact: Artifact, inputs: Any,
-               make: Callable[[], dict[str, Any]],
-               valid: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:
-        """A measurement of ``artifact`` (JSON), made once: see :meth:`ResultStore.fetch`."""
-        return self.store.fetch(kind, artifact.key, inputs, make, valid)
+               make: Callable[[], dict[str, Any]], decode: Callable[[dict[str, Any]], T]) -> T:
+        """A measurement of ``artifact`` (stored as JSON, returned decoded), made once: see
+        :meth:`ResultStore.fetch`."""
+        return self.store.fetch(kind, artifact.key, inputs, make, decode)
 
     def generate(self, slug: str, runtime: str, quant: str, prompt: str,
                  device: str = "cpu") -> tuple[Generation, Artifact]:
@@ -52,8 +54,8 @@ class Results:
             runner = self.engines.runner(artifact, device)
             return runner.generate(prompt, n, top_k=top_k).to_json()
 
-        data = self.cached("generation", artifact, [prompt, n, top_k], make, _decodes)
-        return Generation.from_json(data)
+        return self.cached("generation", artifact, [prompt, n, top_k], make,
+                           Generation.from_json)
 
     def perplexity(self, slug: str, runtime: str, quant: str
                    ) -> tuple[PerplexityResult, Artifact]:
@@ -64,8 +66,8 @@ class Results:
         def make() -> dict[str, Any]:
             return self.engines.runner(artifact).perplexity(text).to_json()
 
-        data = self.cached("perplexity", artifact, text_sha256(text), make)
-        return PerplexityResult.from_json(data), artifact
+        return self.cached("perplexity", artifact, text_sha256(text), make,
+                           PerplexityResult.from_json), artifact
 
     def roundtrip(self, slug: str, runtime_name: str, quant: str) -> Artifact:
         """The artifact exported to GGUF and reimported with the same runtime (each once)."""
@@ -76,10 +78,3 @@ class Results:
         return reimported(runtime, self.engines.model(slug), quant, gguf.path,
                           self.engines.artifacts)
 
-
-def _decodes(data: dict[str, Any]) -> bool:
-    try:
-        Generation.from_json(data)
-    except (KeyError, TypeError, ValueError):
-        return False
-    return True

@@ -39,3 +39,11 @@ class EngineFailure(Exception):
 
 class RuntimeUnavailable(Exception):
     """The runtime cannot run here (not installed, no GPU); the message says how to fix it."""
+
+
+class InputError(Exception):
+    """Something the user supplied cannot be used: a file, a model, a prompt, a setting.
+
+    The message names it and says how to fix it; the plugin reports it as a short error
+    (no traceback) and ``groundtruth`` as one line with its own exit status.
+    """

@@ -18,13 +18,17 @@ import hashlib
 import importlib.metadata
 import json
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_groundtruth.config.roster import BUILTIN, EMBEDDED_DIST, EMBEDDED_INSTALL, ModelSpec
 from pytest_groundtruth.core.atomic import atomic_path, locked
+from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.hashing import file_sha256, text_sha256
-from pytest_groundtruth.models import tiny
+from pytest_groundtruth.core.paths import inside
+from pytest_groundtruth.core.sealed import seal, sealed_problem
+from pytest_groundtruth.models import drafts, lora, tiny
 
 HF_ALLOW_PATTERNS = [
     "*.json",
@@ -40,7 +44,7 @@ class ModelUnavailable(Exception):
     """The model cannot be obtained on this machine; the message says how to fix that."""
 
 
-class ModelError(Exception):
+class ModelError(InputError):
     """The model was found but is not usable as the roster describes it."""
 
 
@@ -57,9 +61,13 @@ class ResolvedModel:
         return self.spec.slug
 
 
-def resolve(spec: ModelSpec, cache_dir: Path, root: Path | None = None) -> ResolvedModel:
-    """Resolve ``spec`` to a float32 HF directory, converting or building into ``cache_dir``."""
-    resolved = _resolve(spec, cache_dir, root)
+def resolve(spec: ModelSpec, cache_dir: Path, root: Path | None = None,
+            roster: Mapping[str, ModelSpec] | None = None) -> ResolvedModel:
+    """Resolve ``spec`` to a float32 HF directory, converting or building into ``cache_dir``.
+
+    ``roster``: where a derived model (``truncate:``, ``lora:``) finds its base (default:
+    the built-in roster)."""
+    resolved = _resolve(spec, cache_dir, root, roster if roster is not None else BUILTIN)
     check_shape(resolved)
     return resolved
 
@@ -104,7 +112,8 @@ def check_shape(model: ResolvedModel) -> None:
         )
 
 
-def _resolve(spec: ModelSpec, cache_dir: Path, root: Path | None) -> ResolvedModel:
+def _resolve(spec: ModelSpec, cache_dir: Path, root: Path | None,
+             roster: Mapping[str, ModelSpec]) -> ResolvedModel:
     scheme = spec.scheme
     if scheme == "hf":
         return _resolve_hub(spec)
@@ -124,6 +133,10 @@ def _resolve(spec: ModelSpec, cache_dir: Path, root: Path | None) -> ResolvedMod
         return _from_file(spec, path, cache_dir)
     if scheme == "tiny":
         return _tiny(spec, cache_dir)
+    if scheme == "truncate":
+        return _truncated(spec, cache_dir, root, roster)
+    if scheme == "lora":
+        return _merged(spec, cache_dir, root, roster)
     raise ModelError(f"model {spec.slug!r}: unknown source scheme {scheme!r}")
 
 
@@ -224,12 +237,12 @@ def _from_file(spec: ModelSpec, file: Path, cache_dir: Path) -> ResolvedModel:
     if file.suffix != ".gguf":
         raise ModelError(f"model {spec.slug!r}: {file} is neither a directory nor a .gguf file")
     sha = file_sha256(file)
-    target = cache_dir / "models" / f"{spec.slug}-{sha[:16]}"
+    target = inside(cache_dir / "models", f"{spec.slug}-{sha[:16]}")
     with locked(target):
-        if not (target / ".complete").is_file():
+        if sealed_problem(target):  # missing, half-built or truncated: (re)build it
             with atomic_path(target) as tmp:
                 gguf_to_hf_dir(file, tmp)
-                (tmp / ".complete").write_text(sha + "\n")
+                seal(tmp)
     return ResolvedModel(
         spec,
         target,
@@ -244,7 +257,7 @@ def gguf_to_hf_dir(file: Path, out: Path) -> None:
 
     transformers refuses to save a model it loaded from GGUF ("not serializable");
     the weights are plain float32 after dequantization, so dropping the GGUF
-    quantizer marker is safe (environment.md: reloading gives identical tensors).
+    quantizer marker is safe (reloading gives identical tensors: tests/unit/test_sources.py).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -273,12 +286,12 @@ def _tiny(spec: ModelSpec, cache_dir: Path) -> ResolvedModel:
     embedded = resolve(BUILTIN["smollm2-135m"], cache_dir)  # the tokenizer comes from it
     payload = tiny.fingerprint_payload(arch) + embedded.fingerprint
     fingerprint = text_sha256(payload)
-    target = cache_dir / "models" / f"tiny-{arch}-{fingerprint[:16]}"
+    target = inside(cache_dir / "models", f"tiny-{arch}-{fingerprint[:16]}")
     with locked(target):
-        if not (target / ".complete").is_file():
+        if sealed_problem(target):
             with atomic_path(target) as tmp:
                 tiny.build(arch, tmp, tokenizer_dir=embedded.path)
-                (tmp / ".complete").write_text(fingerprint + "\n")
+                seal(tmp)
     return ResolvedModel(
         spec,
         target,
@@ -286,3 +299,96 @@ def _tiny(spec: ModelSpec, cache_dir: Path) -> ResolvedModel:
         provenance={"source": spec.source, "builder": f"tiny v{tiny.BUILDER_VERSION}",
                     "seed": str(tiny.SEED)},
     )
+
+
+# --------------------------------------------------------------------------- derived models
+
+
+def base_of(spec: ModelSpec, roster: Mapping[str, ModelSpec]) -> ModelSpec:
+    """The roster entry a derived model (``truncate:BASE``, ``lora:BASE[:DIR]``) is built on."""
+    slug = spec.location.split(":", 1)[0]
+    if slug == spec.slug or slug not in roster:
+        raise ModelError(f"model {spec.slug!r} ({spec.source}): base model {slug!r} is not "
+                         f"in the roster (known: {', '.join(sorted(roster))})")
+    return roster[slug]
+
+
+def _derived(spec: ModelSpec, cache_dir: Path, fingerprint: str, build: Callable[[Path], None],
+             provenance: dict[str, str]) -> ResolvedModel:
+    target = cache_dir / "models" / f"{spec.slug}-{fingerprint[:16]}"
+    with locked(target):
+        if not (target / ".complete").is_file():
+            with atomic_path(target) as tmp:
+                build(tmp)
+                (tmp / ".complete").write_text(fingerprint + "\n")
+    return ResolvedModel(spec, target, fingerprint=fingerprint,
+                         provenance={"source": spec.source, **provenance})
+
+
+def _truncated(spec: ModelSpec, cache_dir: Path, root: Path | None,
+               roster: Mapping[str, ModelSpec]) -> ResolvedModel:
+    target = resolve(base_of(spec, roster), cache_dir, root, roster)
+    fingerprint = drafts.fingerprint(target.fingerprint, spec.layers)
+
+    def build(out: Path) -> None:
+        try:
+            drafts.truncate(target.path, spec.layers, out)
+        except drafts.DraftError as exc:
+            raise ModelError(f"model {spec.slug!r} ({spec.source}): {exc}") from exc
+
+    return _derived(spec, cache_dir, fingerprint, build,
+                    {"target": target.slug, "layers": str(spec.layers),
+                     "builder": f"truncate v{drafts.BUILDER_VERSION}"})
+
+
+@dataclass(frozen=True)
+class LoraParts:
+    """What a merged LoRA model is made of."""
+
+    base: ResolvedModel
+    adapter: Path  # a peft LoRA adapter directory
+    fingerprint: str  # the adapter's
+    builtin: bool
+
+
+def lora_parts(spec: ModelSpec, cache_dir: Path, root: Path | None = None,
+               roster: Mapping[str, ModelSpec] | None = None) -> LoraParts:
+    """The base model and the adapter of a ``lora:BASE`` (built-in adapter, built into the
+    cache) or ``lora:BASE:ADAPTER_DIR`` (a user's adapter, relative to ``root``) model."""
+    roster = roster if roster is not None else BUILTIN
+    base = resolve(base_of(spec, roster), cache_dir, root, roster)
+    _, _, where = spec.location.partition(":")
+    if where:
+        path = Path(where).expanduser()
+        if not path.is_absolute() and root is not None:
+            path = root / path
+        try:
+            return LoraParts(base, path, lora.adapter_fingerprint(path), builtin=False)
+        except lora.AdapterError as exc:
+            fix = (f"; point the adapter's 'path' in [tool.groundtruth.adapters.{spec.slug}] "
+                   "at a peft LoRA directory")
+            if not path.is_dir():  # not there (yet): skip with the fix
+                raise ModelUnavailable(f"model {spec.slug!r} ({spec.source}): {exc}{fix}"
+                                       ) from exc
+            raise ModelError(f"model {spec.slug!r} ({spec.source}): {exc}") from exc
+    fingerprint = lora.builtin_fingerprint(base.fingerprint)
+    adapter = cache_dir / "models" / f"lora-{base.slug}-{fingerprint[:16]}"
+    with locked(adapter):
+        if not (adapter / ".complete").is_file():
+            with atomic_path(adapter) as tmp:
+                try:
+                    lora.build_adapter(base.path, tmp)
+                except lora.AdapterError as exc:
+                    raise ModelError(f"model {spec.slug!r} ({spec.source}): {exc}") from exc
+                (tmp / ".complete").write_text(fingerprint + "\n")
+    return LoraParts(base, adapter, fingerprint, builtin=True)
+
+
+def _merged(spec: ModelSpec, cache_dir: Path, root: Path | None,
+            roster: Mapping[str, ModelSpec]) -> ResolvedModel:
+    parts = lora_parts(spec, cache_dir, root, roster)
+    fingerprint = lora.merged_fingerprint(parts.base.fingerprint, parts.fingerprint)
+    return _derived(spec, cache_dir, fingerprint,
+                    lambda out: lora.merge(parts.base.path, parts.adapter, out),
+                    {"base": parts.base.slug, "adapter": str(parts.adapter),
+                     "builder": f"peft merge_and_unload v{lora.BUILDER_VERSION}"})

@@ -17,7 +17,7 @@ from typing import Any
 # Bump when the construction below changes: it is part of the model fingerprint.
 BUILDER_VERSION = 2
 SEED = 20261122
-WEIGHT_STD = 0.2  # environment.md: at 0.02 greedy output repeats one token
+WEIGHT_STD = 0.2  # measured: at transformers' default 0.02, greedy output repeats one token
 
 # Special token ids of the embedded SmolLM2 tokenizer.
 _SPECIAL = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}

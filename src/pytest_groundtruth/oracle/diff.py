@@ -11,6 +11,10 @@ tolerance in nats (log-probabilities and cross-entropy share that unit).
 * numeric: the largest log-probability (or cross-entropy, or relative perplexity) change.
 * informative: library versions. Reported, never a difference on their own; the
   numbers they produce are what is compared.
+* format: a file of another schema (the original workflow's, or this project's older
+  one) is structural too, so rewriting it takes ``--force``; the detail still says
+  whether the tokens and log-probabilities changed, and which fields were added or
+  renamed.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ CROSS_MACHINE_TOLERANCE = 2e-4
 
 VERSION_FIELDS = frozenset({"transformers_version", "torch_version"})
 # Fields recomputed from others: a change follows from a numeric or structural one.
-DERIVED_FIELDS = frozenset({"near_ties", "text"})
+DERIVED_FIELDS = frozenset({"near_ties", "text", "token_count"})
 NUMERIC_FIELDS = frozenset({"topk", "perplexity", "cross_entropy"})
 
 
@@ -92,30 +96,55 @@ def compare_oracles(old: dict[str, Any], new: dict[str, Any], decode: Any = None
     if old.get("tokens") != new.get("tokens"):
         return Difference(_token_change(old.get("tokens") or [], new.get("tokens") or [],
                                         decode), structural=True)
-    if old.get("prompt_tokens") != new.get("prompt_tokens"):
+    schema = _schema_change(old, new)
+    if ("prompt_tokens" in old and "prompt_tokens" in new
+            and old["prompt_tokens"] != new["prompt_tokens"]):
         return Difference(f"prompt tokens differ: {old.get('prompt_tokens')} -> "
                           f"{new.get('prompt_tokens')}", structural=True)
     worst, where = 0.0, -1
-    old_steps, new_steps = old.get("topk") or [], new.get("topk") or []
-    if len(old_steps) != len(new_steps):
-        return Difference(f"top-k has {len(old_steps)} -> {len(new_steps)} positions",
+    old_steps, new_steps = old.get("topk"), new.get("topk")
+    if old_steps is not None and new_steps is not None:
+        if len(old_steps) != len(new_steps):
+            return Difference(f"top-k has {len(old_steps)} -> {len(new_steps)} positions",
+                              structural=True)
+        for i, (a, b) in enumerate(zip(old_steps, new_steps, strict=True)):
+            delta = _step_delta(a, b)
+            if delta is None:
+                return Difference(f"tokens identical; top-k ids differ at position {i}: "
+                                  f"{a['ids']} -> {b['ids']}", structural=True)
+            if delta > worst:
+                worst, where = delta, i
+    parts = ["tokens identical"] if worst or schema else []
+    if worst:
+        parts.append(f"top-k log-probabilities differ by up to {worst:.2g} (position {where})")
+    if schema:
+        return Difference("; ".join([*parts, schema, *_version_notes(old, new)]), worst,
                           structural=True)
-    for i, (a, b) in enumerate(zip(old_steps, new_steps, strict=True)):
-        delta = _step_delta(a, b)
-        if delta is None:
-            return Difference(f"tokens identical; top-k ids differ at position {i}: "
-                              f"{a['ids']} -> {b['ids']}", structural=True)
-        if delta > worst:
-            worst, where = delta, i
     others = _other_fields(old, new)
     if others:
         return Difference(others, worst, structural=True)
-    parts = []
-    if worst:
-        parts.append(f"tokens identical; top-k log-probabilities differ by up to "
-                     f"{worst:.2g} (position {where})")
-    parts += _version_notes(old, new)
-    return Difference("; ".join(parts) or "formatting only", worst)
+    versions = _version_notes(old, new)
+    if not parts and versions:  # what a reference upgrade that changes nothing looks like
+        parts = ["tokens and top-k identical"]
+    parts = ["; ".join(parts)] if parts else []
+    return Difference("; ".join([*parts, *versions]) or "formatting only", worst)
+
+
+def _schema_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """'' when both files have one schema; else the schemas and the fields that differ."""
+    if old.get("schema") == new.get("schema"):
+        return ""
+    added = sorted(new.keys() - old.keys())
+    removed = sorted(old.keys() - new.keys())
+    changed = sorted(k for k in old.keys() & new.keys() - {"schema"} - VERSION_FIELDS
+                     - NUMERIC_FIELDS if old[k] != new[k])
+    text = f"schema {old.get('schema', 'none (original format)')} -> {new.get('schema')}"
+    for label, names in (("fields added", added), ("removed", removed)):
+        if names:
+            text += f"; {label}: {', '.join(names)}"
+    if changed:
+        text += "; changed: " + ", ".join(f"{k} ({old[k]!r} -> {new[k]!r})" for k in changed)
+    return text
 
 
 def compare_records(old: dict[str, Any], new: dict[str, Any]) -> Difference:
@@ -131,12 +160,18 @@ def compare_records(old: dict[str, Any], new: dict[str, Any]) -> Difference:
         change = abs(a - b) / abs(a) if key == "perplexity" and a else abs(a - b)
         numeric = max(numeric, change)
         notes.append(f"{key} ({a!r} -> {b!r})")
+    schema = _schema_change(old, new)
+    if schema:
+        shown = f"values changed: {', '.join(notes)}" if notes else "values identical"
+        return Difference(f"{shown}; {schema}", numeric, structural=True)
     others = _other_fields(old, new)
     if others:
         return Difference(others, numeric, structural=True)
-    notes += _version_notes(old, new)
-    return Difference("fields changed: " + ", ".join(notes) if notes else "formatting only",
-                      numeric)
+    versions = _version_notes(old, new)
+    if not notes:
+        return Difference("; ".join(["values identical", *versions]) if versions
+                          else "formatting only", numeric)
+    return Difference("fields changed: " + ", ".join([*notes, *versions]), numeric)
 
 
 def compare_texts(old_text: str, new_text: str, decode: Any = None) -> Difference:

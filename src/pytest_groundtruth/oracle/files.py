@@ -40,7 +40,10 @@ def reconcile(path: Path, new_text: str, force: bool, check: bool, decode: Any =
         if write:
             atomic_write_text(path, new_text)
         return OracleChange(path, "new", written=write)
-    old_text = path.read_text(encoding="utf-8")
+    try:
+        old_text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        old_text = ""  # load_oracle below says what is wrong with it
     if old_text == new_text:
         return OracleChange(path, "unchanged")
     try:

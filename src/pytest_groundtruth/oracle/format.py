@@ -1,15 +1,36 @@
-"""The oracle file: one schema, validated on every load.
+"""The oracle file: the original workflow's fields under their original names, then ours.
 
 ``oracle/<slug>/<prompt>.json`` (CPU float32) or
 ``oracle-gpu/<slug>/<precision>/<prompt>.json`` (GPU precisions). JSON with indent 2,
-``ensure_ascii=False`` and a trailing newline (the original workflow's format), holding
-every original field plus what the later suites need: the prompt's token ids, the stop
-reason, and for every generated position the oracle's top-k token ids with
+``ensure_ascii=False`` and a trailing newline, as the original workflow writes it.
+
+The file opens with the original workflow's fields, in its order and with its meanings
+(:data:`ORIGINAL_FIELDS`; GPU oracles add :data:`GPU_FIELDS`), so a script written for
+its files reads ours unchanged. This project's additions follow (:data:`ADDED_FIELDS`):
+the schema version, where the weights came from and their fingerprint, the prompt's token
+ids, the stop reason, and for every generated position the oracle's top-k token ids with
 log-probabilities (rounded to :data:`LOGPROB_DECIMALS` decimals, so that files are
-reproducible byte for byte and small enough to review).
+reproducible byte for byte and small enough to review). docs/oracle-format.md describes
+every field.
+
+Three kinds of file are read:
+
+* schema ``pytest-groundtruth/oracle/2`` (:data:`SCHEMA`), written now;
+* schema ``.../1``, this project's first format (``slug``, ``dtype``, the source URI in
+  ``model``, no ``token_count``);
+* files written by the original generator (no ``schema``): accepted as oracles. What they
+  lack is ``None`` on the :class:`Oracle`; reading it (``oracle.steps``,
+  ``oracle.prompt_tokens``, ...) raises :class:`OracleIncomplete`, which the plugin turns
+  into a skip naming the file, the field and the command that adds it. Checks that need
+  only the original fields (tokens, text) run.
 
 A file that is not valid JSON, lacks a field or holds a value of the wrong type or an
 inconsistent one raises :class:`OracleError` naming the file and the field.
+
+Adding a field (a chat prompt's messages, say): an ``Oracle`` field defaulting to None
+(old files lack it), a line in :meth:`Oracle._additions` and in :func:`_read_additions`,
+and a row in docs/oracle-format.md (tests/unit/test_oracle_format.py checks that every
+written field is documented). Bump :data:`SCHEMA` when a field changes meaning.
 """
 
 from __future__ import annotations
@@ -17,76 +38,181 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_groundtruth.core.failures import InputError
+from pytest_groundtruth.core.paths import inside
 from pytest_groundtruth.measures.logprobs import TopK
 from pytest_groundtruth.measures.sequences import TokenComparison, compare
 
-SCHEMA = "pytest-groundtruth/oracle/1"
-PPL_SCHEMA = "pytest-groundtruth/oracle-perplexity/1"
+SCHEMA = "pytest-groundtruth/oracle/2"
+SCHEMA_V1 = "pytest-groundtruth/oracle/1"
+ORIGINAL = "original"  # what :attr:`Oracle.schema` says of a file the original generator wrote
+PPL_SCHEMA = "pytest-groundtruth/oracle-perplexity/2"
+PPL_SCHEMA_V1 = "pytest-groundtruth/oracle-perplexity/1"
 LOGPROB_DECIMALS = 6
 DEFAULT_TOP_K = 10
 # Positions where the oracle's top-1 and top-2 log-probabilities differ by less than this
 # are near ties: a correct engine may flip them (see docs/suites.md).
 NEAR_TIE_MARGIN = 0.1
 
+# The original workflow's fields, in its order (never renamed, never reordered).
+ORIGINAL_FIELDS = ("model", "model_slug", "prompt", "prompt_file", "runtime", "format",
+                   "transformers_version", "torch_version", "tokens", "text", "token_count",
+                   "max_new_tokens", "do_sample")
+# What its GPU oracles add.
+GPU_FIELDS = ("device", "precision", "cuda_version", "gpu_name")
+# This project's additions, after the original fields (``device`` here only on CPU oracles).
+ADDED_FIELDS = ("schema", "source", "model_fingerprint", "device", "seed", "prompt_tokens",
+                "stop_reason", "eos_token_ids", "top_k", "near_tie_margin", "near_ties", "topk")
+VERSION_KEYS = ("transformers_version", "torch_version")
+GPU_KEYS = ("precision", "cuda_version", "gpu_name")
+# Additions an original-format file lacks, with what each one is (for skip reasons).
+MEANINGS = {
+    "source": "the source URI of the weights",
+    "model_fingerprint": "the fingerprint of the weights",
+    "seed": "the seed",
+    "prompt_tokens": "the prompt's token ids",
+    "stop_reason": "why generation stopped",
+    "eos_token_ids": "the end-of-sequence ids",
+    "topk": "the oracle's top-k log-probabilities per position",
+}
 
-class OracleError(ValueError):
+
+class OracleError(InputError, ValueError):
     """An oracle file is missing, corrupt or inconsistent; names the file and the field."""
+
+
+class OracleIncomplete(Exception):
+    """An oracle lacks a field a check needs (a file written by the original generator has
+    no top-k and no prompt tokens). Not a failure: the check skips with this message."""
+
+    def __init__(self, path: Path | None, name: str) -> None:
+        self.path = path
+        self.field = name
+        where = f"--model {path.parent.name} " if path is not None else ""
+        super().__init__(
+            f"{path or 'the oracle'} has no {name!r} ({MEANINGS.get(name, name)}): it is in "
+            "the original workflow's format, which does not record it, and this check needs "
+            f"it; `groundtruth oracle --force {where}`rewrites it in this project's format "
+            "(the original fields stay)"
+        )
+
+
+class StaleOracle(OracleError):
+    """An oracle file is sound but was generated for another model, prompt or length."""
 
 
 @dataclass(frozen=True)
 class Oracle:
-    slug: str
-    model: str  # the source it was generated from (hub id, package file, ...)
+    slug: str  # "model_slug"
+    model: str  # the Hugging Face id; the source URI where the model has none
     prompt_name: str
     prompt: str
-    prompt_tokens: tuple[int, ...]
     tokens: tuple[int, ...]
     text: str
-    stop_reason: str
-    eos_token_ids: tuple[int, ...]
     max_new_tokens: int
-    top_k: int
-    steps: tuple[TopK, ...]
-    model_fingerprint: str
-    dtype: str = "float32"
+    dtype: str = "float32"  # "format"
     device: str = "cpu"
-    seed: int = 42
-    near_tie_margin: float = NEAR_TIE_MARGIN
     versions: dict[str, str] = field(default_factory=dict)
-    gpu: dict[str, str] = field(default_factory=dict)  # device, cuda_version, gpu_name
+    gpu: dict[str, str] = field(default_factory=dict)  # precision, cuda_version, gpu_name
+    # This project's additions: None when the file came from the original generator.
+    source: str | None = None  # roster source URI (hf:, pkg:, path:, tiny:)
+    model_fingerprint: str | None = None
+    seed: int | None = None
+    prompt_ids: tuple[int, ...] | None = None  # "prompt_tokens"
+    stop_reason: str | None = None
+    eos_token_ids: tuple[int, ...] | None = None
+    topk: tuple[TopK, ...] | None = None  # per generated position, most likely first
+    near_tie_margin: float = NEAR_TIE_MARGIN
+    schema: str = SCHEMA  # of the file it was read from (:data:`ORIGINAL` for theirs)
     path: Path | None = field(default=None, compare=False)
+
+    # ------------------------------------------------------------------ what it lacks
+    @property
+    def lacks(self) -> tuple[str, ...]:
+        """The additions this oracle does not have (all of them for an original file)."""
+        values = {"source": self.source, "model_fingerprint": self.model_fingerprint,
+                  "seed": self.seed, "prompt_tokens": self.prompt_ids,
+                  "stop_reason": self.stop_reason, "eos_token_ids": self.eos_token_ids,
+                  "topk": self.topk}
+        return tuple(name for name, value in values.items() if value is None)
+
+    def require(self, *names: str) -> None:
+        """Raise :class:`OracleIncomplete` for the first of ``names`` this oracle lacks."""
+        for name in names:
+            if name in self.lacks:
+                raise OracleIncomplete(self.path, name)
+
+    @property
+    def steps(self) -> tuple[TopK, ...]:
+        """Top-k per generated position; :class:`OracleIncomplete` when not recorded."""
+        if self.topk is None:
+            raise OracleIncomplete(self.path, "topk")
+        return self.topk
+
+    @property
+    def prompt_tokens(self) -> tuple[int, ...]:
+        if self.prompt_ids is None:
+            raise OracleIncomplete(self.path, "prompt_tokens")
+        return self.prompt_ids
+
+    @property
+    def top_k(self) -> int:
+        return len(self.steps[0].ids)
 
     @property
     def near_ties(self) -> tuple[int, ...]:
         return tuple(i for i, s in enumerate(self.steps) if s.margin < self.near_tie_margin)
 
     def compare(self, tokens: Sequence[int], near_ties: str = "count") -> TokenComparison:
-        """``tokens`` against the oracle's, near ties per ``near_ties`` (count | exempt)."""
-        return compare(self.tokens, tokens, near_ties, self.steps, self.near_tie_margin)
+        """``tokens`` against the oracle's, near ties per ``near_ties`` (count | exempt;
+        exempting needs the top-k)."""
+        steps = self.steps if near_ties == "exempt" else (self.topk or ())
+        return compare(self.tokens, tokens, near_ties, steps, self.near_tie_margin)
 
+    # ------------------------------------------------------------------ writing
     def to_json(self) -> str:
+        """The file: the original fields, then (when it has them) this project's additions.
+
+        An oracle read from an original-format file writes that format back unchanged.
+        """
         data: dict[str, Any] = {
-            "schema": SCHEMA,
-            "slug": self.slug,
             "model": self.model,
-            "model_fingerprint": self.model_fingerprint,
-            "runtime": "transformers",
-            "dtype": self.dtype,
-            "device": self.device,
-            "seed": self.seed,
-            "do_sample": False,
-            "max_new_tokens": self.max_new_tokens,
-            "prompt_file": f"{self.prompt_name}.txt",
+            "model_slug": self.slug,
             "prompt": self.prompt,
-            "prompt_tokens": list(self.prompt_tokens),
+            "prompt_file": f"{self.prompt_name}.txt",
+            "runtime": "transformers",
+            "format": self.dtype,
+            **{k: self.versions[k] for k in VERSION_KEYS},
             "tokens": list(self.tokens),
             "text": self.text,
+            "token_count": len(self.tokens),
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": False,
+        }
+        if self.gpu:
+            data.update(device=self.device, **self.gpu)
+        lacks = self.lacks
+        if not lacks:
+            data.update({k: v for k, v in self._additions().items() if k not in data})
+        elif len(lacks) != len(MEANINGS):
+            raise ValueError(f"oracle {self.slug}/{self.prompt_name}: has some of this "
+                             f"project's fields but not {', '.join(lacks)}")
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+    def _additions(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "source": self.source,
+            "model_fingerprint": self.model_fingerprint,
+            "device": self.device,
+            "seed": self.seed,
+            "prompt_tokens": list(self.prompt_tokens),
             "stop_reason": self.stop_reason,
-            "eos_token_ids": list(self.eos_token_ids),
+            "eos_token_ids": list(self.eos_token_ids or ()),
             "top_k": self.top_k,
             "near_tie_margin": self.near_tie_margin,
             "near_ties": list(self.near_ties),
@@ -94,21 +220,48 @@ class Oracle:
                 {"ids": list(s.ids), "logprobs": [round(x, LOGPROB_DECIMALS) for x in s.logprobs]}
                 for s in self.steps
             ],
-            **self.versions,
-            **self.gpu,
         }
-        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-
-
-VERSION_KEYS = ("transformers_version", "torch_version")
-GPU_KEYS = ("precision", "cuda_version", "gpu_name")
 
 
 def oracle_path(root: Path, slug: str, prompt: str, precision: str = "float32",
                 device: str = "cpu") -> Path:
+    """Where the oracle of ``slug`` on ``prompt`` lives; never outside its folder."""
     if device == "cpu" and precision == "float32":
-        return root / slug / f"{prompt}.json"
-    return root.parent / f"{root.name}-gpu" / slug / precision / f"{prompt}.json"
+        return inside(root, slug, f"{prompt}.json")
+    return inside(root.parent / f"{root.name}-gpu", slug, precision, f"{prompt}.json")
+
+
+def regenerate_command(slug: str, prompt: str | None = None, precision: str = "float32",
+                       device: str = "cpu") -> str:
+    """The command that rewrites an oracle file."""
+    where = "" if device == "cpu" else f" --device {device} --precision {precision}"
+    which = f" --prompt {prompt}" if prompt else ""
+    return f"groundtruth oracle --model {slug}{which}{where} --force"
+
+
+def provenance_problem(oracle: Oracle, slug: str, fingerprint: str, prompt: str,
+                       max_new_tokens: int) -> str | None:
+    """Why ``oracle`` is not the reference for this test (None when it is): another
+    model, other weights, an edited prompt, another generation length."""
+    if oracle.slug != slug:
+        return f"it was generated for model {oracle.slug!r}, not {slug!r}"
+    if oracle.model_fingerprint is not None and oracle.model_fingerprint != fingerprint:
+        return (f"it was generated from other weights (fingerprint "
+                f"{oracle.model_fingerprint[:12]}..., the model is now {fingerprint[:12]}...)")
+    if oracle.prompt != prompt:
+        return (f"its prompt {_short(oracle.prompt)} is not the prompt file's "
+                f"{_short(prompt)} (the prompt was edited)")
+    if oracle.max_new_tokens != max_new_tokens:
+        return (f"it holds {oracle.max_new_tokens} new tokens at most; the run generates "
+                f"max_new_tokens = {max_new_tokens}")
+    return None
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+# --------------------------------------------------------------------------- reading
 
 
 class _Reader:
@@ -135,14 +288,16 @@ class _Reader:
         return tuple(value)
 
 
-def load_oracle(path: Path) -> Oracle:
-    """Read and validate one oracle file."""
+def _read_json(path: Path, hint: str) -> dict[str, Any]:
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise OracleError(
-            f"{path}: oracle file missing; generate it with `groundtruth oracle`"
-        ) from None
+        raise OracleError(f"{path}: oracle file missing; {hint}") from None
+    except UnicodeDecodeError as exc:
+        raise OracleError(f"{path}: not UTF-8 text ({exc}); regenerate it with "
+                          "`groundtruth oracle --force`") from None
+    except OSError as exc:
+        raise OracleError(f"{path}: cannot be read ({exc})") from None
     try:
         data = json.loads(raw)
     except ValueError as exc:
@@ -150,49 +305,92 @@ def load_oracle(path: Path) -> Oracle:
                           "`groundtruth oracle --force`") from exc
     if not isinstance(data, dict):
         raise OracleError(f"{path}: expected a JSON object at the top level")
+    return data
+
+
+# Field names per schema: (slug, format, whether token_count is written)
+_NAMES = {SCHEMA: ("model_slug", "format", True), SCHEMA_V1: ("slug", "dtype", False),
+          ORIGINAL: ("model_slug", "format", True)}
+_OURS_ONLY = frozenset(ADDED_FIELDS) - {"device"}
+
+
+def load_oracle(path: Path) -> Oracle:
+    """Read and validate one oracle file (schema 2, schema 1 or the original format)."""
+    data = _read_json(path, "generate it with `groundtruth oracle`")
     r = _Reader(path, data)
-    if r.get("schema", str) != SCHEMA:
-        raise r.fail("schema", f"{data['schema']!r} is not {SCHEMA!r}")
+    if "schema" in data:
+        schema = r.get("schema", str)
+        if schema not in (SCHEMA, SCHEMA_V1):
+            raise r.fail("schema", f"{schema!r} is not {SCHEMA!r} (or the older {SCHEMA_V1!r};"
+                         " files of the original workflow have no 'schema')")
+    else:
+        schema = ORIGINAL
+        ours = sorted(_OURS_ONLY & data.keys())
+        if ours:
+            raise r.fail("schema", f"missing, yet the file has this project's field(s) "
+                         f"{', '.join(ours)}: neither the original format nor ours")
+    slug_key, format_key, counted = _NAMES[schema]
+    if r.get("runtime", str) != "transformers":
+        raise r.fail("runtime", f"{data['runtime']!r}: an oracle is made by 'transformers'")
+    if r.get("do_sample", bool):
+        raise r.fail("do_sample", "true: an oracle is a greedy (do_sample false) generation")
     tokens = r.ids("tokens")
     max_new = r.get("max_new_tokens", int)
     if not 0 < len(tokens) <= max_new:
         raise r.fail("tokens", f"{len(tokens)} tokens, expected 1..max_new_tokens ({max_new})")
+    if counted and r.get("token_count", int) != len(tokens):
+        raise r.fail("token_count", f"{data['token_count']} but 'tokens' holds {len(tokens)}")
+    device = r.get("device", str) if schema != ORIGINAL or "device" in data else "cpu"
+    oracle = Oracle(
+        slug=r.get(slug_key, str),
+        model=r.get("model", str),
+        prompt_name=r.get("prompt_file", str).removesuffix(".txt"),
+        prompt=r.get("prompt", str),
+        tokens=tokens,
+        text=r.get("text", str),
+        max_new_tokens=max_new,
+        dtype=r.get(format_key, str),
+        device=device,
+        versions={k: r.get(k, str) for k in VERSION_KEYS},
+        gpu={k: r.get(k, str) for k in GPU_KEYS if k in data},
+        schema=schema,
+        path=path,
+    )
+    if schema == ORIGINAL:
+        return oracle
+    oracle = _read_additions(r, oracle)
+    if list(oracle.near_ties) != r.get("near_ties", list):
+        raise r.fail("near_ties", "does not match the margins in 'topk'")
+    return oracle
+
+
+def _read_additions(r: _Reader, oracle: Oracle) -> Oracle:
+    tokens = oracle.tokens
     stop = r.get("stop_reason", str)
     eos = r.ids("eos_token_ids")
     if stop not in ("eos", "length"):
         raise r.fail("stop_reason", f"{stop!r} is not 'eos' or 'length'")
     if stop == "eos" and tokens[-1] not in eos:
         raise r.fail("stop_reason", "'eos' but the last token is not an eos_token_id")
-    if stop == "length" and len(tokens) != max_new:
+    if stop == "length" and len(tokens) != oracle.max_new_tokens:
         raise r.fail("stop_reason", f"'length' but {len(tokens)} != max_new_tokens")
-    top_k = r.get("top_k", int)
-    steps = _steps(r, tokens, top_k)
-    margin = float(r.get("near_tie_margin", (int, float)))
-    oracle = Oracle(
-        slug=r.get("slug", str),
-        model=r.get("model", str),
-        prompt_name=r.get("prompt_file", str).removesuffix(".txt"),
-        prompt=r.get("prompt", str),
-        prompt_tokens=r.ids("prompt_tokens"),
-        tokens=tokens,
-        text=r.get("text", str),
+    if oracle.schema == SCHEMA_V1:
+        # Schema 1 wrote the hub id for hf: sources and the source URI for the others.
+        written = oracle.model
+        source = written if ":" in written else f"hf:{written}"
+    else:
+        source = r.get("source", str)
+    return replace(
+        oracle,
+        source=source,
+        model_fingerprint=r.get("model_fingerprint", str),
+        seed=r.get("seed", int),
+        prompt_ids=r.ids("prompt_tokens"),
         stop_reason=stop,
         eos_token_ids=eos,
-        max_new_tokens=max_new,
-        top_k=top_k,
-        steps=steps,
-        model_fingerprint=r.get("model_fingerprint", str),
-        dtype=r.get("dtype", str),
-        device=r.get("device", str),
-        seed=r.get("seed", int),
-        near_tie_margin=margin,
-        versions={k: r.get(k, str) for k in VERSION_KEYS},
-        gpu={k: r.get(k, str) for k in GPU_KEYS if k in data},
-        path=path,
+        topk=_steps(r, tokens, r.get("top_k", int)),
+        near_tie_margin=float(r.get("near_tie_margin", (int, float))),
     )
-    if list(oracle.near_ties) != r.get("near_ties", list):
-        raise r.fail("near_ties", "does not match the margins in 'topk'")
-    return oracle
 
 
 def _steps(r: _Reader, tokens: tuple[int, ...], top_k: int) -> tuple[TopK, ...]:
@@ -222,24 +420,19 @@ def _steps(r: _Reader, tokens: tuple[int, ...], top_k: int) -> tuple[TopK, ...]:
     return tuple(steps)
 
 
-def load_oracles(root: Path, slug: str, prompts: list[str]) -> dict[str, Oracle]:
-    return {p: load_oracle(oracle_path(root, slug, p)) for p in prompts}
+# --------------------------------------------------------------------------- perplexity
 
 
 def perplexity_path(oracle_root: Path, slug: str) -> Path:
-    return oracle_root / slug / "eval" / "perplexity.json"
+    return inside(oracle_root, slug, "eval", "perplexity.json")
 
 
 def load_perplexity(path: Path) -> dict[str, Any]:
-    """The oracle perplexity record, validated."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OracleError(f"{path}: missing; generate it with `groundtruth oracle`") from None
-    except ValueError as exc:
-        raise OracleError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or data.get("schema") != PPL_SCHEMA:
-        raise OracleError(f"{path}: field 'schema': expected {PPL_SCHEMA!r}")
+    """The oracle perplexity record (schema 2 or 1), validated."""
+    data = _read_json(path, "generate it with `groundtruth oracle`")
+    if data.get("schema") not in (PPL_SCHEMA, PPL_SCHEMA_V1):
+        raise OracleError(f"{path}: field 'schema': expected {PPL_SCHEMA!r} "
+                          f"(or the older {PPL_SCHEMA_V1!r})")
     for key, kind in (("perplexity", float), ("text_sha256", str), ("tokens_evaluated", int)):
         if not isinstance(data.get(key), kind):
             raise OracleError(f"{path}: field {key!r}: missing or not a {kind.__name__}")

@@ -25,6 +25,7 @@ from pytest_groundtruth.plugin.fixtures import (  # noqa: F401 - fixtures are fo
     gt_settings,
 )
 from pytest_groundtruth.plugin.items import BaselineRegression, ParityFailure
+from pytest_groundtruth.plugin.rootdir import check_rootdir
 from pytest_groundtruth.plugin.session import SESSION_KEY, GroundtruthSession, attach, session_of
 from pytest_groundtruth.report import grid, html
 from pytest_groundtruth.suites.spec import get_suite, suite_names
@@ -35,6 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    check_rootdir(config)
     for name in suite_names():
         config.addinivalue_line("markers", f"{name}: pytest-groundtruth suite: "
                                 f"{get_suite(name).summary}")
@@ -99,6 +101,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     groundtruth = session_of(session.config)
     if not groundtruth.is_worker:
         groundtruth.finish()
+        if groundtruth.write_errors and session.exitstatus in (pytest.ExitCode.OK,
+                                                               pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR  # a requested output is missing
+        if groundtruth.below_grade and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # --gt-min-grade / min_grade
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -107,7 +114,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if lines or session.finish_lines:
         terminalreporter.section("groundtruth parity matrix")
         for line in [*lines, *session.finish_lines]:
-            terminalreporter.write_line(line)
+            terminalreporter.write_line(line, red=line.startswith("ERROR"))
 
 
 class XdistHooks:
@@ -118,7 +125,16 @@ class XdistHooks:
 
 
 class HtmlHooks:
-    """Put the parity matrix at the top of the pytest-html report."""
+    """Put the parity matrix at the top of the pytest-html report, and each parity test's
+    outcome (Corroborated, Falsified, Timeout, Crashed) in a column of the results table."""
+
+    def pytest_html_results_table_header(self, cells: list[str]) -> None:
+        cells.insert(1, '<th class="sortable" data-column-type="outcome">Outcome</th>')
+
+    def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
+        data = getattr(report, "groundtruth", None)
+        verdict = data.get("verdict") if isinstance(data, dict) else None
+        cells.insert(1, f'<td class="col-outcome">{verdict or ""}</td>')
 
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str],
                                     postfix: list[str], session: pytest.Session) -> None:

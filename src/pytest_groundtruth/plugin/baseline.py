@@ -81,6 +81,11 @@ def load_baseline(path: Path) -> dict[str, BaselineEntry]:
         raise BaselineError(
             f"baseline {path} does not exist: create it with --gt-baseline-update"
         ) from None
+    except UnicodeDecodeError as exc:
+        at = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise BaselineError(f"{path}:{at}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:  # a directory, unreadable
+        raise BaselineError(f"baseline {path} cannot be read ({exc.strerror or exc})") from None
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = "" if line.lstrip().startswith("#") else line.strip()
         if not stripped:

@@ -1,8 +1,10 @@
 """A parity test as a pytest item: run one case's suite, turn its verdict into an outcome.
 
-An unavailable model or runtime skips (with the reason and the fix); a falsified verdict
-raises :class:`ParityFailure`, whose report is the result's own explanation; an engine
-failure, a corrupt oracle or a missing file is a short, named error.
+An unavailable model or runtime, or an oracle that lacks what the suite needs (a file in
+the original workflow's format has no top-k), skips with the reason and the fix; a
+falsified verdict raises :class:`ParityFailure`, whose report is the result's own
+explanation; an engine failure, a corrupt oracle or a missing file is a short, named
+error.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import pytest
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
-from pytest_groundtruth.core.failures import EngineFailure, RuntimeUnavailable
-from pytest_groundtruth.models.sources import ModelError, ModelUnavailable
-from pytest_groundtruth.oracle.format import OracleError
+from pytest_groundtruth.core.failures import EngineFailure, InputError, RuntimeUnavailable
+from pytest_groundtruth.models.sources import ModelUnavailable
+from pytest_groundtruth.oracle.format import OracleIncomplete
+from pytest_groundtruth.report.sidebyside import SideBySide, views_for
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult
 from pytest_groundtruth.suites.spec import get_suite
@@ -48,6 +51,15 @@ def runtime_version(ctx: Context, case: Case) -> str:
         return f"unknown ({exc})"
 
 
+def report_views(ctx: Context, case: Case) -> tuple[SideBySide, ...]:
+    """The side-by-side views for the report, from what the test generated (never fails
+    the test: a view that cannot be built is left out)."""
+    try:
+        return views_for(ctx, case)
+    except Exception:  # a report extra must never change a verdict
+        return ()
+
+
 class ParityItem(pytest.Item):
     def __init__(self, *, case: Case, settings: Settings, context: Callable[[], Context],
                  **kwargs: Any) -> None:
@@ -57,6 +69,7 @@ class ParityItem(pytest.Item):
         self.context = context
         self.result: SuiteResult | None = None
         self.runtime_version = ""
+        self.views: tuple[SideBySide, ...] = ()  # for the HTML report's view and chart
 
     def runtest(self) -> None:
         ctx = self.context()
@@ -65,9 +78,10 @@ class ParityItem(pytest.Item):
             ctx.engines.model(case.model)  # unavailable model or engine: skip before anything
             ctx.engines.runtime(case.runtime, case.device)
             self.result = get_suite(case.suite).run(case, ctx)
-        except (ModelUnavailable, RuntimeUnavailable) as exc:
+        except (ModelUnavailable, RuntimeUnavailable, OracleIncomplete) as exc:
             pytest.skip(str(exc))
         self.runtime_version = runtime_version(ctx, case)
+        self.views = report_views(ctx, case)
         if not self.result.passed:
             raise ParityFailure(self.result)
 
@@ -78,7 +92,7 @@ class ParityItem(pytest.Item):
             return value.result.explain()
         if isinstance(value, BaselineRegression):
             return f"{self.name}: {value.why}\n{value.result.explain()}"
-        if isinstance(value, (EngineFailure, OracleError, ModelError, FileNotFoundError)):
+        if isinstance(value, (EngineFailure, InputError, FileNotFoundError)):
             return f"{self.name}: {type(value).__name__}: {value}"
         return super().repr_failure(excinfo, style)
 

@@ -10,6 +10,7 @@ and at the end writes the JSON results, the ticket and the baseline.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +19,19 @@ import pytest
 from pytest_groundtruth.config.options import apply_overrides, pytest_values
 from pytest_groundtruth.config.settings import Settings, load_settings
 from pytest_groundtruth.context import Context
-from pytest_groundtruth.core.failures import EngineFailure
+from pytest_groundtruth.core.failures import EngineFailure, InputError
 from pytest_groundtruth.plugin.baseline import (
     BaselineEntry,
+    BaselineError,
     entry_for,
     load_baseline,
     regression,
     write_baseline,
 )
 from pytest_groundtruth.plugin.items import ParityFailure, ParityItem
-from pytest_groundtruth.report import html, results_json, ticket
+from pytest_groundtruth.report import html, outcomes, results_json, ticket
 from pytest_groundtruth.report.records import ParityRecord, Run, SettingsSummary
+from pytest_groundtruth.report.score import below_minimum
 from pytest_groundtruth.suites.result import SuiteResult
 from pytest_groundtruth.suites.spec import get_suite
 
@@ -47,6 +50,8 @@ class GroundtruthSession:
         self._contexts: dict[str, Context] = {}
         self.run = Run()
         self.finish_lines: list[str] = []
+        self.write_errors: list[str] = []  # outputs that could not be written (by name)
+        self.below_grade: list[str] = []  # combinations under their minimum grade
         workerinput = getattr(config, "workerinput", None)
         self.is_worker = workerinput is not None
         if workerinput is not None:
@@ -60,7 +65,10 @@ class GroundtruthSession:
             raise pytest.UsageError("--gt-baseline-update needs --gt-baseline FILE")
         self.baseline: dict[str, BaselineEntry] = {}
         if self.baseline_path is not None and not self.baseline_update:
-            self.baseline = load_baseline(self.baseline_path)
+            try:
+                self.baseline = load_baseline(self.baseline_path)
+            except BaselineError as exc:
+                raise pytest.UsageError(f"--gt-baseline: {exc}") from None
 
     # ------------------------------------------------------------------ per process
 
@@ -111,31 +119,74 @@ class GroundtruthSession:
                "duration": round(report.duration, 3)}))
 
     def finish(self) -> None:
-        """Write the requested files; keep lines for the terminal summary."""
-        lines = []
+        """Write the requested files, each on its own: one that cannot be written is
+        reported by name (``write_errors``) and the others are still written. Keep lines
+        for the terminal summary."""
+        lines: list[str] = []
+        self.write_errors = []
         opt = self.config.option
         records = self.run.records
+
+        def output(label: str, path: Path, write: Callable[[], str]) -> None:
+            try:
+                lines.append(write())
+            except (OSError, InputError) as exc:
+                error = f"groundtruth {label}: could not write {path}: {exc}"
+                self.write_errors.append(error)
+                lines.append(f"ERROR {error}")
+
         if opt.gt_results:
-            path = Path(opt.gt_results)
-            results_json.write(path, self.run)
-            lines.append(f"groundtruth results: {path}")
+            results_path = Path(opt.gt_results)
+
+            def write_results() -> str:
+                results_json.write(results_path, self.run)
+                return f"groundtruth results: {results_path}"
+
+            output("results", results_path, write_results)
         if opt.gt_ticket:
-            path = Path(opt.gt_ticket)
-            if ticket.write(path, records):
-                lines.append(f"groundtruth ticket: {path}")
-            else:
-                lines.append("groundtruth ticket: no parity failures, nothing written")
+            ticket_path = Path(opt.gt_ticket)
+
+            def write_ticket() -> str:
+                if ticket.write(ticket_path, records):
+                    return f"groundtruth ticket: {ticket_path}"
+                return "groundtruth ticket: no parity failures, nothing written"
+
+            output("ticket", ticket_path, write_ticket)
         if self.baseline_update and self.baseline_path is not None:
+            baseline_path = self.baseline_path
             entries = {
                 r.name: entry_for(r.result.measured, get_suite(r.case.suite).worse)
                 for r in records
                 if r.outcome in ("failed", "xfailed") and r.result is not None
                 and not r.result.passed
             }
-            write_baseline(self.baseline_path, entries)
-            lines.append(f"groundtruth baseline: {len(entries)} known falsification(s) written "
-                         f"to {self.baseline_path}")
+
+            def write_entries() -> str:
+                write_baseline(baseline_path, entries)
+                return (f"groundtruth baseline: {len(entries)} known falsification(s) written "
+                        f"to {baseline_path}")
+
+            output("baseline", baseline_path, write_entries)
+        lines.extend(self.qualify())
         self.finish_lines = lines
+
+    def qualify(self) -> list[str]:
+        """Lines for each combination below its minimum grade (``min_grade``,
+        ``--gt-min-grade``); any such line fails the run."""
+        self.below_grade = below_minimum(self.run.records)
+        return [f"groundtruth: {line}" for line in self.below_grade]
+
+
+def verdict_of(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
+    """Corroborated | Falsified | Timeout | Crashed, or "" when the test did not run."""
+    if report.skipped and not hasattr(report, "wasxfail"):
+        return ""
+    if call.excinfo is None:
+        return outcomes.CORROBORATED  # passed (or a baseline entry that passed: XPASS)
+    exc = call.excinfo.value
+    if isinstance(exc, ParityFailure):
+        return outcomes.of_fault(exc.result.fault)
+    return outcomes.of_exception(exc)
 
 
 def outcome_of(report: pytest.TestReport) -> str:
@@ -171,14 +222,19 @@ def attach(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestRe
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, EngineFailure):
             failure = exc.kind.value
+    verdict = verdict_of(report, call)
+    if verdict and report.when in ("setup", "call"):  # JUnit reads the teardown report's
+        item.user_properties.append(("groundtruth_outcome", verdict))
     settings = item.settings
     record = ParityRecord(
         name=item.name, nodeid=item.nodeid, case=item.case, result=item.result,
         runtime_version=item.runtime_version, reason=reason, failure=failure,
         settings=SettingsSummary(settings.sources, str(settings.path(settings.oracle_dir)),
-                                 str(settings.path(settings.eval_text))),
+                                 str(settings.path(settings.eval_text)),
+                                 settings.min_grade or ""),
+        verdict=verdict,
     )
     report.groundtruth = record.to_json(transport=True)  # type: ignore[attr-defined]
     if item.result is not None:
-        extra: Any = html.extra_for(item.result)
+        extra: Any = html.extra_for(item.result, verdict, item.views)
         report.extras = [*getattr(report, "extras", []), extra]  # type: ignore[attr-defined]

@@ -1,8 +1,9 @@
-"""The parity matrix: models x runtimes x quantizations, one cell per suite.
+"""The parity matrix: models x runtimes x quantizations, one cell per suite, and the score.
 
-Built from the run's records (one per parity test). Each cell counts outcomes,
-e.g. ``2 FAIL 2 pass`` or ``skip``; the terminal and the HTML report render the same
-data.
+Built from the run's records (one per parity test). Each cell counts the tests' outcomes
+(report/outcomes.py) by code, e.g. ``2F 2C`` (two Falsified, two Corroborated) or
+``skip``; the last column is the combination's qualification score and grade
+(report/score.py). The terminal and the HTML report render the same data.
 """
 
 from __future__ import annotations
@@ -11,13 +12,37 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
 from pytest_groundtruth.core.tables import text_table
+from pytest_groundtruth.report.outcomes import CORROBORATED, CRASHED, FALSIFIED, TIMEOUT
 from pytest_groundtruth.report.records import ParityRecord
+from pytest_groundtruth.report.score import Qualification, qualify
+from pytest_groundtruth.suites.spec import suite_names
 
-ORDER = ("failed", "xpassed", "xfailed", "passed", "skipped")
-LABEL = {"failed": "FAIL", "xpassed": "XPASS", "xfailed": "xfail", "passed": "pass",
-         "skipped": "skip"}
+# (code, meaning), in the order cells list them: the worst first.
+CODES = (
+    ("X", f"{CRASHED}"),
+    ("T", f"{TIMEOUT}"),
+    ("F", f"{FALSIFIED}"),
+    ("C!", f"{CORROBORATED}, but listed as a known falsification (XPASS: fails the run)"),
+    ("f", f"{FALSIFIED}, known (baseline: xfail)"),
+    ("C", f"{CORROBORATED}"),
+    ("s", "skipped"),
+)
+ORDER = tuple(code for code, _ in CODES)
+LEGEND = "  ".join(f"{code} {meaning}" for code, meaning in CODES)
+SCORE_COLUMN = "score"
 
 Row = tuple[str, str, str]  # model, runtime, quant
+
+
+def code_of(record: ParityRecord) -> str:
+    """The cell code of one test: its outcome, with the baseline's xfail/XPASS marked."""
+    if not record.verdict:
+        return "s"
+    if record.outcome == "xpassed":
+        return "C!"
+    if record.outcome == "xfailed" and record.verdict == FALSIFIED:
+        return "f"
+    return {CORROBORATED: "C", FALSIFIED: "F", TIMEOUT: "T", CRASHED: "X"}[record.verdict]
 
 
 def aggregate(records: Iterable[ParityRecord]
@@ -28,30 +53,38 @@ def aggregate(records: Iterable[ParityRecord]
         case = record.case
         if case.suite not in suites:
             suites.append(case.suite)
-        cells[(case.model, case.runtime, case.quant_label)][case.suite][record.outcome] += 1
+        cells[(case.model, case.runtime, case.quant_label)][case.suite][code_of(record)] += 1
+    rank = {name: i for i, name in enumerate(suite_names())}  # the same order, serial or -n
+    suites.sort(key=lambda s: rank.get(s, len(rank)))
     return suites, dict(cells)
 
 
 def cell_text(counts: Counter[str]) -> str:
     if not counts:
         return ""
-    if set(counts) == {"skipped"}:
+    if set(counts) == {"s"}:
         return "skip"
-    return " ".join(f"{counts[o]} {LABEL[o]}" for o in ORDER if counts.get(o))
+    return " ".join(f"{counts[c]}{c}" for c in ORDER if counts.get(c))
 
 
 def cell_status(counts: Counter[str]) -> str:
-    """The worst outcome in the cell (for colouring)."""
-    return next((o for o in ORDER if counts.get(o)), "")
+    """The worst code in the cell."""
+    return next((c for c in ORDER if counts.get(c)), "")
+
+
+def scores_by_row(records: Sequence[ParityRecord]) -> dict[Row, Qualification]:
+    return {(q.model, q.runtime, q.quant): q for q in qualify(records)}
 
 
 def render_text(records: Sequence[ParityRecord]) -> list[str]:
     suites, cells = aggregate(records)
     if not cells:
         return []
-    header = ["model", "runtime", "quant", *suites]
+    scores = scores_by_row(records)
+    header = ["model", "runtime", "quant", *suites, SCORE_COLUMN]
     rows = [
-        [*row, *(cell_text(cells[row].get(s, Counter())) for s in suites)]
+        [*row, *(cell_text(cells[row].get(s, Counter())) for s in suites),
+         scores[row].label if row in scores else ""]
         for row in sorted(cells)
     ]
-    return text_table(header, rows)
+    return [*text_table(header, rows), LEGEND]

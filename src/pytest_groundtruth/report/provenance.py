@@ -43,12 +43,15 @@ def oracle_provenance(records: Sequence[ParityRecord]) -> dict[str, Any]:
                 data = json.loads(files[0].read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
+            # Schema 2 and the original format name the fields alike; schema 1 had the
+            # source in "model" and "dtype" for "format".
             found[slug] = {
                 "oracle_dir": str(Path(root) / slug),
-                "source": data.get("model"),
+                "model": data.get("model"),
+                "source": data.get("source", data.get("model")),
                 "model_fingerprint": data.get("model_fingerprint"),
-                "dtype": data.get("dtype"),
-                "device": data.get("device"),
+                "dtype": data.get("format", data.get("dtype")),
+                "device": data.get("device", "cpu"),
                 "transformers_version": data.get("transformers_version"),
                 "torch_version": data.get("torch_version"),
             }

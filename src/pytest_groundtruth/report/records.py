@@ -24,6 +24,7 @@ class SettingsSummary:
     sources: tuple[str, ...]
     oracle_dir: str
     eval_text: str
+    min_grade: str = ""  # the lowest qualification grade this configuration accepts
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class ParityRecord:
     outcome: str = ""  # passed | failed | skipped | xfailed | xpassed (set by the controller)
     duration: float = 0.0
     failure: str = ""  # the engine failure kind (crashed, timeout, ...) when there was one
+    # Corroborated | Falsified | Timeout | Crashed (report/outcomes.py); "" when skipped
+    verdict: str = ""
 
     @property
     def failed(self) -> bool:
@@ -57,6 +60,7 @@ class ParityRecord:
             "reason": self.reason,
             "settings": {**asdict(self.settings), "sources": list(self.settings.sources)},
             "outcome": self.outcome,
+            "verdict": self.verdict or None,
             "duration": self.duration,
         }
         if self.failure:
@@ -74,9 +78,9 @@ class ParityRecord:
             result=SuiteResult.from_dict(result) if result else None,
             runtime_version=data["runtime_version"], reason=data["reason"],
             settings=SettingsSummary(tuple(settings["sources"]), settings["oracle_dir"],
-                                     settings["eval_text"]),
+                                     settings["eval_text"], settings.get("min_grade", "")),
             outcome=data.get("outcome", ""), duration=data.get("duration", 0.0),
-            failure=data.get("fault", ""),
+            failure=data.get("fault", ""), verdict=data.get("verdict") or "",
         )
 
 

@@ -1,6 +1,6 @@
 """The apr runtime: aprender's ``apr`` CLI (``cargo install apr-cli``), driven as a subprocess.
 
-The runner speaks the command line documented in docs/anchors.md ("The `apr` CLI"),
+The runner speaks apr-cli's current command line (aprender; `apr --help` of the release),
 :data:`APR_CLI`::
 
     apr import <hf://ID | file> --quantize int8|int4|fp16 -o <out>.apr
@@ -71,7 +71,7 @@ from pytest_groundtruth.runtimes.base import (
 if TYPE_CHECKING:
     from pytest_groundtruth.models.sources import ResolvedModel
 
-#: The apr command line this runner speaks (anchors.md, "The `apr` CLI", current flags).
+#: The apr command line this runner speaks (apr-cli's current flags).
 APR_CLI = (
     "apr-cli current flags: `run FILE -p PROMPT -n N --temperature 0 --top-k 1 --json`, "
     "`eval FILE --json --text TEXT`, `import SRC --quantize int8|int4|fp16 -o OUT.apr`, "
@@ -507,11 +507,13 @@ def _option(flag: str, value: str) -> tuple[str, ...]:
 @contextlib.contextmanager
 def staged_name(path: Path, suffix: str) -> Iterator[Path]:
     """``path`` itself when it ends in ``suffix``, else a symlink to it that does
-    (apr chooses a file's reader by its extension; the cache's temporaries end in .partial)."""
+    (apr chooses a file's reader by its extension; the cache's temporaries end in .partial).
+    The link goes in the system's temporary folder: ``path`` may be a user's file in a
+    folder that is read-only, or not ours to write in."""
     if path.suffix == suffix:
         yield path
         return
-    with tempfile.TemporaryDirectory(prefix=".apr-name-", dir=path.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix="gt-apr-name-") as tmp:
         link = Path(tmp) / f"model{suffix}"
         link.symlink_to(path.resolve())
         yield link

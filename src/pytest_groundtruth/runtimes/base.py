@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -143,6 +144,8 @@ def read_options(runtime: str, options: Mapping[str, Any],
         kind = kinds[key]
         if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             raise ConfigError(f"runtime {runtime!r}: option {key!r} = {value!r} has the wrong type")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"runtime {runtime!r}: option {key!r} = {value!r} must be finite")
     return dict(options)
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_groundtruth.core.failures import RuntimeUnavailable
 from pytest_groundtruth.measures import logprobs as lp
+from pytest_groundtruth.measures.timing import intervals
 from pytest_groundtruth.runtimes.base import (
     Artifact,
     Capability,
@@ -53,6 +54,23 @@ def eos_ids(model: Any, tokenizer: Any) -> list[int]:
         if value is not None:
             return [value] if isinstance(value, int) else list(value)
     return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+
+class TokenClock:
+    """A ``generate()`` streamer that notes when each new token arrives (the first
+    ``put`` is the prompt): time to first token and per-token latency."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if self._prompt_seen:
+            self.stamps.append(time.perf_counter())
+        self._prompt_seen = True
+
+    def end(self) -> None:
+        """Nothing to flush."""
 
 
 class TransformersRuntime(Runtime):
@@ -155,6 +173,15 @@ class TransformersRunner(LogitsRunner):
     def tokenize(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
 
+    @property
+    def context_length(self) -> int | None:
+        """The positions the model was trained on (``max_position_embeddings``), if known."""
+        for key in ("max_position_embeddings", "n_positions"):
+            value = getattr(self.model.config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
     def generate(self, prompt: str, max_new_tokens: int, top_k: int = 0) -> Generation:
         import torch
         from transformers import GenerationConfig
@@ -172,10 +199,12 @@ class TransformersRunner(LogitsRunner):
         inputs = self.tokenizer(prompt, return_tensors="pt").to(self.device)
         prompt_len = inputs["input_ids"].shape[1]
         torch.manual_seed(SEED)
+        clock = TokenClock()
         start = time.perf_counter()
         with torch.inference_mode():
-            out = self.model.generate(**inputs, generation_config=config)
+            out = self.model.generate(**inputs, generation_config=config, streamer=clock)
         seconds = time.perf_counter() - start
+        first_token, steps = intervals(start, clock.stamps)
         tokens = [int(t) for t in out.sequences[0, prompt_len:].tolist()]
         logits = torch.stack(out.logits)[:, 0, :].float().cpu().numpy()
         logprobs = lp.log_softmax(logits)  # also rejects NaN/Inf
@@ -189,6 +218,8 @@ class TransformersRunner(LogitsRunner):
             call=f"{self.load_call}.generate(<{prompt!r}>, max_new_tokens={max_new_tokens}, "
             "do_sample=False)",
             topk=topk,
+            first_token_seconds=first_token,
+            step_seconds=steps,
         )
 
     def sequence_logprobs(self, ids: Sequence[int]) -> npt.NDArray[np.float64]:

@@ -31,7 +31,6 @@ again with our exporter at the same type: the roundtrip GGUF -> HF -> GGUF.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import shutil
 import tempfile
@@ -42,11 +41,17 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_groundtruth.config.settings import ConfigError, Settings
 from pytest_groundtruth.core.atomic import atomic_path
-from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
+from pytest_groundtruth.core.failures import (
+    EngineFailure,
+    FailureKind,
+    InputError,
+    RuntimeUnavailable,
+)
 from pytest_groundtruth.ggufio import EXPORTER_VERSION, GGUFFormatError, export_gguf
 from pytest_groundtruth.ggufio.reader import gguf_problem, scan_gguf
 from pytest_groundtruth.measures import logprobs as lp
 from pytest_groundtruth.measures.logprobs import TopK
+from pytest_groundtruth.measures.timing import intervals
 from pytest_groundtruth.models.sources import gguf_to_hf_dir
 from pytest_groundtruth.runtimes.base import (
     Artifact,
@@ -102,19 +107,16 @@ def llama_cpp_version() -> str | None:
         return None
 
 
-def model_eos_ids(model_dir: Path) -> list[int]:
-    """The model's end-of-sequence ids as transformers reads them (generation config first)."""
-    for name in ("generation_config.json", "config.json"):
-        try:
-            data = json.loads((model_dir / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        value = data.get("eos_token_id") if isinstance(data, dict) else None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return [value]
-        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
-            return list(value)
-    return []
+class ContextTooSmall(InputError):
+    """A prompt or text does not fit the llama.cpp context; says which option raises it."""
+
+
+def _ctx_for(n: int) -> int:
+    """The next power of two that holds ``n`` positions (a suggestion for n_ctx)."""
+    size = 1024
+    while size < n:
+        size *= 2
+    return size
 
 
 class LlamaCppRuntime(Runtime):
@@ -239,10 +241,12 @@ class LlamaCppRunner(LogitsRunner):
         n_ctx: int = 1024,
         seed: int = SEED,
         kv_cache: str = "f16",
+        lora_path: Path | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         """Load ``artifact`` (a GGUF). ``eos_ids``: the stop set (default: the GGUF's
         eos_token_id); ``kv_cache``: ``f16`` (llama.cpp's default) or ``f32``;
+        ``lora_path``: a GGUF LoRA adapter applied at load time (scale 1);
         ``overrides``: further ``llama_cpp.Llama`` arguments (shown in every call)."""
         super().__init__(artifact)
         import llama_cpp
@@ -254,7 +258,8 @@ class LlamaCppRunner(LogitsRunner):
             raise EngineFailure(FailureKind.CRASHED, str(exc)) from exc
         arch = scan.scalars.get("general.architecture")
         trained = scan.scalars.get(f"{arch}.context_length")
-        self.n_ctx = min(n_ctx, trained) if isinstance(trained, int) and trained > 0 else n_ctx
+        self.trained_ctx = trained if isinstance(trained, int) and trained > 0 else None
+        self.n_ctx = min(n_ctx, self.trained_ctx) if self.trained_ctx else n_ctx
         self.n_threads = n_threads if n_threads is not None else default_threads()
         if kv_cache not in ("f16", "f32"):
             raise ValueError(f"kv_cache must be 'f16' or 'f32', got {kv_cache!r}")
@@ -264,6 +269,7 @@ class LlamaCppRunner(LogitsRunner):
             f"n_threads_batch={self.n_threads}, logits_all=True, seed={seed}, "
             f"type_k=llama_cpp.GGML_TYPE_{kv_cache.upper()}, "
             f"type_v=llama_cpp.GGML_TYPE_{kv_cache.upper()}, "
+            + (f"lora_path={str(lora_path)!r}, " if lora_path else "")
             + "".join(f"{k}={v!r}, " for k, v in (overrides or {}).items())
             + "verbose=False)"
         )
@@ -277,6 +283,7 @@ class LlamaCppRunner(LogitsRunner):
                 seed=seed,
                 type_k=kv_type,
                 type_v=kv_type,
+                lora_path=str(lora_path) if lora_path else None,
                 verbose=False,
                 **(overrides or {}),
             )
@@ -331,11 +338,19 @@ class LlamaCppRunner(LogitsRunner):
             ) from exc
 
     def _check_fits(self, n: int, what: str) -> None:
-        if n > self.n_ctx:
-            raise ValueError(
-                f"{what} needs {n} positions but the llama.cpp context holds {self.n_ctx}; "
-                "open the runtime with a larger n_ctx (LlamaCppRuntime(n_ctx=...))"
+        if n <= self.n_ctx:
+            return
+        message = f"{what} needs {n} positions but the llama.cpp context holds {self.n_ctx}"
+        if self.trained_ctx is not None and n > self.trained_ctx:
+            raise ContextTooSmall(
+                f"{message}, and the model was trained on {self.trained_ctx} "
+                f"({self.artifact.path}): use a shorter prompt or text"
             )
+        name = self.artifact.runtime
+        raise ContextTooSmall(
+            f"{message} (n_ctx); raise it in pyproject.toml: [tool.groundtruth.runtime."
+            f'{name}] with kind = "llamacpp" and n_ctx = {_ctx_for(n)}'
+        )
 
     def _logits(self, start: int, stop: int) -> npt.NDArray[np.float32]:
         import numpy as np
@@ -357,6 +372,7 @@ class LlamaCppRunner(LogitsRunner):
         topk: list[TopK] = []
         stop_reason = "length"
         start = time.perf_counter()
+        stamps: list[float] = []  # when each token was chosen (time to first token, latency)
         self._start(ids, call)
         for step in range(max_new_tokens):
             logits = self._logits(self.llm.n_tokens - 1, self.llm.n_tokens)
@@ -365,12 +381,14 @@ class LlamaCppRunner(LogitsRunner):
             if top_k:
                 topk.append(lp.top_k(row, top_k))
             tokens.append(token)
+            stamps.append(time.perf_counter())
             if token in self.eos:
                 stop_reason = "eos"
                 break
             if step + 1 < max_new_tokens:
                 self._eval([token], call)
         seconds = time.perf_counter() - start
+        first_token, steps = intervals(start, stamps)
         return Generation(
             tokens=tuple(tokens),
             text=self.decode(tokens),
@@ -379,6 +397,8 @@ class LlamaCppRunner(LogitsRunner):
             seconds=seconds,
             call=call,
             topk=tuple(topk) if top_k else None,
+            first_token_seconds=first_token,
+            step_seconds=steps,
         )
 
     def _start(self, ids: Sequence[int], call: str) -> None:

@@ -3,8 +3,8 @@
 ``int8`` = ``Int8WeightOnlyConfig()`` (per-row scales); ``int4`` =
 ``IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32))``.
 torchao's ``Int4WeightOnlyConfig`` needs CUDA tile packing ("Requires mslk") and is not
-used (environment.md). Quantization happens when the runner opens (a few seconds), so
-the artifact is the float32 directory plus the configuration, keyed by torchao's
+used (measured with torchao 0.18 on CPU). Quantization happens when the runner opens (a
+few seconds), so the artifact is the float32 directory plus the configuration, keyed by torchao's
 version. Everything after loading is :class:`~pytest_groundtruth.runtimes.hf.TransformersRunner`.
 """
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from pytest_groundtruth.core.atomic import atomic_path, atomic_write_text, locked
 from pytest_groundtruth.core.hashing import digest, file_sha256, tree_sha256
+from pytest_groundtruth.core.paths import inside
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.base import Artifact, Runner, Runtime
 
@@ -71,7 +72,7 @@ class ArtifactCache:
     def get(self, recipe: Recipe) -> Built:
         """The artifact of ``recipe``, built (once across processes) when missing or unsound."""
         key = recipe.key
-        directory = self.root / "artifacts" / recipe.model / f"{recipe.label}-{key[:16]}"
+        directory = inside(self.root / "artifacts", recipe.model, f"{recipe.label}-{key[:16]}")
         target = directory / f"artifact{recipe.suffix}"
         manifest_path = directory / "manifest.json"
         with locked(directory):

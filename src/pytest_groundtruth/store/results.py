@@ -3,8 +3,8 @@
 ``results/<kind>/<key>.json`` where ``key = digest([SCHEMA, kind, artifact key, inputs])``:
 a generation (inputs: prompt, max_new_tokens, top_k), a perplexity (the text's hash), an
 agreement or integrity measurement (what it was measured against), ... Each file holds
-``{"token": ..., "result": {...}}``; a missing, unreadable or (under ``--gt-no-cache``)
-stale file is a miss.
+``{"token": ..., "artifact": <artifact key>, "result": {...}}``; a missing, unreadable
+or (under ``--gt-no-cache``) stale file is a miss.
 
 :meth:`ResultStore.fetch` makes a missing result under a file lock, so a result that
 one pytest-xdist worker is making is waited for by the others, never made twice.
@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pytest_groundtruth.core.atomic import atomic_write_text, locked
 from pytest_groundtruth.core.hashing import digest
+from pytest_groundtruth.core.paths import inside
 
 SCHEMA = 2  # bump when a stored result changes meaning
+T = TypeVar("T")
 
 
 class ResultStore:
@@ -30,7 +32,7 @@ class ResultStore:
         self.made = 0  # results this process computed (cache misses)
 
     def path(self, kind: str, artifact_key: str, inputs: Any) -> Path:
-        return self.root / kind / f"{digest([SCHEMA, kind, artifact_key, inputs])[:40]}.json"
+        return inside(self.root, kind, f"{digest([SCHEMA, kind, artifact_key, inputs])[:40]}.json")
 
     def get(self, kind: str, artifact_key: str, inputs: Any) -> dict[str, Any] | None:
         try:
@@ -43,24 +45,34 @@ class ResultStore:
         return result if isinstance(result, dict) else None
 
     def put(self, kind: str, artifact_key: str, inputs: Any, result: dict[str, Any]) -> None:
-        payload = {"token": self.refresh_token, "result": result}
+        # "artifact": which artifact's result this is, so `groundtruth clean` can drop a
+        # runtime's results (the file name is a one-way digest).
+        payload = {"token": self.refresh_token, "artifact": artifact_key, "result": result}
         atomic_write_text(self.path(kind, artifact_key, inputs), json.dumps(payload) + "\n")
 
     def fetch(self, kind: str, artifact_key: str, inputs: Any,
-              make: Callable[[], dict[str, Any]],
-              valid: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:
-        """The stored result, else ``make()`` (once across processes) stored and returned.
-
-        ``valid`` rejects a stored result that no longer decodes (it is made again).
-        """
-        found = self.get(kind, artifact_key, inputs)
-        if found is not None and valid(found):
+              make: Callable[[], dict[str, Any]], decode: Callable[[dict[str, Any]], T]) -> T:
+        """The stored result decoded, else ``make()`` (once across processes) stored and
+        decoded. A stored result that no longer decodes (``decode`` raises KeyError,
+        TypeError or ValueError) is made again."""
+        found = self._decoded(kind, artifact_key, inputs, decode)
+        if found is not None:
             return found
         with locked(self.path(kind, artifact_key, inputs)):
-            found = self.get(kind, artifact_key, inputs)  # another process may have made it
-            if found is not None and valid(found):
+            found = self._decoded(kind, artifact_key, inputs, decode)  # made meanwhile?
+            if found is not None:
                 return found
             result = make()
             self.made += 1
             self.put(kind, artifact_key, inputs, result)
-            return result
+            return decode(result)
+
+    def _decoded(self, kind: str, artifact_key: str, inputs: Any,
+                 decode: Callable[[dict[str, Any]], T]) -> T | None:
+        data = self.get(kind, artifact_key, inputs)
+        if data is None:
+            return None
+        try:
+            return decode(data)
+        except (KeyError, TypeError, ValueError):
+            return None

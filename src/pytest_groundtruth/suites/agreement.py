@@ -52,6 +52,12 @@ class Agreement:
     positions: dict[str, list[PositionAgreement]]  # per prompt
     call: str
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Agreement:
+        positions = {n: [PositionAgreement(bool(t), kl, a) for t, kl, a in ps]
+                     for n, ps in data["positions"].items()}
+        return cls(positions, data["call"])
+
     @property
     def pooled(self) -> list[PositionAgreement]:
         return [p for ps in self.positions.values() for p in ps]
@@ -66,9 +72,14 @@ class Agreement:
 
 
 def measure(case: Case, ctx: Context) -> Agreement:
-    """Teacher-forced agreement of the case's artifact, cached by artifact and oracles."""
+    """Teacher-forced agreement of the case's artifact, cached by artifact and by what the
+    measurement reads from the oracles (prompt ids, tokens, top-k): regenerating an oracle
+    file with the same content in another layout or schema does not invalidate it."""
     artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
-    oracles = "".join(ctx.inputs.oracle(case.model, n).to_json() for n in ctx.inputs.prompts)
+    read = {n: [list(o.prompt_tokens), list(o.tokens),
+                [[list(s.ids), list(s.logprobs)] for s in o.steps]]
+            for n in ctx.inputs.prompts for o in [ctx.inputs.oracle(case.model, n)]}
+    oracles = json.dumps(read, sort_keys=True)
 
     def make() -> dict[str, Any]:
         per_prompt, call = _score(case, ctx)
@@ -76,10 +87,8 @@ def measure(case: Case, ctx: Context) -> Agreement:
                 "positions": {n: [[int(p.top1), p.kl, p.runtime_argmax] for p in ps]
                               for n, ps in per_prompt.items()}}
 
-    cached = ctx.results.cached("agreement", artifact, text_sha256(oracles), make)
-    positions = {n: [PositionAgreement(bool(t), kl, a) for t, kl, a in ps]
-                 for n, ps in cached["positions"].items()}
-    return Agreement(positions, cached["call"])
+    return ctx.results.cached("agreement", artifact, text_sha256(oracles), make,
+                              Agreement.from_json)
 
 
 def run(case: Case, ctx: Context) -> SuiteResult:

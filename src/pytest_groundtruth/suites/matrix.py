@@ -41,6 +41,34 @@ def check_quantizations(settings: Settings) -> None:
             )
 
 
+def check_artifacts(settings: Settings, cases: Sequence[Case]) -> None:
+    """A supplied artifact (``[[artifacts]]``, ``--gt-artifact``) that no test will use is an
+    error naming it: otherwise the run tests the plugin's own conversion and goes green."""
+    used = {(c.model, c.runtime, q) for c in cases if c.skip is None
+            for q in (c.quant, c.other) if q is not None}
+    for art in settings.artifacts:
+        if (art.model, art.runtime, art.quantization) in used:
+            continue
+        offered = make_runtime(art.runtime, settings).quantizations
+        if art.model not in settings.models:
+            why = f"model {art.model!r} is not in models ({', '.join(settings.models)})"
+        elif art.runtime not in settings.runtimes:
+            why = f"runtime {art.runtime!r} is not in runtimes ({', '.join(settings.runtimes)})"
+        elif art.quantization not in offered:
+            why = (f"runtime {art.runtime!r} has no quantization {art.quantization!r} "
+                   f"(it offers {', '.join(offered)})")
+        elif art.quantization not in settings.quantizations:
+            why = (f"quantization {art.quantization!r} is not in quantizations "
+                   f"({', '.join(settings.quantizations)})")
+        else:
+            why = f"no configured suite ({', '.join(settings.suites)}) runs on it here"
+        raise ConfigError(
+            f"artifact {art.path} ({art.model}:{art.runtime}:{art.quantization}) would not be "
+            f"tested: {why}; fix [[tool.groundtruth.artifacts]] or --gt-artifact, or add it "
+            "to the matrix"
+        )
+
+
 def build_cases(settings: Settings, prompts: Sequence[str]) -> list[Case]:
     """Every case of the configured matrix: per model, runtime by runtime, quantization by
     quantization (pair cases after a runtime's single ones), suites in configured order."""
@@ -60,4 +88,5 @@ def build_cases(settings: Settings, prompts: Sequence[str]) -> list[Case]:
                                   order[c.suite],
                                   prompt_order.get(c.prompt or "", -1)))
         cases.extend(found)
+    check_artifacts(settings, cases)
     return cases

@@ -19,8 +19,11 @@ from pytest_groundtruth.suites.result import SuiteResult, token_table
 def prompt_failure(ctx: Context, case: Case, oracle: Oracle, gen: Generation,
                    artifact: Artifact) -> SuiteResult | None:
     """The failed result when ``gen`` consumed other prompt ids than ``oracle``, else None
-    (also None when the runtime reports no prompt ids: nothing to compare)."""
-    diff = prompt_difference(oracle.prompt_tokens, gen.prompt_tokens)
+    (also None when the runtime reports no prompt ids, or the oracle records none, as a
+    file in the original workflow's format: nothing to compare)."""
+    if oracle.prompt_ids is None:
+        return None
+    diff = prompt_difference(oracle.prompt_ids, gen.prompt_tokens)
     if diff is None:
         return None
     summary = diff.describe(lambda t: ctx.inputs.decode(case.model, t))

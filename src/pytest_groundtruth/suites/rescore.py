@@ -48,6 +48,9 @@ from pytest_groundtruth.suites.spec import Cell, Suite, each_artifact
 BOUNDS_FILE = Path(__file__).parents[1] / "data" / "rescore_bounds.json"
 REFERENCE = ("transformers", "float32")  # the oracle's runtime and precision
 POOLED = "nll"  # the variant of the per-artifact sequence-level case
+# What rescoring reads from an oracle (a file in the original workflow's format lacks
+# them: the test skips, saying so, before any engine runs).
+NEEDS = ("prompt_tokens", "eos_token_ids", "topk")
 
 
 def load_bounds(path: Path = BOUNDS_FILE) -> dict[str, dict[str, float]]:
@@ -70,7 +73,7 @@ class Rescored:
 def rescored(ctx: Context, model: str, oracle: Oracle, tokens: Sequence[int]) -> Rescored:
     """The reference's ratings of ``tokens`` after the oracle's prompt (made once)."""
     reference = ctx.engines.artifact(model, *REFERENCE)
-    judged = list(tokens[:judged_span(tokens, oracle.eos_token_ids)])
+    judged = list(tokens[:judged_span(tokens, oracle.eos_token_ids or ())])
     prompt = list(oracle.prompt_tokens)
     if not judged:
         return Rescored((), "nothing to score")
@@ -83,9 +86,11 @@ def rescored(ctx: Context, model: str, oracle: Oracle, tokens: Sequence[int]) ->
                 f"<{len(judged)} runtime tokens>)")
         return {"call": call, "ratings": [r.to_json() for r in ratings]}
 
-    data = ctx.results.cached("rescore", reference, [prompt, judged], make)
-    return Rescored(tuple(Rating.from_json(i, r) for i, r in enumerate(data["ratings"])),
-                    str(data["call"]))
+    def decode(data: dict[str, Any]) -> Rescored:
+        return Rescored(tuple(Rating.from_json(i, r) for i, r in enumerate(data["ratings"])),
+                        str(data["call"]))
+
+    return ctx.results.cached("rescore", reference, [prompt, judged], make, decode)
 
 
 def oracle_logprobs(oracle: Oracle) -> list[float]:
@@ -114,7 +119,7 @@ def _rows(ctx: Context, case: Case, oracle: Oracle, ratings: Sequence[Rating],
 
 def _per_prompt(case: Case, ctx: Context) -> SuiteResult:
     assert case.prompt is not None
-    oracle = ctx.inputs.oracle(case.model, case.prompt)
+    oracle = ctx.inputs.oracle(case.model, case.prompt, needs=NEEDS)
     gen, artifact = ctx.results.generate(case.model, case.runtime, case.quant, case.prompt,
                                           case.device)
     failed = prompt_failure(ctx, case, oracle, gen, artifact)
@@ -122,7 +127,7 @@ def _per_prompt(case: Case, ctx: Context) -> SuiteResult:
         return failed
     scored = rescored(ctx, case.model, oracle, gen.tokens)
     max_gap = bound_of(ctx, case, "max_gap")
-    stop = stop_problem(gen.tokens, gen.stop_reason, oracle.eos_token_ids)
+    stop = stop_problem(gen.tokens, gen.stop_reason, oracle.eos_token_ids or ())
     if not gen.tokens:
         stop = "generated no tokens"
     verdict = judge(scored.ratings, oracle_logprobs(oracle), float(max_gap.value), np.inf,
@@ -182,7 +187,7 @@ def pooled(ctx: Context, model: str, runtime: str, quant: str, device: str = "cp
     per_prompt: dict[str, float] = {}
     calls: list[str] = []
     for name in ctx.inputs.prompts:
-        oracle = ctx.inputs.oracle(model, name)
+        oracle = ctx.inputs.oracle(model, name, needs=NEEDS)
         gen, _ = ctx.results.generate(model, runtime, quant, name, device)
         scored = rescored(ctx, model, oracle, gen.tokens)
         mine = [r.logprob for r in scored.ratings]
@@ -198,7 +203,7 @@ def pooled(ctx: Context, model: str, runtime: str, quant: str, device: str = "cp
 def _pooled(case: Case, ctx: Context) -> SuiteResult:
     artifact = ctx.engines.artifact(case.model, case.runtime, case.quant, case.device)
     for name in ctx.inputs.prompts:  # a prompt the runtime consumed wrongly says so first
-        oracle = ctx.inputs.oracle(case.model, name)
+        oracle = ctx.inputs.oracle(case.model, name, needs=NEEDS)
         gen, _ = ctx.results.generate(case.model, case.runtime, case.quant, name, case.device)
         failed = prompt_failure(ctx, case, oracle, gen, artifact)
         if failed is not None:

@@ -55,6 +55,9 @@ class SuiteResult:
     notes: tuple[str, ...] = ()  # near-tie exemptions, warnings: reported, never silent
     details: dict[str, Any] = field(default_factory=dict)
     table: tuple[str, ...] = ()  # a preformatted report (integrity), shown verbatim
+    # The engine failure (a FailureKind value: "crashed", "timeout", ...) behind a verdict
+    # that a suite reached by catching it (the gateway), so the outcome can say so.
+    fault: str = ""
 
     def explain(self) -> str:
         lines = [f"{self.case.name}: {self.summary}"]
@@ -131,11 +134,13 @@ def token_rows(
     ``reference``; with ``oracle`` (whose tokens are the reference) also the oracle's
     log-probability of the runtime's token and the near ties."""
     rows = []
-    near = set(oracle.near_ties) if oracle else set()
+    # An original-format oracle has no top-k: the table shows the tokens only.
+    steps = (oracle.topk if oracle else None) or ()
+    near = set(oracle.near_ties) if oracle and steps else set()
     for pos in list(positions)[:limit]:
         oracle_id = reference[pos] if pos < len(reference) else None
         runtime_id = tokens[pos] if pos < len(tokens) else None
-        step = oracle.steps[pos] if oracle and pos < len(oracle.steps) else None
+        step = steps[pos] if pos < len(steps) else None
         logprob = floor = margin = None
         if step is not None:
             floor = step.logprobs[-1]

@@ -4,7 +4,8 @@ The rule, per quantization q (written to docs/calibration.md with the numbers):
 
 * measured: teacher-forced top-1 agreement t and mean KL k of every *correct* conversion
   the project runs at q on the embedded model (llama.cpp, torchao, transformers);
-* published: llama.cpp's figures for Llama-3-8B on wikitext-2 (anchors.md), where one
+* published: llama.cpp's figures for Llama-3-8B on wikitext-2 (llama-perplexity
+  --kl-divergence, in llama.cpp's tools/perplexity README), where one
   exists for q;
 * ``max_kl = 3 * max(k over measured and published)``, at least :data:`KL_FLOOR` (the
   noise of oracle log-probabilities stored to 6 decimals);
@@ -32,7 +33,7 @@ from pytest_groundtruth.suites.case import Case
 
 KL_FLOOR = 1e-4
 
-# llama.cpp `llama-perplexity --kl-divergence`, Llama-3-8B, wikitext-2 (anchors.md).
+# llama.cpp `llama-perplexity --kl-divergence`, Llama-3-8B, wikitext-2 (tools/perplexity README).
 PUBLISHED: dict[str, dict[str, float | str]] = {
     "int8": {"top1": 0.977, "kl": 0.0014, "source": "q8_0: same top 97.7 %, KLD 0.0014"},
     "int4": {"top1": 0.919, "kl": 0.072,

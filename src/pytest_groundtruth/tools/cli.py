@@ -1,11 +1,15 @@
 """The ``groundtruth`` command: oracles, the roster, measurements and benchmarks.
 
 Each subcommand parses its options here and hands off to the module that does the work.
+Every kind of failure has its own exit status (:class:`Exit`, listed in ``--help``):
+an error is one line naming the file, model or key, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,18 +18,51 @@ from pytest_groundtruth.config.options import RUN_OPTIONS, add_cli_options, appl
 from pytest_groundtruth.config.prompts import load_prompts
 from pytest_groundtruth.config.settings import ConfigError, Settings, load_settings
 from pytest_groundtruth.context import Context
-from pytest_groundtruth.core.atomic import atomic_write_text
+from pytest_groundtruth.core.atomic import atomic_write_text, remove_stale
+from pytest_groundtruth.core.failures import EngineFailure, InputError
+from pytest_groundtruth.core.paths import OutsideFolder
 from pytest_groundtruth.models.sources import ModelError, ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
 from pytest_groundtruth.suites.agreement import BOUNDS_FILE
 from pytest_groundtruth.tools import (
     benchmark,
     calibrate,
+    clean,
+    compare,
+    convert,
     falsify,
     measure,
     oracles,
+    qualify,
     rescore_calibration,
+    suite_report,
 )
+
+
+class Exit(enum.IntEnum):
+    """``groundtruth``'s exit statuses, one per kind of failure (see ``EXIT_MEANINGS``)."""
+
+    OK = 0
+    DIFFERS = 1
+    USAGE = 2
+    UNAVAILABLE = 3
+    BAD_INPUT = 4
+    CANNOT_WRITE = 5
+    ENGINE = 6
+
+
+EXIT_MEANINGS = {
+    Exit.OK: "done; the oracle files are up to date or were written",
+    Exit.DIFFERS: "oracle files differ and were not written (--check, or no --force)",
+    Exit.USAGE: "a bad option or configuration key",
+    Exit.UNAVAILABLE: "a model cannot be obtained here (the message says how)",
+    Exit.BAD_INPUT: "a prompt, the evaluation text, a model or an oracle file is\n"
+                    "     unusable (e.g. a prompt longer than the model's context)",
+    Exit.CANNOT_WRITE: "an output file or folder cannot be written",
+    Exit.ENGINE: "the reference engine crashed or produced NaN/Inf",
+}
+EXIT_STATUSES = "exit statuses:\n" + "\n".join(
+    f"  {status.value}  {meaning}" for status, meaning in EXIT_MEANINGS.items())
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -43,27 +80,31 @@ def cmd_oracle(args: argparse.Namespace) -> int:
     if args.device == "cpu" and args.precision != "float32":
         print("error: CPU oracles are float32; lower precisions are GPU oracles "
               "(--device cuda)", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     if args.device == "cuda":
         import torch  # only here: --help and the other commands stay light
 
         if not torch.cuda.is_available():
             print("error: --device cuda but torch.cuda.is_available() is False",
                   file=sys.stderr)
-            return 2
+            return Exit.UNAVAILABLE
     slugs = list(settings.roster) if args.all else list(settings.models)
     cache = settings.cache_root()
     models = []
     for slug in slugs:
         try:
-            models.append(resolve(settings.spec(slug), cache, settings.root))
+            models.append(resolve(settings.spec(slug), cache, settings.root, settings.roster))
         except ModelUnavailable as exc:
             if not args.all:
                 print(f"error: {exc}", file=sys.stderr)
-                return 2
+                return Exit.UNAVAILABLE
             print(f"skipped {slug}: {exc}", file=sys.stderr)
     prompts = load_prompts(settings.path(settings.prompts_dir),
                            list(settings.prompts) if settings.prompts else None)
+    oracle_root = settings.path(settings.oracle_dir)
+    for folder in (oracle_root, oracle_root.parent / f"{oracle_root.name}-gpu"):
+        for stale in remove_stale(folder):  # left by a run killed before its rename
+            print(f"removed stale temporary {stale}", file=sys.stderr)
     blocked = 0
     for change in oracles.build_all(
         models,
@@ -93,7 +134,38 @@ def cmd_oracle(args: argparse.Namespace) -> int:
     if blocked:
         hint = "" if args.check else "; rerun with --force to overwrite"
         print(f"{blocked} oracle file(s) differ from what was generated{hint}", file=sys.stderr)
-        return 1
+        return Exit.DIFFERS
+    return Exit.OK
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    ctx = _context(args, settings)
+    counts: dict[str, int] = {}
+    try:
+        for outcome in convert.convert(ctx):
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+            print(f"{outcome.status:<8} {outcome.target}: {outcome.detail}", flush=True)
+    finally:
+        ctx.close()
+    print(", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to convert",
+          file=sys.stderr)
+    return 1 if counts.get("failed") else 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    root = settings.cache_root()
+    done = clean.clean(settings, root)
+    for path in done.artifacts:
+        print(f"removed  {path}")
+    for note in done.notes:
+        print(f"kept     {note}", file=sys.stderr)
+    print(f"{len(done.artifacts)} artifact(s) and {done.results} result(s) of "
+          f"{', '.join(settings.runtimes)} dropped from {root}", file=sys.stderr)
+    if done.untagged:
+        print(f"{done.untagged} older result file(s) name no artifact and were kept; "
+              "`pytest --gt-no-cache` reruns every engine regardless", file=sys.stderr)
     return 0
 
 
@@ -104,7 +176,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         status = "not resolved (pass --resolve)"
         if args.resolve:
             try:
-                status = f"ok: {resolve(spec, cache, settings.root).path}"
+                status = f"ok: {resolve(spec, cache, settings.root, settings.roster).path}"
             except (ModelUnavailable, ModelError) as exc:
                 status = f"unavailable: {exc}"
         print(f"{slug:<14} {spec.architecture:<6} {spec.source}\n    {status}")
@@ -116,7 +188,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     cache = settings.cache_root()
     for slug in args.model:
         try:
-            print(f"{slug}: {resolve(settings.spec(slug), cache, settings.root).path}")
+            model = resolve(settings.spec(slug), cache, settings.root, settings.roster)
+            print(f"{slug}: {model.path}")
         except ModelUnavailable as exc:
             print(f"{slug}: {exc}", file=sys.stderr)
             return 1
@@ -140,6 +213,34 @@ def cmd_measure(args: argparse.Namespace) -> int:
     finally:
         ctx.close()
     _publish(args, text)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    runtimes, quants = list(settings.runtimes), list(settings.quantizations)
+    if len(settings.models) == 2 and not args.gt_runtime and not args.gt_quant:
+        runtimes, quants = list(compare.TWO_MODEL_RUNTIMES), list(compare.TWO_MODEL_QUANTS)
+    ctx = _context(args, settings)
+    try:
+        result = compare.compare(ctx, list(settings.models), list(runtimes), list(quants))
+    except compare.CompareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        ctx.close()
+    print(compare.render(result, args.format))
+    return 0
+
+
+def cmd_qualify(args: argparse.Namespace) -> int:
+    path = Path(args.results)
+    try:
+        data = qualify.load(path)
+    except qualify.ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _publish(args, qualify.render(path, data))
     return 0
 
 
@@ -205,8 +306,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_suite_report(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    text = suite_report.suite_report(settings, args.suite, refresh_token="measure"
+                                     if args.gt_no_cache else None)
+    _publish(args, text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="groundtruth", description=__doc__)
+    parser = argparse.ArgumentParser(prog="groundtruth", description=__doc__,
+                                     epilog=EXIT_STATUSES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", default=".", help="project root holding pyproject.toml")
     common.add_argument("--config", action="append", default=[],
@@ -215,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("oracle", parents=[common],
-                       help="generate oracle files with the float32 transformers reference")
+                       help="generate oracle files with the float32 transformers reference",
+                       epilog=EXIT_STATUSES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true",
                        help="every roster model that resolves here")
@@ -237,6 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_oracle)
 
+    p = sub.add_parser("convert", parents=[common],
+                       help="build every artifact of the matrix into the cache (make convert)")
+    add_cli_options(p, ["model", "runtime", "quant", "no-cache"])
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("clean", parents=[common],
+                       help="drop the cached artifacts and results of the selected runtimes")
+    add_cli_options(p, ["model", "runtime"])
+    p.set_defaults(func=cmd_clean)
+
     p = sub.add_parser("models", parents=[common], help="list the roster")
     p.add_argument("--resolve", action="store_true",
                    help="resolve each model (may convert or download)")
@@ -247,6 +370,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_cli_options(p, [n for n in RUN_OPTIONS if n != "cache-dir"])
     p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
     p.set_defaults(func=cmd_measure)
+
+    p = sub.add_parser("compare", parents=[common],
+                       help="the oracle's text and each runtime's side by side, per prompt; "
+                       "--model A --model B: a teacher against a student")
+    add_cli_options(p, [n for n in RUN_OPTIONS if n != "cache-dir"])
+    p.add_argument("--format", choices=compare.FORMATS, default="text")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("qualify",
+                       help="the qualification table (scores, grades) of a --gt-results file")
+    p.add_argument("results", metavar="RESULTS.json")
+    p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    p.set_defaults(func=cmd_qualify)
 
     p = sub.add_parser("falsify", parents=[common],
                        help="inject faults into llama.cpp conversions; which suites catch them")
@@ -284,6 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the report to FILE and the bounds into the package")
     p.set_defaults(func=cmd_calibrate)
 
+    p = sub.add_parser("suite-report", parents=[common],
+                       help="run some suites over the configured matrix; markdown table")
+    p.add_argument("--suite", action="append", required=True, metavar="NAME",
+                   help="a registered suite (repeatable)")
+    add_cli_options(p, [n for n in RUN_OPTIONS if n != "cache-dir"])
+    p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    p.set_defaults(func=cmd_suite_report)
+
     p = sub.add_parser("fetch", parents=[common],
                        help="download/convert models into the cache (needs the hub for hf:)")
     p.add_argument("model", nargs="+", metavar="SLUG")
@@ -291,15 +435,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def plain_progress() -> None:
+    """No progress bars where stderr is not a terminal (CI logs, pipes): each of their
+    frames would be a carriage-return line. The commands print a line per step instead.
+    Set before transformers / huggingface_hub are imported, which read it then."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc, Exit.USAGE)
+    except ModelUnavailable as exc:
+        return _error(exc, Exit.UNAVAILABLE)
+    except OutsideFolder as exc:
+        return _error(exc, Exit.CANNOT_WRITE)
+    except InputError as exc:  # prompts, evaluation text, model and oracle files
+        return _error(exc, Exit.BAD_INPUT)
+    except EngineFailure as exc:
+        return _error(exc, Exit.ENGINE)
+    except OSError as exc:  # reading inputs is checked above: this is an output
+        return _error(f"cannot write: {exc}", Exit.CANNOT_WRITE)
     return code
 
 
-if __name__ == "__main__":  # pragma: no cover
+def _error(message: object, status: Exit) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return status
+
+
+def run() -> None:
+    """The ``groundtruth`` console script: the process-wide setup, then :func:`main`."""
+    plain_progress()
     sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pytest_groundtruth.config.prompts import Prompt
+from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.measures.logprobs import TopK
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.oracle.files import OracleChange, reconcile
 from pytest_groundtruth.oracle.format import (
+    LOGPROB_DECIMALS,
     NEAR_TIE_MARGIN,
     PPL_SCHEMA,
     Oracle,
@@ -24,7 +27,7 @@ from pytest_groundtruth.oracle.format import (
     perplexity_path,
 )
 from pytest_groundtruth.runtimes.base import Artifact
-from pytest_groundtruth.runtimes.hf import TransformersRunner, library_versions
+from pytest_groundtruth.runtimes.hf import SEED, TransformersRunner, library_versions
 
 
 def make_oracle(
@@ -35,40 +38,77 @@ def make_oracle(
     top_k: int,
     gpu: dict[str, str] | None = None,
 ) -> Oracle:
+    check_fits(runner, model, prompt, max_new_tokens)
     gen = runner.generate(prompt.text, max_new_tokens, top_k=top_k)
     assert gen.topk is not None
     versions = library_versions()
     return Oracle(
         slug=model.slug,
-        model=model.spec.location if model.spec.scheme == "hf" else model.spec.source,
+        model=model_id(model),
         prompt_name=prompt.name,
         prompt=prompt.text,
-        prompt_tokens=gen.prompt_tokens,
         tokens=gen.tokens,
         text=gen.text,
-        stop_reason=gen.stop_reason,
-        eos_token_ids=tuple(runner.eos),
         max_new_tokens=max_new_tokens,
-        top_k=top_k,
-        steps=tuple(
-            TopK(t.ids, tuple(round(x, 6) for x in t.logprobs)) for t in gen.topk
-        ),
-        model_fingerprint=model.fingerprint,
         dtype=runner.artifact.quant,
         device=runner.device,
-        near_tie_margin=NEAR_TIE_MARGIN,
         versions={
             "transformers_version": versions["transformers"],
             "torch_version": versions["torch"],
         },
         gpu=gpu or {},
+        source=model.spec.source,
+        model_fingerprint=model.fingerprint,
+        seed=SEED,
+        prompt_ids=gen.prompt_tokens,
+        stop_reason=gen.stop_reason,
+        eos_token_ids=tuple(runner.eos),
+        topk=tuple(
+            TopK(t.ids, tuple(round(x, LOGPROB_DECIMALS) for x in t.logprobs))
+            for t in gen.topk
+        ),
+        near_tie_margin=NEAR_TIE_MARGIN,
     )
+
+
+def model_id(model: ResolvedModel) -> str:
+    """The oracle's ``model``: the Hugging Face id, else the source URI (tiny, local)."""
+    return model.spec.hub_id or model.spec.source
+
+
+class PromptTooLong(InputError):
+    """A prompt and the tokens to generate do not fit the model's context."""
+
+
+def check_fits(runner: TransformersRunner, model: ResolvedModel, prompt: Prompt,
+               max_new_tokens: int) -> None:
+    """Refuse a prompt that, with ``max_new_tokens``, exceeds the model's trained context:
+    past it the reference itself is extrapolating, and its tokens are no oracle."""
+    limit = runner.context_length
+    n = len(runner.tokenize(prompt.text))
+    if limit is not None and n + max_new_tokens > limit:
+        raise PromptTooLong(
+            f"{prompt.path}: {n} prompt tokens + max_new_tokens {max_new_tokens} = "
+            f"{n + max_new_tokens} positions exceed model {model.slug!r}'s context of {limit} "
+            "(max_position_embeddings); shorten the prompt"
+        )
+
+
+def read_eval_text(text_file: Path) -> str:
+    try:
+        return text_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"evaluation text {text_file} does not exist (key 'eval_text')"
+                         ) from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise InputError(f"evaluation text {text_file} cannot be read as UTF-8 ({exc})"
+                         ) from None
 
 
 def perplexity_record(
     runner: TransformersRunner, model: ResolvedModel, text_file: Path, root: Path
 ) -> str:
-    text = text_file.read_text(encoding="utf-8")
+    text = read_eval_text(text_file)
     result = runner.perplexity(text)
     versions = library_versions()
     try:
@@ -77,11 +117,13 @@ def perplexity_record(
         shown = text_file
     data = {
         "schema": PPL_SCHEMA,
-        "slug": model.slug,
+        "model": model_id(model),
+        "model_slug": model.slug,
+        "source": model.spec.source,
         "model_fingerprint": model.fingerprint,
         "text_file": str(shown),
         "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
-        "dtype": runner.artifact.quant,
+        "format": runner.artifact.quant,
         "device": runner.device,
         "perplexity": round(result.perplexity, 6),
         "cross_entropy": round(result.cross_entropy, 6),
@@ -118,13 +160,16 @@ def build_all(
     tolerance: float | None = None,
     progress: bool = True,
 ) -> Iterator[OracleChange]:
-    """Regenerate the oracles of ``models`` x ``prompts``; yield one change per file."""
+    """Regenerate the oracles of ``models`` x ``prompts``; yield one change per file.
+
+    The progress bar is drawn only on a terminal: in CI logs and pipes it would be a
+    stream of carriage-return frames, and the caller prints a line per file anyway.
+    """
     from tqdm import tqdm
 
-
     models = list(models)
-    bar = tqdm(total=len(models) * (len(prompts) + 1), disable=not progress, unit="file",
-               desc="oracles")
+    bar = tqdm(total=len(models) * (len(prompts) + 1), unit="file", desc="oracles",
+               disable=not (progress and sys.stderr.isatty()))
     for model in models:
         artifact = Artifact("transformers", model.slug, precision, model.path,
                             model.fingerprint, "oracle")

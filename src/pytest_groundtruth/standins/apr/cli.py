@@ -2,8 +2,8 @@
 
 aprender cannot be installed on the project's machines (no crates.io access), so the
 apr runner (:mod:`pytest_groundtruth.runtimes.apr`) is exercised against this program,
-which speaks the same documented command line and JSON (docs/anchors.md, "The `apr`
-CLI") and does real work with real parts:
+which speaks the same documented command line and JSON (apr-cli's current flags) and does
+real work with real parts:
 
 ``apr import <hf://ID | file.safetensors | dir | file.gguf> --quantize int8|int4|fp16 -o OUT``
     Reads the source (a hub snapshot through the local Hugging Face cache, a float32
