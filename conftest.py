@@ -4,8 +4,8 @@
   (``$GROUNDTRUTH_CACHE_DIR`` or ``~/.cache/pytest-groundtruth``): content-addressed
   and locked, so parallel workers and later runs reuse converted models.
 * ``tiny`` - resolve a tiny model by architecture.
-* ``make_project`` - a pytester project with oracles, prompts and a groundtruth.toml,
-  for testing the plugin the way users run it.
+* ``make_project`` - a pytester project with oracles, prompts (chat prompts on request)
+  and a groundtruth.toml, for testing the plugin the way users run it.
 * markers that act: ``requires_llamacpp`` / ``requires_torchao`` skip (with the install
   command) where the engine cannot be imported, ``requires_apr`` where ``apr`` is not on
   PATH; ``slow`` marks what ``pytest -m "not slow"`` (the fast loop) leaves out.
@@ -73,14 +73,16 @@ def make_project(pytester: pytest.Pytester, gt_cache: Path) -> Callable[..., pyt
     """Lay out a user project: pyproject [tool.groundtruth], prompts, oracles, groundtruth.toml."""
 
     def make(
-        tool: str, groundtruth_toml: str = "", models: tuple[str, ...] = ()
+        tool: str, groundtruth_toml: str = "", models: tuple[str, ...] = (), chat: bool = False
     ) -> pytest.Pytester:
         pytester.makefile(
             ".toml",
             pyproject=f"[tool.pytest.ini_options]\naddopts = '-p no:cacheprovider'\n"
             f"[tool.groundtruth]\ncache_dir = {str(gt_cache)!r}\n{tool}",
         )
-        shutil.copytree(ROOT / "prompts", pytester.path / "prompts")
+        # Chat prompts (prompts/chat/) only where a test asks for them.
+        shutil.copytree(ROOT / "prompts", pytester.path / "prompts",
+                        ignore=None if chat else shutil.ignore_patterns("chat"))
         for slug in models:
             shutil.copytree(ROOT / "oracle" / slug, pytester.path / "oracle" / slug)
         tests = pytester.path / "tests"

@@ -6,6 +6,12 @@ the one that wrote them, within ``oracle_diff.CROSS_MACHINE_TOLERANCE`` (its com
 the measurement). On the machine that wrote them the files regenerate byte for byte
 (tests/unit/test_oracle_cli.py).
 
+The regeneration runs again only when something it depends on changed (model content,
+prompts, evaluation text, the oracle files, library versions, this package's oracle
+code, the CPU's kernel family: ``pytest_groundtruth.tools.oracle_check``); otherwise the
+stored verdict of the last check is the verdict, failures included. ``--gt-no-cache``
+checks again.
+
 If this fails, the reference changed under us (a transformers or torch upgrade, a
 different embedded model file, a changed tiny-model builder). `groundtruth oracle
 --check --all` says which file changed and where the tokens first differ; regenerate
@@ -18,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_groundtruth.tools.cli import main
+from pytest_groundtruth.context import Context
+from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
+from pytest_groundtruth.tools.oracle_check import check_model
 
 ROOT = Path(__file__).parents[2]
 COMMITTED = sorted(p.name for p in (ROOT / "oracle").iterdir() if p.is_dir())
@@ -26,10 +34,7 @@ COMMITTED = sorted(p.name for p in (ROOT / "oracle").iterdir() if p.is_dir())
 
 @pytest.mark.slow
 @pytest.mark.parametrize("slug", COMMITTED)
-def test_committed_oracles_regenerate(
-    slug: str, gt_cache: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code = main(["oracle", "--root", str(ROOT), "--model", slug, "--check", "--quiet",
-                 "--tolerance", "--cache-dir", str(gt_cache)])
-    out = capsys.readouterr()
-    assert code == 0, out.out + out.err
+def test_committed_oracles_regenerate(slug: str, gt_context: Context) -> None:
+    assert gt_context.settings.path(gt_context.settings.oracle_dir) == ROOT / "oracle"
+    check = check_model(gt_context, slug, CROSS_MACHINE_TOLERANCE)
+    assert check.passed, check.explain()

@@ -40,6 +40,7 @@ from pytest_groundtruth.runtimes.apr import (
 from pytest_groundtruth.runtimes.base import Artifact, Capability
 from pytest_groundtruth.standins.apr import cli as apr_standin
 from pytest_groundtruth.standins.apr.cli import FAULT_ENV, is_standin_version
+from pytest_groundtruth.standins.apr.faults import colour_json
 from pytest_groundtruth.store.artifacts import ArtifactCache, prepare, reimported
 
 PROMPT = "The capital of France is"
@@ -364,6 +365,19 @@ def test_dash_leading_prompt_is_not_taken_for_a_flag(
         assert info.value.kind is FailureKind.GARBAGE
 
 
+def test_prompt_over_the_argument_limit_is_refused_not_missing(
+    apr: AprRuntime, artifacts: dict[str, Artifact], tiny_llama: ResolvedModel,
+) -> None:
+    """Issue 11, defect 3: E2BIG (a 200 KiB prompt; apr reads no prompt file) used to be
+    taken for "apr is missing", and the tests skipped with the install hint."""
+    with apr.open(artifacts["float16"], tiny_llama) as runner, \
+            pytest.raises(EngineFailure) as info:
+        runner.generate("word " * 40_000, 32)
+    assert info.value.kind is FailureKind.REFUSED
+    assert "E2BIG" in str(info.value)
+    assert "cargo install" not in str(info.value)
+
+
 def test_timeout_kills_the_process_group(
     monkeypatch: pytest.MonkeyPatch, standin_bin: Path, artifacts: dict[str, Artifact],
     tiny_llama: ResolvedModel,
@@ -472,7 +486,7 @@ def completed(stdout: str, returncode: int = 0, stderr: str = "") -> Completed:
 
 def test_find_json_after_ansi_and_logs() -> None:
     payload = {"model": "m", "text": " a {b}", "tokens": [1, 2, 3]}
-    coloured = apr_standin._colour_json(payload)
+    coloured = colour_json(payload)
     assert "\x1b[" in coloured
     assert json.loads(strip_ansi(coloured)) == payload
     stdout = "\x1b[32mloading {layers: 2}\x1b[0m\n" + coloured + "\ndone {ok}\n"
@@ -508,7 +522,7 @@ def test_parse_generation_stop_reasons() -> None:
         ([1, "2"], "not an integer id"),
         ([1, -1], "outside the vocabulary"),
         ([1, 100], "outside the vocabulary"),
-        ([1, 2, 3, 4, 5], "5 tokens for -n 4"),
+        ([1, 2, 3, 4, 5], "5 tokens for max_new_tokens 4"),
         ("1 2 3", "not a list"),
     ],
 )

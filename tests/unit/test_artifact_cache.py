@@ -91,3 +91,31 @@ def test_two_xdist_workers_convert_one_artifact_once(
     result.assert_outcomes(passed=2)
     entries = [b for b in builds(fresh_cache) if b["label"].startswith("llamacpp-")]
     assert len(entries) == 1, entries
+
+
+def test_a_warm_get_trusts_an_untouched_file_without_hashing(
+        fresh_cache: Path, tiny: Callable[[str], ResolvedModel],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny("llama")
+    built = prepare(LlamaCppRuntime(), model, "int8", ArtifactCache(fresh_cache))
+
+    def no_hashing(path: Path) -> str:
+        raise AssertionError(f"hashed {path}")
+
+    monkeypatch.setattr("pytest_groundtruth.store.artifacts.tree_sha256", no_hashing)
+    assert prepare(LlamaCppRuntime(), model, "int8", ArtifactCache(fresh_cache)) == built
+
+
+def test_a_touched_file_is_hashed_and_kept_when_its_bytes_are_the_same(
+        fresh_cache: Path, tiny: Callable[[str], ResolvedModel]) -> None:
+    model = tiny("llama")
+    cache = ArtifactCache(fresh_cache)
+    artifact = prepare(LlamaCppRuntime(), model, "int8", cache)
+    manifest = artifact.path.parent / "manifest.json"
+    old = json.loads(manifest.read_text())
+    del old["files"]  # a manifest written before sizes and mtimes were recorded
+    manifest.write_text(json.dumps(old))
+    artifact.path.write_bytes(artifact.path.read_bytes())  # same bytes, a new mtime
+    assert prepare(LlamaCppRuntime(), model, "int8", cache) == artifact
+    assert len(builds(fresh_cache)) == 1  # not rebuilt
+    assert "files" in json.loads(manifest.read_text())  # trusted from now on

@@ -28,10 +28,10 @@ from pytest_groundtruth.runtimes.llamacpp import (
     ContextTooSmall,
     LlamaCppRunner,
     LlamaCppRuntime,
-    default_threads,
     llama_cpp_version,
 )
 from pytest_groundtruth.runtimes.registry import make_runtime
+from pytest_groundtruth.runtimes.threads import default_threads
 from pytest_groundtruth.store.artifacts import ArtifactCache, prepare, reimported
 
 pytestmark = [
@@ -148,7 +148,7 @@ def test_runtime_declaration(runtime: LlamaCppRuntime) -> None:
         "Q4_0",
         "Q4_1",
     }
-    assert runtime.capabilities == frozenset(Capability) - {Capability.CHAT}
+    assert runtime.capabilities == frozenset(Capability)
     assert runtime.artifact_suffix("int8") == ".gguf"
     assert runtime.unavailable() is None
     version = runtime.version()

@@ -33,7 +33,7 @@ def test_regeneration_is_byte_identical(project: Path,
     shutil.rmtree(folder)
     assert run(project) == 0
     first = {p: p.read_bytes() for p in folder.rglob("*.json")}
-    assert len(first) == 5  # four prompts and the perplexity record
+    assert len(first) == 7  # four prompts, two chat prompts and the perplexity record
     assert run(project, "--check") == 0
     assert run(project, "--force") == 0
     assert {p: p.read_bytes() for p in folder.rglob("*.json")} == first
@@ -102,9 +102,11 @@ def test_check_writes_nothing_and_new_files_are_written(project: Path) -> None:
     assert run(project, "--check") == 1
     assert not (project / "oracle").exists()
     assert run(project) == 0
-    written = sorted(p.relative_to(project).as_posix() for p in project.rglob("*.json"))
+    written = sorted(p.relative_to(project).as_posix()
+                     for p in (project / "oracle").rglob("*.json"))
     assert written == [
-        "oracle/tiny-llama/arithmetic.json", "oracle/tiny-llama/code.json",
+        "oracle/tiny-llama/arithmetic.json", "oracle/tiny-llama/capital.json",
+        "oracle/tiny-llama/code.json", "oracle/tiny-llama/colours.json",
         "oracle/tiny-llama/completion.json", "oracle/tiny-llama/eval/perplexity.json",
         "oracle/tiny-llama/greeting.json",
     ]

@@ -19,13 +19,18 @@ def test_there_are_committed_oracles_for_the_embedded_and_tiny_models() -> None:
     slugs = {p.parent.name for p in COMMITTED}
     assert slugs == {"smollm2-135m", "tiny-llama", "tiny-qwen2", "tiny-gpt2",
                      "smollm2-135m-lora", "tiny-llama-lora"}  # merged LoRA adapters
-    assert len(COMMITTED) == 24
+    assert len(COMMITTED) == 6 * 6  # 4 prompts and 2 chat prompts each
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_committed_oracles_validate_and_reserialise_identically(path: Path) -> None:
     oracle = load_oracle(path)
     assert oracle.to_json() == path.read_text(encoding="utf-8")
+    if oracle.messages:  # a chat prompt: the rendered text, and the messages of its file
+        chat = json.loads((ROOT / "prompts" / "chat" / f"{oracle.prompt_name}.json").read_text())
+        assert [{"role": r, "content": c} for r, c in oracle.messages] == chat
+        assert oracle.prompt.endswith("<|im_start|>assistant\n")  # generation prompt added
+        return
     assert oracle.prompt == (ROOT / "prompts" / f"{oracle.prompt_name}.txt").read_text().strip()
 
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -79,11 +80,17 @@ def original_from_committed(folder: Path, slug: str, prompt: str,
 # --------------------------------------------------------------------------- ours, read by theirs
 
 
-def test_a_script_reading_only_the_original_fields_works_on_our_oracles() -> None:
-    done = subprocess.run([sys.executable, str(READER), str(ROOT / "oracle"),
+def test_a_script_reading_only_the_original_fields_works_on_our_oracles(tmp_path: Path) -> None:
+    # The original workflow has plain-text prompts only: its reader gets those oracles
+    # (chat prompts' oracles name chat/<name>.json, which it has never heard of).
+    plain = [p for p in COMMITTED if json.loads(p.read_text())["prompt_file"].endswith(".txt")]
+    for path in plain:
+        (tmp_path / path.parent.name).mkdir(exist_ok=True)
+        shutil.copy(path, tmp_path / path.parent.name / path.name)
+    done = subprocess.run([sys.executable, str(READER), str(tmp_path),
                            str(ROOT / "prompts")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{len(COMMITTED)} oracle file(s), 0 not in the original format" in done.stdout
+    assert f"{len(plain)} oracle file(s), 0 not in the original format" in done.stdout
     assert "smollm2-135m/completion.json: ok HuggingFaceTB/SmolLM2-135M-Instruct 30 tokens " \
         "' Paris." in done.stdout
 
@@ -100,7 +107,10 @@ def test_committed_oracles_open_with_the_original_fields_then_ours(path: Path) -
     data = json.loads(path.read_text(encoding="utf-8"))
     n = len(ORIGINAL_FIELDS)
     assert list(data)[:n] == list(ORIGINAL_FIELDS)
-    assert list(data)[n:] == list(ADDED_FIELDS)
+    added = list(ADDED_FIELDS)
+    if data["prompt_file"].startswith("chat/"):  # a chat prompt's conversation
+        added.insert(added.index("prompt_tokens"), "messages")
+    assert list(data)[n:] == added
     assert data["schema"] == SCHEMA
     assert data["token_count"] == len(data["tokens"])
     assert data["source"].split(":")[0] in ("pkg", "tiny", "lora")
@@ -117,7 +127,7 @@ def test_model_is_the_hugging_face_id_and_the_source_has_its_own_field() -> None
 
 def test_every_written_field_is_documented() -> None:
     doc = (ROOT / "docs" / "oracle-format.md").read_text()
-    for name in (*ORIGINAL_FIELDS, *GPU_FIELDS, *ADDED_FIELDS):
+    for name in (*ORIGINAL_FIELDS, *GPU_FIELDS, *ADDED_FIELDS, "messages"):
         assert f"`{name}`" in doc, name
     record = json.loads((ROOT / "oracle" / "smollm2-135m" / "eval" / "perplexity.json")
                         .read_text())

@@ -111,7 +111,8 @@ def test_an_unknown_runtime_is_an_error_that_lists_the_known_ones(make_project: 
     result = pytester.runpytest("--collect-only", "--gt-runtime", "vllm")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*key 'runtimes' has 'vllm', which is neither a registered "
-                                 "runtime (apr, llamacpp, torchao, transformers)*"])
+                                 "runtime (apr, command, llamacpp, openai, torchao, "
+                                 "transformers)*"])
 
 
 def test_fixtures_are_documented(make_project: Project) -> None:

@@ -332,6 +332,7 @@ def test_a_malformed_baseline_is_a_usage_error(make_project: Project, content: b
 def test_oracle_empty_prompts_folder_is_bad_input(project: Path) -> None:
     for prompt in (project / "prompts").glob("*.txt"):
         prompt.unlink()
+    shutil.rmtree(project / "prompts" / "chat", ignore_errors=True)
     done = groundtruth(project, "oracle")
     assert done.returncode == 4, done.stderr
     assert "has no *.txt files" in done.stderr

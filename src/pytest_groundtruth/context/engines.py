@@ -4,7 +4,8 @@ Each model is resolved once per process; why a model or a runtime is unavailable
 remembered, so every test of it skips with the same reason without retrying. The
 artifact under test is the user's file when one is configured for the cell, else the
 runtime's conversion from the artifact cache. A few runners stay open (the pool), so a
-model is loaded once per process.
+model is loaded once per process. The counts (runners opened, the largest model
+loaded) are what ``groundtruth bench`` reports per process.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class Engines:
         self._models: dict[str, ResolvedModel | ModelUnavailable] = {}
         self._runtimes: dict[str, Runtime] = {}
         self._built: dict[tuple[str, str, str, str], Artifact] = {}
+        self.runners_opened = 0
+        # On disk: the largest weights a runner of this process loaded, the artifact's or
+        # its float32 source's (which the integrity, reimport and oracle paths read whole).
+        self.largest_model_bytes = 0
 
     def model(self, slug: str) -> ResolvedModel:
         """The resolved model; raises :class:`ModelUnavailable` (remembered) when it cannot be."""
@@ -76,14 +81,33 @@ class Engines:
 
     def runner(self, artifact: Artifact, device: str = "cpu") -> Runner:
         """An open runner on ``artifact`` (from the pool)."""
-        return self.pool.get(
-            f"{artifact.key}@{device}",
-            lambda: self.runtime(artifact.runtime, device).open(artifact,
-                                                                self.model(artifact.model)),
-        )
+
+        def open_runner() -> Runner:
+            runner = self.runtime(artifact.runtime, device).open(artifact,
+                                                                 self.model(artifact.model))
+            self.runners_opened += 1
+            source = self._models.get(artifact.model)
+            source_bytes = weights_bytes(source.path) if isinstance(source, ResolvedModel) else 0
+            self.largest_model_bytes = max(self.largest_model_bytes,
+                                           weights_bytes(artifact.path), source_bytes)
+            return runner
+
+        return self.pool.get(f"{artifact.key}@{device}", open_runner)
 
     def close(self) -> None:
         self.pool.close()
+        for runtime in self._runtimes.values():
+            runtime.close()
+
+
+def weights_bytes(path: Path) -> int:
+    """Size of a model's weights on disk: the file, or a directory's weight files."""
+    if path.is_file():
+        return path.stat().st_size
+    if not path.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in path.iterdir()
+               if p.is_file() and p.suffix in (".safetensors", ".gguf", ".bin", ".apr"))
 
 
 class ArtifactError(InputError):
@@ -103,6 +127,7 @@ def external_artifact(runtime: Runtime, slug: str, quant: str, path: Path) -> Ar
     if problem:
         raise ArtifactError(f"artifact {path} is not a sound {runtime.name} artifact: "
                             f"{problem}")
+    # The runtime is part of the key: one file run by two runtimes gives two results.
     key = digest({"file": tree_sha256(path), **runtime.key_parts(quant)})
     return Artifact(runtime.name, slug, quant, path, key=f"external-{key}",
                     recipe=f"supplied by the user: {path}", external=True)

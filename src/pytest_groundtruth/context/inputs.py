@@ -62,9 +62,10 @@ class Inputs:
             root = self.settings.path(self.settings.oracle_dir)
             path = oracle_path(root, slug, prompt, precision, device)
             oracle = load_oracle(path)
+            asked = self.prompts[prompt]
             problem = provenance_problem(oracle, slug, self._model(slug).fingerprint,
-                                         self.prompts[prompt].text,
-                                         self.settings.max_new_tokens)
+                                         asked.text, self.settings.max_new_tokens,
+                                         tuple((m.role, m.content) for m in asked.messages))
             if problem:
                 raise StaleOracle(f"{path} is stale: {problem}; regenerate it: "
                                   f"`{regenerate_command(slug, prompt, precision, device)}`")

@@ -1,4 +1,5 @@
-"""Content hashes: of a file, of a directory tree, of a JSON-able payload.
+"""Content hashes: of a file, of a directory tree, of a JSON-able payload, of the code a
+module runs.
 
 Every cache key and fingerprint in the project is one of these, so two places never
 hash the same thing two ways.
@@ -6,6 +7,7 @@ hash the same thing two ways.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 from pathlib import Path
@@ -42,3 +44,40 @@ def text_sha256(text: str) -> str:
 def digest(payload: Any) -> str:
     """SHA-256 of a JSON-able payload (keys sorted): the one cache-key scheme."""
     return text_sha256(json.dumps(payload, sort_keys=True))
+
+
+def source_sha256(module: str) -> str:
+    """SHA-256 of a module's source and of every module of its package it imports, directly
+    or not (read with ``ast``, nothing imported): the code a result made by ``module``
+    depends on. A result keyed by it is made again when any of that code changes."""
+    package = module.split(".")[0]
+    root = Path(__file__).parents[1]  # this package's folder (pytest_groundtruth/)
+    if root.name != package:
+        raise ValueError(f"source_sha256: {module!r} is not a module of {root.name}")
+
+    def path_of(name: str) -> Path | None:
+        base = root.parent.joinpath(*name.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        path = path_of(name)
+        if name in seen or path is None:
+            continue
+        seen[name] = path
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module.split(".")[0] == package:
+                    todo.append(node.module)
+                    todo.extend(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                todo.extend(a.name for a in node.names if a.name.split(".")[0] == package)
+    out = hashlib.sha256()
+    for name in sorted(seen):
+        out.update(f"{name}:{file_sha256(seen[name])}\n".encode())
+    return out.hexdigest()

@@ -1,4 +1,5 @@
-"""Entry points: how built-in and third-party parts register (suites, runtimes).
+"""Entry points: how built-in and third-party parts register (suites, runtimes), and
+which versions of packages are installed.
 
 A group maps names to ``module:attribute`` objects; nothing is imported until a name is
 loaded, so listing the names is cheap. The built-in suites and runtimes register in this
@@ -8,7 +9,7 @@ package's own pyproject.toml, exactly as another package would.
 from __future__ import annotations
 
 from functools import cache
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
 from typing import Any
 
 SUITES = "pytest_groundtruth.suites"
@@ -17,6 +18,16 @@ RUNTIMES = "pytest_groundtruth.runtimes"
 
 class PluginError(LookupError):
     """A name is not registered in a group, or its entry point does not load."""
+
+
+@cache
+def package_version(name: str) -> str | None:
+    """The installed version of distribution ``name`` (None when it is not installed), read
+    from its metadata without importing it; once per process (each lookup scans sys.path)."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 @cache

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_groundtruth.core.hashing import digest, tree_sha256
+from pytest_groundtruth.core.plugins import package_version
 
 # Bump when the construction below changes: it is part of every fingerprint.
 BUILDER_VERSION = 1
@@ -57,10 +58,15 @@ def adapter_fingerprint(adapter: Path) -> str:
 
 
 def merged_fingerprint(base_fingerprint: str, adapter_fp: str) -> str:
-    import peft
+    # peft's version from its metadata: importing peft imports torch, which a warm re-run
+    # (every model already built) would otherwise pay for on every LoRA case.
+    peft_version = package_version("peft")
+    if peft_version is None:
+        import peft  # not installed: the ImportError the callers expect
 
+        peft_version = peft.__version__
     return digest({"merge": "merge_and_unload", "base": base_fingerprint,
-                   "adapter": adapter_fp, "peft": peft.__version__,
+                   "adapter": adapter_fp, "peft": peft_version,
                    "builder": BUILDER_VERSION})
 
 

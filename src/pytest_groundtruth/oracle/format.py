@@ -47,6 +47,8 @@ from pytest_groundtruth.core.paths import inside
 from pytest_groundtruth.measures.logprobs import TopK
 from pytest_groundtruth.measures.sequences import TokenComparison, compare
 
+#: Chat prompts live in ``<prompts_dir>/chat/*.json``; a chat oracle's ``prompt_file`` says so.
+CHAT_DIR = "chat"
 SCHEMA = "pytest-groundtruth/oracle/2"
 SCHEMA_V1 = "pytest-groundtruth/oracle/1"
 ORIGINAL = "original"  # what :attr:`Oracle.schema` says of a file the original generator wrote
@@ -128,6 +130,9 @@ class Oracle:
     topk: tuple[TopK, ...] | None = None  # per generated position, most likely first
     near_tie_margin: float = NEAR_TIE_MARGIN
     schema: str = SCHEMA  # of the file it was read from (:data:`ORIGINAL` for theirs)
+    # A chat prompt's messages, (role, content); ``prompt`` is then the rendered text and
+    # ``prompt_tokens`` its ids (the model's chat template, generation prompt added).
+    messages: tuple[tuple[str, str], ...] = ()
     path: Path | None = field(default=None, compare=False)
 
     # ------------------------------------------------------------------ what it lacks
@@ -183,7 +188,8 @@ class Oracle:
             "model": self.model,
             "model_slug": self.slug,
             "prompt": self.prompt,
-            "prompt_file": f"{self.prompt_name}.txt",
+            "prompt_file": f"{CHAT_DIR}/{self.prompt_name}.json" if self.messages
+            else f"{self.prompt_name}.txt",
             "runtime": "transformers",
             "format": self.dtype,
             **{k: self.versions[k] for k in VERSION_KEYS},
@@ -210,6 +216,8 @@ class Oracle:
             "model_fingerprint": self.model_fingerprint,
             "device": self.device,
             "seed": self.seed,
+            **({"messages": [{"role": r, "content": c} for r, c in self.messages]}
+               if self.messages else {}),
             "prompt_tokens": list(self.prompt_tokens),
             "stop_reason": self.stop_reason,
             "eos_token_ids": list(self.eos_token_ids or ()),
@@ -240,15 +248,21 @@ def regenerate_command(slug: str, prompt: str | None = None, precision: str = "f
 
 
 def provenance_problem(oracle: Oracle, slug: str, fingerprint: str, prompt: str,
-                       max_new_tokens: int) -> str | None:
+                       max_new_tokens: int, messages: tuple[tuple[str, str], ...] = ()
+                       ) -> str | None:
     """Why ``oracle`` is not the reference for this test (None when it is): another
-    model, other weights, an edited prompt, another generation length."""
+    model, other weights, an edited prompt (a chat prompt's ``messages``: the oracle's
+    ``prompt`` is then their rendering), another generation length."""
     if oracle.slug != slug:
         return f"it was generated for model {oracle.slug!r}, not {slug!r}"
     if oracle.model_fingerprint is not None and oracle.model_fingerprint != fingerprint:
         return (f"it was generated from other weights (fingerprint "
                 f"{oracle.model_fingerprint[:12]}..., the model is now {fingerprint[:12]}...)")
-    if oracle.prompt != prompt:
+    if messages:
+        if oracle.messages != messages:
+            return (f"its messages {_short(str(oracle.messages))} are not the chat prompt "
+                    f"file's {_short(str(messages))} (the prompt was edited)")
+    elif oracle.prompt != prompt:
         return (f"its prompt {_short(oracle.prompt)} is not the prompt file's "
                 f"{_short(prompt)} (the prompt was edited)")
     if oracle.max_new_tokens != max_new_tokens:
@@ -344,7 +358,7 @@ def load_oracle(path: Path) -> Oracle:
     oracle = Oracle(
         slug=r.get(slug_key, str),
         model=r.get("model", str),
-        prompt_name=r.get("prompt_file", str).removesuffix(".txt"),
+        prompt_name=Path(r.get("prompt_file", str)).stem,
         prompt=r.get("prompt", str),
         tokens=tokens,
         text=r.get("text", str),
@@ -390,7 +404,16 @@ def _read_additions(r: _Reader, oracle: Oracle) -> Oracle:
         eos_token_ids=eos,
         topk=_steps(r, tokens, r.get("top_k", int)),
         near_tie_margin=float(r.get("near_tie_margin", (int, float))),
+        messages=_messages(r) if "messages" in r.data else (),
     )
+
+
+def _messages(r: _Reader) -> tuple[tuple[str, str], ...]:
+    raw = r.get("messages", list)
+    if not raw or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                          and isinstance(m.get("content"), str) for m in raw):
+        raise r.fail("messages", "expected a non-empty list of {role, content} strings")
+    return tuple((m["role"], m["content"]) for m in raw)
 
 
 def _steps(r: _Reader, tokens: tuple[int, ...], top_k: int) -> tuple[TopK, ...]:

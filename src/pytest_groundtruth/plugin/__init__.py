@@ -14,7 +14,7 @@ import pytest
 
 from pytest_groundtruth.config.options import add_pytest_options
 from pytest_groundtruth.config.settings import ConfigError, load_settings
-from pytest_groundtruth.plugin.collection import CONFIG_FILE, GroundtruthFile
+from pytest_groundtruth.plugin.collection import CONFIG_FILE, GroundtruthFile, prefer_loadgroup
 from pytest_groundtruth.plugin.fixtures import (  # noqa: F401 - fixtures are found by name here
     apr_runner,
     gt_context,
@@ -24,9 +24,10 @@ from pytest_groundtruth.plugin.fixtures import (  # noqa: F401 - fixtures are fo
     gt_runtime,
     gt_settings,
 )
-from pytest_groundtruth.plugin.items import BaselineRegression, ParityFailure
+from pytest_groundtruth.plugin.items import BaselineRegression, ParityFailure, ParityItem
 from pytest_groundtruth.plugin.rootdir import check_rootdir
 from pytest_groundtruth.plugin.session import SESSION_KEY, GroundtruthSession, attach, session_of
+from pytest_groundtruth.plugin.stats import write_process_stats
 from pytest_groundtruth.report import grid, html
 from pytest_groundtruth.suites.spec import get_suite, suite_names
 
@@ -46,13 +47,25 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, "groundtruth-session")  # receives the reports
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "groundtruth-xdist")
+        if not session.is_worker:
+            config.pluginmanager.register(PlainNodeIds(), "groundtruth-plain-ids")
     if config.pluginmanager.hasplugin("html"):
         config.pluginmanager.register(HtmlHooks(), "groundtruth-html")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
+    """``pytest -n N`` distributes as ``loadgroup`` unless ``--dist`` says otherwise (a
+    wrapper: it must act before xdist's own ``tryfirst`` implementation)."""
+    prefer_loadgroup(config.option)
+    return (yield)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if SESSION_KEY in config.stash:
-        session_of(config).close()
+        session = session_of(config)
+        write_process_stats(session.contexts.values(), session.worker_id)
+        session.close()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -92,6 +105,9 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if isinstance(item, ParityItem) and item.plain_nodeid != item.nodeid:
+        # The worker must report the id it scheduled by; the controller shows the plain one.
+        report.gt_plain_nodeid = item.plain_nodeid  # type: ignore[attr-defined]
     attach(item, call, report)
     return report
 
@@ -118,10 +134,23 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 class XdistHooks:
-    """Send the controller's cache refresh token to every worker."""
+    """Send the controller's cache refresh token and distribution mode to every worker."""
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["gt_refresh_token"] = session_of(node.config).refresh_token
+        node.workerinput["gt_dist"] = node.config.option.dist
+
+
+class PlainNodeIds:
+    """On the xdist controller only (workers must keep the id they were scheduled by): a
+    parity test's report under its plain node id, without the ``@<group>``, before the
+    terminal, junit and --lf see it."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        plain = getattr(report, "gt_plain_nodeid", None)
+        if plain:
+            report.nodeid = plain
 
 
 class HtmlHooks:

@@ -17,6 +17,7 @@ import pytest
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.context.results import ChatPromptMismatch
 from pytest_groundtruth.core.failures import EngineFailure, InputError, RuntimeUnavailable
 from pytest_groundtruth.models.sources import ModelUnavailable
 from pytest_groundtruth.oracle.format import OracleIncomplete
@@ -92,9 +93,20 @@ class ParityItem(pytest.Item):
             return value.result.explain()
         if isinstance(value, BaselineRegression):
             return f"{self.name}: {value.why}\n{value.result.explain()}"
+        if isinstance(value, ChatPromptMismatch):
+            return f"{self.name}: {value}"
         if isinstance(value, (EngineFailure, InputError, FileNotFoundError)):
             return f"{self.name}: {type(value).__name__}: {value}"
         return super().repr_failure(excinfo, style)
+
+    @property
+    def plain_nodeid(self) -> str:
+        """The node id without the ``@<group>`` that pytest-xdist's loadgroup schedules by
+        (ours, and with pytest 8 also xdist's own)."""
+        nodeid, suffix = self.nodeid, f"@{self.case.group}"
+        while nodeid.endswith(suffix):
+            nodeid = nodeid.removesuffix(suffix)
+        return nodeid
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, self.name

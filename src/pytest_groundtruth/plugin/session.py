@@ -54,6 +54,9 @@ class GroundtruthSession:
         self.below_grade: list[str] = []  # combinations under their minimum grade
         workerinput = getattr(config, "workerinput", None)
         self.is_worker = workerinput is not None
+        # From xdist's workerinput, not the environment: a pytest started by a test that
+        # runs on a worker inherits PYTEST_XDIST_WORKER without being one.
+        self.worker_id: str = workerinput.get("workerid", "gw?") if workerinput else "main"
         if workerinput is not None:
             self.refresh_token: str | None = workerinput.get("gt_refresh_token")
         else:
@@ -79,10 +82,19 @@ class GroundtruthSession:
         self.settings[key] = settings
         return settings
 
+    @property
+    def contexts(self) -> dict[str, Context]:
+        """The contexts this process opened (one per ``groundtruth.toml`` and fixtures)."""
+        return self._contexts
+
     def context(self, key: str) -> Context:
         if key not in self._contexts:
+            # The parity matrix holds one model at a time: its cases come artifact by
+            # artifact (and one xdist group per artifact), so a second open runner would
+            # only add memory. The fixtures keep two (a user's test may compare two).
             self._contexts[key] = Context.open(self.settings[key],
-                                               refresh_token=self.refresh_token)
+                                               refresh_token=self.refresh_token,
+                                               max_open_runners=2 if key == FIXTURES else 1)
         return self._contexts[key]
 
     def baseline_mark(self, item: ParityItem) -> None:
@@ -227,7 +239,7 @@ def attach(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestRe
         item.user_properties.append(("groundtruth_outcome", verdict))
     settings = item.settings
     record = ParityRecord(
-        name=item.name, nodeid=item.nodeid, case=item.case, result=item.result,
+        name=item.name, nodeid=item.plain_nodeid, case=item.case, result=item.result,
         runtime_version=item.runtime_version, reason=reason, failure=failure,
         settings=SettingsSummary(settings.sources, str(settings.path(settings.oracle_dir)),
                                  str(settings.path(settings.eval_text)),

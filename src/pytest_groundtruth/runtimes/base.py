@@ -34,7 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pytest_groundtruth.config.prompts import Message
+from pytest_groundtruth.config.prompts import Message, Prompt
 from pytest_groundtruth.config.settings import ConfigError, Settings
 from pytest_groundtruth.measures.logprobs import TopK
 
@@ -71,6 +71,9 @@ class Generation:
     first_token_seconds: float | None = None
     step_seconds: tuple[float, ...] = ()
     notes: tuple[str, ...] = ()  # how the result was obtained, when it matters
+    # The prompt's token count where the engine reports it but not the ids (a server's
+    # ``usage.prompt_tokens``): a chat prompt is then compared by length only.
+    prompt_length: int | None = None
 
     @property
     def tokens_per_second(self) -> float:
@@ -94,6 +97,7 @@ class Generation:
             first_token_seconds=data.get("first_token_seconds"),
             step_seconds=tuple(data.get("step_seconds", ())),
             notes=tuple(data.get("notes", ())),
+            prompt_length=data.get("prompt_length"),
         )
 
 
@@ -198,6 +202,14 @@ class Runner(abc.ABC):
         raise NotImplementedError(f"{self.artifact.runtime} cannot export GGUF")
 
 
+def respond(runner: Runner, prompt: Prompt, max_new_tokens: int, top_k: int = 0) -> Generation:
+    """``runner``'s greedy answer to ``prompt``: :meth:`Runner.chat` for a conversation,
+    :meth:`Runner.generate` for plain text."""
+    if prompt.is_chat:
+        return runner.chat(prompt.messages, max_new_tokens, top_k=top_k)
+    return runner.generate(prompt.text, max_new_tokens, top_k=top_k)
+
+
 class Runtime(abc.ABC):
     """A runtime engine under test (stateless; holds only its settings)."""
 
@@ -223,6 +235,10 @@ class Runtime(abc.ABC):
     def unavailable(self) -> str | None:
         """Why this runtime cannot run here (with how to fix it), or None when it can."""
         return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free what the runtime holds beyond its runners (a server it started); called
+        when the plugin's context closes."""
 
     def missing(self, *needed: Capability) -> str | None:
         """The skip reason when this runtime lacks one of ``needed``, else None."""

@@ -17,7 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_groundtruth.config.prompts import Message
 from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.measures import logprobs as lp
 from pytest_groundtruth.measures.timing import intervals
 from pytest_groundtruth.runtimes.base import (
@@ -28,6 +30,7 @@ from pytest_groundtruth.runtimes.base import (
     read_options,
 )
 from pytest_groundtruth.runtimes.logits import LogitsRunner
+from pytest_groundtruth.runtimes.threads import torch_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,10 +44,9 @@ SEED = 42  # the original oracle's seed; greedy decoding does not depend on it
 
 
 def library_versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    return {"transformers": transformers.__version__, "torch": torch.__version__}
+    """The installed transformers and torch versions (from their package metadata, which
+    is what ``__version__`` reports, without importing them: a warm run imports no torch)."""
+    return {name: package_version(name) or "not installed" for name in ("transformers", "torch")}
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -77,22 +79,32 @@ class TransformersRuntime(Runtime):
     name = "transformers"
     quantizations: tuple[str, ...] = DTYPES
     capabilities: frozenset[Capability] = frozenset(
-        {Capability.GENERATE, Capability.TOPK, Capability.PERPLEXITY, Capability.SCORE}
+        {Capability.GENERATE, Capability.CHAT, Capability.TOPK, Capability.PERPLEXITY,
+         Capability.SCORE}
     )
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", n_threads: int | None = None) -> None:
+        """``n_threads``: torch's CPU threads while a runner of this runtime is open
+        (default: the CPUs shared out among xdist workers, unless ``OMP_NUM_THREADS`` is
+        set: :func:`~.threads.torch_threads`)."""
         self.device = device
+        self.n_threads = n_threads
 
     @classmethod
     def from_config(cls, name: str, options: Mapping[str, Any], settings: Settings,
                     device: str = "cpu") -> Runtime:
-        read_options(name, options, {})
-        runtime = cls(device=device)
+        """Options: ``n_threads`` (torch's CPU threads)."""
+        values = read_options(name, options, {"n_threads": int})
+        runtime = cls(device=device, **values)
         runtime.name = name
         return runtime
 
     def unavailable(self) -> str | None:
         if self.device.startswith("cuda"):
+            torch_version = library_versions()["torch"]
+            if torch_version.endswith("+cpu"):  # known without importing torch (seconds)
+                return (f"CUDA is not available: torch {torch_version} is a CPU-only build; "
+                        "run on a machine with an NVIDIA GPU and a CUDA build of torch")
             import torch
 
             if not torch.cuda.is_available():
@@ -125,14 +137,21 @@ class TransformersRuntime(Runtime):
         reason = self.unavailable()
         if reason:
             raise RuntimeUnavailable(reason)
-        return TransformersRunner(artifact, self.device, model.spec.trust_remote_code)
+        return TransformersRunner(artifact, self.device, model.spec.trust_remote_code,
+                                  self.n_threads)
 
 
 class TransformersRunner(LogitsRunner):
-    def __init__(self, artifact: Artifact, device: str = "cpu", trust_remote_code: bool = False):
+    def __init__(self, artifact: Artifact, device: str = "cpu", trust_remote_code: bool = False,
+                 n_threads: int | None = None):
         super().__init__(artifact)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        threads = torch_threads(n_threads)
+        if threads is not None:  # process-wide: every runner of a process follows one rule
+            torch.set_num_threads(threads)
+        self.n_threads = torch.get_num_threads()
 
         path = artifact.path
         dtype = getattr(torch, artifact.quant) if artifact.quant in DTYPES else torch.float32
@@ -183,6 +202,33 @@ class TransformersRunner(LogitsRunner):
         return None
 
     def generate(self, prompt: str, max_new_tokens: int, top_k: int = 0) -> Generation:
+        inputs = self.tokenizer(prompt, return_tensors="pt").to(self.device)
+        return self._greedy(inputs, max_new_tokens, top_k, f"<{prompt!r}>")
+
+    def render_chat(self, messages: Sequence[Message]) -> tuple[str, list[int]]:
+        """The conversation rendered with the tokenizer's chat template (generation prompt
+        added) and its token ids, as ``apply_chat_template(..., tokenize=True)`` makes them."""
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(f"{self.artifact.path}: the tokenizer has no chat template, so "
+                             "chat prompts cannot be rendered for this model")
+        text = str(self.tokenizer.apply_chat_template(chat, add_generation_prompt=True,
+                                                      tokenize=False))
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text, [int(t) for t in ids]
+
+    def chat(self, messages: Sequence[Message], max_new_tokens: int,
+             top_k: int = 0) -> Generation:
+        import torch
+
+        text, ids = self.render_chat(messages)
+        input_ids = torch.tensor([ids], device=self.device)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        return self._greedy(inputs, max_new_tokens, top_k,
+                            f"<apply_chat_template(add_generation_prompt=True): {text!r}>")
+
+    def _greedy(self, inputs: Any, max_new_tokens: int, top_k: int, shown: str) -> Generation:
+        """Greedy generation from tokenized ``inputs`` (``input_ids`` and friends)."""
         import torch
         from transformers import GenerationConfig
 
@@ -196,7 +242,6 @@ class TransformersRunner(LogitsRunner):
             output_logits=True,
             return_dict_in_generate=True,
         )
-        inputs = self.tokenizer(prompt, return_tensors="pt").to(self.device)
         prompt_len = inputs["input_ids"].shape[1]
         torch.manual_seed(SEED)
         clock = TokenClock()
@@ -215,7 +260,7 @@ class TransformersRunner(LogitsRunner):
             prompt_tokens=tuple(int(t) for t in inputs["input_ids"][0].tolist()),
             stop_reason="eos" if tokens and tokens[-1] in self.eos else "length",
             seconds=seconds,
-            call=f"{self.load_call}.generate(<{prompt!r}>, max_new_tokens={max_new_tokens}, "
+            call=f"{self.load_call}.generate({shown}, max_new_tokens={max_new_tokens}, "
             "do_sample=False)",
             topk=topk,
             first_token_seconds=first_token,

@@ -30,15 +30,15 @@ again with our exporter at the same type: the roundtrip GGUF -> HF -> GGUF.
 
 from __future__ import annotations
 
-import importlib.metadata
-import os
 import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_groundtruth.config.prompts import Message
 from pytest_groundtruth.config.settings import ConfigError, Settings
 from pytest_groundtruth.core.atomic import atomic_path
 from pytest_groundtruth.core.failures import (
@@ -47,6 +47,7 @@ from pytest_groundtruth.core.failures import (
     InputError,
     RuntimeUnavailable,
 )
+from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.ggufio import EXPORTER_VERSION, GGUFFormatError, export_gguf
 from pytest_groundtruth.ggufio.reader import gguf_problem, scan_gguf
 from pytest_groundtruth.measures import logprobs as lp
@@ -61,6 +62,7 @@ from pytest_groundtruth.runtimes.base import (
     read_options,
 )
 from pytest_groundtruth.runtimes.logits import LogitsRunner
+from pytest_groundtruth.runtimes.threads import default_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -82,29 +84,11 @@ INSTALL = (
     "'pytest-groundtruth[llamacpp]'"
 )
 SEED = 42  # greedy decoding does not depend on it; fixed for the record
-MAX_THREADS = 8
 KV_CACHE_TYPES = ("auto", "f16", "f32")
 
 
-def default_threads() -> int:
-    """The CPUs this process may use, shared out among pytest-xdist workers, at most 8.
-
-    llama.cpp's threads spin while they wait: two workers each running as many threads as
-    there are cores slowed a 5 s generation test to 350 s on 2 cores (CI, 2026-11-30).
-    """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
-    except ValueError:
-        workers = 1
-    return max(1, min((cpus or 1) // workers, MAX_THREADS))
-
-
 def llama_cpp_version() -> str | None:
-    try:
-        return importlib.metadata.version("llama-cpp-python")
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    return package_version("llama-cpp-python")
 
 
 class ContextTooSmall(InputError):
@@ -125,6 +109,7 @@ class LlamaCppRuntime(Runtime):
     capabilities: frozenset[Capability] = frozenset(
         {
             Capability.GENERATE,
+            Capability.CHAT,
             Capability.TOPK,
             Capability.PERPLEXITY,
             Capability.SCORE,
@@ -140,9 +125,10 @@ class LlamaCppRuntime(Runtime):
         seed: int = SEED,
         kv_cache: str = "auto",
     ) -> None:
-        """``n_threads``: llama.cpp threads (default: CPU count, at most 8), fixed so that
-        runs repeat. ``n_ctx``: context size (capped at the model's); ``logits_all``
-        keeps ``n_ctx x vocab`` float32 logits, so it is kept moderate. ``kv_cache``:
+        """``n_threads``: llama.cpp threads (default: the CPUs shared out among xdist
+        workers, :func:`~.threads.default_threads`), fixed so that runs repeat. ``n_ctx``:
+        context size (capped at the model's); ``logits_all`` keeps ``n_ctx x vocab``
+        float32 logits, so it is kept moderate. ``kv_cache``:
         ``auto`` (F32 for float32, F16 otherwise), ``f16`` or ``f32``."""
         if kv_cache not in KV_CACHE_TYPES:
             raise ValueError(f"kv_cache must be one of {KV_CACHE_TYPES}, got {kv_cache!r}")
@@ -184,7 +170,7 @@ class LlamaCppRuntime(Runtime):
         engine = llama_cpp_version() or "not installed"
         return (
             f"llama-cpp-python {engine} / ggufio exporter {EXPORTER_VERSION} / "
-            f"gguf {importlib.metadata.version('gguf')}"
+            f"gguf {package_version('gguf')}"
         )
 
     def artifact_suffix(self, quant: str) -> str:
@@ -361,12 +347,62 @@ class LlamaCppRunner(LogitsRunner):
         ids = self.tokenize(prompt)
         if not ids:
             raise ValueError(f"prompt {prompt!r} tokenizes to no tokens")
-        self._check_fits(
-            len(ids) + max_new_tokens, f"prompt ({len(ids)} tokens) + {max_new_tokens}"
-        )
         call = (
             f"{self.load_call}: greedy argmax over eval()/scores, prompt={prompt!r}, "
             f"max_new_tokens={max_new_tokens}, eos={self.eos}"
+        )
+        return self._greedy(ids, max_new_tokens, top_k, call)
+
+    # ----------------------------------------------------------------- chat (issue 15)
+
+    def render_chat(self, messages: Sequence[Message]) -> tuple[str, list[int], tuple[str, ...]]:
+        """The conversation as this GGUF renders it: (text, token ids, notes).
+
+        The template is the file's own ``tokenizer.chat_template``, rendered by
+        llama-cpp-python's ``Jinja2ChatFormatter`` with the generation prompt added, exactly
+        as its server does; the text is tokenized with special tokens parsed and no BOS
+        added (the template writes its own). A GGUF without a template gets
+        llama-cpp-python's fallback format (``llama-2``), as its server would, and a note
+        says so: the prompt-token comparison then names where it departs from the oracle.
+        """
+        from llama_cpp import llama_chat_format
+
+        chat: Any = [{"role": m.role, "content": m.content} for m in messages]
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        notes: tuple[str, ...] = ()
+        if template:
+            model = self.llm._model
+            bos, eos = self.llm.token_bos(), self.llm.token_eos()
+            result = llama_chat_format.Jinja2ChatFormatter(
+                template=template,
+                eos_token=model.token_get_text(eos) if eos != -1 else "",
+                bos_token=model.token_get_text(bos) if bos != -1 else "",
+            )(messages=chat)
+        else:
+            result = llama_chat_format.format_llama2(messages=chat)
+            notes = ("the GGUF has no tokenizer.chat_template: rendered with llama-cpp-python's "
+                     "fallback chat format 'llama-2'",)
+        add_bos = not result.added_special
+        ids = self.llm.tokenize(result.prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        return result.prompt, [int(t) for t in ids], notes
+
+    def chat(self, messages: Sequence[Message], max_new_tokens: int,
+             top_k: int = 0) -> Generation:
+        text, ids, notes = self.render_chat(messages)
+        call = (
+            f"{self.load_call}: tokenizer.chat_template rendered (Jinja2ChatFormatter, "
+            f"add_generation_prompt=True) to {text!r}; greedy argmax over eval()/scores, "
+            f"max_new_tokens={max_new_tokens}, eos={self.eos}"
+        )
+        gen = self._greedy(ids, max_new_tokens, top_k, call)
+        return replace(gen, notes=gen.notes + notes)
+
+    # ----------------------------------------------------------------- greedy
+
+    def _greedy(self, ids: list[int], max_new_tokens: int, top_k: int, call: str) -> Generation:
+        """Greedy decoding from prompt ids: argmax, stop after an EOS (kept in the tokens)."""
+        self._check_fits(
+            len(ids) + max_new_tokens, f"prompt ({len(ids)} tokens) + {max_new_tokens}"
         )
         tokens: list[int] = []
         topk: list[TopK] = []

@@ -6,15 +6,29 @@ torchao's ``Int4WeightOnlyConfig`` needs CUDA tile packing ("Requires mslk") and
 used (measured with torchao 0.18 on CPU). Quantization happens when the runner opens (a
 few seconds), so the artifact is the float32 directory plus the configuration, keyed by torchao's
 version. Everything after loading is :class:`~pytest_groundtruth.runtimes.hf.TransformersRunner`.
+
+Speed of ``int4`` on CPU (docs/benchmarks.md has the measurement): torchao 0.18 runs an
+``IntxUnpackedToInt8Tensor`` weight as ``F.linear(x, weight.dequantize(), bias)``,
+dequantizing the whole weight (the 49152 x 576 tied output layer included) at every
+call: most of a generation's time (cProfile). :func:`dequantize_once` computes each such
+``weight.dequantize()`` once when the runner opens and gives the module a forward that
+makes exactly that call with it, so logits are bit-identical to torchao's own path
+(``tests/unit/test_torchao_speed.py``) at float32 speed; the quantized tensors stay in
+the module's ``state_dict`` for the integrity suite. torchao's CPU int4 kernel
+(``_weight_int4pack_mm_for_cpu``, ``PrototypeInt4WeightOnlyConfig``) is fast only with
+bfloat16 activations and asymmetric scales: a different artifact, not used.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.runtimes.base import Artifact, Capability
 from pytest_groundtruth.runtimes.hf import TransformersRunner, TransformersRuntime
 
@@ -46,20 +60,20 @@ class TorchaoRuntime(TransformersRuntime):
     name = "torchao"
     quantizations: tuple[str, ...] = tuple(CONFIGS)
     capabilities: frozenset[Capability] = frozenset(
-        {Capability.GENERATE, Capability.TOPK, Capability.PERPLEXITY, Capability.SCORE}
+        {Capability.GENERATE, Capability.CHAT, Capability.TOPK, Capability.PERPLEXITY,
+         Capability.SCORE}
     )
 
     def unavailable(self) -> str | None:
-        try:
-            import torchao  # noqa: F401
-        except ImportError:
+        # Looked up, not imported: importing torchao imports torch and torch._dynamo
+        # (seconds), which a warm run that opens no runner must not pay. A torchao that
+        # is installed but broken fails when a runner opens.
+        if importlib.util.find_spec("torchao") is None:
             return "torchao is not installed: `pip install torchao`"
         return None
 
     def version(self) -> str:
-        import torchao
-
-        return f"torchao {torchao.__version__} / {super().version()}"
+        return f"torchao {package_version('torchao')} / {super().version()}"
 
     def key_parts(self, quant: str) -> dict[str, str]:
         return {**super().key_parts(quant), "config": CONFIGS[quant]}
@@ -71,16 +85,20 @@ class TorchaoRuntime(TransformersRuntime):
         reason = self.unavailable()
         if reason:
             raise RuntimeUnavailable(reason)
-        return TorchaoRunner(artifact, trust_remote_code=model.spec.trust_remote_code)
+        return TorchaoRunner(artifact, trust_remote_code=model.spec.trust_remote_code,
+                             n_threads=self.n_threads)
 
 
 class TorchaoRunner(TransformersRunner):
-    def __init__(self, artifact: Artifact, trust_remote_code: bool = False) -> None:
+    def __init__(self, artifact: Artifact, trust_remote_code: bool = False,
+                 n_threads: int | None = None, fast: bool = True) -> None:
+        """``fast``: dequantize unpacked int4 weights once (:func:`dequantize_once`);
+        False runs torchao's per-call path (the reference the equivalence test uses)."""
         float_artifact = Artifact(
             artifact.runtime, artifact.model, "float32", artifact.path, artifact.key,
             artifact.recipe,
         )
-        super().__init__(float_artifact, "cpu", trust_remote_code)
+        super().__init__(float_artifact, "cpu", trust_remote_code, n_threads)
         self.artifact = artifact
         import torch
         from torchao.quantization import quantize_
@@ -88,5 +106,38 @@ class TorchaoRunner(TransformersRunner):
         start = time.perf_counter()
         with torch.no_grad():
             quantize_(self.model, make_config(artifact.quant))
+            self.dequantized = dequantize_once(self.model) if fast else 0
         self.quantize_seconds = time.perf_counter() - start
         self.load_call = artifact.recipe
+
+
+def _dense_linear(weight: Any, bias: Any, x: Any) -> Any:
+    import torch
+
+    return torch.nn.functional.linear(x, weight, bias)
+
+
+def dequantize_once(model: Any) -> int:
+    """Give every ``nn.Linear`` whose weight is torchao's ``IntxUnpackedToInt8Tensor``
+    (weight-only: no activation quantization) a forward that calls
+    ``F.linear(x, W, bias)`` with ``W = weight.dequantize()`` computed now, once: what
+    torchao's own linear computes at every call. The weight itself stays the quantized
+    tensor (``state_dict`` unchanged). Returns how many modules were changed."""
+    import torch
+    from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import (
+        IntxUnpackedToInt8Tensor,
+    )
+
+    changed = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if (
+            isinstance(module, torch.nn.Linear)
+            and isinstance(weight, IntxUnpackedToInt8Tensor)
+            and weight.activation_quantization is None
+        ):
+            # an instance attribute shadows nn.Linear.forward for this module only
+            setattr(module, "forward",  # noqa: B010
+                    partial(_dense_linear, weight.dequantize(), module.bias))
+            changed += 1
+    return changed

@@ -48,6 +48,7 @@ def run(case: Case, ctx: Context) -> SuiteResult:
         artifact=str(artifact.path),
         recipe=artifact.recipe,
         calls=(gen.call,),
+        notes=gen.notes,
         details={"text": gen.text, "oracle_text": oracle.text, "tokens": list(gen.tokens),
                  "tokens_per_second": gen.tokens_per_second},
     )

@@ -1,8 +1,8 @@
 """One parity test: which suite checks which model, runtime, quantization (and prompt).
 
 Pure data. A case knows its test name and id (``token[smollm2-135m-llamacpp-int4-code]``),
-the device it runs on, the pytest-xdist group that keeps one model's tests on one worker,
-and, when it is known at collection, why it will skip.
+the device it runs on, the pytest-xdist group that keeps one artifact's tests on one
+worker, and, when it is known at collection, why it will skip.
 """
 
 from __future__ import annotations
@@ -37,8 +37,13 @@ class Case:
 
     @property
     def group(self) -> str:
-        """Tests sharing a group run on one xdist worker (--dist loadgroup)."""
-        return f"{self.model}-{self.runtime}"
+        """Tests sharing a group run on one xdist worker (``--dist loadgroup``, the
+        plugin's default under xdist): one artifact's conversion, load and generations
+        happen on one worker, while the other workers take other artifacts. A pair case
+        joins its first quantization's group; the other artifact's results come from the
+        result store (made once, waited for under its lock)."""
+        group = f"{self.model}-{self.runtime}-{self.quant}"
+        return group if self.device == "cpu" else f"{group}@{self.device}"
 
     @property
     def match(self) -> dict[str, str | None]:

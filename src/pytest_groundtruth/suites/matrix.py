@@ -9,9 +9,11 @@ report shows the holes in the matrix.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import replace
 
 from pytest_groundtruth.config.settings import ConfigError, Settings, known_runtimes
+from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.spec import Cell, get_suite
@@ -30,8 +32,15 @@ def cells(settings: Settings, model: str) -> list[Cell]:
 def check_quantizations(settings: Settings) -> None:
     """A configured quantization that no known runtime offers is an error (a typo would
     otherwise test nothing, silently)."""
-    offered = {name: make_runtime(name, settings).quantizations
-               for name in sorted(known_runtimes(settings))}
+    offered = {}
+    for name in sorted(known_runtimes(settings)):
+        try:
+            offered[name] = make_runtime(name, settings).quantizations
+        except ConfigError:
+            if name in settings.runtimes or name in settings.runtime_options:
+                raise
+            # a registered kind that exists only configured (command, openai): no offer
+    offered = {n: q for n, q in offered.items() if q}
     for quant in settings.quantizations:
         if not any(quant in q for q in offered.values()):
             raise ConfigError(
@@ -69,9 +78,11 @@ def check_artifacts(settings: Settings, cases: Sequence[Case]) -> None:
         )
 
 
-def build_cases(settings: Settings, prompts: Sequence[str]) -> list[Case]:
+def build_cases(settings: Settings, prompts: Sequence[str], chat: Collection[str] = ()
+                ) -> list[Case]:
     """Every case of the configured matrix: per model, runtime by runtime, quantization by
-    quantization (pair cases after a runtime's single ones), suites in configured order."""
+    quantization (pair cases after a runtime's single ones), suites in configured order.
+    A case of a ``chat`` prompt on a runtime without :attr:`Capability.CHAT` skips."""
     suites = [get_suite(name) for name in settings.suites]
     order = {name: i for i, name in enumerate(settings.suites)}
     runtimes = {name: i for i, name in enumerate(settings.runtimes)}
@@ -81,8 +92,13 @@ def build_cases(settings: Settings, prompts: Sequence[str]) -> list[Case]:
     cases: list[Case] = []
     for model in settings.models:
         model_cells = cells(settings, model)
+        lacking = {c.runtime for c in model_cells if Capability.CHAT not in c.capabilities}
         found = [case for suite in suites
                  for case in suite.cases(model, model_cells, prompts, settings)]
+        found = [replace(c, skip=f"runtime {c.runtime!r} has no {Capability.CHAT.value} "
+                         f"(prompt {c.prompt!r} is a conversation)")
+                 if c.prompt in chat and c.runtime in lacking and c.skip is None else c
+                 for c in found]
         found.sort(key=lambda c: (c.device != "cpu", runtimes.get(c.runtime, len(runtimes)),
                                   c.other is not None, quants.get(c.quant, len(quants)),
                                   order[c.suite],

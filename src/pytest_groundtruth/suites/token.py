@@ -37,7 +37,8 @@ def run(case: Case, ctx: Context) -> SuiteResult:
         artifact=str(artifact.path),
         recipe=artifact.recipe,
         calls=(gen.call,),
-        notes=(cmp.note,) if cmp.note else (),
+        # how the engine's result was obtained, where it matters (a server's token ids)
+        notes=((cmp.note,) if cmp.note else ()) + gen.notes,
         details={"mismatches": cmp.mismatches, "tokens": list(gen.tokens),
                  "stop_reason": gen.stop_reason, "tokens_per_second": gen.tokens_per_second},
     )

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from pytest_groundtruth.context import Context
-from pytest_groundtruth.measures.logprobs import top_k as top_k_of
 from pytest_groundtruth.measures.sequences import first_divergence
 from pytest_groundtruth.oracle.format import Oracle
 from pytest_groundtruth.runtimes.base import Capability, Generation
@@ -67,10 +64,9 @@ def runtime_topk_at(ctx: Context, case: Case, gen: Generation, pos: int,
     runtime = ctx.engines.runtime(case.runtime)
     if Capability.SCORE not in runtime.capabilities or not gen.prompt_tokens:
         return None
-    runner = ctx.engines.runner(ctx.engines.artifact(case.model, case.runtime, case.quant))
+    artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
     ids = list(gen.prompt_tokens) + list(gen.tokens[:pos + 1])
-    row = runner.score(ids, len(ids) - 1)[0]
-    return top_k_of(np.asarray(row, dtype=np.float64), k).ids
+    return ctx.results.scored_top_k(artifact, ids, k)
 
 
 def run(case: Case, ctx: Context) -> SuiteResult:

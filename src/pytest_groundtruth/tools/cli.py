@@ -276,12 +276,9 @@ def cmd_falsify(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    cells: tuple[tuple[str, str], ...] = benchmark.DEFAULT_CELLS
-    if args.cell:
-        pairs = [c.partition(":") for c in args.cell]
-        cells = tuple((runtime, quant) for runtime, _, quant in pairs)
-    text = benchmark.run_bench(settings, args.model, cells, parity=not args.no_parity,
-                     workers=args.workers)
+    workers = [int(n) for n in args.workers.split(",")]
+    text = benchmark.run_bench(settings, args.tests, workers, repeat=args.repeat,
+                               parity=not args.no_parity, torchao=not args.no_torchao)
     _publish(args, text)
     return 0
 
@@ -402,13 +399,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_falsify)
 
     p = sub.add_parser("bench", parents=[common],
-                       help="conversion time, tokens/s, full parity run cold and warm")
-    p.add_argument("--model", default="smollm2-135m", metavar="SLUG")
-    p.add_argument("--cell", action="append", metavar="RUNTIME:QUANT",
-                   help="default: llama.cpp f32/int8/int4, torchao int8/int4, transformers f32")
-    p.add_argument("--no-parity", action="store_true", help="skip the full parity runs")
-    p.add_argument("--workers", default="auto",
-                   help="pytest-xdist workers for the parity runs ('0' for none)")
+                       help="the floor of a parity run against its cold and warm wall time")
+    p.add_argument("--tests", default="tests/parity", metavar="DIR",
+                   help="the parity tests to run (a folder with a groundtruth.toml)")
+    p.add_argument("--workers", default="0,2", metavar="N,N",
+                   help="pytest-xdist worker counts to compare (default: 0,2)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="warm runs and collect-only: the best of this many")
+    p.add_argument("--no-parity", action="store_true", help="measure the floor only")
+    p.add_argument("--no-torchao", action="store_true",
+                   help="leave out the comparison of torchao's int4 paths on CPU")
     p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
     p.set_defaults(func=cmd_bench)
 

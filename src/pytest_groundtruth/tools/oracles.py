@@ -38,15 +38,21 @@ def make_oracle(
     top_k: int,
     gpu: dict[str, str] | None = None,
 ) -> Oracle:
-    check_fits(runner, model, prompt, max_new_tokens)
-    gen = runner.generate(prompt.text, max_new_tokens, top_k=top_k)
+    if prompt.is_chat:  # rendered with the model's chat template, generation prompt added
+        text, _ = runner.render_chat(prompt.messages)
+        check_fits(runner, model, prompt, text, max_new_tokens)
+        gen = runner.chat(prompt.messages, max_new_tokens, top_k=top_k)
+    else:
+        text = prompt.text
+        check_fits(runner, model, prompt, text, max_new_tokens)
+        gen = runner.generate(text, max_new_tokens, top_k=top_k)
     assert gen.topk is not None
     versions = library_versions()
     return Oracle(
         slug=model.slug,
         model=model_id(model),
         prompt_name=prompt.name,
-        prompt=prompt.text,
+        prompt=text,
         tokens=gen.tokens,
         text=gen.text,
         max_new_tokens=max_new_tokens,
@@ -68,6 +74,7 @@ def make_oracle(
             for t in gen.topk
         ),
         near_tie_margin=NEAR_TIE_MARGIN,
+        messages=tuple((m.role, m.content) for m in prompt.messages),
     )
 
 
@@ -80,12 +87,12 @@ class PromptTooLong(InputError):
     """A prompt and the tokens to generate do not fit the model's context."""
 
 
-def check_fits(runner: TransformersRunner, model: ResolvedModel, prompt: Prompt,
+def check_fits(runner: TransformersRunner, model: ResolvedModel, prompt: Prompt, text: str,
                max_new_tokens: int) -> None:
     """Refuse a prompt that, with ``max_new_tokens``, exceeds the model's trained context:
     past it the reference itself is extrapolating, and its tokens are no oracle."""
     limit = runner.context_length
-    n = len(runner.tokenize(prompt.text))
+    n = len(runner.tokenize(text))
     if limit is not None and n + max_new_tokens > limit:
         raise PromptTooLong(
             f"{prompt.path}: {n} prompt tokens + max_new_tokens {max_new_tokens} = "

@@ -1,0 +1,89 @@
+"""`groundtruth bench`'s bookkeeping: what the floor must contain, how targets are judged.
+
+The timings themselves are measured by running the bench (docs/benchmarks.md), never by
+a test; these check what is measured and how it is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pytest_groundtruth.config.prompts import load_prompts
+from pytest_groundtruth.config.settings import load_settings
+from pytest_groundtruth.plugin.stats import (
+    ProcessStats,
+    peak_rss_bytes,
+    read_process_stats,
+    write_process_stats,
+)
+from pytest_groundtruth.suites.matrix import build_cases
+from pytest_groundtruth.tools.benchmark import RunTiming, child_env, targets_section
+from pytest_groundtruth.tools.floor import ArtifactFloor, Floor, work_of
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_the_floor_holds_each_artifacts_unavoidable_work() -> None:
+    settings = load_settings(ROOT, [ROOT / "tests" / "parity" / "groundtruth.toml"])
+    prompts = [p.name for p in load_prompts(settings.path(settings.prompts_dir))]
+    work, unknown = work_of(build_cases(settings, prompts))
+    kinds = {(w.runtime, w.quant): w.kinds for w in work if w.model == "smollm2-135m"}
+    assert unknown == ("lora", "speculative")  # no piece of theirs: timed whole
+    assert kinds[("llamacpp", "int4")] == {"generate", "perplexity", "score", "integrity",
+                                           "roundtrip"}
+    assert kinds[("llamacpp", "int8")] == {"generate", "perplexity", "score", "integrity"}
+    assert "roundtrip" not in kinds[("torchao", "int4")]  # torchao exports no GGUF: skipped
+    assert not any(runtime == "transformers" for runtime, _ in kinds)  # no int8/int4 there
+
+
+def run(label: str, workers: int, seconds: float, **counts: int) -> RunTiming:
+    stats = ProcessStats(pid=1, worker="main", runners_opened=counts.get("runners", 0),
+                         results_made=counts.get("results", 0), artifacts_built=0,
+                         largest_model_bytes=0, peak_rss_bytes=0, imported=())
+    return RunTiming(label, workers, seconds, 0, "", (stats,))
+
+
+def test_targets_are_judged_against_their_references() -> None:
+    floor = Floor((("m", 10.0),), (ArtifactFloor("m", "r", "q", generate_s=80.0),), (),
+                  suites=(("speculative", 10.0, 4, 0),))
+    assert floor.total == 100.0  # suites timed whole count in the floor
+    runs = {("cold", 0): run("cold", 0, 120.0), ("warm", 0): run("warm", 0, 5.0),
+            ("cold", 2): run("cold", 2, 70.0), ("warm", 2): run("warm", 2, 4.0, results=1)}
+    lines = "\n".join(targets_section(run("collect-only", 0, 2.0), runs, floor, 2.5, [0, 2]))
+    assert "| warm re-run -n 0 / collect-only | 2.50 | <= 3.0 | met |" in lines
+    assert "| cold -n 0 / floor | 1.20 | <= 1.3 | met |" in lines
+    assert "| cold -n 2 / cold -n 0 | 0.58 | <= 0.65 | met |" in lines
+    assert "| warm -n 2 / warm -n 0 | 0.80 | <= 0.65 | MISSED |" in lines
+    assert "| peak RSS / largest model held (worst process) | 2.50 | <= 2.0 | MISSED |" in lines
+    assert "(runners + results + builds) | 1 | = 0 | MISSED |" in lines
+
+
+def test_process_stats_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "stats.jsonl"
+    monkeypatch.setenv("GROUNDTRUTH_STATS", str(target))
+    write_process_stats([])
+    write_process_stats([])
+    found = read_process_stats(target)
+    assert [s.pid for s in found] == [os.getpid()] * 2
+    assert found[0].runners_opened == 0
+    assert json.loads(target.read_text().splitlines()[0])["worker"] in ("main", "gw0", "gw1")
+
+
+def test_peak_memory_is_this_programs_own(tmp_path: Path) -> None:
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmPeak:\t 999999 kB\nVmHWM:\t  2048 kB\nVmRSS:\t 1024 kB\n")
+    assert peak_rss_bytes(status) == 2048 * 1024
+    assert peak_rss_bytes(tmp_path / "absent") > 0  # getrusage where /proc is not there
+
+
+def test_bench_children_write_bytecode_and_report(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    env = child_env(tmp_path / "cache", tmp_path / "stats")
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+    assert env["GROUNDTRUTH_CACHE_DIR"] == str(tmp_path / "cache")
+    assert env["GROUNDTRUTH_STATS"] == str(tmp_path / "stats")
