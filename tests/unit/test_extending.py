@@ -52,7 +52,8 @@ def test_a_suite_registered_by_another_package_runs_like_a_built_in(
     make_project: Project,
 ) -> None:
     pytester = make_project('models = ["tiny-llama"]\nruntimes = ["transformers"]\n'
-                            'quantizations = ["float32"]\nsuites = ["token", "stopping"]\n',
+                            'quantizations = ["float32"]\nsuites = ["token", "stopping"]\n'
+                            'prompts = ["arithmetic", "code", "completion", "greeting"]\n',
                             models=("tiny-llama",))
     install_suite(pytester.path)
     result = pytester.runpytest("-m", "stopping", "--strict-markers", "--gt-results", "r.json")

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pytest_groundtruth.core.failures import EngineFailure
 from pytest_groundtruth.ggufio.reader import read_metadata
 from pytest_groundtruth.models.sources import ResolvedModel
-from pytest_groundtruth.runtimes.llamacpp import LlamaCppRuntime
+from pytest_groundtruth.runtimes.base import Artifact
+from pytest_groundtruth.runtimes.llamacpp import LlamaCppRunner, LlamaCppRuntime
 from pytest_groundtruth.store.artifacts import ArtifactCache, prepare
 from pytest_groundtruth.tools.calibrate import Measured, derive
 from pytest_groundtruth.tools.file_faults import FAULTS, FaultNotApplicable, broken_artifact, inject
@@ -34,26 +36,49 @@ def original(q8: Path) -> tuple[dict[str, bytes], dict[str, object]]:
     return tensors(q8), read_metadata(q8)
 
 
-EXPECTED_TENSORS = {
-    "embedding_rows_shuffled": {"token_embd.weight"},
-    "qk_permutation_skipped": {"blk.0.attn_q.weight", "blk.0.attn_k.weight",
-                               "blk.1.attn_q.weight", "blk.1.attn_k.weight"},
-    "norm_weight_replaced": {"blk.1.attn_norm.weight"},
-    "scale_off": {"blk.1.ffn_down.weight"},
-    "rope_theta_wrong": set(),
-    "eos_id_wrong": set(),
-    "tokenizer_pre_wrong": set(),
+def blocks(*names: str) -> set[str]:
+    return {f"blk.{b}.{n}.weight" for b in (0, 1) for n in names}
+
+
+# fault -> (the tensors it changes, the metadata keys it changes) on the two-block tiny-llama
+EXPECTED: dict[str, tuple[set[str], set[str]]] = {
+    "embedding_rows_shuffled": ({"token_embd.weight"}, set()),
+    "qk_permutation_skipped": (blocks("attn_q", "attn_k"), set()),
+    "rope_theta_wrong": (set(), {"llama.rope.freq_base"}),
+    "norm_weight_replaced": ({"blk.1.attn_norm.weight"}, set()),
+    "layer_dropped": (set(), {"llama.block_count"}),  # and blk.1.* removed
+    "layer_duplicated": (set(), set()),  # blk.1.* hold blk.0.*'s bytes
+    "scale_off": ({"blk.1.ffn_down.weight"}, set()),
+    "eos_id_wrong": (set(), {"tokenizer.ggml.eos_token_id"}),
+    "tokenizer_pre_wrong": (set(), {"tokenizer.ggml.pre"}),
+    "bos_added": (set(), {"tokenizer.ggml.add_bos_token"}),
+    "merges_sorted": (set(), {"tokenizer.ggml.merges"}),
+    "vocab_shifted": (set(), {"tokenizer.ggml.tokens"}),
+    "rope_scaling_added": (set(), {"llama.rope.scaling.type", "llama.rope.scaling.factor"}),
+    "ffn_gate_up_swapped": (blocks("ffn_gate", "ffn_up"), set()),
+    "attn_output_transposed": (blocks("attn_output"), set()),
+    "q_heads_reversed": (blocks("attn_q"), set()),
+    "layers_swapped": (set(), set()),  # blk.0.* <-> blk.1.*
+    "tensor_zeroed": ({"blk.1.ffn_up.weight"}, set()),
+    "norms_swapped": (blocks("attn_norm", "ffn_norm"), set()),
 }
-EXPECTED_FIELDS = {
+VALUES = {
     "rope_theta_wrong": ("llama.rope.freq_base", 1000.0),
     "eos_id_wrong": ("tokenizer.ggml.eos_token_id", 1),
     "tokenizer_pre_wrong": ("tokenizer.ggml.pre", "default"),
     "layer_dropped": ("llama.block_count", 1),
+    "bos_added": ("tokenizer.ggml.add_bos_token", True),
+    "rope_scaling_added": ("llama.rope.scaling.factor", 4.0),
 }
 
 
+def test_every_fault_is_listed_with_what_it_changes() -> None:
+    assert set(FAULTS) == {*EXPECTED, "kv_heads_wrong"}
+    assert len(FAULTS) >= 20
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", sorted(FAULTS))
+@pytest.mark.parametrize("fault", sorted(EXPECTED))
 def test_each_fault_changes_what_it_names(
     fault: str, q8: Path, original: tuple[dict[str, bytes], dict[str, object]], tmp_path: Path
 ) -> None:
@@ -62,21 +87,50 @@ def test_each_fault_changes_what_it_names(
     assert change
     before, meta_before = original
     after = tensors(out)
-    if fault in EXPECTED_TENSORS:
-        assert {n for n in before if before[n] != after.get(n)} == EXPECTED_TENSORS[fault]
+    meta_after = read_metadata(out)
+    changed_tensors = {n for n in before if n in after and before[n] != after[n]}
+    changed_keys = {k for k in {*meta_before, *meta_after} if not k.startswith("GGUF.")
+                    and meta_before.get(k) != meta_after.get(k)}
+    expected_tensors, expected_keys = EXPECTED[fault]
+    assert changed_keys == expected_keys
+    if fault in VALUES:
+        key, value = VALUES[fault]
+        assert meta_after[key] == value
     if fault == "layer_dropped":
         assert set(before) - set(after) == {n for n in before if n.startswith("blk.1.")}
-    if fault == "layer_duplicated":
-        changed = {n for n in before if before[n] != after[n]}
-        assert changed
-        assert all(n.startswith("blk.1.") for n in changed)
-        assert all(after[n] == before[n.replace("blk.1.", "blk.0.")] for n in changed)
-    meta_after = read_metadata(out)
-    if fault in EXPECTED_FIELDS:
-        key, value = EXPECTED_FIELDS[fault]
-        assert meta_after[key] == value != meta_before[key]
+    elif fault == "layer_duplicated":
+        assert changed_tensors
+        assert all(n.startswith("blk.1.") for n in changed_tensors)
+        assert all(after[n] == before[n.replace("blk.1.", "blk.0.")] for n in changed_tensors)
+    elif fault == "layers_swapped":
+        assert changed_tensors == {n for n in before if n.startswith("blk.")}
+        assert all(after[n] == before[n.replace("blk.0.", "blk.1.")] for n in after
+                   if n.startswith("blk.0."))
     else:
-        assert meta_before == meta_after
+        assert changed_tensors == expected_tensors
+
+
+def test_tokenizer_faults_rewrite_the_vocabulary(q8: Path, tmp_path: Path) -> None:
+    meta = read_metadata(q8)
+    inject("merges_sorted", q8, tmp_path / "m.gguf")
+    merges = read_metadata(tmp_path / "m.gguf")["tokenizer.ggml.merges"]
+    assert merges == sorted(meta["tokenizer.ggml.merges"]) != meta["tokenizer.ggml.merges"]
+    inject("vocab_shifted", q8, tmp_path / "v.gguf")
+    tokens = read_metadata(tmp_path / "v.gguf")["tokenizer.ggml.tokens"]
+    first = meta["tokenizer.ggml.token_type"].index(1)
+    assert tokens[:first] == meta["tokenizer.ggml.tokens"][:first]
+    assert tokens[first:-1] == meta["tokenizer.ggml.tokens"][first + 1:]
+
+
+def test_kv_heads_wrong_needs_grouped_query_attention(
+    tiny: Callable[[str], ResolvedModel], gt_cache: Path, q8: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(FaultNotApplicable, match="no GQA"):
+        inject("kv_heads_wrong", q8, tmp_path / "x.gguf")
+    qwen = prepare(LlamaCppRuntime(), tiny("qwen2"), "int8", ArtifactCache(gt_cache)).path
+    assert "head_count_kv: 2 -> 4" in inject("kv_heads_wrong", qwen, tmp_path / "y.gguf")
+    with pytest.raises(EngineFailure, match="could not load"):
+        LlamaCppRunner(Artifact("llamacpp", "tiny-qwen2", "int8", tmp_path / "y.gguf", "k", "r"))
 
 
 @pytest.mark.slow
@@ -97,9 +151,6 @@ def test_scale_off_is_a_whole_tensor_scale(q8: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_broken_files_still_load_and_are_cached(q8: Path, tmp_path: Path) -> None:
-    from pytest_groundtruth.runtimes.base import Artifact
-    from pytest_groundtruth.runtimes.llamacpp import LlamaCppRunner
-
     path, change = broken_artifact(tmp_path, q8, "k" * 24, "rope_theta_wrong")
     again, _ = broken_artifact(tmp_path, q8, "k" * 24, "rope_theta_wrong")
     assert path == again

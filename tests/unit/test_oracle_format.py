@@ -20,7 +20,7 @@ def test_there_are_committed_oracles_for_the_embedded_and_tiny_models() -> None:
     assert slugs == {"smollm2-135m", "tiny-llama", "tiny-qwen2", "tiny-gpt2",
                      "tiny-qwen3", "tiny-gemma3", "tiny-phi3",
                      "smollm2-135m-lora", "tiny-llama-lora"}  # merged LoRA adapters
-    assert len(COMMITTED) == 9 * 6  # 4 prompts and 2 chat prompts each
+    assert len(COMMITTED) == 9 * 7  # 5 prompts and 2 chat prompts each
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.stem}")

@@ -213,7 +213,8 @@ def test_our_older_schema_still_loads_with_the_same_content() -> None:
 # --------------------------------------------------------------------------- through the plugin
 
 TOOL = ('models = ["tiny-llama"]\nruntimes = ["transformers"]\n'
-        'quantizations = ["float32", "bfloat16"]\nsuites = ["token", "topk", "agreement"]\n')
+        'quantizations = ["float32", "bfloat16"]\nsuites = ["token", "topk", "agreement"]\n'
+        'prompts = ["arithmetic", "code", "completion", "greeting"]\n')
 
 
 @pytest.mark.slow

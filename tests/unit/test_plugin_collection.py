@@ -67,6 +67,8 @@ def test_namespaced_options_narrow_the_matrix(make_project: Project) -> None:
                    "token[tiny-llama-torchao-int8-code]",
                    "ppl[tiny-llama-torchao-int8]",
                    "topk[tiny-llama-torchao-int8-code]",
+                   "rescore[tiny-llama-torchao-nll-int8]",
+                   "rescore[tiny-llama-torchao-int8-code]",
                    "agreement[tiny-llama-torchao-int8]",
                    "integrity[tiny-llama-torchao-int8]",
                    *[f"cuda[tiny-llama-transformers-{v}code]"
@@ -78,7 +80,7 @@ def test_namespaced_options_narrow_the_matrix(make_project: Project) -> None:
 def test_capability_gaps_are_listed_with_their_reason(make_project: Project) -> None:
     pytester = make_project(TINY, models=("tiny-llama",))
     result = pytester.runpytest("-rs", "-m", "roundtrip", "--gt-runtime", "torchao")
-    result.assert_outcomes(skipped=4)
+    result.assert_outcomes(skipped=5)  # one per prompt
     result.stdout.fnmatch_lines(["*runtime 'torchao' has no GGUF export (suite 'roundtrip'*"])
 
 

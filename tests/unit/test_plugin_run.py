@@ -17,7 +17,8 @@ import pytest
 Project = Callable[..., pytest.Pytester]
 
 TOOL = ('models = ["tiny-llama"]\nruntimes = ["transformers"]\n'
-        'quantizations = ["float32", "bfloat16"]\nsuites = ["token", "ppl"]\n')
+        'quantizations = ["float32", "bfloat16"]\nsuites = ["token", "ppl"]\n'
+        'prompts = ["arithmetic", "code", "completion", "greeting"]\n')
 BF16_FAILS = {"token[tiny-llama-transformers-bfloat16-arithmetic]",
               "token[tiny-llama-transformers-bfloat16-code]"}
 
@@ -89,9 +90,9 @@ def test_unresolvable_model_skips_with_an_actionable_reason(
         'source = "hf:groundtruth-tests/absent"\narchitecture = "llama"\nlayers = 2\n'
         "heads = 4\nkv_heads = 4\nhidden = 64\nvocab = 49152\nppl_ceiling = 10\n")
     result = pytester.runpytest("-rs")
-    result.assert_outcomes(skipped=4)
+    result.assert_outcomes(skipped=5)  # one per prompt
     result.stdout.fnmatch_lines([
-        "SKIPPED [[]4[]] *model 'remote' (groundtruth-tests/absent) is not in the local "
+        "SKIPPED [[]5[]] *model 'remote' (groundtruth-tests/absent) is not in the local "
         "Hugging Face cache and HF_HUB_OFFLINE is set: download it once where the hub is "
         "reachable: `hf download groundtruth-tests/absent*"])
 

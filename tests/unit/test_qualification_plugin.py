@@ -28,7 +28,8 @@ Project = Callable[..., pytest.Pytester]
 pytestmark = pytest.mark.slow
 
 TOOL = ('models = ["tiny-llama"]\nruntimes = ["transformers"]\n'
-        'quantizations = ["float32", "bfloat16"]\nsuites = ["gateway", "token", "agreement"]\n')
+        'quantizations = ["float32", "bfloat16"]\nsuites = ["gateway", "token", "agreement"]\n'
+        'prompts = ["arithmetic", "code", "completion", "greeting"]\n')
 GRADE = r"\d+ (A\+|A|B\+|B|C|F)( \(gateway\))?"
 
 

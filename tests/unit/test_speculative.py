@@ -32,7 +32,8 @@ from pytest_groundtruth.store.artifacts import ArtifactCache, prepare
 ROOT = Path(__file__).parents[2]
 Project = Callable[..., pytest.Pytester]
 TOOL = ('models = ["tiny-llama"]\nruntimes = ["transformers", "llamacpp"]\n'
-        'quantizations = ["int8"]\nsuites = ["speculative"]\n')
+        'quantizations = ["int8"]\nsuites = ["speculative"]\n'
+        'prompts = ["arithmetic", "code", "completion", "greeting"]\n')
 DRAFT_IDS = [f"speculative[tiny-llama-transformers-tiny-llama-draft-float32-{p}]"
              for p in ("arithmetic", "code", "completion", "greeting")]
 

@@ -61,6 +61,11 @@ class Engines:
             raise RuntimeUnavailable(reason)
         return runtime
 
+    def use_runtime(self, runtime: Runtime, device: str = "cpu") -> None:
+        """Run ``runtime`` (an object, not a configured name) for its ``name`` from now on:
+        how a harness puts an instrumented engine under the configured matrix."""
+        self._runtimes[f"{runtime.name}@{device}"] = runtime
+
     def artifact(self, slug: str, runtime_name: str, quant: str, device: str = "cpu"
                  ) -> Artifact:
         """The artifact under test: the user's file when configured, else built and cached."""
@@ -110,7 +115,9 @@ class ArtifactError(InputError):
 
 
 def external_artifact(runtime: Runtime, slug: str, quant: str, path: Path) -> Artifact:
-    """A user-supplied artifact: used as is (never rebuilt), keyed by its content."""
+    """A user-supplied artifact: used as is (never rebuilt), keyed by its content and by
+    what decides the runtime's results (the same file on two engines, or two versions of
+    one, must not share cached results)."""
     if not path.exists():
         raise ArtifactError(
             f"artifact for {slug}/{runtime.name}/{quant} not found: {path} "

@@ -24,7 +24,7 @@ from pytest_groundtruth.plugin.fixtures import (  # noqa: F401 - fixtures are fo
     gt_runtime,
     gt_settings,
 )
-from pytest_groundtruth.plugin.items import ParityItem
+from pytest_groundtruth.plugin.items import BaselineRegression, ParityFailure, ParityItem
 from pytest_groundtruth.plugin.rootdir import check_rootdir
 from pytest_groundtruth.plugin.session import SESSION_KEY, GroundtruthSession, attach, session_of
 from pytest_groundtruth.plugin.stats import write_process_stats
@@ -87,6 +87,17 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
         collector: GroundtruthFile = GroundtruthFile.from_parent(parent, path=file_path)
         return collector
     return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    try:
+        return (yield)
+    except ParityFailure as exc:  # a known falsification that got worse is a new one
+        why = session_of(item.config).regression(item.name, exc.result)
+        if why is None:
+            raise
+        raise BaselineRegression(exc.result, why) from None
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

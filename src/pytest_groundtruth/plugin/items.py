@@ -35,6 +35,15 @@ class ParityFailure(AssertionError):
         super().__init__(result.summary)
 
 
+class BaselineRegression(AssertionError):
+    """A known falsification got worse than its baseline entry (not excused by the xfail)."""
+
+    def __init__(self, result: SuiteResult, why: str) -> None:
+        self.result = result
+        self.why = why
+        super().__init__(f"{why}: {result.summary}")
+
+
 def runtime_version(ctx: Context, case: Case) -> str:
     """The engine's version as it reports itself (never fails the test)."""
     try:
@@ -82,6 +91,8 @@ class ParityItem(pytest.Item):
         value = excinfo.value
         if isinstance(value, ParityFailure):
             return value.result.explain()
+        if isinstance(value, BaselineRegression):
+            return f"{self.name}: {value.why}\n{value.result.explain()}"
         if isinstance(value, ChatPromptMismatch):
             return f"{self.name}: {value}"
         if isinstance(value, (EngineFailure, InputError, FileNotFoundError)):

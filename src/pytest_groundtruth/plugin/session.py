@@ -21,15 +21,19 @@ from pytest_groundtruth.config.settings import Settings, load_settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import EngineFailure, InputError
 from pytest_groundtruth.plugin.baseline import (
+    BaselineEntry,
     BaselineError,
-    format_measured,
+    entry_for,
     load_baseline,
+    regression,
     write_baseline,
 )
 from pytest_groundtruth.plugin.items import ParityFailure, ParityItem
 from pytest_groundtruth.report import html, outcomes, results_json, ticket
 from pytest_groundtruth.report.records import ParityRecord, Run, SettingsSummary
 from pytest_groundtruth.report.score import below_minimum
+from pytest_groundtruth.suites.result import SuiteResult
+from pytest_groundtruth.suites.spec import get_suite
 
 SESSION_KEY = pytest.StashKey["GroundtruthSession"]()
 FIXTURES = "<fixtures>"  # the settings key of the user-facing fixtures (no groundtruth.toml)
@@ -62,7 +66,7 @@ class GroundtruthSession:
         self.baseline_update = bool(opt.gt_baseline_update)
         if self.baseline_update and self.baseline_path is None:
             raise pytest.UsageError("--gt-baseline-update needs --gt-baseline FILE")
-        self.baseline: dict[str, str] = {}
+        self.baseline: dict[str, BaselineEntry] = {}
         if self.baseline_path is not None and not self.baseline_update:
             try:
                 self.baseline = load_baseline(self.baseline_path)
@@ -95,10 +99,20 @@ class GroundtruthSession:
 
     def baseline_mark(self, item: ParityItem) -> None:
         """Known falsifications become strict xfails that only a parity verdict satisfies."""
-        measured = self.baseline.get(item.name)
-        if measured is not None:
-            reason = f"known falsification (baseline {self.baseline_path}: measured {measured})"
+        entry = self.baseline.get(item.name)
+        if entry is not None:
+            reason = f"known falsification (baseline {self.baseline_path}: measured {entry})"
+            if entry.worse is None:
+                reason += "; values not compared: rewrite with --gt-baseline-update"
             item.add_marker(pytest.mark.xfail(reason=reason, strict=True, raises=ParityFailure))
+
+    def regression(self, name: str, result: SuiteResult) -> str | None:
+        """Why a listed test's failure is worse than its baseline entry, or None."""
+        entry = self.baseline.get(name)
+        if entry is None:
+            return None
+        found = regression(entry, result.measured)
+        return f"{found} (baseline {self.baseline_path})" if found else None
 
     def close(self) -> None:
         for ctx in self._contexts.values():
@@ -153,7 +167,7 @@ class GroundtruthSession:
         if self.baseline_update and self.baseline_path is not None:
             baseline_path = self.baseline_path
             entries = {
-                r.name: format_measured(r.result.measured)
+                r.name: entry_for(r.result.measured, get_suite(r.case.suite).worse)
                 for r in records
                 if r.outcome in ("failed", "xfailed") and r.result is not None
                 and not r.result.passed

@@ -344,10 +344,12 @@ class LlamaCppRunner(LogitsRunner):
         seed: int = SEED,
         kv_cache: str = "f16",
         lora_path: Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
         """Load ``artifact`` (a GGUF). ``eos_ids``: the stop set (default: the GGUF's
         eos_token_id); ``kv_cache``: ``f16`` (llama.cpp's default) or ``f32``;
-        ``lora_path``: a GGUF LoRA adapter applied at load time (scale 1)."""
+        ``lora_path``: a GGUF LoRA adapter applied at load time (scale 1);
+        ``overrides``: further ``llama_cpp.Llama`` arguments (shown in every call)."""
         super().__init__(artifact)
         import llama_cpp
 
@@ -369,7 +371,9 @@ class LlamaCppRunner(LogitsRunner):
             f"n_threads_batch={self.n_threads}, logits_all=True, seed={seed}, "
             f"type_k=llama_cpp.GGML_TYPE_{kv_cache.upper()}, "
             f"type_v=llama_cpp.GGML_TYPE_{kv_cache.upper()}, "
-            + (f"lora_path={str(lora_path)!r}, " if lora_path else "") + "verbose=False)"
+            + (f"lora_path={str(lora_path)!r}, " if lora_path else "")
+            + "".join(f"{k}={v!r}, " for k, v in (overrides or {}).items())
+            + "verbose=False)"
         )
         try:
             self.llm: Any = llama_cpp.Llama(
@@ -383,6 +387,7 @@ class LlamaCppRunner(LogitsRunner):
                 type_v=kv_type,
                 lora_path=str(lora_path) if lora_path else None,
                 verbose=False,
+                **(overrides or {}),
             )
         except Exception as exc:  # llama-cpp-python raises ValueError on a bad model file
             raise EngineFailure(
@@ -515,17 +520,16 @@ class LlamaCppRunner(LogitsRunner):
         self._check_fits(
             len(ids) + max_new_tokens, f"prompt ({len(ids)} tokens) + {max_new_tokens}"
         )
-        self.llm.reset()
         tokens: list[int] = []
         topk: list[TopK] = []
         stop_reason = "length"
         start = time.perf_counter()
         stamps: list[float] = []  # when each token was chosen (time to first token, latency)
-        self._eval(ids, call)
+        self._start(ids, call)
         for step in range(max_new_tokens):
             logits = self._logits(self.llm.n_tokens - 1, self.llm.n_tokens)
             row = lp.log_softmax(logits)[0]  # raises EngineFailure(NAN) on NaN/Inf
-            token = lp.argmax(logits[0])
+            token = self._choose(step, row)
             if top_k:
                 topk.append(lp.top_k(row, top_k))
             tokens.append(token)
@@ -548,6 +552,15 @@ class LlamaCppRunner(LogitsRunner):
             first_token_seconds=first_token,
             step_seconds=steps,
         )
+
+    def _start(self, ids: Sequence[int], call: str) -> None:
+        """Evaluate the prompt on an empty context (a hook for the fault harness)."""
+        self.llm.reset()
+        self._eval(ids, call)
+
+    def _choose(self, step: int, row: npt.NDArray[np.float64]) -> int:
+        """The greedy choice at generation ``step`` from its log-probability row."""
+        return lp.argmax(row)
 
     def sequence_logprobs(self, ids: Sequence[int]) -> npt.NDArray[np.float64]:
         self._check_fits(len(ids), f"a sequence of {len(ids)} tokens")

@@ -75,9 +75,14 @@ class Agreement:
 
 
 def measure(case: Case, ctx: Context) -> Agreement:
-    """Teacher-forced agreement of the case's artifact, cached by artifact and oracles."""
+    """Teacher-forced agreement of the case's artifact, cached by artifact and by what the
+    measurement reads from the oracles (prompt ids, tokens, top-k): regenerating an oracle
+    file with the same content in another layout or schema does not invalidate it."""
     artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
-    oracles = "".join(ctx.inputs.oracle(case.model, n).to_json() for n in ctx.inputs.prompts)
+    read = {n: [list(o.prompt_tokens), list(o.tokens),
+                [[list(s.ids), list(s.logprobs)] for s in o.steps]]
+            for n in ctx.inputs.prompts for o in [ctx.inputs.oracle(case.model, n)]}
+    oracles = json.dumps(read, sort_keys=True)
 
     def make() -> dict[str, Any]:
         per_prompt, call = _score(case, ctx)
@@ -141,4 +146,5 @@ SUITE = Suite(
         "max_kl": {q: b["max_kl"] for q, b in BOUNDS.items()},
     },
     rank=80,
+    worse={"top1": "lower", "kl": "higher"},
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.prompt_check import prompt_failure
 from pytest_groundtruth.suites.result import SuiteResult, token_table
 from pytest_groundtruth.suites.spec import Suite
 
@@ -24,6 +25,9 @@ def run(case: Case, ctx: Context) -> SuiteResult:
     assert case.prompt is not None
     oracle = ctx.inputs.oracle(case.model, case.prompt)
     gen, artifact = ctx.results.generate(case.model, case.runtime, case.quant, case.prompt)
+    failed = prompt_failure(ctx, case, oracle, gen, artifact)
+    if failed is not None:
+        return failed
     cmp = oracle.compare(gen.tokens)
     passed = gen.text == oracle.text
     summary = (

@@ -18,6 +18,7 @@ from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.ggufio.quantize import bits_per_weight
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.prompt_check import prompt_failure
 from pytest_groundtruth.suites.result import SuiteResult, bound_of
 from pytest_groundtruth.suites.spec import PAIRS, Cell, Suite
 
@@ -30,6 +31,10 @@ def run(case: Case, ctx: Context) -> SuiteResult:
                                            case.prompt, case.device)
     low, art_low = ctx.results.generate(case.model, case.runtime, case.other,
                                          case.prompt, case.device)
+    for gen, art in ((high, art_high), (low, art_low)):
+        failed = prompt_failure(ctx, case, oracle, gen, art)
+        if failed is not None:
+            return failed
     m_high = oracle.compare(high.tokens, mode)
     m_low = oracle.compare(low.tokens, mode)
     bound = bound_of(ctx, case, "slack")

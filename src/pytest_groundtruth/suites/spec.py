@@ -60,6 +60,9 @@ class Suite:
     device: str = "cpu"
     expand: Expand | None = None  # None: :func:`each_artifact`
     rank: int = 100  # where the suite comes in the default list and the reports (built-ins < 100)
+    # Which way the measured value gets worse, for the baseline ratchet: "higher" or
+    # "lower", or one per key when the measured value is a mapping.
+    worse: str | Mapping[str, str] = "higher"
 
     def cases(self, model: str, cells: Sequence[Cell], prompts: Sequence[str],
               settings: Settings) -> list[Case]:

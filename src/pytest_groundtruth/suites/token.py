@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.prompt_check import prompt_failure
 from pytest_groundtruth.suites.result import SuiteResult, bound_of, token_table
 from pytest_groundtruth.suites.spec import Suite
 
@@ -13,6 +14,9 @@ def run(case: Case, ctx: Context) -> SuiteResult:
     oracle = ctx.inputs.oracle(case.model, case.prompt)
     gen, artifact = ctx.results.generate(case.model, case.runtime, case.quant,
                                           case.prompt, case.device)
+    failed = prompt_failure(ctx, case, oracle, gen, artifact)
+    if failed is not None:
+        return failed
     cmp = oracle.compare(gen.tokens, ctx.settings.near_ties)
     bound = bound_of(ctx, case, "max_mismatches")
     passed = cmp.counted <= bound.value

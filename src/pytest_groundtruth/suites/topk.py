@@ -19,6 +19,7 @@ from pytest_groundtruth.measures.sequences import first_divergence
 from pytest_groundtruth.oracle.format import Oracle
 from pytest_groundtruth.runtimes.base import Capability, Generation
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.prompt_check import prompt_failure
 from pytest_groundtruth.suites.result import SuiteResult, bound_of, token_table
 from pytest_groundtruth.suites.spec import Suite
 
@@ -72,6 +73,9 @@ def run(case: Case, ctx: Context) -> SuiteResult:
     assert case.prompt is not None
     oracle = ctx.inputs.oracle(case.model, case.prompt)
     gen, artifact = ctx.results.generate(case.model, case.runtime, case.quant, case.prompt)
+    failed = prompt_failure(ctx, case, oracle, gen, artifact)
+    if failed is not None:
+        return failed
     k = int(bound_of(ctx, case, "k").value)
     if k > oracle.top_k:
         raise ValueError(f"topk k = {k} exceeds the oracle's stored top_k = {oracle.top_k} "

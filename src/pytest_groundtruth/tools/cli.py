@@ -36,6 +36,7 @@ from pytest_groundtruth.tools import (
     measure,
     oracles,
     qualify,
+    rescore_calibration,
     roster,
     suite_report,
 )
@@ -90,7 +91,10 @@ def cmd_oracle(args: argparse.Namespace) -> int:
             print("error: --device cuda but torch.cuda.is_available() is False",
                   file=sys.stderr)
             return Exit.UNAVAILABLE
-    slugs = list(settings.roster) if args.all else list(settings.models)
+    # --all: every roster model with a reference of its own; a speculative draft
+    # (truncate:) is only ever compared with its target's tokens, never with an oracle.
+    slugs = ([s for s, spec in settings.roster.items() if spec.scheme != "truncate"]
+             if args.all else list(settings.models))
     cache = settings.cache_root()
     models = []
     for slug in slugs:
@@ -246,10 +250,26 @@ def cmd_falsify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     quants = tuple(args.quant or ("float32", "int8", "int4"))
     suites = tuple(args.suite or falsify.SUITES)
-    rows = falsify.falsify(settings, settings.cache_root(), args.model, quants,
-                           tuple(args.fault or falsify.FAULT_NAMES), suites)
+    chosen = args.fault or [*falsify.FILE_FAULT_NAMES, *falsify.ENGINE_FAULT_NAMES]
+    unknown = [f for f in chosen if f not in falsify.FILE_FAULT_NAMES
+               and f not in falsify.ENGINE_FAULT_NAMES]
+    if unknown:
+        print(f"error: unknown fault(s) {', '.join(unknown)} (file faults: "
+              f"{', '.join(falsify.FILE_FAULT_NAMES)}; engine faults: "
+              f"{', '.join(falsify.ENGINE_FAULT_NAMES)})", file=sys.stderr)
+        return 2
+    rows = falsify.falsify(
+        settings, settings.cache_root(), args.model, quants,
+        [f for f in chosen if f in falsify.FILE_FAULT_NAMES],
+        [f for f in chosen if f in falsify.ENGINE_FAULT_NAMES], suites,
+        other_tools=not args.no_other_tools)
     text = falsify.render(args.model, rows, suites, quants)
     _publish(args, text)
+    if args.readme:
+        readme = Path(args.readme)
+        section = falsify.readme_section(rows, suites, quants)
+        atomic_write_text(readme, falsify.replace_readme_section(readme.read_text(), section))
+        print(f"wrote the suite table into {readme}", file=sys.stderr)
     escaped = falsify.missed(rows)
     if escaped:
         print(f"faults no suite caught: {', '.join(escaped)}", file=sys.stderr)
@@ -271,14 +291,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     random = tuple(args.random_model if args.random_model is not None else TINY_MODELS)
     try:
         cal, text = calibrate.calibrate(ctx, args.model, random)
+        rescore_bounds, rescore_text = rescore_calibration.calibrate(ctx, args.model)
     finally:
         ctx.close()
+    text += "\n" + rescore_text
     print(text)
     if args.write:
         atomic_write_text(Path(args.write), text)
         atomic_write_text(BOUNDS_FILE, calibrate.bounds_document(cal))
         atomic_write_text(PPL_BOUNDS_FILE, calibrate.ppl_document(cal))
-        print(f"wrote {args.write}, {BOUNDS_FILE} and {PPL_BOUNDS_FILE}", file=sys.stderr)
+        atomic_write_text(rescore_calibration.BOUNDS_FILE,
+                          rescore_calibration.bounds_document(args.model, rescore_bounds))
+        print(f"wrote {args.write}, {BOUNDS_FILE}, {PPL_BOUNDS_FILE} and "
+              f"{rescore_calibration.BOUNDS_FILE}", file=sys.stderr)
     return 0
 
 
@@ -307,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true",
-                       help="every roster model that resolves here")
+                       help="every roster model that resolves here (speculative drafts excepted)")
     add_cli_options(which, ["model"])  # type: ignore[arg-type]  # a group adds like a parser
     add_cli_options(p, ["prompt"])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -368,10 +393,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="smollm2-135m", metavar="SLUG")
     p.add_argument("--quant", action="append", metavar="QUANT",
                    help="default: float32, int8, int4")
-    p.add_argument("--fault", action="append", metavar="NAME", help="default: all")
+    p.add_argument("--fault", action="append", metavar="NAME",
+                   help="a file or engine fault (default: all)")
     p.add_argument("--suite", action="append", metavar="NAME",
                    help="default: every CPU suite")
+    p.add_argument("--no-other-tools", action="store_true",
+                   help="skip the correct files made by llama.cpp's converter and quantizer "
+                   "and the published file")
     p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    p.add_argument("--readme", metavar="FILE",
+                   help="also write the per-suite table between the markers in FILE")
     p.set_defaults(func=cmd_falsify)
 
     p = sub.add_parser("bench", parents=[common],

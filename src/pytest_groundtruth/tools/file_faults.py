@@ -20,6 +20,27 @@ The faults (name: what the converter got wrong -> what a good instrument should 
   blk.M.ffn_down.weight
 * eos_id_wrong: the EOS id written as the BOS id -> tokenizer.ggml.eos_token_id
 * tokenizer_pre_wrong: pre-tokenizer written as "default" -> tokenizer.ggml.pre
+* bos_added: ``add_bos_token`` written as true for a model that adds none ->
+  tokenizer.ggml.add_bos_token
+* merges_sorted: BPE merges written in alphabetical instead of rank order ->
+  tokenizer.ggml.merges
+* vocab_shifted: the ordinary tokens' strings shifted by one id (an off-by-one after the
+  special tokens) -> tokenizer.ggml.tokens
+* rope_scaling_added: linear RoPE scaling x4 copied from a long-context config ->
+  <arch>.rope.scaling.type / factor
+* kv_heads_wrong: the KV head count written as the query head count (GQA lost) ->
+  <arch>.attention.head_count_kv
+* ffn_gate_up_swapped: every block's ffn_gate and ffn_up exchanged (a name-map bug) ->
+  blk.N.ffn_gate / ffn_up
+* attn_output_transposed: every block's attention output matrix written transposed (a
+  row/column-major bug) -> blk.N.attn_output.weight
+* q_heads_reversed: the query heads of every block written in reverse head order ->
+  blk.N.attn_q.weight
+* layers_swapped: blocks M-1 and M exchanged (a layer index bug) -> blk.M-1.*, blk.M.*
+* tensor_zeroed: one tensor written as zeros (a conversion that silently failed) ->
+  blk.M.ffn_up.weight
+* norms_swapped: every block's attention and feed-forward norms exchanged ->
+  blk.N.attn_norm / ffn_norm
 
 M is the middle block. Faults that do not apply to an architecture (no RoPE in gpt2, no
 q/k permutation outside llama) are skipped with that reason.
@@ -43,6 +64,7 @@ from pytest_groundtruth.ggufio.names import unpermute
 HARNESS_VERSION = "1"
 SCALE = 1.02
 SHUFFLED_ROWS = 1000
+ROPE_SCALE = 4.0
 
 
 class FaultNotApplicable(Exception):
@@ -73,6 +95,24 @@ FAULTS: dict[str, Fault] = {
         Fault("eos_id_wrong", "EOS id written as the BOS id", "tokenizer.ggml.eos_token_id"),
         Fault("tokenizer_pre_wrong", "pre-tokenizer written as 'default'",
               "tokenizer.ggml.pre"),
+        Fault("bos_added", "add_bos_token written as true", "tokenizer.ggml.add_bos_token"),
+        Fault("merges_sorted", "BPE merges in alphabetical order", "tokenizer.ggml.merges"),
+        Fault("vocab_shifted", "ordinary token strings shifted by one id",
+              "tokenizer.ggml.tokens"),
+        Fault("rope_scaling_added", f"linear RoPE scaling x{ROPE_SCALE:g} added",
+              "<arch>.rope.scaling.type / factor"),
+        Fault("kv_heads_wrong", "KV head count written as the query head count",
+              "<arch>.attention.head_count_kv"),
+        Fault("ffn_gate_up_swapped", "every block's ffn_gate and ffn_up exchanged",
+              "blk.N.ffn_gate.weight / ffn_up.weight"),
+        Fault("attn_output_transposed", "every block's attention output matrix transposed",
+              "blk.N.attn_output.weight"),
+        Fault("q_heads_reversed", "query heads in reverse order in every block",
+              "blk.N.attn_q.weight"),
+        Fault("layers_swapped", "blocks M-1 and M exchanged", "blk.M-1.*, blk.M.*"),
+        Fault("tensor_zeroed", "one tensor written as zeros", "blk.M.ffn_up.weight"),
+        Fault("norms_swapped", "every block's attention and feed-forward norms exchanged",
+              "blk.N.attn_norm.weight / ffn_norm.weight"),
     )
 }
 
@@ -108,6 +148,13 @@ class _Model:
     def set(self, key: str, value: Any) -> None:
         _, vtype, sub = self.fields[key]
         self.fields[key] = (value, vtype, sub)
+
+    def add(self, key: str, value: Any, vtype: Any) -> None:
+        """Set ``key`` (of GGUF value type ``vtype``), adding it when absent."""
+        self.fields[key] = (value, vtype, None)
+
+    def block_tensors(self, block: int) -> list[_Tensor]:
+        return [t for t in self.tensors if t.name.startswith(f"blk.{block}.")]
 
     @property
     def blocks(self) -> int:
@@ -237,6 +284,127 @@ def _pre(model: _Model) -> str:
     return f"{key}: {old!r} -> 'default'"
 
 
+def _exchange(a: _Tensor, b: _Tensor) -> None:
+    if a.data.shape != b.data.shape:
+        raise FaultNotApplicable(f"{a.name} and {b.name} differ in shape")
+    a.data, b.data = b.data, a.data
+    a.ggml_type, b.ggml_type = b.ggml_type, a.ggml_type
+    a.changed = b.changed = True
+
+
+def _bos_added(model: _Model) -> str:
+    import gguf
+
+    key = "tokenizer.ggml.add_bos_token"
+    old = model.value(key) if key in model.fields else None
+    if old is True:
+        raise FaultNotApplicable("the model already adds a BOS token")
+    model.add(key, True, gguf.GGUFValueType.BOOL)
+    return f"{key}: {old!r} -> True"
+
+
+def _merges_sorted(model: _Model) -> str:
+    key = "tokenizer.ggml.merges"
+    if key not in model.fields:
+        raise FaultNotApplicable("the tokenizer has no BPE merges")
+    merges = [str(m) for m in model.value(key)]
+    model.set(key, sorted(merges))
+    return f"{key}: {len(merges)} merges written in alphabetical order"
+
+
+def _vocab_shifted(model: _Model) -> str:
+    key = "tokenizer.ggml.tokens"
+    tokens = [str(t) for t in model.value(key)]
+    types = [int(t) for t in model.value("tokenizer.ggml.token_type")]
+    first = next((i for i, t in enumerate(types) if t == 1), None)  # 1: a normal token
+    if first is None or first + 1 >= len(tokens):
+        raise FaultNotApplicable("the vocabulary has no run of normal tokens to shift")
+    model.set(key, tokens[:first] + tokens[first + 1:] + [tokens[first]])
+    return f"{key}: strings of ids {first}..{len(tokens) - 1} shifted down by one id"
+
+
+def _rope_scaling(model: _Model) -> str:
+    import gguf
+
+    if not any(k.startswith(f"{model.arch}.rope.") for k in model.fields):
+        raise FaultNotApplicable(f"{model.arch} has no RoPE")
+    key = f"{model.arch}.rope.scaling"
+    if f"{key}.type" in model.fields:
+        raise FaultNotApplicable(f"the model already declares {key}.type")
+    model.add(f"{key}.type", "linear", gguf.GGUFValueType.STRING)
+    model.add(f"{key}.factor", ROPE_SCALE, gguf.GGUFValueType.FLOAT32)
+    return f"{key}.type = 'linear', {key}.factor = {ROPE_SCALE} added"
+
+
+def _kv_heads(model: _Model) -> str:
+    heads = f"{model.arch}.attention.head_count"
+    key = f"{heads}_kv"
+    n_heads = int(model.value(heads))
+    old = int(model.value(key)) if key in model.fields else n_heads
+    if old == n_heads:
+        raise FaultNotApplicable("the model has as many KV heads as query heads (no GQA)")
+    model.set(key, n_heads)
+    return f"{key}: {old} -> {n_heads}"
+
+
+def _each_block(model: _Model, name: str) -> list[_Tensor]:
+    found = [model.tensor(f"blk.{b}.{name}") for b in range(model.blocks)
+             if any(t.name == f"blk.{b}.{name}" for t in model.tensors)]
+    if not found:
+        raise FaultNotApplicable(f"{model.arch} has no blk.N.{name}")
+    return found
+
+
+def _gate_up(model: _Model) -> str:
+    gates = _each_block(model, "ffn_gate.weight")
+    for gate in gates:
+        _exchange(gate, model.tensor(gate.name.replace("ffn_gate", "ffn_up")))
+    return f"blk.0..{len(gates) - 1}.ffn_gate.weight <-> ffn_up.weight"
+
+
+def _attn_output_transposed(model: _Model) -> str:
+    outs = _each_block(model, "attn_output.weight")
+    for t in outs:
+        values = model.floats(t)
+        if values.shape[0] != values.shape[1]:
+            raise FaultNotApplicable(f"{t.name} is not square")
+        model.replace(t, np.ascontiguousarray(values.T))
+    return f"blk.0..{len(outs) - 1}.attn_output.weight: transposed"
+
+
+def _q_heads_reversed(model: _Model) -> str:
+    heads = int(model.value(f"{model.arch}.attention.head_count"))
+    qs = _each_block(model, "attn_q.weight")
+    for t in qs:
+        values = model.floats(t)
+        rows = values.shape[0] // heads
+        model.replace(t, np.ascontiguousarray(
+            values.reshape(heads, rows, -1)[::-1].reshape(values.shape)))
+    return f"blk.0..{len(qs) - 1}.attn_q.weight: {heads} heads in reverse order"
+
+
+def _layers_swapped(model: _Model) -> str:
+    if model.blocks < 2:
+        raise FaultNotApplicable("a single-block model has no two layers to swap")
+    dst = max(_middle(model), 1)
+    for t in model.block_tensors(dst):
+        _exchange(t, model.tensor(t.name.replace(f"blk.{dst}.", f"blk.{dst - 1}.", 1)))
+    return f"blk.{dst - 1}.* <-> blk.{dst}.*"
+
+
+def _zeroed(model: _Model) -> str:
+    t = model.tensor(f"blk.{_middle(model)}.ffn_up.weight")
+    model.replace(t, np.zeros_like(model.floats(t)))
+    return f"{t.name}: written as zeros"
+
+
+def _norms_swapped(model: _Model) -> str:
+    norms = _each_block(model, "attn_norm.weight")
+    for t in norms:
+        _exchange(t, model.tensor(t.name.replace("attn_norm", "ffn_norm")))
+    return f"blk.0..{len(norms) - 1}.attn_norm.weight <-> ffn_norm.weight"
+
+
 APPLY: dict[str, Callable[[_Model], str]] = {
     "embedding_rows_shuffled": _shuffle_embedding,
     "qk_permutation_skipped": _skip_qk_permutation,
@@ -247,6 +415,17 @@ APPLY: dict[str, Callable[[_Model], str]] = {
     "scale_off": _scale,
     "eos_id_wrong": _eos,
     "tokenizer_pre_wrong": _pre,
+    "bos_added": _bos_added,
+    "merges_sorted": _merges_sorted,
+    "vocab_shifted": _vocab_shifted,
+    "rope_scaling_added": _rope_scaling,
+    "kv_heads_wrong": _kv_heads,
+    "ffn_gate_up_swapped": _gate_up,
+    "attn_output_transposed": _attn_output_transposed,
+    "q_heads_reversed": _q_heads_reversed,
+    "layers_swapped": _layers_swapped,
+    "tensor_zeroed": _zeroed,
+    "norms_swapped": _norms_swapped,
 }
 
 

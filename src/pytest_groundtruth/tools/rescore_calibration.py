@@ -1,0 +1,144 @@
+"""``groundtruth calibrate``, rescoring section: the rescore suite's bounds from correct files.
+
+Measured: every correct conversion the project runs on the model, for every quantization
+each calibration runtime offers (:data:`RUNTIMES`; a quantization type added to a
+runtime gets its own bounds from the same command), on every prompt: the rescore
+suite's per-prompt largest gap (:mod:`pytest_groundtruth.measures.rescore`) and its
+pooled excess NLL. Per quantization q:
+
+* ``max_gap = max(NEAR_TIE_MARGIN, 2 * g)``, g the largest gap of any correct conversion
+  at q on any prompt. Gaps are log-likelihood ratios with a roughly exponential tail
+  (P(gap > x) = exp(-x / b)); g, the largest of N calibration positions, is then about
+  b ln N, and a correct position exceeds 2 g with probability about 1 / N^2: with N in
+  the hundreds, a 32-position test about once in ten thousand runs. The floor is the
+  oracle's near-tie margin, the gap of a flip any correct engine may make;
+* ``max_excess_nll = max(0, e) + 3 * se``, e the largest pooled excess NLL of a correct
+  conversion at q, se the standard error of a pooled mean-NLL difference: the sd of the
+  oracle's per-token NLL times sqrt(1/n + 1/n) (n its tokens). Three standard errors
+  above the worst correct conversion, the agreement suite's rule.
+
+Bounds are rounded up to two significant digits. ``*`` (a quantization no correct
+conversion was measured at) gets the loosest bound of each kind: no false alarm, and
+little power, until the type is calibrated. The bounds go to
+``pytest_groundtruth/data/rescore_bounds.json``, which the suite reads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from pytest_groundtruth.context import Context
+from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.measures.rescore import judge, mean_nll
+from pytest_groundtruth.oracle.format import NEAR_TIE_MARGIN
+from pytest_groundtruth.runtimes.registry import make_runtime
+from pytest_groundtruth.suites.rescore import BOUNDS_FILE, oracle_logprobs, pooled, rescored
+
+RUNTIMES = ("llamacpp", "torchao", "transformers")
+GAP_FACTOR = 2.0
+STANDARD_ERRORS = 3.0
+
+
+@dataclass(frozen=True)
+class RescoreMeasured:
+    runtime: str
+    quant: str
+    max_gap: float  # over every prompt
+    worst_prompt: str
+    excess_nll: float  # pooled
+    tokens: int
+
+
+def _round_up(x: float) -> float:
+    if x <= 0:
+        return 0.0
+    scale = 10.0 ** (math.floor(math.log10(x)) - 1)
+    return round(math.ceil(x / scale - 1e-9) * scale, 10)
+
+
+def oracle_nll_se(ctx: Context, model: str) -> tuple[float, int]:
+    """(standard error of a pooled mean-NLL difference, tokens): from the oracle's own
+    per-token NLL over every prompt."""
+    values = [-lp for name in ctx.inputs.prompts
+              for lp in oracle_logprobs(ctx.inputs.oracle(model, name))]
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return sd * math.sqrt(2 / n), n
+
+
+def measure_correct(ctx: Context, model: str, runtimes: tuple[str, ...] = RUNTIMES
+                    ) -> list[RescoreMeasured]:
+    """The rescore measures of every correct conversion available here."""
+    out = []
+    for name in runtimes:
+        runtime = make_runtime(name, ctx.settings)
+        for quant in runtime.quantizations:
+            try:
+                ctx.engines.runtime(name)
+                gaps = {}
+                for prompt in ctx.inputs.prompts:
+                    oracle = ctx.inputs.oracle(model, prompt)
+                    gen, _ = ctx.results.generate(model, name, quant, prompt)
+                    verdict = judge(rescored(ctx, model, oracle, gen.tokens).ratings,
+                                    oracle_logprobs(oracle), math.inf, math.inf)
+                    gaps[prompt] = verdict.max_gap
+                pool = pooled(ctx, model, name, quant)
+            except RuntimeUnavailable:
+                continue
+            worst = max(gaps, key=lambda p: gaps[p])
+            out.append(RescoreMeasured(name, quant, gaps[worst], worst, pool.excess_nll,
+                                       pool.tokens))
+    return out
+
+
+def derive(measured: list[RescoreMeasured], quant: str, se: float) -> dict[str, float]:
+    rows = [m for m in measured if m.quant == quant]
+    if not rows:
+        raise ValueError(f"no correct conversion was measured at {quant}")
+    gap = max(NEAR_TIE_MARGIN, GAP_FACTOR * max(m.max_gap for m in rows))
+    excess = max(0.0, max(m.excess_nll for m in rows)) + STANDARD_ERRORS * se
+    return {"max_gap": _round_up(gap), "max_excess_nll": _round_up(excess)}
+
+
+def calibrate(ctx: Context, model: str) -> tuple[dict[str, dict[str, float]], str]:
+    """The bounds per quantization and the markdown section that shows how."""
+    measured = measure_correct(ctx, model)
+    se, n = oracle_nll_se(ctx, model)
+    quants = list(dict.fromkeys(m.quant for m in measured))
+    bounds = {q: derive(measured, q, se) for q in quants}
+    bounds["*"] = {k: max(b[k] for b in bounds.values()) for k in ("max_gap", "max_excess_nll")}
+    doc = (__doc__ or "").split("Per quantization q:")[1].split("The bounds go to")[0].strip()
+    oracle_lp = [lp for p in ctx.inputs.prompts
+                 for lp in oracle_logprobs(ctx.inputs.oracle(model, p))]
+    lines = [
+        "## The rescore suite's bounds",
+        "",
+        f"Model: {model}; {len(ctx.inputs.prompts)} prompts. Measured: the rescore suite's "
+        "per-prompt largest gap and its pooled excess NLL on every correct conversion. "
+        "Per quantization q:",
+        "",
+        doc,
+        "",
+        f"The oracle's own continuations: {n} tokens, mean NLL {mean_nll(oracle_lp):.3f} "
+        f"nats; se = {se:.4f}.",
+        "",
+        "| quantization | correct conversion | largest gap (prompt) | pooled excess NLL | tokens |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {m.quant} | {m.runtime} | {m.max_gap:.3f} ({m.worst_prompt}) | "
+              f"{m.excess_nll:+.4f} | {m.tokens} |" for m in measured]
+    lines += ["", "| quantization | max_gap | max_excess_nll |", "|---|---|---|"]
+    lines += [f"| {q} | {b['max_gap']} | {b['max_excess_nll']} |" for q, b in bounds.items()]
+    return bounds, "\n".join(lines) + "\n"
+
+
+def bounds_document(model: str, bounds: dict[str, dict[str, float]]) -> str:
+    return json.dumps({"generated_by": "groundtruth calibrate", "model": model,
+                       "bounds": bounds}, indent=2, sort_keys=True) + "\n"
+
+
+__all__ = ["BOUNDS_FILE", "RescoreMeasured", "bounds_document", "calibrate", "derive",
+           "measure_correct"]
