@@ -73,10 +73,22 @@ def llama_cpp_sources(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite (unit, plugin, parity on the embedded model), two workers."""
+    """The whole test suite (unit, plugin, parity on the embedded model), two workers;
+    the whole-matrix runs at every quantization type are `nox -s exhaustive`."""
     install(session)
     llama_cpp_sources(session)
-    session.run("pytest", "-n", "auto", "--dist", "loadgroup", "--durations=15", *session.posargs)
+    session.run("pytest", "-n", "auto", "--dist", "loadgroup", "--durations=15",
+                "-m", "not exhaustive", *session.posargs)
+
+
+@nox.session
+def exhaustive(session: nox.Session) -> None:
+    """Any model through the whole matrix: tiny qwen3/gemma3/phi3 and the embedded model
+    given by their source alone, every runtime at every quantization type (hours on 2
+    cores; run before a release or after touching the layout rules)."""
+    install(session)
+    llama_cpp_sources(session)
+    session.run("pytest", "-m", "exhaustive", *session.posargs)
 
 
 @nox.session

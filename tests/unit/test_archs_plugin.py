@@ -78,6 +78,7 @@ def assert_no_false_alarm(found: list[dict[str, Any]], models: list[str]) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive  # 1659 cases, 54 min on 2 cores
 def test_source_only_tiny_models_run_the_whole_matrix(make_project: Project) -> None:
     entries = {"my-qwen3": "tiny:qwen3", "my-gemma3": "tiny:gemma3", "my-phi3": "tiny:phi3"}
     pytester = make_project(source_only(entries))
@@ -92,6 +93,7 @@ def test_source_only_tiny_models_run_the_whole_matrix(make_project: Project) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive  # every quantizer type x 3 runtimes on the 135M model
 def test_the_embedded_model_from_its_source_alone(make_project: Project) -> None:
     entries = {"embedded": f"pkg:{EMBEDDED_DIST}/{EMBEDDED_FILE}"}
     pytester = make_project(source_only(entries))
