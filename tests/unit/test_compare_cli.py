@@ -88,7 +88,8 @@ def test_json_positions_agree_with_the_tokens(project: Path,
     assert data["teacher"] == "tiny-llama"
     assert data["student"] is None
     assert [p["prompt"] for p in data["prompts"]] == ["arithmetic", "code", "completion",
-                                                      "greeting"]
+                                                      "equation", "greeting", "capital",
+                                                      "colours"]
     for prompt in data["prompts"]:
         assert [f"{c['runtime']}/{c['quant']}" for c in prompt["columns"]] == [
             "llamacpp/int8", "torchao/int8", "transformers/bfloat16"]

@@ -101,9 +101,11 @@ def test_convert_builds_each_artifact_once_and_clean_drops_one_runtime(
 def test_no_carriage_return_frames_when_output_is_not_a_terminal(project: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pytest_groundtruth.tools.cli", "oracle", "--root",
-         str(project), "--model", "tiny-llama", "--check"],
+         str(project), "--model", "tiny-llama", "--check", "--tolerance"],
+        # --tolerance: under xdist the oracle runs with a share of the threads, and a
+        # float32 sum in another order moves the last digit of a log-probability
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stdout + done.stderr
     assert len([line for line in done.stdout.splitlines()
-                if line.startswith("unchanged  ")]) == 5  # a line per step instead
+                if line.startswith(("unchanged  ", "noise  "))]) == 8  # a line per step

@@ -92,7 +92,7 @@ def test_a_correct_conversion_passes(make_project: Project) -> None:
         "metadata": "passed", "tokenizer": "passed", "tensors": "passed"}
     assert details["identical"] == 21
     assert record["result"]["summary"].startswith(
-        "artifact consistent with the source: metadata 19 fields, tokenizer ")
+        "artifact consistent with the source: metadata 20 fields, tokenizer ")
 
 
 @pytest.mark.slow
@@ -105,7 +105,7 @@ def test_a_metadata_mismatch_names_the_field(make_project: Project,
         f"{TEST}: 1 integrity problem(s) (1 metadata); first: metadata rope theta "
         "(llama.rope.freq_base): the source says 10000 (config.json rope_theta), the "
         "artifact 500000",
-        "  metadata: 1 of 19 fields wrong (GGUF key/values of rope.gguf)",
+        "  metadata: 1 of 20 fields wrong (GGUF key/values of rope.gguf)",
         "    field       artifact key          source  artifact  source value from",
         "    ----------*",
         "    rope theta  llama.rope.freq_base  10000   500000    config.json rope_theta",
@@ -124,7 +124,7 @@ def test_a_tokenizer_mismatch_names_the_string(make_project: Project,
     result.stdout.fnmatch_lines([
         f"{TEST}: * integrity problem(s) (* tokenizer); first: tokenizer: * encodes to "
         "[[]*[]], the reference to [[]*[]] (first difference at token *)",
-        "  metadata: 19 fields consistent with the source*",
+        "  metadata: 20 fields consistent with the source*",
         "  tokenizer: * of * strings wrong (llama_cpp.Llama(*tokenize() / decode())",
         "    text*check*at*reference*engine",
         "    *encode*",  # repr() quotes a string with an apostrophe in double quotes

@@ -34,7 +34,7 @@ def test_regeneration_is_byte_identical(project: Path,
     shutil.rmtree(folder)
     assert run(project) == 0
     first = {p: p.read_bytes() for p in folder.rglob("*.json")}
-    assert len(first) == 7  # four prompts, two chat prompts and the perplexity record
+    assert len(first) == 8  # five prompts, two chat prompts and the perplexity record
     assert run(project, "--check") == 0
     assert run(project, "--force") == 0
     assert {p: p.read_bytes() for p in folder.rglob("*.json")} == first
@@ -113,8 +113,8 @@ def test_check_writes_nothing_and_new_files_are_written(project: Path) -> None:
     assert written == [
         "oracle/tiny-llama/arithmetic.json", "oracle/tiny-llama/capital.json",
         "oracle/tiny-llama/code.json", "oracle/tiny-llama/colours.json",
-        "oracle/tiny-llama/completion.json", "oracle/tiny-llama/eval/perplexity.json",
-        "oracle/tiny-llama/greeting.json",
+        "oracle/tiny-llama/completion.json", "oracle/tiny-llama/equation.json",
+        "oracle/tiny-llama/eval/perplexity.json", "oracle/tiny-llama/greeting.json",
     ]
     assert not list(project.rglob("*.partial"))
 

@@ -256,6 +256,11 @@ def test_the_matrix_through_four_ways_of_running_llama_cpp(make_project: Project
                 assert re.search(SKIPS, record["reason"]), (key, runtime, record["reason"])
                 continue
             assert record["outcome"] == reference["outcome"], (key, runtime, record["reason"])
+            if "-nll-" in key and runtime == "example-llama":
+                # pooled over the prompts it can answer: the example runtime has no chat,
+                # so its pool lacks the chat prompts and the value is another average
+                compared[runtime] += 1
+                continue
             assert same(record["result"]["measured"], reference["result"]["measured"]), (
                 key, runtime)
             if key.startswith("token:"):  # the same tokens for every prompt
@@ -263,7 +268,11 @@ def test_the_matrix_through_four_ways_of_running_llama_cpp(make_project: Project
                     reference["result"]["details"]["tokens"], (key, runtime)
             compared[runtime] += 1
     # every runtime ran the suites its capabilities allow
-    assert compared["llamacli"] == compared["llamacpp"]
+    # ... the same ones for the CLI as in process, but for the suites that drive the
+    # in-process engine itself (prompt lookup, a hot-applied LoRA adapter)
+    in_process_only = sum(1 for key in table if key.startswith(("speculative:", "lora:")))
+    assert in_process_only > 0
+    assert compared["llamacli"] == compared["llamacpp"] - in_process_only
     assert compared["llamaserver"] > 0
     assert compared["example-llama"] > 0
     assert not server_processes("llamaserver")

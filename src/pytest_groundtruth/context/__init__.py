@@ -18,6 +18,7 @@ from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context.engines import Engines
 from pytest_groundtruth.context.inputs import Inputs
 from pytest_groundtruth.context.results import Results
+from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.store.artifacts import ArtifactCache
 from pytest_groundtruth.store.results import ResultStore
 
@@ -37,6 +38,13 @@ class Context:
         inputs = Inputs(settings, engines.model)
         store = ResultStore(root, refresh_token)
         return cls(settings, inputs, engines, Results(settings, inputs, engines, store))
+
+    def prompts_for(self, runtime: str, device: str = "cpu") -> list[str]:
+        """The prompt names ``runtime`` can answer: chat prompts only where it renders
+        conversations (a suite looping over every prompt asks this, as the matrix skips
+        per-prompt chat cases there)."""
+        chat = Capability.CHAT in self.engines.runtime(runtime, device).capabilities
+        return [n for n, p in self.inputs.prompts.items() if chat or not p.is_chat]
 
     def close(self) -> None:
         self.engines.close()
