@@ -144,3 +144,18 @@ def test_the_suite_needs_only_tokens_apr_stand_in(make_project: Project, tmp_pat
         models=("tiny-llama",))
     result = pytester.runpytest("--gt-results", "r.json")
     result.assert_outcomes(passed=3)  # apr returns tokens only: no scores, no prompt ids
+
+
+def test_only_chat_prompts_on_a_runtime_without_chat_skip_saying_what_to_select(
+        make_project: Project, tmp_path: Path) -> None:
+    from pytest_groundtruth.standins.apr.cli import write_launcher
+
+    launcher = write_launcher(tmp_path / "bin")
+    pytester = make_project(
+        'models = ["tiny-llama"]\nruntimes = ["apr"]\nquantizations = ["float16"]\n'
+        f'suites = ["rescore", "gateway"]\nprompts = ["capital"]\napr_bin = "{launcher}"\n',
+        models=("tiny-llama",), chat=True)
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(skipped=3)  # the chat case, the pooled case, the gateway
+    result.stdout.fnmatch_lines(["*every selected prompt is a chat prompt (capital): select a "
+                                 "plain prompt*"])

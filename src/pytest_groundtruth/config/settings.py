@@ -184,7 +184,7 @@ class Settings:
                 best = rule
         if best is not None:
             return Bound(best.values[param], f"{best.origin}: {best.reason}")
-        default = load(SUITES, suite).default(param, quantization)
+        default = load(SUITES, suite).default(param, quantization, runtime)
         if param == "ceiling" and default is None and model is not None:
             return Bound(self.spec(model).ppl_ceiling, f"roster entry {model!r} (ppl_ceiling)")
         return Bound(default, "default")

@@ -18,6 +18,7 @@ from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context.engines import Engines
 from pytest_groundtruth.context.inputs import Inputs
 from pytest_groundtruth.context.results import Results
+from pytest_groundtruth.core.failures import RuntimeUnavailable
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.store.artifacts import ArtifactCache
 from pytest_groundtruth.store.results import ResultStore
@@ -44,7 +45,13 @@ class Context:
         conversations (a suite looping over every prompt asks this, as the matrix skips
         per-prompt chat cases there)."""
         chat = Capability.CHAT in self.engines.runtime(runtime, device).capabilities
-        return [n for n, p in self.inputs.prompts.items() if chat or not p.is_chat]
+        names = [n for n, p in self.inputs.prompts.items() if chat or not p.is_chat]
+        if not names:
+            raise RuntimeUnavailable(
+                f"runtime {runtime!r} renders no conversations and every selected prompt is a "
+                f"chat prompt ({', '.join(self.inputs.prompts)}): select a plain prompt "
+                "(prompts/*.txt) too, with `prompts = [...]` or --gt-prompt")
+        return names
 
     def close(self) -> None:
         self.engines.close()

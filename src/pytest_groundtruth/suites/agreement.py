@@ -2,27 +2,41 @@
 
 The runtime scores each prompt followed by the oracle's tokens; positions from every
 prompt are pooled per artifact (one test per model x runtime x quantization), so the
-statistic rests on ~100 positions rather than one sequence's first flip. Bounds are per
-quantization (docs/suites.md says how they were calibrated).
+statistic rests on ~100 positions rather than one sequence's first flip.
+
+Variant ``text``: the runtime scores the evaluation text (the ppl suite's,
+``prompts/eval/perplexity.txt``) as the float32 reference tokenized it, and each position
+is compared with the reference's top-k there (computed once by the reference model,
+through the result store). The text is longer than any prompt and its continuation, so
+faults that grow with distance (a wrong RoPE base or scaling, attention over the wrong
+span) weigh more there, and its ~240 positions make the mean KL's standard error small
+enough to bound tightly at lossy quantizations (docs/calibration.md).
+
+Bounds are per quantization (and per runtime where one name covers several schemes),
+calibrated by ``groundtruth calibrate``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.hashing import text_sha256
 from pytest_groundtruth.measures.agreement import PositionAgreement, agreement
+from pytest_groundtruth.measures.logprobs import TopK, top_k
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.suites import calibrated
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult, token_table
-from pytest_groundtruth.suites.spec import Suite
+from pytest_groundtruth.suites.spec import Cell, Suite, each_artifact
 
 BOUNDS_FILE = Path(__file__).parents[1] / "data" / "agreement_bounds.json"
 
@@ -74,6 +88,66 @@ class Agreement:
         return sum(p.kl for p in self.pooled) / len(self.pooled)
 
 
+TEXT = "text"  # the variant scored on the evaluation text
+TEXT_TOP_K = 20  # reference top-k kept per position of the evaluation text
+REFERENCE = ("transformers", "float32")  # the oracle's runtime and precision
+
+
+@dataclass(frozen=True)
+class ReferenceText:
+    """The float32 reference's view of the evaluation text: its token ids and, at each
+    position after the first, its top-k next tokens."""
+
+    name: str  # the text file's name
+    ids: tuple[int, ...]
+    steps: tuple[TopK, ...]
+    call: str
+
+
+def reference_text(ctx: Context, model: str) -> ReferenceText:
+    """The reference's top-k over the evaluation text (made once, by the reference model)."""
+    reference = ctx.engines.artifact(model, *REFERENCE)
+    path, text = ctx.inputs.eval_text
+
+    def make() -> dict[str, Any]:
+        runner = ctx.engines.runner(reference)
+        ids = list(runner.tokenize(text))
+        if len(ids) < 2:
+            raise InputError(f"{path}: the evaluation text is {len(ids)} token(s) long; "
+                             "teacher forcing needs at least 2")
+        rows = np.asarray(runner.score(ids, 1), dtype=np.float64)
+        steps = [top_k(row, TEXT_TOP_K) for row in rows]
+        return {"ids": ids, "steps": [[list(s.ids), list(s.logprobs)] for s in steps],
+                "call": f"{reference.recipe} -> score(<{len(ids)} ids of {path.name}>)"}
+
+    def decode(data: dict[str, Any]) -> ReferenceText:
+        return ReferenceText(path.name, tuple(int(i) for i in data["ids"]),
+                             tuple(TopK(tuple(int(i) for i in ids), tuple(float(v) for v in lps))
+                                   for ids, lps in data["steps"]), str(data["call"]))
+
+    return ctx.results.cached("reference-text", reference, [text_sha256(text), TEXT_TOP_K],
+                              make, decode)
+
+
+def measure_text(case: Case, ctx: Context) -> Agreement:
+    """Teacher-forced agreement of the case's artifact with the reference on the
+    evaluation text (cached by artifact and the reference's view of the text)."""
+    artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
+    ref = reference_text(ctx, case.model)
+
+    def make() -> dict[str, Any]:
+        rows = np.asarray(ctx.engines.runner(artifact).score(list(ref.ids), 1))
+        tokens = [s.ids[0] for s in ref.steps]  # the reference's own choice
+        positions = agreement(ref.steps, tokens, rows)
+        return {"call": f"{artifact.recipe} -> score(<{len(ref.ids)} ids of {ref.name}>)",
+                "positions": {ref.name: [[int(p.top1), p.kl, p.runtime_argmax]
+                                         for p in positions]}}
+
+    key = text_sha256(json.dumps([list(ref.ids), [[list(s.ids), list(s.logprobs)]
+                                                  for s in ref.steps]]))
+    return ctx.results.cached("agreement-text", artifact, key, make, Agreement.from_json)
+
+
 def measure(case: Case, ctx: Context) -> Agreement:
     """Teacher-forced agreement of the case's artifact, cached by artifact and by what the
     measurement reads from the oracles (prompt ids, tokens, top-k): regenerating an oracle
@@ -94,19 +168,60 @@ def measure(case: Case, ctx: Context) -> Agreement:
                               Agreement.from_json)
 
 
+def _text(case: Case, ctx: Context) -> SuiteResult:
+    artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
+    measured = measure_text(case, ctx)
+    ref = reference_text(ctx, case.model)
+    min_top1 = calibrated.bound(ctx, case, "text_min_top1", RANDOM_BOUNDS)
+    max_kl = calibrated.bound(ctx, case, "text_max_kl", RANDOM_BOUNDS)
+    verdict = _verdict(measured, min_top1.value, max_kl.value)
+    positions = measured.pooled
+    worst = max(range(len(positions)), key=lambda i: positions[i].kl)
+    reference = [s.ids[0] for s in ref.steps]
+    runtime = list(reference)
+    runtime[worst] = positions[worst].runtime_argmax
+    return SuiteResult(
+        case=case,
+        passed=verdict[0],
+        summary=f"{ref.name}: {verdict[1]}",
+        measured={"top1": measured.top1, "kl": measured.kl},
+        bound={"min_top1": min_top1.value, "max_kl": max_kl.value},
+        bound_origin=f"min_top1: {min_top1.origin}; max_kl: {max_kl.origin}",
+        rows=token_table(ctx, case, reference, runtime, [worst]),
+        artifact=str(artifact.path),
+        recipe=artifact.recipe,
+        calls=(ref.call, measured.call),
+        notes=(f"largest KL {positions[worst].kl:.4f} at position {worst + 1} of {ref.name} "
+               "(table: 'oracle' is the reference's top-1 there, 'runtime' the runtime's "
+               "argmax)",),
+        details={"top1": measured.top1, "mean_kl": measured.kl, "positions": len(positions),
+                 "text": ref.name},
+    )
+
+
+def _verdict(measured: Agreement, min_top1: Any, max_kl: Any) -> tuple[bool, str]:
+    top1, kl = measured.top1, measured.kl
+    if min_top1 is None or max_kl is None:
+        return False, ("no calibrated bound for this quantization: run `groundtruth "
+                       "calibrate --write docs/calibration.md` or set one under "
+                       "[tool.groundtruth.bounds]")
+    passed = top1 >= min_top1 and kl <= max_kl
+    return passed, (
+        f"top-1 agreement {top1:.3f} ({'>=' if top1 >= min_top1 else '<'} "
+        f"{min_top1}), mean KL {kl:.4f} ({'<=' if kl <= max_kl else '>'} "
+        f"{max_kl}) over {len(measured.pooled)} teacher-forced positions")
+
+
 def run(case: Case, ctx: Context) -> SuiteResult:
+    if case.variant == TEXT:
+        return _text(case, ctx)
     artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
     measured = measure(case, ctx)
     positions, pooled = measured.positions, measured.pooled
     top1, kl = measured.top1, measured.kl
     min_top1 = calibrated.bound(ctx, case, "min_top1", RANDOM_BOUNDS)
     max_kl = calibrated.bound(ctx, case, "max_kl", RANDOM_BOUNDS)
-    passed = top1 >= min_top1.value and kl <= max_kl.value
-    summary = (
-        f"top-1 agreement {top1:.3f} ({'>=' if top1 >= min_top1.value else '<'} "
-        f"{min_top1.value}), mean KL {kl:.4f} ({'<=' if kl <= max_kl.value else '>'} "
-        f"{max_kl.value}) over {len(pooled)} teacher-forced positions"
-    )
+    passed, summary = _verdict(measured, min_top1.value, max_kl.value)
     worst_name, worst = max(
         ((n, i) for n, ps in positions.items() for i in range(len(ps))),
         key=lambda ni: positions[ni[0]][ni[1]].kl,
@@ -134,6 +249,14 @@ def run(case: Case, ctx: Context) -> SuiteResult:
     )
 
 
+def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[str],
+           settings: Settings) -> list[Case]:
+    """A case per artifact on the oracles' prompts, and one (``text``) on the evaluation
+    text."""
+    base = each_artifact(suite, model, cells, prompts, settings)
+    return base + [replace(c, variant=TEXT) for c in base]
+
+
 SUITE = Suite(
     "agreement",
     "teacher-forced top-1 agreement and KL divergence against the oracle's top-k",
@@ -142,9 +265,10 @@ SUITE = Suite(
     per_prompt=False,
     # `groundtruth calibrate` derives these (docs/calibration.md).
     params={
-        "min_top1": {q: b["min_top1"] for q, b in BOUNDS.items()},
-        "max_kl": {q: b["max_kl"] for q, b in BOUNDS.items()},
+        name: {q: b[name] for q, b in BOUNDS.items() if name in b}
+        for name in ("min_top1", "max_kl", "text_min_top1", "text_max_kl")
     },
+    expand=_cases,
     rank=80,
     worse={"top1": "lower", "kl": "higher"},
 )

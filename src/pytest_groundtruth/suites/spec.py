@@ -77,10 +77,17 @@ class Suite:
                 return f"runtime {cell.runtime!r} has no {names} (suite {self.name!r} needs it)"
         return None
 
-    def default(self, param: str, quantization: str | None) -> int | float | None:
+    def default(self, param: str, quantization: str | None,
+                runtime: str | None = None) -> int | float | None:
+        """The declared default: per quantization where ``params`` maps them, the entry
+        ``"<runtime>:<quantization>"`` first (one runtime's scheme at that name, e.g.
+        llama.cpp's Q4_0 at int4), then ``"<quantization>"``, then ``"*"``."""
         value = self.params[param]
         if isinstance(value, dict):
-            return value.get(quantization or "*", value.get("*"))
+            q = quantization or "*"
+            if runtime is not None and f"{runtime}:{q}" in value:
+                return value[f"{runtime}:{q}"]
+            return value.get(q, value.get("*"))
         return value
 
 

@@ -12,8 +12,10 @@ The rule, per quantization q (written to docs/calibration.md with the numbers):
 * published: llama.cpp's figures for Llama-3-8B on wikitext-2 (llama-perplexity
   --kl-divergence, in llama.cpp's tools/perplexity README), where one
   exists for q;
-* ``max_kl = 3 * max(k over measured and published)``, at least :data:`KL_FLOOR` (the
-  noise of oracle log-probabilities stored to 6 decimals);
+* ``max_kl = max(k over measured and published) + 3 * se``, se the standard error of the
+  worst correct conversion's mean KL (the sd of its per-position KL over sqrt(n)), at
+  least :data:`KL_FLOOR` (the noise of oracle log-probabilities stored to 6 decimals):
+  three standard errors above the worst correct conversion, as for top-1;
 * ``min_top1 = min(t) - 3 * sqrt(t (1 - t) / n)``, n the number of teacher-forced
   positions: three binomial standard errors below the worst correct conversion, so a
   correct engine on another machine passes; when every correct conversion agrees
@@ -28,7 +30,11 @@ over the correct conversions of every tiny model (``--random-model``; no publish
 figures apply): their next-token distributions are nearly flat (perplexity above the
 vocabulary size), so a legitimate quantization flips the top-1 token at a third to
 two thirds of the positions while the KL divergence stays small; on them KL carries the
-check. Quantizations without bounds of their own get ``int4``'s (``*``). Bounds are rounded
+check. Where several runtimes are calibrated at one quantization name (int8, int4:
+llama.cpp's Q8_0/Q4_0 and torchao's schemes), each also gets bounds of its own
+(``llamacpp:int4``), from its own conversions, and the name's bounds are the loosest
+(for runtimes not calibrated here). Quantizations without bounds of their own get
+``int4``'s (``*``). Bounds are rounded
 outward (top-1 down, KL and ratio up) to two significant digits (of the ratio's excess).
 The results are written to ``pytest_groundtruth/data/agreement_bounds.json`` and
 ``ppl_bounds.json``, which the suites read, so the defaults are this command's output,
@@ -39,16 +45,20 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import RuntimeUnavailable
 from pytest_groundtruth.ggufio.quantize import CATALOG
 from pytest_groundtruth.runtimes.registry import make_runtime
-from pytest_groundtruth.suites.agreement import measure
+from pytest_groundtruth.suites.agreement import Agreement, measure, measure_text
 from pytest_groundtruth.suites.case import Case
 
 KL_FLOOR = 1e-4
+STANDARD_ERRORS = 3.0
 RATIO_FLOOR = 0.002
 
 # llama.cpp `llama-perplexity --kl-divergence`, Llama-3-8B, wikitext-2 (tools/perplexity README).
@@ -83,6 +93,8 @@ class Measured:
     kl: float
     positions: int
     ratio: float | None = None  # ppl / the oracle's ppl
+    kl_se: float = 0.0  # standard error of the mean KL over its positions
+    text: Measured | None = None  # the same measures on the evaluation text (agreement's text)
 
 
 def _round_down(x: float) -> float:
@@ -103,18 +115,48 @@ def derive(measured: list[Measured], quant: str, published_figures: bool = True
     if not rows:
         raise ValueError(f"no correct conversion was measured at {quant}")
     published = PUBLISHED.get(quant, {}) if published_figures else {}
-    kls = [m.kl for m in rows] + ([float(published["kl"])] if "kl" in published else [])
-    max_kl = max(3 * max(kls), KL_FLOOR)
+    worst = max(rows, key=lambda m: m.kl)
+    kl = max(worst.kl, float(published.get("kl", 0.0)))
+    max_kl = max(kl + STANDARD_ERRORS * worst.kl_se, KL_FLOOR)
     t = min([m.top1 for m in rows] + ([float(published["top1"])] if "top1" in published
                                        else []))
     n = min(m.positions for m in rows)
-    min_top1 = 1 - 1 / n if t >= 1.0 else t - 3 * math.sqrt(t * (1 - t) / n)
+    min_top1 = 1 - 1 / n if t >= 1.0 else t - STANDARD_ERRORS * math.sqrt(t * (1 - t) / n)
     bounds = {"min_top1": round(_round_down(min_top1), 6), "max_kl": round(_round_up(max_kl), 8)}
+    texts = [m.text for m in rows if m.text is not None]
+    if len(texts) == len(rows):  # the evaluation text's bounds, by the same rule
+        for name, value in derive(texts, quant, published_figures=False).items():
+            bounds[f"text_{name}"] = value
     ratios = [m.ratio for m in rows if m.ratio is not None]
     if ratios:
         excess = max(3 * (max(ratios) - 1), RATIO_FLOOR)
         bounds["max_ratio"] = round(1 + _round_up(excess), 8)
     return bounds
+
+
+class _Row(Protocol):
+    @property
+    def runtime(self) -> str: ...
+
+    @property
+    def quant(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Row)
+
+
+def per_runtime(measured: Sequence[R], derive: Callable[[list[R], str], dict[str, float]]
+                ) -> dict[str, dict[str, float]]:
+    """``"<runtime>:<quant>"`` bounds where several runtimes were measured at one quantization
+    name (each runtime's own scheme there: llama.cpp's Q4_0 and torchao's int4 are not one
+    scheme); the name's own bounds stay the loosest, for runtimes not calibrated here."""
+    out = {}
+    for q in dict.fromkeys(m.quant for m in measured):
+        runtimes = sorted({m.runtime for m in measured if m.quant == q})
+        if len(runtimes) > 1:
+            for r in runtimes:
+                out[f"{r}:{q}"] = derive([m for m in measured if m.runtime == r], q)
+    return out
 
 
 def measure_correct(ctx: Context, model: str) -> list[Measured]:
@@ -125,13 +167,23 @@ def measure_correct(ctx: Context, model: str) -> list[Measured]:
             if q not in make_runtime(runtime, ctx.settings).quantizations:
                 continue
             try:
-                result = measure(Case("agreement", model, runtime, q), ctx)
+                case = Case("agreement", model, runtime, q)
+                result = measure(case, ctx)
+                text = measure_text(case, ctx)
                 ppl = ctx.results.perplexity(model, runtime, q)[0].perplexity
             except RuntimeUnavailable:
                 continue
             out.append(Measured(model, runtime, quant, result.top1, result.kl,
-                                len(result.pooled), ppl / oracle_ppl(ctx, model)))
+                                len(result.pooled), ppl / oracle_ppl(ctx, model),
+                                _kl_se(result), Measured(model, runtime, quant, text.top1,
+                                                         text.kl, len(text.pooled), None,
+                                                         _kl_se(text))))
     return out
+
+
+def _kl_se(measured: Agreement) -> float:
+    kls = [p.kl for p in measured.pooled]
+    return statistics.stdev(kls) / math.sqrt(len(kls)) if len(kls) > 1 else 0.0
 
 
 def oracle_ppl(ctx: Context, model: str) -> float:
@@ -149,27 +201,36 @@ class Calibration:
 def _bounds(measured: list[Measured], published: bool) -> dict[str, dict[str, float]]:
     bounds = {q: derive(measured, q, published) for q in CORRECT
               if any(m.quant == q for m in measured)}
+    bounds.update(per_runtime(measured, lambda rows, q: derive(rows, q, published)))
     if CATCH_ALL in bounds:
         bounds["*"] = bounds[CATCH_ALL]
     return bounds
 
 
 def _measured_table(measured: list[Measured]) -> list[str]:
-    lines = ["| model | quantization | correct conversion | top-1 | KL | positions | ppl ratio |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | quantization | correct conversion | top-1 | KL | KL se | positions | "
+             "ppl ratio | text: top-1 | KL | KL se | positions |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def text(m: Measured | None) -> str:
+        return "- | - | - | -" if m is None else \
+            f"{m.top1:.3f} | {m.kl:.5f} | {m.kl_se:.5f} | {m.positions}"
+
     return lines + [f"| {m.model} | {m.quant} | {m.runtime} | {m.top1:.3f} | {m.kl:.5f} | "
-                    f"{m.positions} | {'-' if m.ratio is None else f'{m.ratio:.4f}'} |"
+                    f"{m.kl_se:.5f} | {m.positions} | "
+                    f"{'-' if m.ratio is None else f'{m.ratio:.4f}'} | {text(m.text)} |"
                     for m in measured]
 
 
 def _bounds_table(bounds: dict[str, dict[str, float]], published: bool) -> list[str]:
     lines = ["| quantization | published (llama.cpp, Llama-3-8B) | min_top1 | max_kl | "
-             "max_ratio |", "|---|---|---|---|---|"]
+             "max_ratio | text: min_top1 | text: max_kl |", "|---|---|---|---|---|---|---|"]
     for q, b in bounds.items():
         source = (PUBLISHED.get(q, {}).get("source", "-") if published else "-") if q != "*" \
             else f"any other quantization: {CATCH_ALL}'s bounds"
         lines.append(f"| {q} | {source} | {b['min_top1']} | {b['max_kl']} | "
-                     f"{b.get('max_ratio', '-')} |")
+                     f"{b.get('max_ratio', '-')} | {b.get('text_min_top1', '-')} | "
+                     f"{b.get('text_max_kl', '-')} |")
     return lines
 
 
@@ -201,9 +262,12 @@ def calibrate(ctx: Context, model: str, random_models: tuple[str, ...] = ()
 
 
 def bounds_document(cal: Calibration) -> str:
-    """data/agreement_bounds.json: min_top1 and max_kl per quantization."""
+    """data/agreement_bounds.json: min_top1 and max_kl per quantization (text_*: on the
+    evaluation text)."""
+    keys = ("min_top1", "max_kl", "text_min_top1", "text_max_kl")
+
     def agreement(bounds: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        return {q: {k: v for k, v in b.items() if k in ("min_top1", "max_kl")}
+        return {q: {k: v for k, v in b.items() if k in keys}
                 for q, b in bounds.items()}
 
     return json.dumps({"generated_by": "groundtruth calibrate", "model": cal.model,

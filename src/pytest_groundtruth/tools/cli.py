@@ -25,6 +25,7 @@ from pytest_groundtruth.core.paths import OutsideFolder
 from pytest_groundtruth.models.sources import ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
 from pytest_groundtruth.suites.agreement import BOUNDS_FILE
+from pytest_groundtruth.suites.consistency import BOUNDS_FILE as CONSISTENCY_BOUNDS_FILE
 from pytest_groundtruth.suites.ppl import BOUNDS_FILE as PPL_BOUNDS_FILE
 from pytest_groundtruth.tools import (
     benchmark,
@@ -291,7 +292,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     random = tuple(args.random_model if args.random_model is not None else TINY_MODELS)
     try:
         cal, text = calibrate.calibrate(ctx, args.model, random)
-        rescore_bounds, rescore_text = rescore_calibration.calibrate(ctx, args.model)
+        rescore_bounds, consistency_bounds, rescore_text = rescore_calibration.calibrate(
+            ctx, args.model)
     finally:
         ctx.close()
     text += "\n" + rescore_text
@@ -302,8 +304,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         atomic_write_text(PPL_BOUNDS_FILE, calibrate.ppl_document(cal))
         atomic_write_text(rescore_calibration.BOUNDS_FILE,
                           rescore_calibration.bounds_document(args.model, rescore_bounds))
-        print(f"wrote {args.write}, {BOUNDS_FILE}, {PPL_BOUNDS_FILE} and "
-              f"{rescore_calibration.BOUNDS_FILE}", file=sys.stderr)
+        atomic_write_text(CONSISTENCY_BOUNDS_FILE,
+                          rescore_calibration.bounds_document(args.model, consistency_bounds))
+        print(f"wrote {args.write}, {BOUNDS_FILE}, {PPL_BOUNDS_FILE}, "
+              f"{rescore_calibration.BOUNDS_FILE} and {CONSISTENCY_BOUNDS_FILE}",
+              file=sys.stderr)
     return 0
 
 

@@ -17,6 +17,12 @@ pooled excess NLL. Per quantization q:
   oracle's per-token NLL times sqrt(1/n + 1/n) (n its tokens). Three standard errors
   above the worst correct conversion, the agreement suite's rule.
 
+The consistency suite's ``max_gap`` comes from the same generations, each scored by the
+runtime itself (:mod:`pytest_groundtruth.suites.consistency`): ``max(NEAR_TIE_MARGIN,
+2 * s)``, s the largest gap of any generated token to its own scoring's best at q. A
+correct engine flips only at near ties, by the float difference between its decode and
+prefill paths; s is the largest such flip seen, and twice it leaves room for one not seen.
+
 Bounds are rounded up to two significant digits. ``*`` (a quantization no correct
 conversion was measured at) gets the loosest bound of each kind: no false alarm, and
 little power, until the type is calibrated. The bounds go to
@@ -31,10 +37,14 @@ from dataclasses import dataclass
 
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.measures.consistency import check
 from pytest_groundtruth.measures.rescore import judge, mean_nll
 from pytest_groundtruth.oracle.format import NEAR_TIE_MARGIN
+from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.runtimes.registry import make_runtime
+from pytest_groundtruth.suites.consistency import self_scored
 from pytest_groundtruth.suites.rescore import BOUNDS_FILE, oracle_logprobs, pooled, rescored
+from pytest_groundtruth.tools.calibrate import per_runtime
 
 RUNTIMES = ("llamacpp", "torchao", "transformers")
 GAP_FACTOR = 2.0
@@ -49,6 +59,7 @@ class RescoreMeasured:
     worst_prompt: str
     excess_nll: float  # pooled
     tokens: int
+    self_gap: float | None = None  # consistency: largest gap to its own scoring's best
 
 
 def _round_up(x: float) -> float:
@@ -78,19 +89,23 @@ def measure_correct(ctx: Context, model: str, runtimes: tuple[str, ...] = RUNTIM
         for quant in runtime.quantizations:
             try:
                 ctx.engines.runtime(name)
-                gaps = {}
-                for prompt in ctx.inputs.prompts:
+                gaps, own = {}, []
+                for prompt in ctx.prompts_for(name):
                     oracle = ctx.inputs.oracle(model, prompt)
-                    gen, _ = ctx.results.generate(model, name, quant, prompt)
+                    gen, artifact = ctx.results.generate(model, name, quant, prompt)
                     verdict = judge(rescored(ctx, model, oracle, gen.tokens).ratings,
                                     oracle_logprobs(oracle), math.inf, math.inf)
                     gaps[prompt] = verdict.max_gap
+                    if Capability.SCORE in runtime.capabilities:
+                        scored = self_scored(ctx, artifact, gen,
+                                             tuple(oracle.eos_token_ids or ()))
+                        own.append(check(scored.ratings, math.inf).max_gap)
                 pool = pooled(ctx, model, name, quant)
             except RuntimeUnavailable:
                 continue
             worst = max(gaps, key=lambda p: gaps[p])
             out.append(RescoreMeasured(name, quant, gaps[worst], worst, pool.excess_nll,
-                                       pool.tokens))
+                                       pool.tokens, max(own) if own else None))
     return out
 
 
@@ -103,13 +118,31 @@ def derive(measured: list[RescoreMeasured], quant: str, se: float) -> dict[str, 
     return {"max_gap": _round_up(gap), "max_excess_nll": _round_up(excess)}
 
 
-def calibrate(ctx: Context, model: str) -> tuple[dict[str, dict[str, float]], str]:
-    """The bounds per quantization and the markdown section that shows how."""
+def derive_consistency(measured: list[RescoreMeasured], quant: str) -> dict[str, float]:
+    gaps = [m.self_gap for m in measured if m.quant == quant and m.self_gap is not None]
+    if not gaps:
+        raise ValueError(f"no correct conversion was self-scored at {quant}")
+    return {"max_gap": _round_up(max(NEAR_TIE_MARGIN, GAP_FACTOR * max(gaps)))}
+
+
+Bounds = dict[str, dict[str, float]]
+
+
+def calibrate(ctx: Context, model: str) -> tuple[Bounds, Bounds, str]:
+    """The rescore and consistency bounds per quantization, and the markdown section
+    that shows how."""
     measured = measure_correct(ctx, model)
     se, n = oracle_nll_se(ctx, model)
     quants = list(dict.fromkeys(m.quant for m in measured))
     bounds = {q: derive(measured, q, se) for q in quants}
     bounds["*"] = {k: max(b[k] for b in bounds.values()) for k in ("max_gap", "max_excess_nll")}
+    bounds.update(per_runtime(measured, lambda rows, q: derive(rows, q, se)))
+    own = [m for m in measured if m.self_gap is not None]
+    consistency = {q: derive_consistency(own, q)
+                   for q in dict.fromkeys(m.quant for m in own)}
+    if consistency:
+        consistency["*"] = {"max_gap": max(b["max_gap"] for b in consistency.values())}
+    consistency.update(per_runtime(own, derive_consistency))
     doc = (__doc__ or "").split("Per quantization q:")[1].split("The bounds go to")[0].strip()
     oracle_lp = [lp for p in ctx.inputs.prompts
                  for lp in oracle_logprobs(ctx.inputs.oracle(model, p))]
@@ -125,14 +158,18 @@ def calibrate(ctx: Context, model: str) -> tuple[dict[str, dict[str, float]], st
         f"The oracle's own continuations: {n} tokens, mean NLL {mean_nll(oracle_lp):.3f} "
         f"nats; se = {se:.4f}.",
         "",
-        "| quantization | correct conversion | largest gap (prompt) | pooled excess NLL | tokens |",
-        "|---|---|---|---|---|",
+        "| quantization | correct conversion | largest gap (prompt) | pooled excess NLL | tokens "
+        "| consistency: largest gap to its own scoring |",
+        "|---|---|---|---|---|---|",
     ]
     lines += [f"| {m.quant} | {m.runtime} | {m.max_gap:.3f} ({m.worst_prompt}) | "
-              f"{m.excess_nll:+.4f} | {m.tokens} |" for m in measured]
-    lines += ["", "| quantization | max_gap | max_excess_nll |", "|---|---|---|"]
-    lines += [f"| {q} | {b['max_gap']} | {b['max_excess_nll']} |" for q, b in bounds.items()]
-    return bounds, "\n".join(lines) + "\n"
+              f"{m.excess_nll:+.4f} | {m.tokens} | "
+              f"{'-' if m.self_gap is None else f'{m.self_gap:.4f}'} |" for m in measured]
+    lines += ["", "| quantization | max_gap | max_excess_nll | consistency max_gap |",
+              "|---|---|---|---|"]
+    lines += [f"| {q} | {b['max_gap']} | {b['max_excess_nll']} | "
+              f"{consistency.get(q, {}).get('max_gap', '-')} |" for q, b in bounds.items()]
+    return bounds, consistency, "\n".join(lines) + "\n"
 
 
 def bounds_document(model: str, bounds: dict[str, dict[str, float]]) -> str:
@@ -141,4 +178,5 @@ def bounds_document(model: str, bounds: dict[str, dict[str, float]]) -> str:
 
 
 __all__ = ["BOUNDS_FILE", "RescoreMeasured", "bounds_document", "calibrate", "derive",
+           "derive_consistency",
            "measure_correct"]

@@ -1,0 +1,143 @@
+"""consistency: the runtime's greedy tokens against its own teacher-forced scoring.
+
+Black box, and free of quantization error: the runtime generates (decode, through its KV
+cache), then scores the prompt ids it consumed followed by its own tokens in one pass
+(prefill); every generated token must be the argmax of its own scoring at that position,
+up to the float noise between the two evaluation orders
+(:mod:`pytest_groundtruth.measures.consistency`). It catches faults in the generation
+loop that a reference comparison cannot tell from quantization error at int4 (a dropped
+or repeated prompt token, positions off by one, a KV cache kept across prompts, a
+sampler that is not greedy), at every precision.
+
+``max_gap`` is per quantization, calibrated on correct conversions by
+``groundtruth calibrate`` (docs/calibration.md). The own scoring goes through the result
+store, keyed by the artifact and the token ids, so an unchanged re-run does no engine work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytest_groundtruth.context import Context
+from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.measures.consistency import check
+from pytest_groundtruth.measures.rescore import Rating, judged_span, rate
+from pytest_groundtruth.runtimes.base import Artifact, Capability, Generation
+from pytest_groundtruth.suites import calibrated
+from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.prompt_check import prompt_failure
+from pytest_groundtruth.suites.result import SuiteResult, TokenRow, bound_of
+from pytest_groundtruth.suites.spec import Suite
+
+BOUNDS_FILE = Path(__file__).parents[1] / "data" / "consistency_bounds.json"
+
+
+def load_bounds(path: Path = BOUNDS_FILE) -> dict[str, dict[str, float]]:
+    """The calibrated consistency bounds (written by `groundtruth calibrate`)."""
+    bounds: dict[str, dict[str, float]] = calibrated.read(path).get("bounds", {})
+    return bounds
+
+
+BOUNDS = load_bounds()
+
+
+@dataclass(frozen=True)
+class SelfScored:
+    """The runtime's own ratings of its generated tokens."""
+
+    ratings: tuple[Rating, ...]
+    call: str
+
+
+def self_scored(ctx: Context, artifact: Artifact, gen: Generation,
+                eos_ids: tuple[int, ...]) -> SelfScored:
+    """``artifact``'s own scoring of ``gen`` (the prompt ids it consumed + its tokens)."""
+    judged = list(gen.tokens[:judged_span(gen.tokens, eos_ids)])
+    prompt = list(gen.prompt_tokens)
+    if not judged:
+        return SelfScored((), "nothing to score")
+    if not prompt:
+        raise RuntimeUnavailable(
+            f"runtime {artifact.runtime!r} did not report the prompt token ids it consumed, "
+            "so its tokens cannot be scored after them: make its generate/chat return "
+            "prompt_tokens")
+
+    def make() -> dict[str, Any]:
+        runner = ctx.engines.runner(artifact)
+        rows = runner.score(prompt + judged, len(prompt))
+        call = (f"{artifact.recipe} -> score(<{len(prompt)} prompt ids it consumed> + "
+                f"<{len(judged)} tokens it generated>)")
+        return {"call": call, "ratings": [r.to_json() for r in rate(judged, np.asarray(rows))]}
+
+    def decode(data: dict[str, Any]) -> SelfScored:
+        return SelfScored(tuple(Rating.from_json(i, r) for i, r in enumerate(data["ratings"])),
+                          str(data["call"]))
+
+    return ctx.results.cached("consistency", artifact, [prompt, judged], make, decode)
+
+
+def run(case: Case, ctx: Context) -> SuiteResult:
+    assert case.prompt is not None
+    oracle = ctx.inputs.oracle(case.model, case.prompt)
+    gen, artifact = ctx.results.generate(case.model, case.runtime, case.quant, case.prompt,
+                                          case.device)
+    failed = prompt_failure(ctx, case, oracle, gen, artifact)
+    if failed is not None:
+        return failed
+    scored = self_scored(ctx, artifact, gen, tuple(oracle.eos_token_ids or ()))
+    max_gap = bound_of(ctx, case, "max_gap")
+    verdict = check(scored.ratings, float(max_gap.value))
+    worst = verdict.worst
+    where = ""
+    if worst is not None and worst.gap > 0:
+        where = (f" at position {worst.position} (generated {worst.token}, rank "
+                 f"{worst.rank} of its own scoring, whose best is {worst.best})")
+    summary = (f"largest gap between a generated token and the runtime's own scoring's best "
+               f"{verdict.max_gap:.4f} nats{where} {'>' if verdict.over else '<='} "
+               f"{max_gap.value}")
+    if verdict.over:
+        summary += f"; {len(verdict.over)} position(s) over the bound"
+
+    def text(token: int) -> str:
+        return ctx.inputs.decode(case.model, token)
+
+    rows = tuple(
+        TokenRow(position=r.position, oracle_id=r.best, oracle_text=text(r.best),
+                 runtime_id=r.token, runtime_text=text(r.token), oracle_logprob=r.logprob,
+                 floor=None, near_tie=r.gap <= max_gap.value, margin=r.gap)
+        for r in verdict.over[:8])
+    return SuiteResult(
+        case=case,
+        passed=verdict.passed,
+        summary=summary,
+        measured=round(verdict.max_gap, 4),
+        bound=max_gap.value,
+        bound_origin=max_gap.origin,
+        first_divergence=next((r.position for r in scored.ratings if r.rank > 1), None),
+        rows=rows,
+        artifact=str(artifact.path),
+        recipe=artifact.recipe,
+        calls=(gen.call, scored.call),
+        notes=("table: 'oracle' is the runtime's own scoring's best token on its own prefix "
+               "(prefill), 'runtime' the token it generated there (decode); 'margin' is the "
+               "gap",) if not verdict.passed else (),
+        details={"max_gap": verdict.max_gap, "flips": verdict.flips,
+                 "gaps": [round(r.gap, 5) for r in scored.ratings],
+                 "tokens": list(gen.tokens)},
+    )
+
+
+SUITE = Suite(
+    "consistency",
+    "the runtime's greedy tokens are the argmax of its own teacher-forced scoring "
+    "(decode vs prefill), within a calibrated float-noise bound",
+    run,
+    needs=((Capability.GENERATE,), (Capability.SCORE,)),
+    # `groundtruth calibrate` derives these (docs/calibration.md).
+    params={"max_gap": {q: b["max_gap"] for q, b in BOUNDS.items()}},
+    rank=78,
+)
