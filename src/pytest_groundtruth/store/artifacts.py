@@ -38,6 +38,7 @@ from typing import Any
 
 from pytest_groundtruth.core.atomic import atomic_path, atomic_write_text, locked
 from pytest_groundtruth.core.hashing import digest, file_sha256, tree_sha256
+from pytest_groundtruth.core.memory import trim_heap
 from pytest_groundtruth.core.paths import inside
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.base import Artifact, Runner, Runtime
@@ -130,6 +131,7 @@ class ArtifactCache:
             "token": self.refresh_token,
         }
         atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+        trim_heap()  # the conversion's tensors, freed, go back to the OS
         self.built += 1
         line = json.dumps({"key": key, "model": recipe.model, "label": recipe.label,
                            "pid": os.getpid(), "seconds": seconds})
