@@ -42,6 +42,7 @@ from pytest_groundtruth.core.memory import trim_heap
 from pytest_groundtruth.core.paths import inside
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.base import Artifact, Runner, Runtime
+from pytest_groundtruth.store.pool import close_open_runners
 
 
 @dataclass(frozen=True)
@@ -178,9 +179,17 @@ def reimported(runtime: Runtime, model: ResolvedModel, quant: str, gguf: Path,
                cache: ArtifactCache) -> Artifact:
     """An artifact of ``runtime`` rebuilt from ``gguf`` (the roundtrip's second half)."""
     parts = {"reimport": file_sha256(gguf), **runtime.key_parts(quant)}
+
+    def build(out: Path) -> str:
+        # The reimport dequantizes the whole GGUF through transformers (a float32 model
+        # and its serialization at once): the runner the export came from is not needed
+        # beside it, and the next one opened is the reimported artifact's anyway.
+        if close_open_runners():
+            trim_heap()
+        return runtime.reimport(gguf, model, quant, out)
+
     recipe = Recipe(model.slug, f"{runtime.name}-{quant}-reimport", parts,
-                    runtime.artifact_suffix(quant),
-                    lambda out: runtime.reimport(gguf, model, quant, out), runtime.validate)
+                    runtime.artifact_suffix(quant), build, runtime.validate)
     return _artifact(runtime, model, quant, cache.get(recipe))
 
 
