@@ -21,7 +21,14 @@ from pytest_groundtruth.plugin.stats import (
     write_process_stats,
 )
 from pytest_groundtruth.suites.matrix import build_cases
-from pytest_groundtruth.tools.benchmark import RunTiming, child_env, targets_section
+from pytest_groundtruth.tools.benchmark import (
+    RunTiming,
+    attainable_ratio,
+    child_env,
+    runs_section,
+    targets_section,
+    trivial_run,
+)
 from pytest_groundtruth.tools.floor import ArtifactFloor, Floor, work_of
 
 ROOT = Path(__file__).parents[2]
@@ -55,12 +62,39 @@ def test_targets_are_judged_against_their_references() -> None:
     runs = {("cold", 0): run("cold", 0, 120.0), ("warm", 0): run("warm", 0, 5.0),
             ("cold", 2): run("cold", 2, 70.0), ("warm", 2): run("warm", 2, 4.0, results=1)}
     lines = "\n".join(targets_section(run("collect-only", 0, 2.0), runs, floor, 2.5, [0, 2]))
-    assert "| warm re-run -n 0 / collect-only | 2.50 | <= 3.0 | met |" in lines
-    assert "| cold -n 0 / floor | 1.20 | <= 1.3 | met |" in lines
-    assert "| cold -n 2 / cold -n 0 | 0.58 | <= 0.65 | met |" in lines
-    assert "| warm -n 2 / warm -n 0 | 0.80 | <= 0.65 | MISSED |" in lines
-    assert "| peak RSS / largest model held (worst process) | 2.50 | <= 2.0 | MISSED |" in lines
-    assert "(runners + results + builds) | 1 | = 0 | MISSED |" in lines
+    assert "| warm re-run -n 0 / collect-only | 2.50 | - | <= 3.0 | met |" in lines
+    assert "| cold -n 0 / floor | 1.20 | - | <= 1.3 | met |" in lines
+    assert "| cold -n 2 / cold -n 0 | 0.58 | - | <= 0.65 | met |" in lines
+    assert "| warm -n 2 / warm -n 0 | 0.80 | - | <= 0.65 | MISSED |" in lines
+    assert "| peak RSS / largest model held (worst process) | 2.50 | - | <= 2.0 | MISSED |" in lines
+    assert "(runners + results + builds) | 1 | - | = 0 | MISSED |" in lines
+
+
+def test_the_xdist_floor_bounds_the_attainable_worker_ratio() -> None:
+    # warm -n 0 of 4.0 s; a one-test project takes 0.6 s at -n 0 and 1.2 s at -n 2;
+    # collect-only 1.6 s: 1.0 s of collection each worker repeats, 2.4 s left to split.
+    assert attainable_ratio(4.0, 0.6, 1.2, 1.6, 2) == pytest.approx((1.2 + 1.0 + 1.2) / 4.0)
+    # no fixed costs and nothing to collect: perfect halving
+    assert attainable_ratio(10.0, 0.0, 0.0, 0.0, 2) == pytest.approx(0.5)
+    floor = Floor((("m", 10.0),), (), ())
+    runs = {("cold", 0): run("cold", 0, 100.0), ("warm", 0): run("warm", 0, 4.0),
+            ("cold", 2): run("cold", 2, 60.0), ("warm", 2): run("warm", 2, 3.92)}
+    trivial = {0: run("trivial", 0, 0.6), 2: run("trivial", 2, 1.2)}
+    lines = "\n".join(targets_section(run("collect-only", 0, 1.6), runs, floor, 1.5, [0, 2],
+                                      trivial))
+    assert "| warm -n 2 / warm -n 0 | 0.98 | 0.85 | <= 0.65 | MISSED |" in lines
+    assert "| cold -n 2 / cold -n 0 | 0.60 | 0.51 | <= 0.65 | met |" in lines
+    assert "T0 = 0.60 s and T2 = 1.20 s" in lines
+    section = "\n".join(runs_section(run("collect-only", 0, 1.6), runs, floor, trivial))
+    assert "| one-test project (pytest + xdist floor) | 2 | 1.20 |" in section
+
+
+@pytest.mark.slow
+def test_the_one_test_project_runs_with_and_without_workers(tmp_path: Path) -> None:
+    for n in (0, 2):
+        found = trivial_run(n, tmp_path / "cache")
+        assert found.returncode == 0, found.summary
+        assert "1 passed" in found.summary
 
 
 def test_process_stats_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

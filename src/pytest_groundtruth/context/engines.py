@@ -15,6 +15,7 @@ from pathlib import Path
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.core.failures import InputError, RuntimeUnavailable
 from pytest_groundtruth.core.hashing import digest, tree_sha256
+from pytest_groundtruth.core.memory import trim_heap
 from pytest_groundtruth.models.sources import ModelUnavailable, ResolvedModel, resolve
 from pytest_groundtruth.runtimes.base import Artifact, Runner, Runtime
 from pytest_groundtruth.runtimes.registry import make_runtime
@@ -45,6 +46,7 @@ class Engines:
                                              self.settings.root, self.settings.roster)
             except ModelUnavailable as exc:
                 self._models[slug] = exc
+            trim_heap()  # a source built now (float32 weights written) leaves freed heap
         found = self._models[slug]
         if isinstance(found, ModelUnavailable):
             raise found

@@ -29,6 +29,7 @@ import gguf
 import numpy as np
 import numpy.typing as npt
 
+from pytest_groundtruth.core.tensorfiles import open_safetensors
 from pytest_groundtruth.ggufio import names
 from pytest_groundtruth.ggufio.names import GGUFExportError, GGUFFormatError
 
@@ -123,11 +124,10 @@ def iter_hf_tensors(
 
 def _hf_names(config: Mapping[str, Any] | Path, hp: names.HParams) -> list[str]:
     if isinstance(config, Path) and config.is_dir():
-        from safetensors import safe_open
 
         found: list[str] = []
         for part in sorted(config.glob("model*.safetensors")):
-            with safe_open(str(part), framework="np") as f:
+            with open_safetensors(str(part), "np") as f:
                 found += list(f.keys())
         if found:
             return found

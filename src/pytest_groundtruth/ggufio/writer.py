@@ -50,6 +50,7 @@ import gguf
 import numpy as np
 
 from pytest_groundtruth.core.atomic import atomic_path
+from pytest_groundtruth.core.tensorfiles import open_safetensors
 from pytest_groundtruth.ggufio import ggml_encoder, names, tokenizer_meta
 from pytest_groundtruth.ggufio.names import GGUFExportError, HParams
 from pytest_groundtruth.ggufio.reader import GGUFScan, scan_gguf
@@ -136,14 +137,13 @@ def plan(model_dir: Path, hp: HParams, out: str,
          like: GGUFScan | None = None) -> list[PlannedTensor]:
     """Every tensor to write, in the converter's order, with its GGUF name, shape and type
     (``like``: take each tensor's type from that file)."""
-    from safetensors import safe_open
 
     required = names.required_hf_tensors(hp)
     found: list[tuple[Path, str, str, tuple[int, ...], str]] = []
     seen: dict[str, Path] = {}
     for part in model_parts(model_dir):
         try:
-            handle = safe_open(str(part), framework="np")
+            handle = open_safetensors(str(part), "np")
         except Exception as exc:  # safetensors raises its own error type
             raise GGUFExportError(f"{part}: unreadable safetensors file ({exc})") from exc
         with handle as f:
@@ -203,17 +203,16 @@ class _Reader:
         self._pt: Any = None
 
     def load(self, item: PlannedTensor) -> np.ndarray[Any, np.dtype[np.float32]]:
-        from safetensors import safe_open
 
         if item.part != self._part:
             self._stack.close()
             self._part, self._pt = item.part, None
-            self._np = self._stack.enter_context(safe_open(str(item.part), framework="np"))
+            self._np = self._stack.enter_context(open_safetensors(str(item.part), "np"))
         if item.dtype in ("F32", "F16", "F64"):
             data = self._np.get_tensor(item.hf_name)
         elif item.dtype == "BF16":  # numpy has no bfloat16: widen through torch
             if self._pt is None:
-                self._pt = self._stack.enter_context(safe_open(str(item.part), framework="pt"))
+                self._pt = self._stack.enter_context(open_safetensors(str(item.part), "pt"))
             data = self._pt.get_tensor(item.hf_name).float().numpy()
         else:
             raise GGUFExportError(

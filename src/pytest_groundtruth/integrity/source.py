@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pytest_groundtruth.core.tensorfiles import open_safetensors
 from pytest_groundtruth.ggufio import names
 
 FloatArray = npt.NDArray[np.float32]
@@ -28,7 +29,6 @@ class SourceTensors:
     """Lazy, one-at-a-time access to a float32 Hugging Face model's weights."""
 
     def __init__(self, model_dir: Path, tied: bool) -> None:
-        from safetensors import safe_open
 
         self.model_dir = Path(model_dir)
         self.tied = tied
@@ -40,7 +40,7 @@ class SourceTensors:
         if not parts:
             raise FileNotFoundError(f"{self.model_dir}: no model*.safetensors weights")
         for part in parts:
-            handle = self._stack.enter_context(safe_open(str(part), framework="np"))
+            handle = self._stack.enter_context(open_safetensors(str(part), "np"))
             self._handles[str(part)] = handle
             for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
                 if not key.endswith(names.SKIPPED_SUFFIXES):
@@ -84,9 +84,8 @@ class SourceTensors:
         dtype = str(handle.get_slice(name).get_dtype())
         if dtype == "BF16":
             if part not in self._torch:
-                from safetensors import safe_open
 
-                self._torch[part] = self._stack.enter_context(safe_open(part, framework="pt"))
+                self._torch[part] = self._stack.enter_context(open_safetensors(part, "pt"))
             data = self._torch[part].get_tensor(name).float().numpy()
         else:
             data = handle.get_tensor(name)

@@ -101,7 +101,15 @@ def _tokenizer(model_dir: Path) -> tuple[str, dict[str, int]]:
 
 def vocabulary_mismatch(target: Path, draft: Path) -> str | None:
     """Why a draft at ``draft`` cannot assist the target at ``target`` token for token
-    (different vocabularies), naming both tokenizers; None when they share one."""
+    (different vocabularies), naming both tokenizers; None when they share one.
+
+    Byte-identical ``tokenizer.json`` files (a truncated draft copies its target's) hold
+    the same vocabulary: answered without parsing them, which takes a quarter of a second
+    per file for a 49k-token vocabulary, on every speculative case of a warm run."""
+    files = (target / "tokenizer.json", draft / "tokenizer.json")
+    if all(f.is_file() for f in files) and files[0].stat().st_size == files[1].stat().st_size \
+            and files[0].read_bytes() == files[1].read_bytes():
+        return None
     target_name, target_vocab = _tokenizer(target)
     draft_name, draft_vocab = _tokenizer(draft)
     if target_vocab == draft_vocab:

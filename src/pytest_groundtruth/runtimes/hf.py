@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_groundtruth.config.prompts import Message
 from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.core.memory import release_memory
 from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.measures import logprobs as lp
 from pytest_groundtruth.measures.timing import intervals
@@ -184,10 +185,11 @@ class TransformersRunner(LogitsRunner):
         self.pad = pad if pad is not None else (self.eos[0] if self.eos else 0)
 
     def close(self) -> None:
-        del self.model
-        import gc
-
-        gc.collect()
+        """Drop the model, collect the cycles that hold its tensors and give the freed
+        heap back to the OS (:func:`~pytest_groundtruth.core.memory.release_memory`)."""
+        if hasattr(self, "model"):
+            del self.model
+        release_memory()
 
     def tokenize(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])

@@ -68,6 +68,7 @@ from pytest_groundtruth.core.failures import (
     InputError,
     RuntimeUnavailable,
 )
+from pytest_groundtruth.core.memory import trim_heap
 from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.ggufio import (
     EXPORTER_VERSION,
@@ -404,6 +405,7 @@ class LlamaCppRunner(LogitsRunner):
         if llm is not None:
             llm.close()
             self.llm = None
+            trim_heap()  # llama.cpp's buffers and the scores array go back to the OS
 
     # ----------------------------------------------------------------- tokens
 

@@ -38,9 +38,11 @@ from typing import Any
 
 from pytest_groundtruth.core.atomic import atomic_path, atomic_write_text, locked
 from pytest_groundtruth.core.hashing import digest, file_sha256, tree_sha256
+from pytest_groundtruth.core.memory import trim_heap
 from pytest_groundtruth.core.paths import inside
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.base import Artifact, Runner, Runtime
+from pytest_groundtruth.store.pool import close_open_runners
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class ArtifactCache:
             "token": self.refresh_token,
         }
         atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+        trim_heap()  # the conversion's tensors, freed, go back to the OS
         self.built += 1
         line = json.dumps({"key": key, "model": recipe.model, "label": recipe.label,
                            "pid": os.getpid(), "seconds": seconds})
@@ -176,9 +179,17 @@ def reimported(runtime: Runtime, model: ResolvedModel, quant: str, gguf: Path,
                cache: ArtifactCache) -> Artifact:
     """An artifact of ``runtime`` rebuilt from ``gguf`` (the roundtrip's second half)."""
     parts = {"reimport": file_sha256(gguf), **runtime.key_parts(quant)}
+
+    def build(out: Path) -> str:
+        # The reimport dequantizes the whole GGUF through transformers (a float32 model
+        # and its serialization at once): the runner the export came from is not needed
+        # beside it, and the next one opened is the reimported artifact's anyway.
+        if close_open_runners():
+            trim_heap()
+        return runtime.reimport(gguf, model, quant, out)
+
     recipe = Recipe(model.slug, f"{runtime.name}-{quant}-reimport", parts,
-                    runtime.artifact_suffix(quant),
-                    lambda out: runtime.reimport(gguf, model, quant, out), runtime.validate)
+                    runtime.artifact_suffix(quant), build, runtime.validate)
     return _artifact(runtime, model, quant, cache.get(recipe))
 
 

@@ -6,6 +6,10 @@ prints markdown (``--write docs/benchmarks.md``). In a fresh cache directory eac
 * the floor (:mod:`~pytest_groundtruth.tools.floor`): the engine work the run cannot
   avoid, each piece measured alone in this process;
 * ``pytest --collect-only`` of the parity tests (best of ``repeat``);
+* pytest-xdist's own floor: a one-test project run with each worker count in the same
+  environment (best of ``repeat``), the fixed cost of starting pytest and its workers
+  that no plugin can remove; from it, the best ``-n 2 / -n 0`` ratio a run could reach
+  (:func:`attainable_ratio`), printed beside the measured one;
 * the parity run (``pytest tests/parity``) per worker count (``-n 0``, ``-n 2``): cold
   (empty cache) once, then warm (unchanged re-run, best of ``repeat``), each in a
   subprocess with ``GROUNDTRUTH_STATS`` set, so each pytest process reports its engine
@@ -93,6 +97,30 @@ def pytest_run(root: Path, tests: str, cache: Path, workers: int, label: str,
                      found)
 
 
+TRIVIAL_TEST = "def test_one() -> None:\n    assert 1 + 1 == 2\n"
+
+
+def trivial_run(workers: int, cache: Path) -> RunTiming:
+    """``pytest -n workers`` of a one-test project (no configuration, nothing to collect
+    but one function) in this environment: the wall time pytest and xdist take before and
+    after any test, every installed plugin (this one included) loaded as usual."""
+    with tempfile.TemporaryDirectory(prefix="gt-trivial-") as project:
+        (Path(project) / "test_one.py").write_text(TRIVIAL_TEST)
+        return pytest_run(Path(project), "test_one.py", cache, workers, "trivial")
+
+
+def attainable_ratio(run_lo: float, lo_floor: float, hi_floor: float, collect: float,
+                     workers: int) -> float:
+    """The smallest ``-n hi / -n lo`` wall-time ratio a run of ``run_lo`` seconds at
+    ``-n lo`` could reach with ``workers`` workers, given the fixed costs measured on a
+    one-test project (``lo_floor``, ``hi_floor``) and the ``--collect-only`` time:
+    the work beyond ``lo_floor`` splits perfectly over the workers, except collection,
+    which every xdist worker does whole (``collect - lo_floor``)."""
+    collection = max(0.0, collect - lo_floor)
+    rest = max(0.0, run_lo - lo_floor - collection)
+    return (hi_floor + collection + rest / max(workers, 1)) / run_lo
+
+
 def best(runs: Sequence[RunTiming]) -> RunTiming:
     return min(runs, key=lambda r: r.seconds)
 
@@ -151,9 +179,12 @@ def floor_section(floor: Floor) -> list[str]:
 
 
 def runs_section(collect: RunTiming, runs: dict[tuple[str, int], RunTiming],
-                 floor: Floor) -> list[str]:
+                 floor: Floor, trivial: dict[int, RunTiming] | None = None) -> list[str]:
     rows = [["collect-only", "-", f"{collect.seconds:.1f}", "-", "-", "-", "-",
              collect.summary]]
+    for n, run in sorted((trivial or {}).items()):
+        rows.append(["one-test project (pytest + xdist floor)", str(n), f"{run.seconds:.2f}",
+                     "-", "-", "-", "-", run.summary])
     for (label, workers), run in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         against = (f"{ratio(run.seconds, floor.total)} x floor" if label == "cold"
                    else f"{ratio(run.seconds, collect.seconds)} x collect")
@@ -187,15 +218,20 @@ def memory_section(runs: dict[tuple[str, int], RunTiming]) -> tuple[list[str], f
 
 
 def targets_section(collect: RunTiming, runs: dict[tuple[str, int], RunTiming], floor: Floor,
-                    worst_memory: float, workers: Sequence[int]) -> list[str]:
+                    worst_memory: float, workers: Sequence[int],
+                    trivial: dict[int, RunTiming] | None = None) -> list[str]:
+    """The targets, each with its verdict; beside ``-n hi / -n lo``, the best ratio the
+    one-test project's fixed costs leave attainable (:func:`attainable_ratio`)."""
     rows = []
 
-    def add(what: str, value: float | None, limit: float) -> None:
+    def add(what: str, value: float | None, limit: float, attainable: float | None = None
+            ) -> None:
+        best_cell = "-" if attainable is None else f"{attainable:.2f}"
         if value is None:
-            rows.append([what, "-", f"<= {limit}", "not measured"])
+            rows.append([what, "-", best_cell, f"<= {limit}", "not measured"])
         else:
-            rows.append([what, f"{value:.2f}", f"<= {limit}", "met" if value <= limit else
-                         "MISSED"])
+            rows.append([what, f"{value:.2f}", best_cell, f"<= {limit}",
+                         "met" if value <= limit else "MISSED"])
 
     def seconds(label: str, n: int) -> float | None:
         run = runs.get((label, n))
@@ -209,17 +245,29 @@ def targets_section(collect: RunTiming, runs: dict[tuple[str, int], RunTiming], 
     cold_lo = seconds("cold", lo)
     add(f"cold -n {lo} / floor", cold_lo / floor.total if cold_lo else None, TARGETS["cold"])
     if hi != lo:
+        floors = trivial or {}
         for label in ("cold", "warm"):
             a, b = seconds(label, hi), seconds(label, lo)
+            attainable = (attainable_ratio(b, floors[lo].seconds, floors[hi].seconds,
+                                           collect.seconds, hi)
+                          if b and lo in floors and hi in floors else None)
             add(f"{label} -n {hi} / {label} -n {lo}", a / b if a and b else None,
-                TARGETS["workers"])
+                TARGETS["workers"], attainable)
     add("peak RSS / largest model held (worst process)", worst_memory or None, TARGETS["memory"])
     engine_work = sum(r.total("runners_opened") + r.total("results_made")
                       + r.total("artifacts_built") for (lb, _), r in runs.items() if lb == "warm")
     rows.append(["engine work in warm re-runs (runners + results + builds)", str(engine_work),
-                 "= 0", "met" if engine_work == 0 else "MISSED"])
-    header = ["target", "measured", "bound", "verdict"]
-    return ["### Targets (issue 13)", "", *markdown_table(header, rows)]
+                 "-", "= 0", "met" if engine_work == 0 else "MISSED"])
+    header = ["target", "measured", "best attainable", "bound", "verdict"]
+    out = ["### Targets (issue 13)", "", *markdown_table(header, rows)]
+    if trivial and lo in trivial and hi in trivial:
+        out += ["", f"Best attainable -n {hi} / -n {lo}: (T{hi} + C + (R - T{lo} - C) / {hi}) / R, "
+                f"where R is the run at -n {lo}, T{lo} = {trivial[lo].seconds:.2f} s and "
+                f"T{hi} = {trivial[hi].seconds:.2f} s the one-test project at -n {lo} and -n {hi} "
+                f"(pytest's and xdist's fixed costs), and C = collect-only - T{lo} = "
+                f"{max(0.0, collect.seconds - trivial[lo].seconds):.2f} s the collection every "
+                f"worker repeats; the rest is assumed to split perfectly over {hi} workers."]
+    return out
 
 
 def torchao_section(settings: Settings, cache: Path) -> list[str]:
@@ -265,6 +313,8 @@ def run_bench(settings: Settings, tests: str = "tests/parity", workers: Sequence
         if parity:
             collect = best([pytest_run(root, tests, Path(tmp) / "collect", 0, "collect-only",
                                        ["--collect-only"]) for _ in range(repeat)])
+            trivial = {n: best([trivial_run(n, Path(tmp) / "trivial")
+                                for _ in range(repeat)]) for n in workers}
             runs: dict[tuple[str, int], RunTiming] = {}
             for n in workers:
                 cache = Path(tmp) / f"run-n{n}"
@@ -272,8 +322,8 @@ def run_bench(settings: Settings, tests: str = "tests/parity", workers: Sequence
                 runs[("warm", n)] = best([pytest_run(root, tests, cache, n, "warm")
                                           for _ in range(repeat)])
             memory, worst = memory_section(runs)
-            out += ["", *runs_section(collect, runs, floor), "", *memory, "",
-                    *targets_section(collect, runs, floor, worst, workers)]
+            out += ["", *runs_section(collect, runs, floor, trivial), "", *memory, "",
+                    *targets_section(collect, runs, floor, worst, workers, trivial)]
     out += ["", f"Load average (1, 5, 15 min) at the start: {started}; at the end: "
             f"{load_average()}. Cold runs are single runs, warm runs and collect-only the "
             f"best of {repeat}; rerun `groundtruth bench --write docs/benchmarks.md` on an "

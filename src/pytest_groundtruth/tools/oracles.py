@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pytest_groundtruth.config.prompts import Prompt
 from pytest_groundtruth.core.failures import InputError
+from pytest_groundtruth.core.memory import trim_heap
 from pytest_groundtruth.measures.logprobs import TopK
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.oracle.files import OracleChange, reconcile
@@ -28,6 +29,7 @@ from pytest_groundtruth.oracle.format import (
 )
 from pytest_groundtruth.runtimes.base import Artifact
 from pytest_groundtruth.runtimes.hf import SEED, TransformersRunner, library_versions
+from pytest_groundtruth.store.pool import close_open_runners
 
 
 def make_oracle(
@@ -181,6 +183,8 @@ def build_all(
         artifact = Artifact("transformers", model.slug, precision, model.path,
                             model.fingerprint, "oracle")
         gpu = gpu_fields(precision) if device.startswith("cuda") else None
+        if close_open_runners():  # a model open in a pool of this process would sit beside
+            trim_heap()
         with TransformersRunner(artifact, device, model.spec.trust_remote_code) as runner:
             for prompt in prompts:
                 bar.set_postfix_str(f"{model.slug}/{prompt.name}")
