@@ -12,8 +12,8 @@ The rule, per quantization q (written to docs/calibration.md with the numbers):
 * published: llama.cpp's figures for Llama-3-8B on wikitext-2 (llama-perplexity
   --kl-divergence, in llama.cpp's tools/perplexity README), where one
   exists for q;
-* ``max_kl = max(k over measured and published) + 3 * se``, se the standard error of the
-  worst correct conversion's mean KL (the sd of its per-position KL over sqrt(n)), at
+* ``max_kl = max over conversions of (max(k, published) + 3 * se)``, se the standard
+  error of that conversion's mean KL (the sd of its per-position KL over sqrt(n)), at
   least :data:`KL_FLOOR` (the noise of oracle log-probabilities stored to 6 decimals):
   three standard errors above the worst correct conversion, as for top-1;
 * ``min_top1 = min(t) - 3 * sqrt(t (1 - t) / n)``, n the number of teacher-forced
@@ -115,9 +115,9 @@ def derive(measured: list[Measured], quant: str, published_figures: bool = True
     if not rows:
         raise ValueError(f"no correct conversion was measured at {quant}")
     published = PUBLISHED.get(quant, {}) if published_figures else {}
-    worst = max(rows, key=lambda m: m.kl)
-    kl = max(worst.kl, float(published.get("kl", 0.0)))
-    max_kl = max(kl + STANDARD_ERRORS * worst.kl_se, KL_FLOOR)
+    published_kl = float(published.get("kl", 0.0))
+    max_kl = max(max(max(m.kl, published_kl) + STANDARD_ERRORS * m.kl_se for m in rows),
+                 KL_FLOOR)
     t = min([m.top1 for m in rows] + ([float(published["top1"])] if "top1" in published
                                        else []))
     n = min(m.positions for m in rows)
