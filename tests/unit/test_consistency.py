@@ -48,13 +48,18 @@ def test_a_near_tie_flip_passes_and_a_second_choice_fails_naming_it() -> None:
 
 def test_calibration_rule() -> None:
     rows = [RescoreMeasured("llamacpp", "int4", 7.0, "code", 0.2, 150, 0.061),
+            RescoreMeasured("llamacpp", "q4_1", 0.3, "code", 0.0, 150, 0.4),
             RescoreMeasured("torchao", "int4", 9.0, "code", 0.3, 150, 0.002),
+            RescoreMeasured("torchao", "int8", 0.2, "code", 0.0, 150, 0.03),
             RescoreMeasured("llamacpp", "float32", 0.0, "code", 0.0, 150, 0.0),
-            RescoreMeasured("apr", "int8", 0.2, "code", 0.0, 150, None)]
-    assert derive_consistency(rows, "int4") == {"max_gap": 0.13}  # 2 x the largest flip
-    assert derive_consistency(rows, "float32") == {"max_gap": 0.1}  # the near-tie floor
-    with pytest.raises(ValueError, match="no correct conversion was self-scored at int8"):
-        derive_consistency(rows, "int8")
+            RescoreMeasured("apr", "q5_0", 0.2, "code", 0.0, 150, None)]
+    # lossy: twice the largest flip over every lossy type of the runtimes measured there
+    assert derive_consistency(rows, "int4") == {"max_gap": 0.8}
+    assert derive_consistency([r for r in rows if r.runtime == "torchao"], "int4") == {
+        "max_gap": 0.1}  # 2 x 0.03 is below the near-tie floor
+    assert derive_consistency(rows, "float32") == {"max_gap": 0.1}  # lossless: its own
+    with pytest.raises(ValueError, match="no correct conversion was self-scored at q5_0"):
+        derive_consistency(rows, "q5_0")
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,8 @@ from pytest_groundtruth.runtimes.base import Artifact, Capability, Generation
 from pytest_groundtruth.suites import calibrated
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.prompt_check import prompt_failure
-from pytest_groundtruth.suites.result import SuiteResult, TokenRow, bound_of
+from pytest_groundtruth.suites.rescore import rating_rows
+from pytest_groundtruth.suites.result import SuiteResult, bound_of
 from pytest_groundtruth.suites.spec import Suite
 
 BOUNDS_FILE = Path(__file__).parents[1] / "data" / "consistency_bounds.json"
@@ -101,15 +102,7 @@ def run(case: Case, ctx: Context) -> SuiteResult:
                f"{max_gap.value}")
     if verdict.over:
         summary += f"; {len(verdict.over)} position(s) over the bound"
-
-    def text(token: int) -> str:
-        return ctx.inputs.decode(case.model, token)
-
-    rows = tuple(
-        TokenRow(position=r.position, oracle_id=r.best, oracle_text=text(r.best),
-                 runtime_id=r.token, runtime_text=text(r.token), oracle_logprob=r.logprob,
-                 floor=None, near_tie=r.gap <= max_gap.value, margin=r.gap)
-        for r in verdict.over[:8])
+    rows = rating_rows(ctx, case, verdict.over[:8], float(max_gap.value))
     return SuiteResult(
         case=case,
         passed=verdict.passed,

@@ -98,13 +98,11 @@ def oracle_logprobs(oracle: Oracle) -> list[float]:
     return [step.logprobs[0] for step in oracle.steps]
 
 
-def _rows(ctx: Context, case: Case, oracle: Oracle, ratings: Sequence[Rating],
-          worst: Rating | None, limit: int = 8) -> tuple[TokenRow, ...]:
-    """Table rows: where the runtime left the reference's choice, and the worst position.
-    The 'oracle' columns are the reference's choice on the runtime's own prefix."""
-    flips = [r for r in ratings if r.rank > 1]
-    shown = flips[:limit - 1] + ([worst] if worst is not None and worst not in flips[:limit - 1]
-                                 and worst.gap > 0 else [])
+def rating_rows(ctx: Context, case: Case, shown: Sequence[Rating], near_tie: float
+                ) -> tuple[TokenRow, ...]:
+    """Failure-table rows of ratings, by position: the 'oracle' columns are the judge's
+    choice on the runtime's own prefix (the reference's here, the runtime's own scoring in
+    the consistency suite), 'margin' the gap; a gap below ``near_tie`` is a near tie."""
 
     def text(token: int) -> str:
         return ctx.inputs.decode(case.model, token)
@@ -112,9 +110,18 @@ def _rows(ctx: Context, case: Case, oracle: Oracle, ratings: Sequence[Rating],
     return tuple(
         TokenRow(position=r.position, oracle_id=r.best, oracle_text=text(r.best),
                  runtime_id=r.token, runtime_text=text(r.token), oracle_logprob=r.logprob,
-                 floor=None, near_tie=r.gap < oracle.near_tie_margin, margin=r.gap)
+                 floor=None, near_tie=r.gap < near_tie, margin=r.gap)
         for r in sorted(shown, key=lambda r: r.position)
     )
+
+
+def _rows(ctx: Context, case: Case, oracle: Oracle, ratings: Sequence[Rating],
+          worst: Rating | None, limit: int = 8) -> tuple[TokenRow, ...]:
+    """Table rows: where the runtime left the reference's choice, and the worst position."""
+    flips = [r for r in ratings if r.rank > 1]
+    shown = flips[:limit - 1] + ([worst] if worst is not None and worst not in flips[:limit - 1]
+                                 and worst.gap > 0 else [])
+    return rating_rows(ctx, case, shown, oracle.near_tie_margin)
 
 
 def _per_prompt(case: Case, ctx: Context) -> SuiteResult:
