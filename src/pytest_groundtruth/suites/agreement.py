@@ -208,7 +208,7 @@ def _verdict(measured: Agreement, min_top1: Any, max_kl: Any) -> tuple[bool, str
     passed = top1 >= min_top1 and kl <= max_kl
     return passed, (
         f"top-1 agreement {top1:.3f} ({'>=' if top1 >= min_top1 else '<'} "
-        f"{min_top1}), mean KL {kl:.4f} ({'<=' if kl <= max_kl else '>'} "
+        f"{min_top1}), mean KL {kl:.4g} ({'<=' if kl <= max_kl else '>'} "
         f"{max_kl}) over {len(measured.pooled)} teacher-forced positions")
 
 

@@ -228,6 +228,19 @@ def suite_table(rows: Sequence[RowResult], suites: Sequence[str],
                            *(f"caught at {short(q)}" for q in quants)], body)
 
 
+def power_table(rows: Sequence[RowResult], suites: Sequence[str],
+                quants: Sequence[str]) -> list[str]:
+    """Per quantization: black-box and white-box catches, and what the black box missed."""
+    body = []
+    for q in (short(q) for q in quants):
+        black, white, total, escaped = power(rows, suites, q)
+        body.append([q, f"{black}/{total} ({100 * black / max(total, 1):.0f} %)",
+                     ", ".join(f"`{s}`" for s in trusted(rows, suites, q)) or "none",
+                     f"{white}/{total}", ", ".join(escaped) or "-"])
+    return markdown_table(["quant", "black box catches", "black-box suites without false "
+                           "alarms", "white box catches", "missed by the black box"], body)
+
+
 def render(model: str, rows: list[RowResult], suites: tuple[str, ...],
            quants: tuple[str, ...]) -> str:
     legend = ", ".join(f"{short(q)} = {q}" for q in quants)
@@ -248,14 +261,7 @@ def render(model: str, rows: list[RowResult], suites: tuple[str, ...],
         "white box is the integrity suite, which reads the file.",
         "",
     ]
-    body = []
-    for q in (short(q) for q in quants):
-        black, white, total, escaped = power(rows, suites, q)
-        body.append([q, f"{black}/{total} ({100 * black / max(total, 1):.0f} %)",
-                     ", ".join(f"`{s}`" for s in trusted(rows, suites, q)) or "none",
-                     f"{white}/{total}", ", ".join(escaped) or "-"])
-    out += markdown_table(["quant", "black box catches", "black-box suites without false alarms",
-                           "white box catches", "missed by the black box"], body)
+    out += power_table(rows, suites, quants)
     out += ["", "#### Per suite", "", *suite_table(rows, suites, quants), ""]
     out += ["#### Per file",
             "",
@@ -293,8 +299,9 @@ def render(model: str, rows: list[RowResult], suites: tuple[str, ...],
 
 def readme_section(rows: Sequence[RowResult], suites: Sequence[str],
                    quants: Sequence[str]) -> str:
-    """The suite table for the README, between its markers."""
-    lines = [README_BEGIN, "", *suite_table(rows, suites, quants), "", README_END]
+    """The power and suite tables for the README, between its markers."""
+    lines = [README_BEGIN, "", *power_table(rows, suites, quants), "",
+             *suite_table(rows, suites, quants), "", README_END]
     return "\n".join(lines)
 
 
