@@ -285,7 +285,8 @@ def test_the_merged_model_goes_through_the_runtimes_like_any_roster_model(
     assert sorted(seen) == sorted(
         [f"token[tiny-llama-lora-llamacpp-{q}-{p}]" for q in ("float32", "int8")
          for p in ("arithmetic", "code", "completion", "greeting")]
-        + [f"{s}[tiny-llama-lora-llamacpp-{q}]" for s in ("integrity", "agreement")
+        + [f"{s}[tiny-llama-lora-llamacpp-{v}{q}]" for s, v in
+           (("integrity", ""), ("agreement", ""), ("agreement", "text-"))
            for q in ("float32", "int8")])
     # GGUF export of the merged float32 model: the merged oracle's tokens exactly.
     for p in ("arithmetic", "code", "completion", "greeting"):

@@ -69,7 +69,9 @@ def test_namespaced_options_narrow_the_matrix(make_project: Project) -> None:
                    "topk[tiny-llama-torchao-int8-code]",
                    "rescore[tiny-llama-torchao-nll-int8]",
                    "rescore[tiny-llama-torchao-int8-code]",
+                   "consistency[tiny-llama-torchao-int8-code]",
                    "agreement[tiny-llama-torchao-int8]",
+                   "agreement[tiny-llama-torchao-text-int8]",
                    "integrity[tiny-llama-torchao-int8]",
                    *[f"cuda[tiny-llama-transformers-{v}code]"
                      for v in ("bfloat16-", "float16-", "pair-bfloat16-float16-",

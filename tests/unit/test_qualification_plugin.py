@@ -60,12 +60,12 @@ def qualification(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_gateway_and_score_in_the_terminal_matrix_and_the_json(make_project: Project) -> None:
     pytester = make_project(TOOL, models=("tiny-llama",))
     result = pytester.runpytest("--gt-results", "r.json")
-    result.assert_outcomes(passed=10, failed=2)
+    result.assert_outcomes(passed=12, failed=2)
     result.stdout.fnmatch_lines([
         "*groundtruth parity matrix*",
         "model*runtime*quant*gateway*token*agreement*score",
-        "tiny-llama*transformers*bfloat16*1C*2F 2C*1C*B",
-        "tiny-llama*transformers*float32*1C*4C*1C*1000 A+",
+        "tiny-llama*transformers*bfloat16*1C*2F 2C*2C*B",
+        "tiny-llama*transformers*float32*1C*4C*2C*1000 A+",
         "X Crashed  T Timeout  F Falsified*C Corroborated  s skipped",
     ])
     data = results(pytester)
@@ -236,19 +236,19 @@ def test_a_combination_below_the_minimum_grade_fails_the_run(make_project: Proje
         local = 'min_grade = "A+"\n'
     pytester = make_project(tool, local, models=("tiny-llama",))
     result = pytester.runpytest(*args, "--gt-results", "r.json")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=6)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     score = qualification(results(pytester))["transformers/bfloat16"]["score"]
-    assert 900 <= score < 950  # agreement only: 0.989 top-1, tiny KL: an A
+    assert 850 <= score < 900  # agreement only, on the prompts and the evaluation text: a B+
     result.stdout.fnmatch_lines([f"groundtruth: tiny-llama/transformers/bfloat16 scores {score} "
-                                 "(A), below the minimum grade A+ (950)"])
+                                 "(B+), below the minimum grade A+ (950)"])
     assert "float32 scores" not in result.stdout.str()
 
 
 def test_a_combination_at_the_minimum_grade_passes(make_project: Project) -> None:
     pytester = make_project(TOOL, models=("tiny-llama",))
-    result = pytester.runpytest("-k", "not token", "--gt-min-grade", "A")
-    result.assert_outcomes(passed=4)
+    result = pytester.runpytest("-k", "not token", "--gt-min-grade", "B+")
+    result.assert_outcomes(passed=6)
     assert result.ret == pytest.ExitCode.OK
     assert "below the minimum grade" not in result.stdout.str()
 
