@@ -59,6 +59,8 @@ DEFAULT_TOP_K = 10
 # Positions where the oracle's top-1 and top-2 log-probabilities differ by less than this
 # are near ties: a correct engine may flip them (see docs/suites.md).
 NEAR_TIE_MARGIN = 0.1
+# The oracle's runtime and precision: the reference that suites run in-process.
+REFERENCE = ("transformers", "float32")
 
 # The original workflow's fields, in its order (never renamed, never reordered).
 ORIGINAL_FIELDS = ("model", "model_slug", "prompt", "prompt_file", "runtime", "format",

@@ -32,6 +32,7 @@ from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.hashing import text_sha256
 from pytest_groundtruth.measures.agreement import PositionAgreement, agreement
 from pytest_groundtruth.measures.logprobs import TopK, top_k
+from pytest_groundtruth.oracle.format import REFERENCE
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.suites import calibrated
 from pytest_groundtruth.suites.case import Case
@@ -90,7 +91,6 @@ class Agreement:
 
 TEXT = "text"  # the variant scored on the evaluation text
 TEXT_TOP_K = 20  # reference top-k kept per position of the evaluation text
-REFERENCE = ("transformers", "float32")  # the oracle's runtime and precision
 
 
 @dataclass(frozen=True)

@@ -39,14 +39,13 @@ from pytest_groundtruth.measures.rescore import (
     rate,
     stop_problem,
 )
-from pytest_groundtruth.oracle.format import Oracle
+from pytest_groundtruth.oracle.format import REFERENCE, Oracle
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.prompt_check import prompt_failure
 from pytest_groundtruth.suites.result import SuiteResult, TokenRow, bound_of
 from pytest_groundtruth.suites.spec import Cell, Suite, each_artifact
 
 BOUNDS_FILE = Path(__file__).parents[1] / "data" / "rescore_bounds.json"
-REFERENCE = ("transformers", "float32")  # the oracle's runtime and precision
 POOLED = "nll"  # the variant of the per-artifact sequence-level case
 # What rescoring reads from an oracle (a file in the original workflow's format lacks
 # them: the test skips, saying so, before any engine runs).
