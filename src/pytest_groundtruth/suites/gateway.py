@@ -39,7 +39,7 @@ from pytest_groundtruth.oracle.format import OracleError
 from pytest_groundtruth.runtimes.base import Artifact, Generation
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult
-from pytest_groundtruth.suites.spec import Suite
+from pytest_groundtruth.suites.spec import Suite, Work
 
 GATES = (("G1", "loads"), ("G2", "generates"), ("G3", "no crash, no timeout"),
          ("G4", "not garbage"))
@@ -213,5 +213,7 @@ SUITE = Suite(
     "G1 loads, G2 generates, G3 no crash or timeout, G4 output not garbage (zero score if not)",
     run,
     per_prompt=False,
+    weight=None,  # a gate, not a weight: a failed gateway zeroes the score
+    work=frozenset({Work.GENERATE}),
     rank=5,
 )
