@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind
-from pytest_groundtruth.runtimes.process import excerpt
+from pytest_groundtruth.core.process import excerpt
 
 BACKOFF = 0.5  # seconds before the first retry of a refused connection; doubles
 BODY_EXCERPT = 500

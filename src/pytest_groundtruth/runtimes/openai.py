@@ -54,6 +54,7 @@ from pytest_groundtruth.config.prompts import Message
 from pytest_groundtruth.config.settings import ConfigError, Settings
 from pytest_groundtruth.core.atomic import atomic_path
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
+from pytest_groundtruth.core.process import excerpt
 from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.measures.logprobs import TopK
 from pytest_groundtruth.runtimes.base import (
@@ -70,7 +71,6 @@ from pytest_groundtruth.runtimes.llamacpp import (
     LlamaCppRuntime,
     llama_cpp_version,
 )
-from pytest_groundtruth.runtimes.process import excerpt
 from pytest_groundtruth.runtimes.server import (
     LlamaServer,
     ServerConfig,

@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from pytest_groundtruth.config.settings import ConfigError
+from pytest_groundtruth.core import process
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind
+from pytest_groundtruth.core.process import Completed, failure
 from pytest_groundtruth.measures.logprobs import TopK
-from pytest_groundtruth.runtimes import process
 from pytest_groundtruth.runtimes.base import (
     Capability,
     Generation,
     PerplexityResult,
     read_options,
 )
-from pytest_groundtruth.runtimes.process import Completed, failure
 
 # --------------------------------------------------------------------------- the steps
 
