@@ -32,3 +32,16 @@ def test_an_all_skip_run_is_said_and_fails_when_strict(
     assert strict.ret == pytest.ExitCode.TESTS_FAILED
     strict.stdout.fnmatch_lines(["ERROR groundtruth: 2 parity test(s) skipped for something "
                                  "missing here (--gt-strict-skips)*GT_UNSET_KEY*"])
+
+
+@pytest.mark.slow
+def test_a_quantization_no_runtime_of_the_run_offers_warns(
+        make_project: Callable[..., pytest.Pytester]) -> None:
+    pytester = make_project(
+        'models = ["tiny-llama"]\nruntimes = ["transformers"]\n'
+        'quantizations = ["float32", "q4_k_m"]\nsuites = ["token"]\nprompts = ["code"]\n',
+        models=("tiny-llama",))
+    result = pytester.runpytest("--collect-only")
+    result.stdout.fnmatch_lines([
+        "*GroundtruthWarning: *groundtruth.toml: quantization 'q4_k_m' is offered by none of "
+        "the runtimes of this run (transformers: *): no test runs it"])
