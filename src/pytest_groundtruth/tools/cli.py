@@ -176,6 +176,7 @@ def cmd_oracle(args: argparse.Namespace) -> int:
         check=args.check,
         tolerance=args.tolerance,
         progress=not args.quiet,
+        perplexity=not args.gt_prompt,  # --prompt NAME: that prompt's files, nothing else
     ):
         if change.status == "unchanged":
             if not args.quiet:
