@@ -3,6 +3,8 @@ never a traceback. Each case runs the real console script in a subprocess."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 import time
@@ -50,3 +52,20 @@ def test_a_bad_argument_is_exit_2_and_one_line(project: Path, args: list[str],
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ")
     assert says in lines[0]
+
+
+@pytest.mark.slow
+def test_a_single_prompt_oracle_run_leaves_the_perplexity_record_alone(
+        project: Path) -> None:
+    root = Path(__file__).parents[2]
+    shutil.copytree(root / "prompts", project / "prompts")
+    shutil.copytree(root / "oracle" / "tiny-llama", project / "oracle" / "tiny-llama")
+    record = project / "oracle" / "tiny-llama" / "eval" / "perplexity.json"
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "perplexity": data["perplexity"] * 1.01}, indent=2))
+    before = record.read_text()
+    done = groundtruth(project, "oracle", "--model", "tiny-llama", "--prompt", "code",
+                       "--quiet", "--check")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "perplexity" not in done.stdout + done.stderr
+    assert record.read_text() == before
