@@ -228,3 +228,23 @@ def test_a_warm_read_only_cache_is_used_as_it_is(read_only: tuple[Path, Path]) -
     assert f"the cache folder {view}" in str(info.value)
     assert "is not writable" in str(info.value)
     assert "--gt-cache-dir" in str(info.value)
+
+
+@pytest.mark.slow
+@pytest.mark.requires_llamacpp
+def test_pytest_runs_from_a_warm_read_only_cache(read_only: tuple[Path, Path],
+                                                 make_project: Callable[..., pytest.Pytester]
+                                                 ) -> None:
+    source, view = read_only
+    pytester = make_project(
+        'models = ["tiny-llama"]\nruntimes = ["llamacpp"]\nquantizations = ["float32"]\n'
+        'suites = ["gateway", "token"]\nprompts = ["code"]\n', models=("tiny-llama",))
+    warm = pytester.runpytest(f"--gt-cache-dir={source}")
+    warm.assert_outcomes(passed=2)
+    again = pytester.runpytest(f"--gt-cache-dir={view}", "--gt-results=r.json")
+    again.assert_outcomes(passed=2)
+    cold = pytester.runpytest(f"--gt-cache-dir={view}", "--gt-quant=int8")
+    text = cold.stdout.str()
+    assert "Traceback" not in text
+    assert f"the cache folder {view}" in text
+    assert "is not writable" in text
