@@ -37,10 +37,10 @@ import numpy as np
 from pytest_groundtruth.config.prompts import Message
 from pytest_groundtruth.ggufio import EXPORTER_VERSION, export_gguf
 from pytest_groundtruth.ggufio.reader import scan_gguf
+from pytest_groundtruth.ggufio.toolchain import QTYPES
 from pytest_groundtruth.models.sources import gguf_to_hf_dir
 from pytest_groundtruth.runtimes.base import Artifact, Generation
 from pytest_groundtruth.runtimes.llamacpp import (
-    QTYPES,
     LlamaCppRunner,
     LlamaCppRuntime,
     llama_cpp_version,
