@@ -37,7 +37,6 @@ import numpy as np
 from pytest_groundtruth.config.prompts import Message
 from pytest_groundtruth.ggufio import EXPORTER_VERSION, export_gguf
 from pytest_groundtruth.ggufio.reader import scan_gguf
-from pytest_groundtruth.ggufio.toolchain import QTYPES
 from pytest_groundtruth.models.sources import gguf_to_hf_dir
 from pytest_groundtruth.runtimes.base import Artifact, Generation
 from pytest_groundtruth.runtimes.llamacpp import (
@@ -45,6 +44,7 @@ from pytest_groundtruth.runtimes.llamacpp import (
     LlamaCppRuntime,
     llama_cpp_version,
 )
+from pytest_groundtruth.runtimes.toolchain import QTYPES
 
 VERSION = f"llama-cli-test 1 (llama-cpp-python {llama_cpp_version()}, ggufio {EXPORTER_VERSION})"
 

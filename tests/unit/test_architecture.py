@@ -48,7 +48,7 @@ ALLOWED_LOADS = {
 }
 
 # Lowest first; a module may import its own layer and the layers before it.
-LAYERS = ("core", "measures", "oracle", "config", "models", "ggufio", "runtimes", "store",
+LAYERS = ("core", "ggufio", "measures", "oracle", "config", "models", "runtimes", "store",
           "integrity", "context", "suites", "report", "plugin", "tools")
 # Programs of their own, above everything (they run as separate processes).
 OUTSIDE = ("standins",)

@@ -13,7 +13,11 @@ the exact command line (``shlex.join``), the exit status and the tool's stderr t
   argument limit, ~128 KiB per argument on Linux; ``EACCES``, ``ENOEXEC``): ``REFUSED``
   with the real reason, never "not installed";
 * it runs past the timeout: its whole process group is killed (children that hold the
-  pipes die with it), ``TIMEOUT``;
+  pipes die with it), and on Linux every descendant too, found through ``/proc`` before
+  the kill (a grandchild that called ``setsid()`` has left the group), as is any process
+  still holding its output pipes (a daemon whose parent already exited); ``TIMEOUT``.
+  A daemon that detached and closed the pipes before the timeout is out of reach (a
+  cgroup would be needed);
 * a non-zero exit: :func:`exit_failure`, ``REFUSED`` when stderr says a flag or value was
   not accepted (clap, argparse and friends), else ``CRASHED`` (with the signal's name when
   it was killed by one).
@@ -158,12 +162,65 @@ def exit_failure(done: Completed, tool: str, refused_hint: str = "") -> EngineFa
 
 
 def kill_group(proc: subprocess.Popen[Any]) -> None:
-    """Kill ``proc`` and every process of its group (it was started in a new session)."""
+    """Kill ``proc``, every process of its group (it was started in a new session) and
+    every descendant that left the group (``setsid``), where ``/proc`` lists them."""
     if sys.platform == "win32":  # pragma: no cover - the project runs on POSIX
         proc.kill()
         return
+    strays = descendants(proc.pid)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # start_new_session: its pgid is its pid
+    _kill(strays)
+
+
+def _kill(pids: Sequence[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process ``/proc`` shows (empty where there is none)."""
+    found = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # after "(comm)": state, ppid, ...
+        if len(fields) > 1 and fields[1].isdigit():
+            found[int(entry.name)] = int(fields[1])
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children first), from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for child, parent in _parents().items():
+        children.setdefault(parent, []).append(child)
+    out: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo and len(out) < 10_000:
+        child = todo.pop(0)
+        out.append(child)
+        todo.extend(children.get(child, []))
+    return out
+
+
+def pipe_holders(*files: Any) -> list[int]:
+    """The processes (other than this one) holding an end of the pipes behind ``files``."""
+    inodes = set()
+    for file in files:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            inodes.add(f"pipe:[{os.fstat(file.fileno()).st_ino}]")
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        if not inodes or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if any(str(fd.readlink()) in inodes for fd in (entry / "fd").iterdir()):
+                found.append(int(entry.name))
+    return found
 
 
 def _start_failure(argv: tuple[str, ...], exc: OSError, tool: str, install_hint: str
@@ -220,8 +277,12 @@ def invoke(argv: Sequence[str], timeout: float | None, *, tool: str = "the tool"
         try:
             out, err = proc.communicate(timeout=KILL_GRACE)
         except subprocess.TimeoutExpired:  # a grandchild in its own session holds the pipes
+            _kill(pipe_holders(proc.stdout, proc.stderr))
             proc.kill()
-            out, err = b"", b""
+            try:
+                out, err = proc.communicate(timeout=KILL_GRACE)
+            except subprocess.TimeoutExpired:
+                out, err = b"", b""
         raise EngineFailure(
             FailureKind.TIMEOUT,
             f"{tool} did not finish within {timeout or 0:g} s (its process group was killed)",

@@ -43,7 +43,7 @@ default F16 cache for the others, as people run quantized models; ``"f16"`` or
 ``"f32"`` force one for all. The choice is part of :meth:`LlamaCppRuntime.key_parts`.
 
 Building, validating and reimporting artifacts is the llama.cpp toolchain's
-(:class:`~pytest_groundtruth.ggufio.toolchain.Toolchain`), which the served runtime
+(:class:`~pytest_groundtruth.runtimes.toolchain.Toolchain`), which the served runtime
 (:mod:`~pytest_groundtruth.runtimes.openai`) shares: reimport reads a GGUF through
 transformers' GGUF loader (dequantizing) and exports it again with our exporter, every
 tensor at its own type in the original (``like=``), so the roundtrip GGUF -> HF -> GGUF
@@ -74,7 +74,6 @@ from pytest_groundtruth.ggufio import (
     GGUFFormatError,
 )
 from pytest_groundtruth.ggufio.reader import scan_gguf
-from pytest_groundtruth.ggufio.toolchain import QUANTIZATIONS, Toolchain
 from pytest_groundtruth.measures import logprobs as lp
 from pytest_groundtruth.measures.logprobs import TopK
 from pytest_groundtruth.measures.timing import intervals
@@ -87,6 +86,7 @@ from pytest_groundtruth.runtimes.base import (
 )
 from pytest_groundtruth.runtimes.logits import LogitsRunner
 from pytest_groundtruth.runtimes.threads import default_threads
+from pytest_groundtruth.runtimes.toolchain import QUANTIZATIONS, Toolchain
 
 if TYPE_CHECKING:
     import numpy as np

@@ -55,6 +55,18 @@ def check_quantizations(settings: Settings) -> None:
             )
 
 
+def unoffered(settings: Settings) -> list[str]:
+    """A sentence for each configured quantization that none of the run's runtimes offers
+    (another known runtime does, or :func:`check_quantizations` would have refused it):
+    its tests are not in the matrix, which a user should hear about."""
+    offers = {name: make_runtime(name, settings).quantizations for name in settings.runtimes}
+    return [f"quantization {quant!r} is offered by none of the runtimes of this run ("
+            + "; ".join(f"{n}: {', '.join(q) or 'none'}" for n, q in offers.items())
+            + "): no test runs it"
+            for quant in settings.quantizations
+            if not any(quant in q for q in offers.values())]
+
+
 def check_artifacts(settings: Settings, cases: Sequence[Case]) -> None:
     """A supplied artifact (``[[artifacts]]``, ``--gt-artifact``) that no test will use is an
     error naming it: otherwise the run tests the plugin's own conversion and goes green."""

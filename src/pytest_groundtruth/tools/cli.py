@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -24,9 +25,12 @@ from pytest_groundtruth.core.failures import EngineFailure, InputError
 from pytest_groundtruth.core.paths import OutsideFolder
 from pytest_groundtruth.models.sources import ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
+from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites.agreement import BOUNDS_FILE
 from pytest_groundtruth.suites.consistency import BOUNDS_FILE as CONSISTENCY_BOUNDS_FILE
+from pytest_groundtruth.suites.matrix import check_quantizations
 from pytest_groundtruth.suites.ppl import BOUNDS_FILE as PPL_BOUNDS_FILE
+from pytest_groundtruth.suites.spec import suite_names
 from pytest_groundtruth.tools import (
     benchmark,
     calibrate,
@@ -74,7 +78,52 @@ EXIT_STATUSES = "exit statuses:\n" + "\n".join(
 def _settings(args: argparse.Namespace) -> Settings:
     root = Path(args.root).resolve()
     extra = [Path(p) for p in args.config]
+    for file in extra:
+        if not file.is_file():
+            raise ConfigError(f"--config {file}: no such file")
     return apply_overrides(load_settings(root, extra), args)
+
+
+def _workers(text: str) -> list[int]:
+    try:
+        counts = [int(n) for n in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or any(n < 0 for n in counts):
+        raise ConfigError(f"--workers {text!r}: expected comma-separated worker counts >= 0, "
+                          "e.g. 0,2")
+    return counts
+
+
+def _known(what: str, values: Sequence[str], allowed: Sequence[str]) -> None:
+    for value in values:
+        if value not in allowed:
+            raise ConfigError(f"{what} {value!r} is not one of {', '.join(allowed)}")
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Every option value that can be checked without work, checked before any: a bad one
+    is a :class:`ConfigError` (exit 2, one line), never a traceback after minutes."""
+    settings = _settings(args) if hasattr(args, "root") else None
+    tolerance = getattr(args, "tolerance", None)
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ConfigError(f"--tolerance {tolerance!r}: expected a finite number of nats >= 0")
+    if args.command == "bench":
+        _workers(args.workers)
+        if args.repeat < 1:
+            raise ConfigError(f"--repeat {args.repeat}: expected a count >= 1")
+    if args.command == "suite-report":
+        _known("--suite", args.suite, suite_names())
+    if args.command == "falsify" and settings is not None:
+        _known("--suite", args.suite or (), falsify.SUITES)
+        _known("--model", [args.model], sorted(settings.roster))
+        _known("--quant", args.quant or (),
+               make_runtime(falsify.RUNTIME, settings).quantizations)
+    if settings is not None and getattr(args, "gt_quant", None):
+        check_quantizations(settings)
+        offered = {q for name in settings.runtimes
+                   for q in make_runtime(name, settings).quantizations}
+        _known("--gt-quant", args.gt_quant, sorted(offered))
 
 
 def _context(args: argparse.Namespace, settings: Settings) -> Context:
@@ -129,6 +178,7 @@ def cmd_oracle(args: argparse.Namespace) -> int:
         check=args.check,
         tolerance=args.tolerance,
         progress=not args.quiet,
+        perplexity=not args.gt_prompt,  # --prompt NAME: that prompt's files, nothing else
     ):
         if change.status == "unchanged":
             if not args.quiet:
@@ -139,7 +189,7 @@ def cmd_oracle(args: argparse.Namespace) -> int:
                                                else "kept" if noise else "NOT written")
         print(f"{change.status:<10} {change.path}: {verb}"
               + (f" - {change.detail}" if change.detail else ""))
-        blocked += not (change.written or noise)
+        blocked += not (change.written or noise or change.status == "sealed")
     if blocked:
         hint = "" if args.check else "; rerun with --force to overwrite"
         print(f"{blocked} oracle file(s) differ from what was generated{hint}", file=sys.stderr)
@@ -281,7 +331,7 @@ def cmd_falsify(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    workers = [int(n) for n in args.workers.split(",")]
+    workers = _workers(args.workers)
     text = benchmark.run_bench(settings, args.tests, workers, repeat=args.repeat,
                                parity=not args.no_parity, torchao=not args.no_torchao)
     _publish(args, text)
@@ -470,6 +520,7 @@ def plain_progress() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        validate_args(args)
         code: int = args.func(args)
     except ConfigError as exc:
         return _error(exc, Exit.USAGE)
