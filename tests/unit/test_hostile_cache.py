@@ -101,6 +101,7 @@ def test_an_old_nested_partial_is_swept_on_a_warm_rerun(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- 9: corruption
 
 
+@pytest.mark.slow  # three sessions: three subprocesses
 def test_a_corrupted_artifact_with_its_mtime_restored_is_rebuilt(tmp_path: Path) -> None:
     script = RECIPE + f'''
 cache = ArtifactCache(Path({str(tmp_path)!r}))
