@@ -62,6 +62,11 @@ def test_drift_pairs_follow_bits_per_weight() -> None:
 # --------------------------------------------------------------------------- the quantizer
 
 
+# A legacy, a K-quant mix and an importance-free IQ type (half a second each: llama.cpp's
+# quantizer in a child process).
+FAST_TYPES = ("q8_0", "q4_k_m", "iq3_xxs")
+
+
 @pytest.fixture(scope="module")
 def f32(tiny: Callable[[str], ResolvedModel], tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = tiny("qwen3")
@@ -72,7 +77,8 @@ def f32(tiny: Callable[[str], ResolvedModel], tmp_path_factory: pytest.TempPathF
 
 @pytest.mark.requires_llamacpp
 @requires_llamacpp
-@pytest.mark.parametrize("quant", list(quants.CATALOG))
+@pytest.mark.parametrize("quant", [  # one per family in the fast loop, the rest slow
+    q if q in FAST_TYPES else pytest.param(q, marks=pytest.mark.slow) for q in quants.CATALOG])
 def test_every_catalog_type_is_made_by_llama_cpps_quantizer(
         quant: str, f32: Path, tmp_path: Path) -> None:
     out = tmp_path / f"{quant}.gguf"

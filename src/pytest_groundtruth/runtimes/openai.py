@@ -62,6 +62,7 @@ from pytest_groundtruth.config.prompts import Message
 from pytest_groundtruth.config.settings import ConfigError, Settings
 from pytest_groundtruth.core.atomic import atomic_path
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
+from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.core.process import excerpt
 from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.measures.logprobs import TopK
@@ -77,7 +78,8 @@ from pytest_groundtruth.runtimes.base import (
 )
 from pytest_groundtruth.runtimes.http import post_json
 from pytest_groundtruth.runtimes.llamacpp import (
-    LlamaCppRuntime,
+    KV_CACHE_TYPES,
+    kv_cache_type,
     llama_cpp_version,
 )
 from pytest_groundtruth.runtimes.server import (
@@ -89,6 +91,7 @@ from pytest_groundtruth.runtimes.server import (
 )
 from pytest_groundtruth.runtimes.steps import model_eos_ids
 from pytest_groundtruth.runtimes.threads import default_threads
+from pytest_groundtruth.runtimes.toolchain import QUANTIZATIONS, Toolchain
 
 if TYPE_CHECKING:
     from pytest_groundtruth.models.sources import ResolvedModel
@@ -132,11 +135,18 @@ class OpenAIRuntime(Runtime):
         self.max_response_bytes = max_response_bytes
         self.max_logprobs = max_logprobs
         self.fixed_version = version
-        self.converter = LlamaCppRuntime(n_threads=n_threads, n_ctx=n_ctx, kv_cache=kv_cache)
+        if kv_cache not in KV_CACHE_TYPES:
+            raise ValueError(f"kv_cache must be one of {KV_CACHE_TYPES}, got {kv_cache!r}")
+        # Served artifacts are llama.cpp GGUFs: built by its toolchain, run with its
+        # context, threads and KV cache rule.
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads if n_threads is not None else default_threads()
+        self.kv_cache = kv_cache
+        self.toolchain = Toolchain(n_threads=self.n_threads)
         self.startup_timeout = startup_timeout
         self.extra = dict(extra if extra is not None else
                           ({"repeat_penalty": 1.0} if serve else {}))
-        self.quantizations = tuple(quantizations) or (self.converter.quantizations if serve else ())
+        self.quantizations = tuple(quantizations) or (QUANTIZATIONS if serve else ())
         if not self.quantizations:
             raise ConfigError(f"runtime {name!r}: option 'quantizations' (labels of what the "
                               "server serves, e.g. [\"int8\"]) is required with base_url")
@@ -192,14 +202,18 @@ class OpenAIRuntime(Runtime):
 
     def version(self) -> str:
         if self.serve:
-            return f"llama-cpp-python {llama_cpp_version()} server / {self.converter.version()}"
+            engine = llama_cpp_version() or "not installed"
+            return (f"llama-cpp-python {llama_cpp_version()} server / llama-cpp-python "
+                    f"{engine} / {self.toolchain.describe(engine)} / "
+                    f"gguf {package_version('gguf')}")
         return self.fixed_version or f"OpenAI-compatible server at {self.base_url}"
 
     def key_parts(self, quant: str) -> dict[str, str]:
         parts = {**super().key_parts(quant), "model_name": self.model,
                  "request": json.dumps(self.extra, sort_keys=True)}
         if self.serve:
-            return {**self.converter.key_parts(quant), **parts, "served": self.serve}
+            return {**parts, "kv_cache": kv_cache_type(self.kv_cache, quant),
+                    "converter": self.toolchain.converter, "served": self.serve}
         return {**parts, "base_url": self.base_url}
 
     def artifact_suffix(self, quant: str) -> str:
@@ -209,15 +223,15 @@ class OpenAIRuntime(Runtime):
         return f"served by {self.base_url} as model {self.model!r} ({quant})"
 
     def build(self, model: ResolvedModel, quant: str, out: Path) -> str:
-        return self.converter.build(model, quant, out)
+        return self.toolchain.build(model, quant, out)
 
     def validate(self, artifact_path: Path) -> str | None:
-        return self.converter.validate(artifact_path) if self.serve else None
+        return self.toolchain.validate(artifact_path) if self.serve else None
 
     def reimport(self, gguf: Path, model: ResolvedModel, quant: str, out: Path) -> str:
         if not self.serve:
             raise NotImplementedError(f"{self.name} cannot reimport GGUF")
-        return self.converter.reimport(gguf, model, quant, out)
+        return self.toolchain.reimport(gguf, model, quant, out)
 
     def open(self, artifact: Artifact, model: ResolvedModel) -> OpenAIRunner:
         reason = self.unavailable()
@@ -226,9 +240,9 @@ class OpenAIRuntime(Runtime):
         server = None
         eos = model_eos_ids(model.path)
         if self.serve:
-            config = ServerConfig(artifact.path, self.model, self.converter.n_ctx,
-                                  self.converter.n_threads or default_threads(),
-                                  self.converter.kv_cache_type(artifact.quant),
+            config = ServerConfig(artifact.path, self.model, self.n_ctx,
+                                  self.n_threads or default_threads(),
+                                  kv_cache_type(self.kv_cache, artifact.quant),
                                   startup_timeout=self.startup_timeout)
             self._servers.add(config)
             server = shared_server(config)
