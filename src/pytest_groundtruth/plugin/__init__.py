@@ -14,6 +14,7 @@ import pytest
 
 from pytest_groundtruth.config.options import add_pytest_options
 from pytest_groundtruth.config.settings import ConfigError, load_settings
+from pytest_groundtruth.plugin import shard
 from pytest_groundtruth.plugin.collection import CONFIG_FILE, GroundtruthFile, prefer_loadgroup
 from pytest_groundtruth.plugin.fixtures import (  # noqa: F401 - fixtures are found by name here
     apr_runner,
@@ -79,7 +80,16 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         line += ", cache bypassed (--gt-no-cache)"
     if opt.gt_baseline:
         line += f", baseline {opt.gt_baseline}"
+    if opt.gt_shard:
+        line += f", shard {opt.gt_shard}"
+        line += (f" by the timings of {opt.gt_shard_timings}" if opt.gt_shard_timings
+                 else " by static estimates")
     return [line]
+
+
+@pytest.hookimpl(trylast=True)  # after -m, -k and the other plugins narrowed the run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    session_of(config).split = shard.select(config, items)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -127,6 +137,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     session = session_of(config)
     lines = grid.render_text(session.run.records)
+    if session.split is not None:
+        lines.append(f"groundtruth {session.split.summary()}")
     if lines or session.finish_lines:
         terminalreporter.section("groundtruth parity matrix")
         for line in [*lines, *session.finish_lines]:

@@ -1,29 +1,107 @@
-"""``--gt-results FILE``: every parity test's measurement as one JSON document."""
+"""``--gt-results FILE``: every parity test's measurement as one JSON document.
+
+The document is complete enough to rebuild the run's records (:func:`read`): each result
+carries its whole case (``case_fields``), so ``groundtruth merge`` turns the documents of
+several shards into the records one run would have had, and every report is written
+again from them. ``durations`` holds every test's seconds (setup + call + teardown), the
+tests outside the parity matrix too: ``--gt-shard-timings`` reads it to balance shards.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 from pytest_groundtruth.core.atomic import atomic_write_text
 from pytest_groundtruth.report.provenance import oracle_provenance, tool_versions
-from pytest_groundtruth.report.records import Run
+from pytest_groundtruth.report.records import ParityRecord, Run
 from pytest_groundtruth.report.score import qualify
 
 SCHEMA = "pytest-groundtruth/results/1"
+# Fields that say when and how long, not what: they differ between two runs of the same
+# tests (and between a sharded and an unsharded run). Everything else is compared.
+TIMING_FIELDS = ("started", "finished", "durations")
+RESULT_TIMING_FIELDS = ("duration",)
+
+
+class ResultsError(ValueError):
+    """The file is not a pytest-groundtruth results document (names the file)."""
+
+
+def document(run: Run) -> dict[str, Any]:
+    finished = run.finished or dt.datetime.now(dt.timezone.utc)
+    return {
+        "schema": SCHEMA,
+        "started": run.started.isoformat(timespec="seconds"),
+        "finished": finished.isoformat(timespec="seconds"),
+        "versions": tool_versions(run.records),
+        "oracles": oracle_provenance(run.records),
+        "results": [r.to_json(transport=True)
+                    for r in sorted(run.records, key=lambda r: r.nodeid)],
+        # score and grade per model x runtime x quantization (docs/qualification.md)
+        "qualification": [q.to_json() for q in qualify(run.records)],
+        "durations": dict(sorted(run.durations.items())),
+    }
 
 
 def write(path: Path, run: Run) -> None:
-    document = {
-        "schema": SCHEMA,
-        "started": run.started.isoformat(timespec="seconds"),
-        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": tool_versions(run.records),
-        "oracles": oracle_provenance(run.records),
-        "results": [r.to_json() for r in sorted(run.records, key=lambda r: r.nodeid)],
-        # score and grade per model x runtime x quantization (docs/qualification.md)
-        "qualification": [q.to_json() for q in qualify(run.records)],
-    }
-    atomic_write_text(path, json.dumps(document, indent=2, ensure_ascii=False, default=str)
-                      + "\n")
+    atomic_write_text(path, json.dumps(document(run), indent=2, ensure_ascii=False,
+                                       default=str) + "\n")
+
+
+def load(path: Path) -> dict[str, Any]:
+    """The document at ``path``, checked to be a results document."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ResultsError(f"{path}: cannot read the results ({exc})") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise ResultsError(f"{path}: not a pytest-groundtruth results file (schema "
+                           f"{SCHEMA!r}); write one with pytest --gt-results FILE")
+    return data
+
+
+def read(path: Path) -> Run:
+    """The run a results document describes: its records, times and durations."""
+    data = load(path)
+    records = []
+    for i, entry in enumerate(data.get("results") or []):
+        try:
+            records.append(ParityRecord.from_json(entry))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ResultsError(f"{path}: results[{i}] cannot be read back ({exc!r}); it was "
+                               "written by an older version: rerun with --gt-results"
+                               ) from None
+    durations = data.get("durations") or {}
+    if not isinstance(durations, dict):
+        raise ResultsError(f"{path}: 'durations' is not an object")
+    return Run(started=_time(path, data, "started"), records=records,
+               finished=_time(path, data, "finished"),
+               durations={str(k): float(v) for k, v in durations.items()})
+
+
+def _time(path: Path, data: dict[str, Any], key: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(str(data[key]))
+    except (KeyError, ValueError):
+        raise ResultsError(f"{path}: field {key!r} is not an ISO date and time") from None
+
+
+def durations(run: Run) -> dict[str, float]:
+    """Node id -> seconds: every test's, and the parity records' where a document from
+    before ``durations`` has only those."""
+    out = {r.nodeid: r.duration for r in run.records}
+    out.update(run.durations)
+    return out
+
+
+def comparable(data: dict[str, Any]) -> dict[str, Any]:
+    """A results document without its timing fields (:data:`TIMING_FIELDS`, each result's
+    :data:`RESULT_TIMING_FIELDS`): two runs of the same tests on one machine and cache
+    give equal ones, sharded or not."""
+    out = {k: v for k, v in data.items() if k not in TIMING_FIELDS}
+    out["results"] = [{k: v for k, v in r.items() if k not in RESULT_TIMING_FIELDS}
+                      for r in data.get("results", [])]
+    return out

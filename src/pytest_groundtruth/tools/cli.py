@@ -24,6 +24,7 @@ from pytest_groundtruth.core.failures import EngineFailure, InputError
 from pytest_groundtruth.core.paths import OutsideFolder
 from pytest_groundtruth.models.sources import ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
+from pytest_groundtruth.report.results_json import ResultsError
 from pytest_groundtruth.suites.agreement import BOUNDS_FILE
 from pytest_groundtruth.suites.consistency import BOUNDS_FILE as CONSISTENCY_BOUNDS_FILE
 from pytest_groundtruth.suites.ppl import BOUNDS_FILE as PPL_BOUNDS_FILE
@@ -35,6 +36,7 @@ from pytest_groundtruth.tools import (
     convert,
     falsify,
     measure,
+    merge,
     oracles,
     qualify,
     rescore_calibration,
@@ -240,11 +242,33 @@ def cmd_qualify(args: argparse.Namespace) -> int:
     path = Path(args.results)
     try:
         data = qualify.load(path)
-    except qualify.ResultsError as exc:
+    except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _publish(args, qualify.render(path, data))
     return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    outputs = merge.Outputs(*(Path(v) if v else None
+                              for v in (args.results, args.html, args.junit, args.ticket)))
+    try:
+        run = merge.merge([Path(p) for p in args.shards])
+    except ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return Exit.BAD_INPUT
+    for line in merge.matrix(run):
+        print(line)
+    try:
+        lines = merge.write(run, outputs)
+    except OSError as exc:
+        print(f"error: could not write {exc.filename or ''}: {exc}", file=sys.stderr)
+        return Exit.CANNOT_WRITE
+    for line in lines:
+        print(line)
+    print(f"merged {len(run.records)} parity test(s) from {len(args.shards)} file(s); "
+          f"{len(run.failures)} failed")
+    return Exit.OK
 
 
 def cmd_falsify(args: argparse.Namespace) -> int:
@@ -392,6 +416,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", metavar="RESULTS.json")
     p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
     p.set_defaults(func=cmd_qualify)
+
+    p = sub.add_parser("merge",
+                       help="the --gt-results files of a sharded run (--gt-shard) -> the "
+                       "results, ticket, JUnit XML and HTML of one run",
+                       epilog=EXIT_STATUSES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("shards", nargs="+", metavar="RESULTS.json")
+    p.add_argument("--results", metavar="FILE", help="write the merged results JSON")
+    p.add_argument("--html", metavar="FILE", help="write an HTML report")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML of the parity tests")
+    p.add_argument("--ticket", metavar="FILE",
+                   help="write the failures' GitHub issue (nothing when none failed)")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("falsify", parents=[common],
                        help="inject faults into llama.cpp conversions; which suites catch them")
