@@ -15,10 +15,10 @@ import pytest
 
 from pytest_groundtruth.plugin.items import ParityItem
 from pytest_groundtruth.report import results_json
-from pytest_groundtruth.suites.shards import Shard, ShardError, Split, Test, split
+from pytest_groundtruth.suites.shards import Collected, Shard, ShardError, Split, split
 
 
-def test_of(item: pytest.Item, root: Path) -> Test:
+def test_of(item: pytest.Item, root: Path) -> Collected:
     """The split's view of a collected test: a parity case by its xdist group (and the
     group of a pair case's other side); any other test by its own ``xdist_group`` mark,
     else by its module."""
@@ -29,14 +29,14 @@ def test_of(item: pytest.Item, root: Path) -> Test:
         if case.other is not None:
             other = f"{case.model}-{case.runtime}-{case.other}"
             linked = (other if case.device == "cpu" else f"{other}@{case.device}",)
-        return Test(item.plain_nodeid, case.group, linked, runs=not skips)
+        return Collected(item.plain_nodeid, case.group, linked, runs=not skips)
     mark = item.get_closest_marker("xdist_group")
     if mark is not None:
         group = str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
     else:
         path = Path(str(item.path))
         group = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
-    return Test(item.nodeid, f"tests:{group}", runs=not skips)
+    return Collected(item.nodeid, f"tests:{group}", runs=not skips)
 
 
 def parse(value: str) -> Shard:
@@ -71,7 +71,7 @@ def select(config: pytest.Config, items: list[pytest.Item]) -> Split | None:
     return chosen
 
 
-def _partition(items: list[pytest.Item], tests: Iterable[Test], selected: frozenset[str]
+def _partition(items: list[pytest.Item], tests: Iterable[Collected], selected: frozenset[str]
                ) -> tuple[list[pytest.Item], list[pytest.Item]]:
     keep: list[pytest.Item] = []
     drop: list[pytest.Item] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,19 @@ from pytest_groundtruth.report.records import ParityRecord, Run
 from pytest_groundtruth.report.score import qualify
 
 SCHEMA = "pytest-groundtruth/results/1"
-# Fields that say when and how long, not what: they differ between two runs of the same
-# tests (and between a sharded and an unsharded run). Everything else is compared.
+# What two runs of the same tests may differ in without testing anything differently
+# (:func:`comparable` leaves these out):
+# - when and how long: the document's ``started``, ``finished`` and ``durations``, each
+#   result's ``duration``, and every speed measured on the way (a key of a result's
+#   ``details``, at any depth, named ``seconds`` or ending in ``_seconds``, ``_ms`` or
+#   ``per_second``); the ``perf`` suite's results, which measure only the machine;
+# - where the local cache is: paths into it (``.../artifacts/...``, ``.../models/...``,
+#   ``.../other-tools/...``) read ``<cache>/artifacts/...``: each machine (each shard) has
+#   its own, and an artifact fetched from ``cache_url`` says where it was built.
 TIMING_FIELDS = ("started", "finished", "durations")
 RESULT_TIMING_FIELDS = ("duration",)
+TIMING_SUITES = ("perf",)
+CACHE_PATH = re.compile(r"""(?:[A-Za-z]:)?/[^\s'"<>]*?/(artifacts|models|other-tools)/""")
 
 
 class ResultsError(ValueError):
@@ -32,16 +42,18 @@ class ResultsError(ValueError):
 
 def document(run: Run) -> dict[str, Any]:
     finished = run.finished or dt.datetime.now(dt.timezone.utc)
+    # By node id, not in the order the tests finished: one run with or without workers,
+    # and the merged shards of a run, write the same document.
+    records = sorted(run.records, key=lambda r: r.nodeid)
     return {
         "schema": SCHEMA,
         "started": run.started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
         "versions": tool_versions(run.records),
         "oracles": oracle_provenance(run.records),
-        "results": [r.to_json(transport=True)
-                    for r in sorted(run.records, key=lambda r: r.nodeid)],
+        "results": [r.to_json(transport=True) for r in records],
         # score and grade per model x runtime x quantization (docs/qualification.md)
-        "qualification": [q.to_json() for q in qualify(run.records)],
+        "qualification": [q.to_json() for q in qualify(records)],
         "durations": dict(sorted(run.durations.items())),
     }
 
@@ -98,10 +110,34 @@ def durations(run: Run) -> dict[str, float]:
 
 
 def comparable(data: dict[str, Any]) -> dict[str, Any]:
-    """A results document without its timing fields (:data:`TIMING_FIELDS`, each result's
-    :data:`RESULT_TIMING_FIELDS`): two runs of the same tests on one machine and cache
-    give equal ones, sharded or not."""
+    """A results document without what differs between two runs of the same tests
+    (the comment above :data:`TIMING_FIELDS`): one run and the merged shards of a run
+    give equal ones."""
     out = {k: v for k, v in data.items() if k not in TIMING_FIELDS}
-    out["results"] = [{k: v for k, v in r.items() if k not in RESULT_TIMING_FIELDS}
-                      for r in data.get("results", [])]
-    return out
+    results = []
+    for entry in data.get("results", []):
+        entry = {k: v for k, v in entry.items() if k not in RESULT_TIMING_FIELDS}
+        result = entry.get("result")
+        if isinstance(result, dict):
+            if entry.get("case", {}).get("suite") in TIMING_SUITES:
+                result = None
+            else:
+                result = {**result, "details": _untimed(result.get("details", {}))}
+            entry["result"] = result
+        results.append(entry)
+    out["results"] = results
+    text = CACHE_PATH.sub(lambda m: f"<cache>/{m.group(1)}/", json.dumps(out, sort_keys=True))
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def _timing_key(key: str) -> bool:
+    return key == "seconds" or key.endswith(("_seconds", "_ms", "per_second"))
+
+
+def _untimed(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if not _timing_key(str(k))}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value

@@ -220,7 +220,7 @@ class RemoteCache:
         fs, _ = self._fs()
         removed = []
         try:
-            listing = fs.ls(self._path("tmp"), detail=True)
+            listing = fs.ls(self._path("tmp"), detail=True, refresh=True)
         except FileNotFoundError:
             return []
         now = time.time()

@@ -59,7 +59,7 @@ class Shard:
 
 
 @dataclass(frozen=True)
-class Test:
+class Collected:
     """What the split needs to know of one collected test."""
 
     nodeid: str  # the plain node id (without xdist's ``@group``)
@@ -88,7 +88,7 @@ class _Groups:
             self.parent[hi] = lo
 
 
-def units(tests: Iterable[Test]) -> dict[str, list[Test]]:
+def units(tests: Iterable[Collected]) -> dict[str, list[Collected]]:
     """The tests by unit (named by its smallest group name)."""
     tests = list(tests)
     groups = _Groups()
@@ -96,20 +96,20 @@ def units(tests: Iterable[Test]) -> dict[str, list[Test]]:
         groups.find(test.group)
         for other in test.linked:
             groups.join(test.group, other)
-    out: dict[str, list[Test]] = {}
+    out: dict[str, list[Collected]] = {}
     for test in tests:
         out.setdefault(groups.find(test.group), []).append(test)
     return out
 
 
-def static_cost(tests: Iterable[Test]) -> float:
+def static_cost(tests: Iterable[Collected]) -> float:
     """A unit's estimated seconds: one artifact's setup (only when any test runs) plus a
     second per test that runs; skipped tests cost nothing."""
     running = sum(1 for t in tests if t.runs)
     return GROUP_SETUP_S + PER_TEST_S * running if running else 0.0
 
 
-def unit_costs(by_unit: Mapping[str, list[Test]], measured: Mapping[str, float]
+def unit_costs(by_unit: Mapping[str, list[Collected]], measured: Mapping[str, float]
                ) -> dict[str, float]:
     """Each unit's cost: the sum of its tests' measured seconds when ``measured`` (node id
     -> seconds) knows every running test of the unit, else :func:`static_cost`."""
@@ -149,7 +149,7 @@ class Split:
                 + ", ".join(f"{load:.0f}" for load in self.loads) + " s)")
 
 
-def split(tests: Iterable[Test], shard: Shard, measured: Mapping[str, float] | None = None
+def split(tests: Iterable[Collected], shard: Shard, measured: Mapping[str, float] | None = None
           ) -> Split:
     """The tests of ``shard``, and what each shard costs."""
     by_unit = units(tests)

@@ -83,18 +83,38 @@ def child_env(cache: Path, stats: Path) -> dict[str, str]:
 def pytest_run(root: Path, tests: str, cache: Path, workers: int, label: str,
                extra: Sequence[str] = ()) -> RunTiming:
     """One ``pytest`` subprocess; its wall time, exit code, last line and process stats."""
+    return pytest_runs(root, tests, [(cache, workers, label, extra)])[0]
+
+
+def pytest_runs(root: Path, tests: str,
+                runs: Sequence[tuple[Path, int, str, Sequence[str]]]) -> list[RunTiming]:
+    """``pytest`` subprocesses started together, one per ``(cache, workers, label,
+    extra)``; each one's wall time from the common start to its own end."""
     with tempfile.TemporaryDirectory(prefix="gt-stats-") as scratch:
-        stats = Path(scratch) / "stats.jsonl"
-        cmd = [sys.executable, "-m", "pytest", tests, "-q", "-p", "no:cacheprovider",
-               "-n", str(workers), *extra]
+        procs = []
         start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False,
-                              env=child_env(cache, stats))
-        seconds = time.perf_counter() - start
-        found = tuple(read_process_stats(stats))
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    return RunTiming(label, workers, seconds, proc.returncode, lines[-1] if lines else "",
-                     found)
+        for i, (cache, workers, _, extra) in enumerate(runs):
+            stats, log = Path(scratch) / f"stats-{i}.jsonl", Path(scratch) / f"out-{i}.txt"
+            cmd = [sys.executable, "-m", "pytest", tests, "-q", "-p", "no:cacheprovider",
+                   "-n", str(workers), *extra]
+            with log.open("w") as fh:
+                procs.append(subprocess.Popen(cmd, cwd=root, stdout=fh,
+                                              stderr=subprocess.STDOUT,
+                                              env=child_env(cache, stats)))
+        ends: dict[int, float] = {}
+        while len(ends) < len(procs):
+            for i, proc in enumerate(procs):
+                if i not in ends and proc.poll() is not None:
+                    ends[i] = time.perf_counter() - start
+            time.sleep(0.05)
+        out = []
+        for i, (proc, (_, workers, label, _)) in enumerate(zip(procs, runs, strict=True)):
+            text = (Path(scratch) / f"out-{i}.txt").read_text(errors="replace")
+            lines = [line for line in text.splitlines() if line.strip()]
+            out.append(RunTiming(label, workers, ends[i], int(proc.returncode),
+                                 lines[-1] if lines else "",
+                                 tuple(read_process_stats(Path(scratch) / f"stats-{i}.jsonl"))))
+    return out
 
 
 TRIVIAL_TEST = "def test_one() -> None:\n    assert 1 + 1 == 2\n"
