@@ -305,7 +305,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
     workers = [int(n) for n in args.workers.split(",")]
     text = benchmark.run_bench(settings, args.tests, workers, repeat=args.repeat,
-                               parity=not args.no_parity, torchao=not args.no_torchao)
+                               parity=not args.no_parity, torchao=not args.no_torchao,
+                               shards=args.shards)
     _publish(args, text)
     return 0
 
@@ -455,9 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pytest-xdist worker counts to compare (default: 0,2)")
     p.add_argument("--repeat", type=int, default=3,
                    help="warm runs and collect-only: the best of this many")
-    p.add_argument("--no-parity", action="store_true", help="measure the floor only")
+    p.add_argument("--no-parity", action="store_true",
+                   help="leave out the parity runs (the floor, torchao and --shards still run)")
     p.add_argument("--no-torchao", action="store_true",
                    help="leave out the comparison of torchao's int4 paths on CPU")
+    p.add_argument("--shards", type=int, default=2, metavar="N",
+                   help="also run the parity tests as N shards together (-n 1 each, a "
+                   "shared cache_url) against one unsharded run; 0: leave out (default: 2)")
     p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
     p.set_defaults(func=cmd_bench)
 
