@@ -111,6 +111,44 @@ def test_longest_first_with_ties_to_the_lower_shard() -> None:
         "big": 1, "a": 2, "b": 2, "c": 2}
 
 
+def collected(pytester: pytest.Pytester, *args: str) -> list[str]:
+    result = pytester.runpytest("--collect-only", "-q", "-p", "no:cacheprovider", *args)
+    return [line for line in result.stdout.lines if "::" in line]
+
+
+@pytest.mark.slow
+def test_plain_tests_split_by_module_or_their_xdist_group(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_a="def test_1(): pass\ndef test_2(): pass\ndef test_3(): pass\n",
+        test_b="def test_1(): pass\n",
+        test_c="import pytest\n@pytest.mark.xdist_group('g')\ndef test_1(): pass\n"
+               "def test_2(): pass\n",
+        test_d="import pytest\n@pytest.mark.xdist_group('g')\ndef test_1(): pass\n")
+    everything = collected(pytester)
+    parts = [collected(pytester, f"--gt-shard={k}/2") for k in (1, 2)]
+    assert sorted(parts[0] + parts[1]) == sorted(everything)
+    assert all(parts)
+    shard_of = {nodeid: k for k, part in enumerate(parts) for nodeid in part}
+    # one module, one shard; the two tests marked with group 'g' in one shard
+    assert len({shard_of[n] for n in everything if n.startswith("test_a.py")}) == 1
+    assert shard_of["test_c.py::test_1"] == shard_of["test_d.py::test_1"]
+    # the same split again (and whatever the order of the files on the command line)
+    assert sorted(collected(pytester, "--gt-shard=1/2", "test_d.py", "test_c.py",
+                            "test_b.py", "test_a.py")) == sorted(parts[0])
+
+
+@pytest.mark.slow
+def test_a_bad_shard_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_a="def test_1(): pass\n")
+    result = pytester.runpytest("--gt-shard=3/2", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--gt-shard '3/2': shard 3 of 2 does not exist*"])
+    result = pytester.runpytest("--gt-shard=1/2", "--gt-shard-timings=missing.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--gt-shard-timings: missing.json: cannot read the "
+                                 "results*"])
+
+
 # --------------------------------------------------------------------------- end to end
 
 TOOL = ('models = ["tiny-llama"]\nruntimes = ["llamacpp", "torchao"]\n'

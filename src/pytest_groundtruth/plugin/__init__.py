@@ -71,11 +71,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     opt = config.option
+    cache: Path | None = None  # None: a bad configuration, reported at collection
+    url: str | None = None
     try:
-        cache = load_settings(config.rootpath).cache_root()
+        settings = load_settings(config.rootpath)
+        cache, url = settings.cache_root(), settings.cache_url
     except ConfigError:
-        cache = None  # reported with the file and key at collection
+        pass
     line = f"groundtruth: cache {opt.gt_cache_dir or cache}"
+    if opt.gt_cache_url or url:
+        line += f", shared {opt.gt_cache_url or url}"
     if opt.gt_no_cache:
         line += ", cache bypassed (--gt-no-cache)"
     if opt.gt_baseline:
