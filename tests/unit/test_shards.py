@@ -251,8 +251,11 @@ def test_two_shards_merged_equal_one_run(make_project: Project, tmp_path: Path,
     # The merged durations balance the next split: every shard has measured costs now.
     again = pytester.runpytest("-n", "0", "-p", "no:cacheprovider", "--gt-shard=2/2",
                                f"--gt-shard-timings={tmp_path / 'merged.json'}",
-                               "--collect-only", "-q")
+                               "--collect-only")
     assert f"by the timings of {tmp_path / 'merged.json'}" in again.stdout.str()
+    measured = re.search(r"groundtruth shard 2/2: (\d+) tests", again.stdout.str())
+    assert measured is not None
+    assert 0 < int(measured.group(1)) < len(merged_doc["results"])
 
 
 def test_merge_refuses_overlapping_shards(tmp_path: Path,

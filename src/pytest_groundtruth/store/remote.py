@@ -25,10 +25,12 @@ No lock spans machines, so nothing is ever overwritten in place:
   identical bytes. On a filesystem with neither (other fsspec backends), the entry is
   written only when absent, with a window in which two writers can both succeed: each
   entry is still complete and verified, the last one stays;
-* an upload killed half-way leaves a ``tmp/`` object that no index names: it is
-  ignored, and removed by the next publisher once it is older than
-  :data:`STALE_SECONDS` (an upload still going on is younger). A loser's blob that no
-  entry names stays (it may be another artifact's identical file).
+* an upload killed half-way leaves at most a ``tmp/`` object that no index names (a
+  shared path: the partly copied file; S3: nothing, or for a file over 100 MB an
+  incomplete multipart upload, which S3 never shows as an object and a bucket
+  lifecycle rule aborts): it is ignored, and removed by the next publisher once it is
+  older than :data:`STALE_SECONDS` (an upload still going on is younger). A loser's
+  blob that no entry names stays (it may be another artifact's identical file).
 
 Credentials and endpoints come from the environment, as fsspec and the backend read
 them (S3: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` for
