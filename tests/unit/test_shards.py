@@ -277,3 +277,20 @@ def test_merge_refuses_overlapping_shards(tmp_path: Path,
     (tmp_path / "c.json").write_text("{}")
     assert main(["merge", str(tmp_path / "c.json")]) == 4
     assert "not a pytest-groundtruth results file" in capsys.readouterr().err
+
+
+def test_timings_read_every_test_and_older_documents(tmp_path: Path) -> None:
+    doc = {"schema": results_json.SCHEMA, "results": [
+        {"nodeid": "t.toml::token[a]", "duration": 2.5},
+        {"nodeid": "t.toml::token[b]", "duration": 1.0}]}
+    older = tmp_path / "older.json"  # before `durations`: the parity results' own
+    older.write_text(json.dumps(doc))
+    assert results_json.durations(older) == {"t.toml::token[a]": 2.5, "t.toml::token[b]": 1.0}
+    newer = tmp_path / "newer.json"  # `durations` has every test, setup and teardown too
+    newer.write_text(json.dumps({**doc, "durations": {"t.toml::token[a]": 3.0,
+                                                      "test_x.py::test_y": 4.0}}))
+    assert results_json.durations(newer) == {"t.toml::token[a]": 3.0,
+                                             "t.toml::token[b]": 1.0,
+                                             "test_x.py::test_y": 4.0}
+    with pytest.raises(results_json.ResultsError, match="missing.json"):
+        results_json.durations(tmp_path / "missing.json")

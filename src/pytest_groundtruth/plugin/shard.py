@@ -50,7 +50,7 @@ def measured(timings: str | None) -> dict[str, float]:
     if not timings:
         return {}
     try:
-        return results_json.durations(results_json.read(Path(timings)))
+        return results_json.durations(Path(timings))
     except results_json.ResultsError as exc:
         raise pytest.UsageError(f"--gt-shard-timings: {exc}") from None
 

@@ -101,11 +101,18 @@ def _time(path: Path, data: dict[str, Any], key: str) -> dt.datetime:
         raise ResultsError(f"{path}: field {key!r} is not an ISO date and time") from None
 
 
-def durations(run: Run) -> dict[str, float]:
-    """Node id -> seconds: every test's, and the parity records' where a document from
-    before ``durations`` has only those."""
-    out = {r.nodeid: r.duration for r in run.records}
-    out.update(run.durations)
+def durations(path: Path) -> dict[str, float]:
+    """Node id -> seconds of every test in the document at ``path``: its ``durations``,
+    else (a document from before them) each parity result's ``duration``."""
+    data = load(path)
+    out: dict[str, float] = {}
+    for entry in data.get("results") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("duration"), (int, float)):
+            out[str(entry.get("nodeid"))] = float(entry["duration"])
+    found = data.get("durations") or {}
+    if not isinstance(found, dict):
+        raise ResultsError(f"{path}: 'durations' is not an object")
+    out.update({str(k): float(v) for k, v in found.items() if isinstance(v, (int, float))})
     return out
 
 
