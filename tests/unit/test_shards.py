@@ -292,5 +292,5 @@ def test_timings_read_every_test_and_older_documents(tmp_path: Path) -> None:
     assert results_json.durations(newer) == {"t.toml::token[a]": 3.0,
                                              "t.toml::token[b]": 1.0,
                                              "test_x.py::test_y": 4.0}
-    with pytest.raises(results_json.ResultsError, match="missing.json"):
+    with pytest.raises(results_json.ResultsError, match=r"missing\.json"):
         results_json.durations(tmp_path / "missing.json")
