@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,9 +94,11 @@ def pytest_run(root: Path, tests: str, cache: Path, workers: int, label: str,
 
 
 def pytest_runs(root: Path, tests: str,
-                runs: Sequence[tuple[Path, int, str, Sequence[str]]]) -> list[RunTiming]:
+                runs: Sequence[tuple[Path, int, str, Sequence[str]]],
+                cpus: Sequence[frozenset[int] | None] = ()) -> list[RunTiming]:
     """``pytest`` subprocesses started together, one per ``(cache, workers, label,
-    extra)``; each one's wall time from the common start to its own end."""
+    extra)``, the i-th on the CPUs ``cpus[i]`` (its affinity; None or none given: all);
+    each one's wall time from the common start to its own end."""
     with tempfile.TemporaryDirectory(prefix="gt-stats-") as scratch:
         procs = []
         start = time.perf_counter()
@@ -104,10 +106,12 @@ def pytest_runs(root: Path, tests: str,
             stats, log = Path(scratch) / f"stats-{i}.jsonl", Path(scratch) / f"out-{i}.txt"
             cmd = [sys.executable, "-m", "pytest", tests, "-q", "-p", "no:cacheprovider",
                    "-n", str(workers), *extra]
+            mask = cpus[i] if i < len(cpus) else None
             with log.open("w") as fh:
                 procs.append(subprocess.Popen(cmd, cwd=root, stdout=fh,
                                               stderr=subprocess.STDOUT,
-                                              env=child_env(cache, stats)))
+                                              env=child_env(cache, stats),
+                                              preexec_fn=_pin(mask) if mask else None))
         ends: dict[int, float] = {}
         while len(ends) < len(procs):
             for i, proc in enumerate(procs):
@@ -122,6 +126,25 @@ def pytest_runs(root: Path, tests: str,
                                  lines[-1] if lines else "",
                                  tuple(read_process_stats(Path(scratch) / f"stats-{i}.jsonl"))))
     return out
+
+
+def _pin(cpus: frozenset[int]) -> Callable[[], None]:
+    def pin() -> None:
+        os.sched_setaffinity(0, cpus)
+
+    return pin
+
+
+def cpu_shares(count: int) -> list[frozenset[int] | None]:
+    """The CPUs of this process dealt out to ``count`` processes (round robin), as
+    ``count`` machines would each have their own; all None where there are fewer CPUs
+    than processes or no affinity to set."""
+    if not hasattr(os, "sched_getaffinity"):
+        return [None] * count
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < count:
+        return [None] * count
+    return [frozenset(available[k::count]) for k in range(count)]
 
 
 TRIVIAL_TEST = "def test_one() -> None:\n    assert 1 + 1 == 2\n"
@@ -306,7 +329,8 @@ class ShardBench:
     shards: tuple[RunTiming, ...]  # the shards, started together, cold
     identical: bool  # the merged results equal the unsharded run's (comparable())
     differing: tuple[str, ...]  # the node ids whose results differ (the first few)
-    loads: tuple[str, ...]  # each shard's own account of its split
+    loads: tuple[str, ...]  # how many parity tests each shard ran
+    cpus: tuple[str, ...]  # the CPUs each shard ran on ("all": shared)
 
 
 def measure_shards(root: Path, tests: str, count: int, scratch: Path, workers: int = 1
@@ -325,7 +349,8 @@ def measure_shards(root: Path, tests: str, count: int, scratch: Path, workers: i
               f"--gt-cache-url=file://{shared}", f"--gt-results={scratch / f'shard{k}.json'}",
               "-rN"])
             for k in range(1, count + 1)]
-    shards = tuple(pytest_runs(root, tests, runs))
+    shares = cpu_shares(count)
+    shards = tuple(pytest_runs(root, tests, runs, shares))
     merged_json = scratch / "merged.json"
     results_json.write(merged_json, merge.merge([scratch / f"shard{k}.json"
                                                  for k in range(1, count + 1)]))
@@ -337,25 +362,29 @@ def measure_shards(root: Path, tests: str, count: int, scratch: Path, workers: i
     for k in range(1, count + 1):
         run = results_json.read(scratch / f"shard{k}.json")
         loads.append(f"{len(run.records)} parity tests")
-    return ShardBench(whole, shards, a == b, differing[:5], tuple(loads))
+    return ShardBench(whole, shards, a == b, differing[:5], tuple(loads),
+                      tuple(",".join(map(str, sorted(c))) if c else "all" for c in shares))
 
 
 def shards_section(bench: ShardBench) -> list[str]:
     count = len(bench.shards)
     rows = [["unsharded", str(bench.whole.workers), f"{bench.whole.seconds:.1f}", "1.00",
              bench.whole.summary]]
-    for run, load in zip(bench.shards, bench.loads, strict=True):
-        rows.append([f"{run.label} ({load})", str(run.workers), f"{run.seconds:.1f}",
-                     ratio(run.seconds, bench.whole.seconds), run.summary])
+    for run, load, cpus in zip(bench.shards, bench.loads, bench.cpus, strict=True):
+        rows.append([f"{run.label} ({load}; CPUs {cpus})", str(run.workers),
+                     f"{run.seconds:.1f}", ratio(run.seconds, bench.whole.seconds),
+                     run.summary])
     slowest = max(r.seconds for r in bench.shards)
     worst = slowest / bench.whole.seconds if bench.whole.seconds else 0.0
     verdict = "met" if worst <= SHARD_TARGET and count == 2 else (
         "MISSED" if count == 2 else f"(the target is stated for 2 shards; {count} here)")
     out = [f"### Shards (`--gt-shard K/{count}`, cold, started together on this machine)", "",
-           f"The parity tests cold and unsharded, then as {count} shards started at once, "
-           "each with its own empty local cache and one shared `cache_url` "
-           "(`file://`), balanced by the unsharded run's timings (`--gt-shard-timings`); "
-           "the shards' results merged with `groundtruth merge`.", ""]
+           f"The parity tests cold and unsharded on every CPU, then as {count} shards "
+           "started at once, each on its own share of the CPUs (as on its own machine: "
+           "the engines' threads follow the affinity), with its own empty local cache "
+           "and one shared `cache_url` (`file://`), balanced by the unsharded run's "
+           "timings (`--gt-shard-timings`); the shards' results merged with "
+           "`groundtruth merge`.", ""]
     out += markdown_table(["run", "-n", "seconds", "ratio to unsharded", "pytest says"], rows)
     same = ("identical" if bench.identical else
             "DIFFERENT (" + ", ".join(bench.differing) + ")")
