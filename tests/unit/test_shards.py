@@ -13,6 +13,7 @@ matrix and the parity tests' JUnit entries (classname, name, result, groundtruth
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import xml.etree.ElementTree as ET
@@ -33,6 +34,7 @@ from pytest_groundtruth.suites.shards import (
     split,
     units,
 )
+from pytest_groundtruth.tools.benchmark import cpu_shares
 from pytest_groundtruth.tools.cli import main
 
 Project = Callable[..., pytest.Pytester]
@@ -294,3 +296,11 @@ def test_timings_read_every_test_and_older_documents(tmp_path: Path) -> None:
                                              "test_x.py::test_y": 4.0}
     with pytest.raises(results_json.ResultsError, match=r"missing\.json"):
         results_json.durations(tmp_path / "missing.json")
+
+
+def test_bench_deals_the_cpus_out_to_the_shards() -> None:
+    mine = os.sched_getaffinity(0)
+    shares = cpu_shares(len(mine))
+    assert all(s is not None and len(s) == 1 for s in shares)
+    assert frozenset().union(*(s for s in shares if s is not None)) == mine
+    assert cpu_shares(len(mine) + 1) == [None] * (len(mine) + 1)  # too few: shared
