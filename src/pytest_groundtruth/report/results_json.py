@@ -4,7 +4,9 @@ The document is complete enough to rebuild the run's records (:func:`read`): eac
 carries its whole case (``case_fields``), so ``groundtruth merge`` turns the documents of
 several shards into the records one run would have had, and every report is written
 again from them. ``durations`` holds every test's seconds (setup + call + teardown), the
-tests outside the parity matrix too: ``--gt-shard-timings`` reads it to balance shards.
+tests outside the parity matrix too, less the time the test spent resolving a model's
+float32 directory (the first test to need a model pays it, and so does every shard for
+itself): ``--gt-shard-timings`` reads it to balance shards.
 """
 
 from __future__ import annotations
