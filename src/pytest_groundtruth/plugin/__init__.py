@@ -121,7 +121,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     # Model resolution this phase paid for: left out of the durations shards balance by.
-    report.gt_resolve_seconds = session_of(item.config).resolved_since_last()  # type: ignore[attr-defined]
+    resolved = session_of(item.config).resolved_since_last()
+    report.gt_resolve_seconds = resolved  # type: ignore[attr-defined]
     if isinstance(item, ParityItem) and item.plain_nodeid != item.nodeid:
         # The worker must report the id it scheduled by; the controller shows the plain one.
         report.gt_plain_nodeid = item.plain_nodeid  # type: ignore[attr-defined]
