@@ -19,7 +19,7 @@ from safetensors.numpy import load_file, save_file
 from pytest_groundtruth.config.roster import BUILTIN
 from pytest_groundtruth.config.settings import ConfigError, Settings
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
-from pytest_groundtruth.ggufio import EXPORTER_VERSION, export_gguf
+from pytest_groundtruth.ggufio import EXPORTER_VERSION, export_gguf, quants
 from pytest_groundtruth.ggufio import quantize as quantizer
 from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.models.sources import ResolvedModel, resolve
@@ -143,10 +143,10 @@ def test_threads_are_shared_among_xdist_workers(
 def test_runtime_declaration(runtime: LlamaCppRuntime) -> None:
     assert runtime.name == "llamacpp"
     assert runtime.quantizations[:4] == ("float32", "float16", "int8", "int4")
-    assert set(runtime.quantizations[4:]) == set(quantizer.CATALOG)
+    assert set(runtime.quantizations[4:]) == set(quants.CATALOG)
     assert {"q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q4_1", "q3_k_m", "q2_k",
             "iq4_xs"} <= set(runtime.quantizations)
-    assert not set(quantizer.NEEDS_IMATRIX) & set(runtime.quantizations)
+    assert not set(quants.NEEDS_IMATRIX) & set(runtime.quantizations)
     assert [runtime.qtype(q) for q in ("float32", "int8", "int4", "q4_k_m", "q4_1")] == [
         "F32", "Q8_0", "Q4_0", "Q4_K_M", "Q4_1"]
     assert runtime.key_parts("q4_k_m")["converter"] == "auto"

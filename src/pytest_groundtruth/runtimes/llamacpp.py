@@ -3,7 +3,7 @@
 Artifacts are GGUF files. ``float32``, ``float16``, ``int8`` (Q8_0) and ``int4`` (Q4_0, the
 original workflow's names) are written by the converter directly; every type of
 llama.cpp's quantizer (``q8_0``, ``q6_k``, ``q5_k_m``, ``q4_k_m``, ``q4_0``, ``q4_1``,
-``iq4_xs``, ``q3_k_m``, ``q2_k``, ... :data:`~pytest_groundtruth.ggufio.quantize.CATALOG`)
+``iq4_xs``, ``q3_k_m``, ``q2_k``, ... :data:`~pytest_groundtruth.ggufio.quants.CATALOG`)
 is made by ``llama_model_quantize`` from the converter's F32 file, so its tensor mix is
 llama.cpp's own.
 
@@ -79,6 +79,7 @@ from pytest_groundtruth.ggufio import (
     names,
 )
 from pytest_groundtruth.ggufio import quantize as quantizer
+from pytest_groundtruth.ggufio.quants import CATALOG, GGUF_TYPES
 from pytest_groundtruth.ggufio.reader import gguf_problem, scan_gguf
 from pytest_groundtruth.measures import logprobs as lp
 from pytest_groundtruth.measures.logprobs import TopK
@@ -102,13 +103,8 @@ if TYPE_CHECKING:
 
 # The quantization names a converter writes directly -> the GGUF type (and the outtype
 # of llama.cpp's converter); every other name is llama.cpp's quantizer's (CATALOG).
-QTYPES = {
-    "float32": "F32",
-    "float16": "F16",
-    "int8": "Q8_0",
-    "int4": "Q4_0",
-}
-HF_OUTTYPES = {"float32": "f32", "float16": "f16", "int8": "q8_0"}
+QTYPES = {q: GGUF_TYPES[q] for q in ("float32", "float16", "int8", "int4")}
+HF_OUTTYPES = {q: QTYPES[q].lower() for q in ("float32", "float16", "int8")}
 CONVERTERS = ("auto", "ours", "llama.cpp")
 INSTALL = (
     "pip install llama-cpp-python (builds llama.cpp from source, 7-10 min; "
@@ -151,7 +147,7 @@ def tokens_beyond_vocabulary(model_dir: Path) -> list[str]:
 
 class LlamaCppRuntime(Runtime):
     name = "llamacpp"
-    quantizations: tuple[str, ...] = (*QTYPES, *quantizer.CATALOG)
+    quantizations: tuple[str, ...] = (*QTYPES, *CATALOG)
     capabilities: frozenset[Capability] = frozenset(
         {
             Capability.GENERATE,
@@ -161,6 +157,8 @@ class LlamaCppRuntime(Runtime):
             Capability.SCORE,
             Capability.EXPORT_GGUF,
             Capability.REIMPORT,
+            Capability.PROMPT_LOOKUP,
+            Capability.LORA_HOT,
         }
     )
 
@@ -240,7 +238,7 @@ class LlamaCppRuntime(Runtime):
     def qtype(self, quant: str) -> str:
         """The GGUF file type of ``quant`` (``Q4_K_M`` for a mix)."""
         self.check_quant(quant)
-        return QTYPES.get(quant) or quantizer.CATALOG[quant].ftype
+        return QTYPES.get(quant) or CATALOG[quant].ftype
 
     def converter_for(self, model: ResolvedModel) -> str:
         """``ours`` or ``llama.cpp``: the converter that makes ``model``'s artifacts."""

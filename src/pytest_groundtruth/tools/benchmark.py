@@ -32,17 +32,17 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_groundtruth.config.prompts import load_prompts
 from pytest_groundtruth.config.settings import Settings, load_settings
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.core import process
 from pytest_groundtruth.core.machine import cpu_kernel_family
 from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.core.tables import markdown_table
@@ -90,15 +90,27 @@ def child_env(cache: Path, stats: Path) -> dict[str, str]:
 def pytest_run(root: Path, tests: str, cache: Path, workers: int, label: str,
                extra: Sequence[str] = ()) -> RunTiming:
     """One ``pytest`` subprocess; its wall time, exit code, last line and process stats."""
-    return pytest_runs(root, tests, [(cache, workers, label, extra)])[0]
+    with tempfile.TemporaryDirectory(prefix="gt-stats-") as scratch:
+        stats = Path(scratch) / "stats.jsonl"
+        cmd = [sys.executable, "-m", "pytest", tests, "-q", "-p", "no:cacheprovider",
+               "-n", str(workers), *extra]
+        start = time.perf_counter()
+        proc = process.invoke(cmd, None, tool="pytest", cwd=root,
+                              environ=child_env(cache, stats))
+        seconds = time.perf_counter() - start
+        found = tuple(read_process_stats(stats))
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    return RunTiming(label, workers, seconds, proc.returncode, lines[-1] if lines else "",
+                     found)
 
 
 def pytest_runs(root: Path, tests: str,
                 runs: Sequence[tuple[Path, int, str, Sequence[str]]],
                 cpus: Sequence[frozenset[int] | None] = ()) -> list[RunTiming]:
     """``pytest`` subprocesses started together, one per ``(cache, workers, label,
-    extra)``, the i-th on the CPUs ``cpus[i]`` (its affinity; None or none given: all);
-    each one's wall time from the common start to its own end."""
+    extra)``, the i-th on the CPUs ``cpus[i]`` (its affinity, set as soon as it has
+    started, long before it imports an engine; None or none given: all); each one's
+    wall time from the common start to its own end."""
     with tempfile.TemporaryDirectory(prefix="gt-stats-") as scratch:
         procs = []
         start = time.perf_counter()
@@ -106,33 +118,26 @@ def pytest_runs(root: Path, tests: str,
             stats, log = Path(scratch) / f"stats-{i}.jsonl", Path(scratch) / f"out-{i}.txt"
             cmd = [sys.executable, "-m", "pytest", tests, "-q", "-p", "no:cacheprovider",
                    "-n", str(workers), *extra]
+            with log.open("wb") as fh:
+                child = process.spawn(cmd, log=fh, environ=child_env(cache, stats), cwd=root)
             mask = cpus[i] if i < len(cpus) else None
-            with log.open("w") as fh:
-                procs.append(subprocess.Popen(cmd, cwd=root, stdout=fh,
-                                              stderr=subprocess.STDOUT,
-                                              env=child_env(cache, stats),
-                                              preexec_fn=_pin(mask) if mask else None))
+            if mask:
+                os.sched_setaffinity(child.pid, mask)
+            procs.append(child)
         ends: dict[int, float] = {}
         while len(ends) < len(procs):
-            for i, proc in enumerate(procs):
-                if i not in ends and proc.poll() is not None:
+            for i, child in enumerate(procs):
+                if i not in ends and child.poll() is not None:
                     ends[i] = time.perf_counter() - start
             time.sleep(0.05)
         out = []
-        for i, (proc, (_, workers, label, _)) in enumerate(zip(procs, runs, strict=True)):
+        for i, (child, (_, workers, label, _)) in enumerate(zip(procs, runs, strict=True)):
             text = (Path(scratch) / f"out-{i}.txt").read_text(errors="replace")
             lines = [line for line in text.splitlines() if line.strip()]
-            out.append(RunTiming(label, workers, ends[i], int(proc.returncode),
+            out.append(RunTiming(label, workers, ends[i], int(child.returncode),
                                  lines[-1] if lines else "",
                                  tuple(read_process_stats(Path(scratch) / f"stats-{i}.jsonl"))))
     return out
-
-
-def _pin(cpus: frozenset[int]) -> Callable[[], None]:
-    def pin() -> None:
-        os.sched_setaffinity(0, cpus)
-
-    return pin
 
 
 def cpu_shares(count: int) -> list[frozenset[int] | None]:
