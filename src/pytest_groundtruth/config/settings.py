@@ -120,6 +120,7 @@ class Settings:
     prompts_dir: Path = Path("prompts")
     eval_text: Path = Path("prompts/eval/perplexity.txt")
     cache_dir: Path | None = None
+    cache_url: str | None = None  # a shared artifact store behind cache_dir (fsspec URL)
     max_new_tokens: int = 32
     top_k: int = 10
     near_ties: str = "count"
@@ -221,6 +222,7 @@ _SCALAR_KEYS: dict[str, type | tuple[type, ...]] = {
     "top_k": int,
     "near_ties": str,
     "apr_bin": str,
+    "cache_url": str,
     "timeout": (int, float),
     "min_grade": str,
 }

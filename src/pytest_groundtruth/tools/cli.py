@@ -25,6 +25,7 @@ from pytest_groundtruth.core.failures import EngineFailure, InputError
 from pytest_groundtruth.core.paths import OutsideFolder
 from pytest_groundtruth.models.sources import ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
+from pytest_groundtruth.report.results_json import ResultsError
 from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites.agreement import BOUNDS_FILE
 from pytest_groundtruth.suites.consistency import BOUNDS_FILE as CONSISTENCY_BOUNDS_FILE
@@ -39,6 +40,7 @@ from pytest_groundtruth.tools import (
     convert,
     falsify,
     measure,
+    merge,
     oracles,
     qualify,
     rescore_calibration,
@@ -292,10 +294,32 @@ def cmd_qualify(args: argparse.Namespace) -> int:
     path = Path(args.results)
     try:
         data = qualify.load(path)
-    except qualify.ResultsError as exc:
+    except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return Exit.USAGE
     _publish(args, qualify.render(path, data))
+    return Exit.OK
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    outputs = merge.Outputs(*(Path(v) if v else None
+                              for v in (args.results, args.html, args.junit, args.ticket)))
+    try:
+        run = merge.merge([Path(p) for p in args.shards])
+    except ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return Exit.USAGE  # as qualify: the file given is not a results document
+    for line in merge.matrix(run):
+        print(line)
+    try:
+        lines = merge.write(run, outputs)
+    except OSError as exc:
+        print(f"error: could not write {exc.filename or ''}: {exc}", file=sys.stderr)
+        return Exit.CANNOT_WRITE
+    for line in lines:
+        print(line)
+    print(f"merged {len(run.records)} parity test(s) from {len(args.shards)} file(s); "
+          f"{len(run.failures)} failed")
     return Exit.OK
 
 
@@ -333,7 +357,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
     workers = _workers(args.workers)
     text = benchmark.run_bench(settings, args.tests, workers, repeat=args.repeat,
-                               parity=not args.no_parity, torchao=not args.no_torchao)
+                               parity=not args.no_parity, torchao=not args.no_torchao,
+                               shards=args.shards)
     _publish(args, text)
     return Exit.OK
 
@@ -452,6 +477,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_write(p)
     p.set_defaults(func=cmd_qualify)
 
+    p = sub.add_parser("merge",
+                       help="the --gt-results files of a sharded run (--gt-shard) -> the "
+                       "results, ticket, JUnit XML and HTML of one run",
+                       epilog=EXIT_STATUSES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("shards", nargs="+", metavar="RESULTS.json")
+    p.add_argument("--results", metavar="FILE", help="write the merged results JSON")
+    p.add_argument("--html", metavar="FILE", help="write an HTML report")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML of the parity tests")
+    p.add_argument("--ticket", metavar="FILE",
+                   help="write the failures' GitHub issue (nothing when none failed)")
+    p.set_defaults(func=cmd_merge)
+
     p = sub.add_parser("falsify", parents=[common],
                        help="inject faults into llama.cpp conversions; which suites catch them")
     p.add_argument("--model", default="smollm2-135m", metavar="SLUG")
@@ -477,9 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pytest-xdist worker counts to compare (default: 0,2)")
     p.add_argument("--repeat", type=int, default=3,
                    help="warm runs and collect-only: the best of this many")
-    p.add_argument("--no-parity", action="store_true", help="measure the floor only")
+    p.add_argument("--no-parity", action="store_true",
+                   help="leave out the parity runs (the floor, torchao and --shards still run)")
     p.add_argument("--no-torchao", action="store_true",
                    help="leave out the comparison of torchao's int4 paths on CPU")
+    p.add_argument("--shards", type=int, default=2, metavar="N",
+                   help="also run the parity tests as N shards together (-n 1 each, a "
+                   "shared cache_url) against one unsharded run; 0: leave out (default: 2)")
     add_write(p)
     p.set_defaults(func=cmd_bench)
 
