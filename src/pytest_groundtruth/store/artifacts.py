@@ -40,6 +40,7 @@ from pytest_groundtruth.core.atomic import atomic_path, atomic_write_text, locke
 from pytest_groundtruth.core.hashing import digest, file_sha256, tree_sha256
 from pytest_groundtruth.core.memory import trim_heap
 from pytest_groundtruth.core.paths import inside
+from pytest_groundtruth.core.usage import touch
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.base import Artifact, Runner, Runtime
 from pytest_groundtruth.store.pool import close_open_runners
@@ -90,6 +91,7 @@ class ArtifactCache:
             manifest = self._sound_manifest(recipe, key, target, manifest_path)
             if manifest is None:
                 manifest = self._build(recipe, key, target, manifest_path)
+            touch(directory)  # its last use, for `groundtruth clean --max-size`
         return Built(target, key, manifest["recipe"], manifest["sha256"], manifest["seconds"])
 
     def _sound_manifest(self, recipe: Recipe, key: str, target: Path, manifest_path: Path

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_groundtruth.core.atomic import atomic_path, locked
+from pytest_groundtruth.core.usage import touch
 from pytest_groundtruth.models.sources import ResolvedModel
 
 # GGUF type -> (llama.cpp ftype name, the project quantization it stands for when the
@@ -80,6 +81,7 @@ def converter_script(cache_dir: Path) -> Path | None:
                 members = [m for m in tar.getmembers()
                            if any(f"/vendor/llama.cpp/{p}" in m.name for p in parts)]
                 tar.extractall(tmp, members=members, filter="data")
+        touch(root)
     found = sorted(root.glob("*/vendor/llama.cpp/convert_hf_to_gguf.py"))
     return found[0] if found else None
 
@@ -119,6 +121,7 @@ def correct_files(cache_dir: Path, model: ResolvedModel,
     out: list[OtherFile] = []
     folder = cache_dir / "other-tools" / f"{model.slug}-{model.fingerprint[:16]}"
     folder.mkdir(parents=True, exist_ok=True)
+    touch(folder)
 
     def judged(gguf_type: str, fallback: str) -> str:
         return gguf_type.lower() if gguf_type.lower() in offered else fallback
