@@ -10,6 +10,7 @@ Example::
     models = ["smollm2-135m", "my-model"]
     runtimes = ["llamacpp", "apr"]
     quantizations = ["int8", "int4"]
+    cache_max_size = "20G"                 # trimmed at session end, least recently used first
 
     [tool.groundtruth.roster.my-model]     # the source is enough; stated shape keys
     source = "hf:my-org/my-model"          # (layers = 30, ...) are checked against it

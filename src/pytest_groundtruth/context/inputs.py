@@ -80,7 +80,7 @@ class Inputs:
         """For an oracle of other weights: which tensors differ, and the command that says
         whether the tokens moved."""
         old = oracle.model_fingerprint
-        if old is None or old == model.fingerprint:
+        if old is None or old == model.fingerprint or oracle.slug != model.slug:
             return ""
         return (f": {weights_change(model.path.parent, old, model.path)}; whether the tokens "
                 f"moved: `groundtruth oracle --check --tolerance --model {model.slug}`")
