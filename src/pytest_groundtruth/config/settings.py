@@ -47,7 +47,7 @@ from pytest_groundtruth.config.qualification import (
 from pytest_groundtruth.config.roster import BUILTIN, ModelSpec, RosterError, spec_from_table
 from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.paths import default_cache_dir, name_problem
-from pytest_groundtruth.core.plugins import RUNTIMES, SUITES, load, ranked, registered
+from pytest_groundtruth.core.plugins import RUNTIMES, SUITES, load, registered
 from pytest_groundtruth.core.usage import parse_size
 
 if sys.version_info >= (3, 11):
@@ -115,7 +115,9 @@ class Settings:
     models: tuple[str, ...] = ("smollm2-135m",)
     runtimes: tuple[str, ...] = ("llamacpp", "torchao", "transformers", "apr")
     quantizations: tuple[str, ...] = ("int8", "int4")
-    suites: tuple[str, ...] = field(default_factory=lambda: ranked(SUITES))
+    # None: every registered suite, in rank order (resolved by the suites layer:
+    # suites.matrix.configured_suites); config reads the registry's names only.
+    suites: tuple[str, ...] | None = None
     prompts: tuple[str, ...] | None = None
     oracle_dir: Path = Path("oracle")
     prompts_dir: Path = Path("prompts")
@@ -124,6 +126,7 @@ class Settings:
     # Bytes; the cache is trimmed to it, least recently used first, when a pytest session
     # ends (docs/speed.md). Written "5G", "500M" or a number of bytes. None: no limit.
     cache_max_size: int | None = None
+    cache_url: str | None = None  # a shared artifact store behind cache_dir (fsspec URL)
     max_new_tokens: int = 32
     top_k: int = 10
     near_ties: str = "count"
@@ -225,6 +228,7 @@ _SCALAR_KEYS: dict[str, type | tuple[type, ...]] = {
     "top_k": int,
     "near_ties": str,
     "apr_bin": str,
+    "cache_url": str,
     "timeout": (int, float),
     "min_grade": str,
     "cache_max_size": (str, int),
@@ -472,7 +476,7 @@ def validate(settings: Settings, origin: str) -> None:
     for quant in settings.quantizations:
         check_name(quant, f"{origin}: key 'quantizations'")
     checks = (
-        ("suites", settings.suites, ranked(SUITES)),
+        ("suites", settings.suites or (), tuple(registered(SUITES))),
         ("cuda_precisions", settings.cuda_precisions, ("bfloat16", "float16")),
     )
     for key, values, allowed in checks:

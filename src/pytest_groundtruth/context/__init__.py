@@ -22,6 +22,7 @@ from pytest_groundtruth.core.failures import RuntimeUnavailable
 from pytest_groundtruth.core.usage import Lease
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.store.artifacts import ArtifactCache
+from pytest_groundtruth.store.remote import RemoteCache
 from pytest_groundtruth.store.results import ResultStore
 
 
@@ -38,7 +39,9 @@ class Context:
     def open(cls, settings: Settings, cache_dir: Path | None = None,
              refresh_token: str | None = None, max_open_runners: int = 2) -> Context:
         root = cache_dir if cache_dir is not None else settings.cache_root()
-        engines = Engines(settings, root, ArtifactCache(root, refresh_token), max_open_runners)
+        remote = RemoteCache(settings.cache_url) if settings.cache_url else None
+        engines = Engines(settings, root, ArtifactCache(root, refresh_token, remote),
+                          max_open_runners)
         inputs = Inputs(settings, engines.model)
         store = ResultStore(root, refresh_token)
         return cls(settings, inputs, engines, Results(settings, inputs, engines, store),
