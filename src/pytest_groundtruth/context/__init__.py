@@ -19,6 +19,7 @@ from pytest_groundtruth.context.engines import Engines
 from pytest_groundtruth.context.inputs import Inputs
 from pytest_groundtruth.context.results import Results
 from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.core.usage import Lease
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.store.artifacts import ArtifactCache
 from pytest_groundtruth.store.remote import RemoteCache
@@ -31,6 +32,8 @@ class Context:
     inputs: Inputs
     engines: Engines
     results: Results
+    # While open, the cache entries it uses are in use (`groundtruth clean --max-size`).
+    lease: Lease | None = None
 
     @classmethod
     def open(cls, settings: Settings, cache_dir: Path | None = None,
@@ -41,7 +44,8 @@ class Context:
                           max_open_runners)
         inputs = Inputs(settings, engines.model)
         store = ResultStore(root, refresh_token)
-        return cls(settings, inputs, engines, Results(settings, inputs, engines, store))
+        return cls(settings, inputs, engines, Results(settings, inputs, engines, store),
+                   Lease.take(root))
 
     def prompts_for(self, runtime: str, device: str = "cpu") -> list[str]:
         """The prompt names ``runtime`` can answer: chat prompts only where it renders
@@ -58,3 +62,6 @@ class Context:
 
     def close(self) -> None:
         self.engines.close()
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None

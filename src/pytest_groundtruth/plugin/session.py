@@ -9,6 +9,7 @@ and at the end writes the JSON results, the ticket and the baseline.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from pytest_groundtruth.config.options import apply_overrides, pytest_values
 from pytest_groundtruth.config.settings import Settings, load_settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import EngineFailure, InputError
+from pytest_groundtruth.core.usage import show_size
 from pytest_groundtruth.plugin import shard
 from pytest_groundtruth.plugin.baseline import (
     BaselineEntry,
@@ -33,6 +35,7 @@ from pytest_groundtruth.plugin.items import ParityFailure, ParityItem
 from pytest_groundtruth.report import html, outcomes, results_json, ticket
 from pytest_groundtruth.report.records import ParityRecord, Run, SettingsSummary
 from pytest_groundtruth.report.score import below_minimum
+from pytest_groundtruth.store.entries import trim
 from pytest_groundtruth.suites.result import SuiteResult
 from pytest_groundtruth.suites.shards import Split
 from pytest_groundtruth.suites.spec import get_suite
@@ -196,7 +199,35 @@ class GroundtruthSession:
 
             output("baseline", baseline_path, write_entries)
         lines.extend(self.qualify())
+        lines.extend(self.trim_caches())
         self.finish_lines = lines
+
+    def trim_caches(self) -> list[str]:
+        """Trim each cache with a ``cache_max_size`` to it, least recently used first (the
+        controller only, once the workers are done; this session's own lease protects
+        nothing now, another live session's does)."""
+        limits: dict[Path, int] = {}
+        for settings in self.settings.values():
+            if settings.cache_max_size is not None:
+                root = settings.cache_root()
+                limits[root] = min(limits.get(root, settings.cache_max_size),
+                                   settings.cache_max_size)
+        lines = []
+        for root, limit in limits.items():
+            try:
+                done = trim(root, limit, ignore_pid=os.getpid())
+            except OSError as exc:
+                lines.append(f"groundtruth cache: could not trim {root} to {show_size(limit)}"
+                             f" (cache_max_size): {exc}")
+                continue
+            if done.removed or done.in_use:
+                kept = f"; {len(done.in_use)} in use by a running session kept" \
+                    if done.in_use else ""
+                lines.append(f"groundtruth cache: {len(done.removed)} least recently used "
+                             f"entries removed from {root}, {show_size(done.before)} -> "
+                             f"{show_size(done.after)} (cache_max_size {show_size(limit)})"
+                             f"{kept}")
+        return lines
 
     def qualify(self) -> list[str]:
         """Lines for each combination below its minimum grade (``min_grade``,

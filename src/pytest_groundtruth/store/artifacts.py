@@ -67,6 +67,7 @@ from pytest_groundtruth.core.failures import CacheUnusable
 from pytest_groundtruth.core.hashing import digest, file_sha256, tree_sha256
 from pytest_groundtruth.core.memory import trim_heap
 from pytest_groundtruth.core.paths import inside
+from pytest_groundtruth.core.usage import touch
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.base import Artifact, Runner, Runtime
 from pytest_groundtruth.store.pool import close_open_runners
@@ -128,6 +129,7 @@ class ArtifactCache:
                 if self.remote is not None:
                     manifest = self._publish(self.remote, key, target, manifest_path,
                                              manifest)
+            touch(directory)  # its last use, for `groundtruth clean --max-size`
         self._recipes[target] = recipe
         return Built(target, key, manifest["recipe"], manifest["sha256"], manifest["seconds"])
 

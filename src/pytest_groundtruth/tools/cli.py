@@ -12,6 +12,7 @@ import enum
 import math
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,10 +24,12 @@ from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.atomic import atomic_write_text, remove_stale
 from pytest_groundtruth.core.failures import EngineFailure, InputError
 from pytest_groundtruth.core.paths import OutsideFolder
+from pytest_groundtruth.core.usage import Lease, parse_size, show_size
 from pytest_groundtruth.models.sources import ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
 from pytest_groundtruth.report.results_json import ResultsError
 from pytest_groundtruth.runtimes.registry import make_runtime
+from pytest_groundtruth.store.entries import trim
 from pytest_groundtruth.suites.agreement import BOUNDS_FILE
 from pytest_groundtruth.suites.consistency import BOUNDS_FILE as CONSISTENCY_BOUNDS_FILE
 from pytest_groundtruth.suites.matrix import check_quantizations
@@ -150,6 +153,7 @@ def cmd_oracle(args: argparse.Namespace) -> int:
     slugs = ([s for s, spec in settings.roster.items() if spec.scheme != "truncate"]
              if args.all else list(settings.models))
     cache = settings.cache_root()
+    Lease.take(cache)  # the models it builds and reads are in use until it exits
     models = []
     for slug in slugs:
         try:
@@ -217,17 +221,48 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_clean(args: argparse.Namespace) -> int:
     settings = _settings(args)
     root = settings.cache_root()
-    done = clean.clean(settings, root)
-    for path in done.artifacts:
-        print(f"removed  {path}")
+    if args.max_size is not None:
+        return _trim(root, args.max_size, args.dry_run)
+    done = clean.clean(settings, root, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for entry in done.artifacts:
+        print(f"{verb}  {show_size(entry.size):>7}  {entry.path}")
     for note in done.notes:
         print(f"kept     {note}", file=sys.stderr)
+    size = show_size(sum(e.size for e in done.artifacts) + done.results_size)
     print(f"{len(done.artifacts)} artifact(s) and {done.results} result(s) of "
-          f"{', '.join(settings.runtimes)} dropped from {root}", file=sys.stderr)
+          f"{', '.join(settings.runtimes)} "
+          f"{'would be dropped' if args.dry_run else 'dropped'} from {root} ({size}"
+          f"{'; --dry-run: nothing removed' if args.dry_run else ''})", file=sys.stderr)
     if done.untagged:
         print(f"{done.untagged} older result file(s) name no artifact and were kept; "
               "`pytest --gt-no-cache` reruns every engine regardless", file=sys.stderr)
     return Exit.OK
+
+
+def _trim(root: Path, limit: int, dry_run: bool) -> int:
+    done = trim(root, limit, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for entry in done.removed:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
+        print(f"{verb}  {show_size(entry.size):>7}  last used {used}  {entry.path}")
+    for entry in done.in_use:
+        print(f"in use        {show_size(entry.size):>7}  kept (a running session uses it)  "
+              f"{entry.path}", file=sys.stderr)
+    state = "would hold" if dry_run else "holds"
+    print(f"{root} {state} {show_size(done.after)} (was {show_size(done.before)}; "
+          f"--max-size {show_size(limit)}): {len(done.removed)} least recently used "
+          f"entr{'y' if len(done.removed) == 1 else 'ies'} "
+          f"{'to remove (--dry-run: nothing removed)' if dry_run else 'removed'}",
+          file=sys.stderr)
+    return 0
+
+
+def _size_argument(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -446,8 +481,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("clean", parents=[common],
-                       help="drop the cached artifacts and results of the selected runtimes")
+                       help="drop the cached artifacts and results of the selected runtimes, "
+                       "or (--max-size) trim the cache to a size")
     add_cli_options(p, ["model", "runtime"])
+    p.add_argument("--max-size", type=_size_argument, metavar="SIZE",
+                   help="instead: remove the least recently used cache entries until the "
+                   "cache holds at most SIZE (bytes, or e.g. 500M, 5G); entries in use by "
+                   "a running session stay")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list what would be removed, with sizes; remove nothing")
     p.set_defaults(func=cmd_clean)
 
     p = sub.add_parser("models", parents=[common],
