@@ -207,6 +207,9 @@ def cache_problem(folder: Path, exc: BaseException, doing: str) -> CacheUnusable
     such as numpy's "3145728 requested and 1654520 written" carries no errno) or a
     read-only folder; None for any other failure."""
     codes = set(_errnos(exc))
+    text = str(exc)
+    if os.strerror(errno.ENOSPC) in text or "os error 28" in text:  # Rust writers' errors
+        codes.add(errno.ENOSPC)
     try:
         usage = shutil.disk_usage(_existing(folder))
     except OSError:

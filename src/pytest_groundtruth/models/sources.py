@@ -30,7 +30,7 @@ from pytest_groundtruth.config.roster import (
     RosterError,
 )
 from pytest_groundtruth.core.atomic import atomic_path, atomic_write_text, cache_problem, locked
-from pytest_groundtruth.core.failures import InputError
+from pytest_groundtruth.core.failures import CacheUnusable, InputError
 from pytest_groundtruth.core.hashing import file_sha256, text_sha256
 from pytest_groundtruth.core.paths import inside
 from pytest_groundtruth.core.sealed import seal, sealed_problem
@@ -75,8 +75,17 @@ def resolve(spec: ModelSpec, cache_dir: Path, root: Path | None = None,
     The result's ``spec`` has every shape field filled from the model's config.json; a
     field the roster entry states and the model contradicts raises :class:`ModelError`.
     ``roster``: where a derived model (``truncate:``, ``lora:``) finds its base (default:
-    the built-in roster)."""
-    resolved = _resolve(spec, cache_dir, root, roster if roster is not None else BUILTIN)
+    the built-in roster). A full disk or a read-only cache that lacks the model is a
+    :class:`~pytest_groundtruth.core.failures.CacheUnusable` naming the folder."""
+    try:
+        resolved = _resolve(spec, cache_dir, root, roster if roster is not None else BUILTIN)
+    except (CacheUnusable, ModelError, ModelUnavailable):
+        raise
+    except Exception as exc:  # safetensors' own SafetensorError carries "os error 28"
+        problem = cache_problem(cache_dir, exc, f"preparing model {spec.slug!r}")
+        if problem is None:
+            raise
+        raise problem from exc
     return replace(resolved, spec=derive_spec(resolved))
 
 
