@@ -43,6 +43,7 @@ from pytest_groundtruth.config.qualification import (
     threshold_table,
 )
 from pytest_groundtruth.config.roster import BUILTIN, ModelSpec, RosterError, spec_from_table
+from pytest_groundtruth.core.budget import SizeError, parse_size, process_budget
 from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.paths import default_cache_dir, name_problem
 from pytest_groundtruth.core.plugins import RUNTIMES, SUITES, load, ranked, registered
@@ -136,6 +137,9 @@ class Settings:
     min_grade: str | None = None
     min_throughput: dict[str, float] = field(default_factory=dict)  # tokens/s
     max_p99_ms: dict[str, float] = field(default_factory=dict)  # per-token latency
+    # The memory the whole run may use, in bytes (None: the machine's less a margin);
+    # each pytest process gets an equal share (core/budget.py, docs/memory.md).
+    max_memory: int | None = None
 
     def path(self, value: Path) -> Path:
         return value if value.is_absolute() else self.root / value
@@ -143,6 +147,10 @@ class Settings:
     def cache_root(self) -> Path:
         """The cache directory: ``cache_dir`` (or ``--gt-cache-dir``), else the default."""
         return self.path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+    def memory_budget(self, workers: int = 1) -> int:
+        """One process's share of ``max_memory`` among ``workers`` (xdist) processes."""
+        return process_budget(self.max_memory, workers)
 
     def supplied_artifact(self, model: str, runtime: str, quantization: str) -> Path | None:
         """The user's file for this cell (``[[artifacts]]``, ``--gt-artifact``), if any."""
@@ -222,8 +230,10 @@ _SCALAR_KEYS: dict[str, type | tuple[type, ...]] = {
     "timeout": (int, float),
     "min_grade": str,
 }
+_SIZE_KEYS = ("max_memory",)
 _TABLE_KEYS = ("roster", "runtime", "bounds", "artifacts", "adapters", "speculative")
-KNOWN_KEYS = (*_LIST_KEYS, *_PATH_KEYS, *_SCALAR_KEYS, *_TABLE_KEYS, *THRESHOLD_KEYS)
+KNOWN_KEYS = (*_LIST_KEYS, *_PATH_KEYS, *_SCALAR_KEYS, *_SIZE_KEYS, *_TABLE_KEYS,
+              *THRESHOLD_KEYS)
 
 
 def read_pyproject(root: Path) -> tuple[dict[str, Any], str] | None:
@@ -288,6 +298,9 @@ def apply_table(settings: Settings, table: dict[str, Any], origin: str) -> Setti
             if isinstance(value, bool) or not isinstance(value, scalar):
                 raise ConfigError(f"{origin}: key {key!r} = {value!r} has the wrong type")
             changes[key] = value
+    for key in _SIZE_KEYS:
+        if key in table:
+            changes[key] = memory_size(table[key], f"{origin}: key {key!r}")
     for key in THRESHOLD_KEYS:
         if key in table:
             try:
@@ -324,6 +337,17 @@ def apply_table(settings: Settings, table: dict[str, Any], origin: str) -> Setti
     result = replace(settings, **changes)
     validate(result, origin)
     return result
+
+
+def memory_size(value: Any, where: str) -> int:
+    """A memory size setting (``"12GiB"``, ``"512MiB"`` or bytes) as bytes."""
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise ConfigError(f"{where} = {value!r} must be a size such as \"12GiB\" or a "
+                          "number of bytes")
+    try:
+        return parse_size(value)
+    except SizeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _table(table: dict[str, Any], key: str, origin: str) -> dict[str, Any]:

@@ -79,14 +79,23 @@ class SourceTensors:
 
     def load(self, name: str) -> FloatArray:
         """Tensor ``name`` as a contiguous float32 array (bfloat16 widened through torch)."""
+        return self.rows(name)
+
+    def rows(self, name: str, start: int | None = None, stop: int | None = None
+             ) -> FloatArray:
+        """Rows ``start:stop`` (first dimension) of tensor ``name`` as a contiguous
+        float32 array, reading only those rows; all of it without bounds."""
         part = str(self._parts[name])
         handle = self._handles[part]
+        whole = start is None and stop is None
         dtype = str(handle.get_slice(name).get_dtype())
         if dtype == "BF16":
             if part not in self._torch:
-
                 self._torch[part] = self._stack.enter_context(open_safetensors(part, "pt"))
-            data = self._torch[part].get_tensor(name).float().numpy()
+            torch_handle = self._torch[part]
+            tensor = (torch_handle.get_tensor(name) if whole
+                      else torch_handle.get_slice(name)[start:stop])
+            data = tensor.float().numpy()
         else:
-            data = handle.get_tensor(name)
+            data = handle.get_tensor(name) if whole else handle.get_slice(name)[start:stop]
         return np.ascontiguousarray(data, dtype=np.float32)

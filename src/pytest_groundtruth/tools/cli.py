@@ -24,6 +24,7 @@ from pytest_groundtruth.core.failures import EngineFailure, InputError
 from pytest_groundtruth.core.paths import OutsideFolder
 from pytest_groundtruth.models.sources import ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
+from pytest_groundtruth.runtimes.hf import MemoryBudget
 from pytest_groundtruth.suites.agreement import BOUNDS_FILE
 from pytest_groundtruth.suites.consistency import BOUNDS_FILE as CONSISTENCY_BOUNDS_FILE
 from pytest_groundtruth.suites.ppl import BOUNDS_FILE as PPL_BOUNDS_FILE
@@ -127,6 +128,7 @@ def cmd_oracle(args: argparse.Namespace) -> int:
         check=args.check,
         tolerance=args.tolerance,
         progress=not args.quiet,
+        budget=MemoryBudget.from_settings(settings),
     ):
         if change.status == "unchanged":
             if not args.quiet:
@@ -339,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true",
                        help="every roster model that resolves here (speculative drafts excepted)")
     add_cli_options(which, ["model"])  # type: ignore[arg-type]  # a group adds like a parser
-    add_cli_options(p, ["prompt"])
+    add_cli_options(p, ["prompt", "max-memory"])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--precision", choices=("float32", "bfloat16", "float16"),
                    default="float32")

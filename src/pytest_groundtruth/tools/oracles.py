@@ -28,7 +28,12 @@ from pytest_groundtruth.oracle.format import (
     perplexity_path,
 )
 from pytest_groundtruth.runtimes.base import Artifact
-from pytest_groundtruth.runtimes.hf import SEED, TransformersRunner, library_versions
+from pytest_groundtruth.runtimes.hf import (
+    SEED,
+    MemoryBudget,
+    TransformersRunner,
+    library_versions,
+)
 from pytest_groundtruth.store.pool import close_open_runners
 
 
@@ -168,8 +173,11 @@ def build_all(
     check: bool = False,
     tolerance: float | None = None,
     progress: bool = True,
+    budget: MemoryBudget | None = None,
 ) -> Iterator[OracleChange]:
     """Regenerate the oracles of ``models`` x ``prompts``; yield one change per file.
+
+    ``budget``: a model larger than it is loaded with disk offload (identical tokens).
 
     The progress bar is drawn only on a terminal: in CI logs and pipes it would be a
     stream of carriage-return frames, and the caller prints a line per file anyway.
@@ -185,7 +193,8 @@ def build_all(
         gpu = gpu_fields(precision) if device.startswith("cuda") else None
         if close_open_runners():  # a model open in a pool of this process would sit beside
             trim_heap()
-        with TransformersRunner(artifact, device, model.spec.trust_remote_code) as runner:
+        with TransformersRunner(artifact, device, model.spec.trust_remote_code,
+                                budget=budget) as runner:
             for prompt in prompts:
                 bar.set_postfix_str(f"{model.slug}/{prompt.name}")
                 oracle = make_oracle(runner, model, prompt, max_new_tokens, top_k, gpu)
