@@ -22,7 +22,7 @@ def test_sizes(text: str | int, size: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "lots", "12 parsecs", "0", "-1GiB", "GiB"])
 def test_bad_sizes_say_what_is_accepted(text: str) -> None:
-    with pytest.raises(SizeError, match="memory size|unknown unit|positive"):
+    with pytest.raises(SizeError, match=r"memory size|unknown unit|positive"):
         parse_size(text)
 
 
@@ -71,12 +71,15 @@ def test_default_leaves_a_margin_and_workers_share_it() -> None:
 
 def test_load_plan() -> None:
     fits = load_plan(500 * MIB, budget=2 * GIB, working=256 * MIB, held=400 * MIB)
-    assert not fits.offload and fits.in_memory == 500 * MIB
+    assert not fits.offload
+    assert fits.in_memory == 500 * MIB
     tight = load_plan(500 * MIB, budget=GIB, working=256 * MIB, held=400 * MIB)
-    assert tight.offload and tight.in_memory == 1024 * MIB - 656 * MIB
+    assert tight.offload
+    assert tight.in_memory == 1024 * MIB - 656 * MIB
     assert "offloaded" in tight.describe()
     none = load_plan(500 * MIB, budget=300 * MIB, working=256 * MIB, held=400 * MIB)
-    assert none.offload and none.in_memory == 0  # every layer read from disk
+    assert none.offload
+    assert none.in_memory == 0
 
 
 def test_peak_can_be_reset() -> None:
@@ -88,7 +91,9 @@ def test_peak_can_be_reset() -> None:
     if not budget.reset_peak():
         pytest.skip("this kernel has no /proc/self/clear_refs: peaks are per process")
     low = budget._status_field("VmHWM")
-    assert high is not None and low is not None and low < high - 32 * MIB
+    assert high is not None
+    assert low is not None
+    assert low < high - 32 * MIB
 
 
 def test_max_memory_setting(tmp_path: Path) -> None:

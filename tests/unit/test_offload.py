@@ -65,12 +65,14 @@ def test_offloaded_reference_is_identical(deep: ResolvedModel, tmp_path: Path,
     model = deep
     with TransformersRunner(artifact(model)) as whole:
         expected = outputs(whole)
-        assert whole.plan is None and not whole.offloaded
+        assert whole.plan is None
+        assert not whole.offloaded
     # A budget below the model's size beside what this process holds when it loads
     # (what loading the tokenizer adds is read from a first plan).
     weights, held = weights_bytes(model.path), rss_bytes()
     with TransformersRunner(artifact(model), budget=MemoryBudget(2**40, tmp_path)) as probe:
-        assert probe.plan is not None and not probe.offloaded
+        assert probe.plan is not None
+        assert not probe.offloaded
         grown = 2**40 - probe.plan.room - working_bytes(model.path) - held
     limit = held + grown + working_bytes(model.path) + int(weights * share)
     with TransformersRunner(artifact(model), budget=MemoryBudget(limit, tmp_path)) as small:
@@ -82,14 +84,16 @@ def test_offloaded_reference_is_identical(deep: ResolvedModel, tmp_path: Path,
         assert "device_map='auto'" in small.load_call
         assert outputs(small) == expected
         left = list(tmp_path.iterdir())
-    assert left and not any(p.exists() for p in left)  # the offload folder is removed
+    assert left
+    assert not any(p.exists() for p in left)
 
 
 def test_a_model_that_fits_loads_whole(tiny: Callable[[str], ResolvedModel],
                                        tmp_path: Path) -> None:
     model = tiny("llama")
     with TransformersRunner(artifact(model), budget=MemoryBudget(2**40, tmp_path)) as runner:
-        assert runner.plan is not None and not runner.offloaded
+        assert runner.plan is not None
+        assert not runner.offloaded
         assert "device_map" not in runner.load_call
         assert not hasattr(runner.model, "hf_device_map") or set(
             runner.model.hf_device_map.values()) <= {"cpu"}

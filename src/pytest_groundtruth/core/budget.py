@@ -104,7 +104,7 @@ def cgroup_limits(proc_cgroup: Path = Path("/proc/self/cgroup"),
     places: list[tuple[Path, str]] = [(root, "memory.max"), (root / "memory",
                                                               "memory.limit_in_bytes")]
     for line in lines:
-        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        _, controllers, path = ([*line.split(":", 2), "", ""])[:3]
         rel = path.strip("/")
         if controllers == "":  # v2: the unified hierarchy
             base, name = root, "memory.max"
@@ -205,6 +205,11 @@ def _status_field(key: str, status: Path = Path("/proc/self/status")) -> int | N
 def rss_bytes() -> int:
     """This process's resident memory now (``VmRSS``; 0 where /proc is missing)."""
     return _status_field("VmRSS") or 0
+
+
+def peak_bytes() -> int:
+    """This process's peak resident memory (``VmHWM``; 0 where /proc is missing)."""
+    return _status_field("VmHWM") or 0
 
 
 def reset_peak() -> bool:

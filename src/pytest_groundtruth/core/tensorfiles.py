@@ -15,6 +15,7 @@ import json
 import math
 import os
 import struct
+from pathlib import Path
 from typing import Any
 
 
@@ -34,7 +35,7 @@ _ROW_DTYPES = {"F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2), "F64": 
 
 def safetensors_header(path: str) -> tuple[int, dict[str, Any]]:
     """(where the data starts, the JSON header) of a safetensors file."""
-    with open(path, "rb") as fh:
+    with Path(path).open("rb") as fh:
         (length,) = struct.unpack("<Q", fh.read(8))
         header: dict[str, Any] = json.loads(fh.read(length))
     return 8 + length, header

@@ -94,8 +94,9 @@ class SourceTensors:
             if part not in self._headers:
                 self._headers[part] = safetensors_header(part)
             rows = self.shape(name)[0]
-            return read_rows(part, name, start or 0, rows if stop is None else stop,
-                             self._headers[part])
+            block: FloatArray = read_rows(part, name, start or 0,
+                                          rows if stop is None else stop, self._headers[part])
+            return block
         dtype = str(handle.get_slice(name).get_dtype())
         if dtype == "BF16":
             if part not in self._torch:

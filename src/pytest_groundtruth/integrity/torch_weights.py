@@ -29,11 +29,10 @@ import numpy.typing as npt
 from pytest_groundtruth.ggufio import names
 from pytest_groundtruth.ggufio.names import HParams
 from pytest_groundtruth.integrity.diagnose import diagnose
-from pytest_groundtruth.integrity.findings import TensorFinding
+from pytest_groundtruth.integrity.expected_error import scheme
+from pytest_groundtruth.integrity.findings import TensorFinding, TensorStats
 from pytest_groundtruth.integrity.gguf_tensors import DIAGNOSE_LIMIT, TensorMeasurement
 from pytest_groundtruth.integrity.source import SourceTensors
-from pytest_groundtruth.integrity.expected_error import scheme
-from pytest_groundtruth.integrity.findings import TensorStats
 from pytest_groundtruth.integrity.tensors import Accumulator, judge, measure, rows_per_chunk
 
 FloatArray = npt.NDArray[np.float32]

@@ -262,8 +262,9 @@ class TransformersRunner(LogitsRunner):
         if hasattr(self, "model"):
             del self.model
         release_memory()
-        if getattr(self, "_offload_dir", None) is not None:
-            self._offload_dir.cleanup()
+        folder = getattr(self, "_offload_dir", None)
+        if folder is not None:
+            folder.cleanup()
             self._offload_dir = None
 
     def tokenize(self, text: str) -> list[int]:

@@ -11,13 +11,14 @@ import argparse
 import enum
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_groundtruth.config.options import RUN_OPTIONS, add_cli_options, apply_overrides
 from pytest_groundtruth.config.prompts import load_prompts
 from pytest_groundtruth.config.roster import TINY_MODELS
-from pytest_groundtruth.config.settings import ConfigError, Settings, load_settings
+from pytest_groundtruth.config.settings import ConfigError, Settings, load_settings, memory_size
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.atomic import atomic_write_text, remove_stale
 from pytest_groundtruth.core.failures import EngineFailure, InputError
@@ -36,6 +37,7 @@ from pytest_groundtruth.tools import (
     convert,
     falsify,
     measure,
+    memory_bench,
     oracles,
     qualify,
     rescore_calibration,
@@ -282,6 +284,17 @@ def cmd_falsify(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
     workers = [int(n) for n in args.workers.split(",")]
+    if args.memory:
+        budget = memory_size(args.budget, "--budget") if args.budget else None
+        with tempfile.TemporaryDirectory(prefix="gt-memory-") as tmp:
+            text = memory_bench.run_memory_bench(settings, args.tests, Path(tmp), budget)
+        print(text)
+        if args.write:  # the memory section only: the rest of the file is kept
+            target = Path(args.write)
+            document = target.read_text() if target.is_file() else ""
+            atomic_write_text(target, memory_bench.replace_section(document, text))
+            print(f"wrote {target}", file=sys.stderr)
+        return 0
     text = benchmark.run_bench(settings, args.tests, workers, repeat=args.repeat,
                                parity=not args.no_parity, torchao=not args.no_torchao)
     _publish(args, text)
@@ -423,6 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-parity", action="store_true", help="measure the floor only")
     p.add_argument("--no-torchao", action="store_true",
                    help="leave out the comparison of torchao's int4 paths on CPU")
+    p.add_argument("--memory", action="store_true",
+                   help="only the memory budget's section: the reference-loading suites "
+                   "with max_memory below the model's float32 size (written between its "
+                   "markers in --write FILE)")
+    p.add_argument("--budget", metavar="SIZE",
+                   help="--memory's max_memory (default: 3/4 of the float32 size)")
     p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
     p.set_defaults(func=cmd_bench)
 
