@@ -34,7 +34,7 @@ from pytest_groundtruth.tools.benchmark import RunTiming, pytest_run
 
 BEGIN = "<!-- groundtruth bench --memory -->"
 END = "<!-- end of groundtruth bench --memory -->"
-SELECTION = "agreement or rescore or oracle_drift"
+SUITES = "agreement or rescore"  # and the oracle drift check of the model itself
 RUNTIME = "llamacpp"  # torchao quantizes a float32 model it holds whole: not budgeted
 BUDGET_SHARE = 0.75  # of the float32 size, when no budget is given
 
@@ -48,6 +48,12 @@ class MemoryRun:
     @property
     def peak(self) -> int:
         return max((s.peak_rss_bytes for s in self.run.stats), default=0)
+
+
+def selection(slug: str) -> str:
+    """``-k``: the suites' tests of ``slug`` and its own oracle drift check (not that of
+    a model whose name starts with it)."""
+    return f"(({SUITES}) and {slug}) or (oracle_drift and {slug}])"
 
 
 def import_floor(modules: tuple[str, ...]) -> int:
@@ -69,7 +75,8 @@ def measure(settings: Settings, tests: str, cache: Path, budget: int | None = No
     model = resolve(parity.spec(parity.models[0]), cache, root, parity.roster)
     float32 = weights_bytes(model.path)
     budget = budget or int(float32 * BUDGET_SHARE) // MIB * MIB
-    select = ["-k", SELECTION, f"--gt-runtime={RUNTIME}", f"--gt-model={model.slug}"]
+    select = ["-k", selection(model.slug), f"--gt-runtime={RUNTIME}",
+              f"--gt-model={model.slug}"]
     runs = []
     for label, limit in (("prepare", None), ("default budget", None), ("budget", budget)):
         extra = [*select, *([f"--gt-max-memory={limit}"] if limit else [])]
@@ -99,7 +106,7 @@ def section(runs: list[MemoryRun], floor: int, float32: int, slug: str) -> list[
     return [
         BEGIN, "",
         f"### Memory budget ({slug}: {float32 / MIB:.0f} MiB of float32 weights)", "",
-        f"`pytest tests/parity -k \"{SELECTION}\" --gt-runtime={RUNTIME} -n 0` in a warm "
+        f"`pytest tests/parity -k \"{selection(slug)}\" --gt-runtime={RUNTIME} -n 0` in a warm "
         "artifact cache with no results: the oracle drift check regenerates the oracles, "
         "rescore and agreement score with the float32 reference. With `--gt-max-memory` "
         "below the float32 size the reference is loaded with accelerate's disk offload "
