@@ -25,6 +25,7 @@ from pytest_groundtruth.models.sources import ResolvedModel
 NAME = "model.embed_tokens.weight"
 
 
+@pytest.mark.slow  # writes and reads 108 MiB
 def test_a_large_tensor_is_compared_without_a_whole_copy(tmp_path: Path) -> None:
     import torch
     from safetensors.torch import save_file

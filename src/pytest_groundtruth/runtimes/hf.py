@@ -85,11 +85,10 @@ def working_bytes(model_dir: Path) -> int:
     return max(WORK_MIN, int(vocab) * WORK_POSITIONS * 12)
 
 
-def plan_load(model_dir: Path, dtype: str, budget: int) -> LoadPlan:
-    """Whether a transformers model directory loaded at ``dtype`` fits ``budget`` beside
-    what this process holds now (its weights files are float32)."""
-    scale = 0.5 if dtype in ("bfloat16", "float16") else 1.0
-    return load_plan(int(weights_bytes(model_dir) * scale), budget, working_bytes(model_dir))
+def plan_load(model_dir: Path, budget: int) -> LoadPlan:
+    """Whether a float32 transformers model directory fits ``budget`` beside what this
+    process holds now."""
+    return load_plan(weights_bytes(model_dir), budget, working_bytes(model_dir))
 
 
 def library_versions() -> dict[str, str]:
@@ -196,8 +195,10 @@ class TransformersRuntime(Runtime):
 class TransformersRunner(LogitsRunner):
     def __init__(self, artifact: Artifact, device: str = "cpu", trust_remote_code: bool = False,
                  n_threads: int | None = None, budget: MemoryBudget | None = None):
-        """``budget``: load with disk offload when the model does not fit it (CPU, a
-        safetensors directory; a GGUF is dequantized whole by transformers)."""
+        """``budget``: load with disk offload when the model does not fit it (float32 on
+        CPU from a safetensors directory: the reference; accelerate would keep offloaded
+        weights in the file's dtype, not a lower one, and a GGUF is dequantized whole by
+        transformers)."""
         super().__init__(artifact)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -229,8 +230,9 @@ class TransformersRunner(LogitsRunner):
         )
         self.plan: LoadPlan | None = None
         self._offload_dir: tempfile.TemporaryDirectory[str] | None = None
-        if budget is not None and device == "cpu" and path.suffix != ".gguf":
-            self.plan = plan_load(path, artifact.quant, budget.limit)
+        if (budget is not None and device == "cpu" and path.suffix != ".gguf"
+                and artifact.quant == "float32"):
+            self.plan = plan_load(path, budget.limit)
             if self.plan.offload:
                 budget.offload_dir.mkdir(parents=True, exist_ok=True)
                 self._offload_dir = tempfile.TemporaryDirectory(dir=budget.offload_dir)
