@@ -10,6 +10,7 @@ Example::
     models = ["smollm2-135m", "my-model"]
     runtimes = ["llamacpp", "apr"]
     quantizations = ["int8", "int4"]
+    cache_max_size = "20G"                 # trimmed at session end, least recently used first
 
     [tool.groundtruth.roster.my-model]     # the source is enough; stated shape keys
     source = "hf:my-org/my-model"          # (layers = 30, ...) are checked against it
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,10 +45,11 @@ from pytest_groundtruth.config.qualification import (
     threshold_table,
 )
 from pytest_groundtruth.config.roster import BUILTIN, ModelSpec, RosterError, spec_from_table
-from pytest_groundtruth.core.budget import SizeError, parse_size, process_budget
+from pytest_groundtruth.core.budget import process_budget
 from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.paths import default_cache_dir, name_problem
-from pytest_groundtruth.core.plugins import RUNTIMES, SUITES, load, ranked, registered
+from pytest_groundtruth.core.plugins import RUNTIMES, SUITES, load, registered
+from pytest_groundtruth.core.usage import parse_size
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -113,12 +116,18 @@ class Settings:
     models: tuple[str, ...] = ("smollm2-135m",)
     runtimes: tuple[str, ...] = ("llamacpp", "torchao", "transformers", "apr")
     quantizations: tuple[str, ...] = ("int8", "int4")
-    suites: tuple[str, ...] = field(default_factory=lambda: ranked(SUITES))
+    # None: every registered suite, in rank order (resolved by the suites layer:
+    # suites.matrix.configured_suites); config reads the registry's names only.
+    suites: tuple[str, ...] | None = None
     prompts: tuple[str, ...] | None = None
     oracle_dir: Path = Path("oracle")
     prompts_dir: Path = Path("prompts")
     eval_text: Path = Path("prompts/eval/perplexity.txt")
     cache_dir: Path | None = None
+    # Bytes; the cache is trimmed to it, least recently used first, when a pytest session
+    # ends (docs/speed.md). Written "5G", "500M" or a number of bytes. None: no limit.
+    cache_max_size: int | None = None
+    cache_url: str | None = None  # a shared artifact store behind cache_dir (fsspec URL)
     max_new_tokens: int = 32
     top_k: int = 10
     near_ties: str = "count"
@@ -227,13 +236,17 @@ _SCALAR_KEYS: dict[str, type | tuple[type, ...]] = {
     "top_k": int,
     "near_ties": str,
     "apr_bin": str,
+    "cache_url": str,
     "timeout": (int, float),
     "min_grade": str,
+    "cache_max_size": (str, int),
+    "max_memory": (str, int),
 }
-_SIZE_KEYS = ("max_memory",)
+# Scalar keys whose value is parsed (the error names the file and the key).
+_PARSED: dict[str, Callable[[Any], Any]] = {"cache_max_size": parse_size,
+                                            "max_memory": lambda v: memory_size(v, "")}
 _TABLE_KEYS = ("roster", "runtime", "bounds", "artifacts", "adapters", "speculative")
-KNOWN_KEYS = (*_LIST_KEYS, *_PATH_KEYS, *_SCALAR_KEYS, *_SIZE_KEYS, *_TABLE_KEYS,
-              *THRESHOLD_KEYS)
+KNOWN_KEYS = (*_LIST_KEYS, *_PATH_KEYS, *_SCALAR_KEYS, *_TABLE_KEYS, *THRESHOLD_KEYS)
 
 
 def read_pyproject(root: Path) -> tuple[dict[str, Any], str] | None:
@@ -297,10 +310,12 @@ def apply_table(settings: Settings, table: dict[str, Any], origin: str) -> Setti
             value = table[key]
             if isinstance(value, bool) or not isinstance(value, scalar):
                 raise ConfigError(f"{origin}: key {key!r} = {value!r} has the wrong type")
+            if key in _PARSED:
+                try:
+                    value = _PARSED[key](value)
+                except ValueError as exc:
+                    raise ConfigError(f"{origin}: key {key!r}: {exc}") from None
             changes[key] = value
-    for key in _SIZE_KEYS:
-        if key in table:
-            changes[key] = memory_size(table[key], f"{origin}: key {key!r}")
     for key in THRESHOLD_KEYS:
         if key in table:
             try:
@@ -340,14 +355,18 @@ def apply_table(settings: Settings, table: dict[str, Any], origin: str) -> Setti
 
 
 def memory_size(value: Any, where: str) -> int:
-    """A memory size setting (``"12GiB"``, ``"512MiB"`` or bytes) as bytes."""
-    if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise ConfigError(f"{where} = {value!r} must be a size such as \"12GiB\" or a "
-                          "number of bytes")
+    """A memory size (``"12G"``, ``"512M"``, ``"12GiB"`` or bytes: ``parse_size``) that
+    must be positive, as bytes; raises ValueError (ConfigError naming ``where``)."""
     try:
-        return parse_size(value)
-    except SizeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        size = parse_size(value)
+    except ValueError as exc:
+        if where:
+            raise ConfigError(f"{where}: {exc}") from None
+        raise
+    if size <= 0:
+        message = f"{value!r} must be a positive memory size"
+        raise ConfigError(f"{where}: {message}") if where else ValueError(message)
+    return size
 
 
 def _table(table: dict[str, Any], key: str, origin: str) -> dict[str, Any]:
@@ -482,7 +501,7 @@ def validate(settings: Settings, origin: str) -> None:
     for quant in settings.quantizations:
         check_name(quant, f"{origin}: key 'quantizations'")
     checks = (
-        ("suites", settings.suites, ranked(SUITES)),
+        ("suites", settings.suites or (), tuple(registered(SUITES))),
         ("cuda_precisions", settings.cuda_precisions, ("bfloat16", "float16")),
     )
     for key, values, allowed in checks:

@@ -18,7 +18,6 @@ the budget less what the process holds now (:func:`rss_bytes`).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,35 +29,6 @@ MARGIN_FRACTION = 0.1
 MARGIN_MIN = GIB
 MEMINFO = Path("/proc/meminfo")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
-         "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
-         "tib": 2**40}
-_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
-
-
-class SizeError(ValueError):
-    """A memory size that cannot be read; the message shows the accepted forms."""
-
-
-def parse_size(value: str | int | float) -> int:
-    """Bytes from ``12GiB``, ``512 MiB``, ``8GB``, ``1.5G`` or a number of bytes."""
-    if isinstance(value, bool):
-        raise SizeError(f"{value!r} is not a memory size")
-    if isinstance(value, (int, float)):
-        number, unit = float(value), ""
-    else:
-        found = _SIZE.match(value)
-        if not found:
-            raise SizeError(f"{value!r} is not a memory size (write e.g. 12GiB, 512MiB, "
-                            "8GB or a number of bytes)")
-        number, unit = float(found.group(1)), found.group(2).lower()
-        if unit not in UNITS:
-            raise SizeError(f"{value!r}: unknown unit {found.group(2)!r} (one of "
-                            "B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
-    size = int(number * UNITS[unit])
-    if size <= 0:
-        raise SizeError(f"{value!r} must be a positive memory size")
-    return size
 
 
 def format_size(size: int) -> str:

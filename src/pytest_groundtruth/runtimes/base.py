@@ -53,6 +53,12 @@ class Capability(enum.Enum):
     SCORE = "teacher-forced scoring"
     EXPORT_GGUF = "GGUF export"
     REIMPORT = "GGUF reimport"
+    # What the speculative and lora suites need beyond plain generation: each names the
+    # engine feature, so a runtime that has it (whatever its class) declares it.
+    ASSISTED = "assisted generation with a draft model (transformers generate)"
+    PROMPT_LOOKUP = "prompt-lookup speculative decoding (llama-cpp-python)"
+    LORA_UNMERGED = "a LoRA adapter applied unmerged to the base model (PEFT)"
+    LORA_HOT = "a LoRA adapter GGUF hot-applied to the base GGUF at load (llama.cpp)"
 
 
 @dataclass(frozen=True)
@@ -258,6 +264,10 @@ class Runtime(abc.ABC):
 
     def key_parts(self, quant: str) -> dict[str, str]:
         """What besides the source model decides the artifact's bytes (versions, settings)."""
+        # The engine's version belongs here, unlike in a model's fingerprint: an artifact
+        # is the engine's own output (its converter's bytes, its quantizer's rounding),
+        # and every result cached under the artifact key is its kernels' arithmetic.
+        # Neither can be known without running the engine, so a new version runs again.
         return {"runtime": self.name, "quant": quant, "version": self.version()}
 
     @abc.abstractmethod

@@ -20,12 +20,12 @@ memory is at most the budget plus that floor.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_groundtruth.config.settings import Settings, load_settings
+from pytest_groundtruth.core import process
 from pytest_groundtruth.core.budget import MIB, format_size, weights_bytes
 from pytest_groundtruth.core.tables import markdown_table
 from pytest_groundtruth.models.sources import resolve
@@ -62,8 +62,7 @@ def import_floor(modules: tuple[str, ...]) -> int:
     names = ["pytest", "pytest_groundtruth.plugin", *modules]
     code = (f"import {', '.join(names)}\n"
             "from pytest_groundtruth.core.budget import peak_bytes\nprint(peak_bytes())\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+    proc = process.invoke([sys.executable, "-c", code], None, tool="python (import floor)")
     return int(proc.stdout.split()[-1])
 
 

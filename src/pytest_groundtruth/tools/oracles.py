@@ -11,12 +11,14 @@ import hashlib
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from pytest_groundtruth.config.prompts import Prompt
 from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.memory import trim_heap
 from pytest_groundtruth.measures.logprobs import TopK
+from pytest_groundtruth.models.content import weights_change
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.oracle.files import OracleChange, reconcile
 from pytest_groundtruth.oracle.format import (
@@ -158,6 +160,30 @@ def gpu_fields(precision: str) -> dict[str, str]:
     }
 
 
+class WeightsChange:
+    """Adds to a changed file's detail how the model's weights differ from those the file
+    was generated from, when its ``model_fingerprint`` is not the model's (worked out once
+    per fingerprint: it may compare every tensor of two builds)."""
+
+    def __init__(self, model: ResolvedModel) -> None:
+        self.model = model
+        self._said: dict[str, str] = {}
+
+    def explain(self, path: Path, change: OracleChange) -> OracleChange:
+        if change.status not in ("changed", "noise", "unreadable") or not path.is_file():
+            return change
+        try:
+            old = json.loads(path.read_text(encoding="utf-8")).get("model_fingerprint")
+        except (OSError, ValueError, AttributeError):
+            return change
+        if not isinstance(old, str) or old == self.model.fingerprint:
+            return change
+        if old not in self._said:
+            self._said[old] = weights_change(self.model.path.parent, old, self.model.path)
+        said = f"other weights: {self._said[old]}"
+        return replace(change, detail=f"{said}; {change.detail}" if change.detail else said)
+
+
 def build_all(
     models: Iterable[ResolvedModel],
     prompts: list[Prompt],
@@ -174,8 +200,10 @@ def build_all(
     tolerance: float | None = None,
     progress: bool = True,
     budget: MemoryBudget | None = None,
+    perplexity: bool = True,
 ) -> Iterator[OracleChange]:
-    """Regenerate the oracles of ``models`` x ``prompts``; yield one change per file.
+    """Regenerate the oracles of ``models`` x ``prompts``; yield one change per file
+    (with ``perplexity``, each model's perplexity record too).
 
     ``budget``: a model larger than it is loaded with disk offload (identical tokens).
 
@@ -185,7 +213,7 @@ def build_all(
     from tqdm import tqdm
 
     models = list(models)
-    bar = tqdm(total=len(models) * (len(prompts) + 1), unit="file", desc="oracles",
+    bar = tqdm(total=len(models) * (len(prompts) + perplexity), unit="file", desc="oracles",
                disable=not (progress and sys.stderr.isatty()))
     for model in models:
         artifact = Artifact("transformers", model.slug, precision, model.path,
@@ -195,16 +223,18 @@ def build_all(
             trim_heap()
         with TransformersRunner(artifact, device, model.spec.trust_remote_code,
                                 budget=budget) as runner:
+            weights = WeightsChange(model)
             for prompt in prompts:
                 bar.set_postfix_str(f"{model.slug}/{prompt.name}")
                 oracle = make_oracle(runner, model, prompt, max_new_tokens, top_k, gpu)
                 path = oracle_path(oracle_root, model.slug, prompt.name, precision, device)
-                yield reconcile(path, oracle.to_json(), force, check,
-                                runner.tokenizer.decode, tolerance)
+                yield weights.explain(path, reconcile(path, oracle.to_json(), force, check,
+                                                      runner.tokenizer.decode, tolerance))
                 bar.update()
-            if device == "cpu" and precision == "float32":
+            if perplexity and device == "cpu" and precision == "float32":
                 text = perplexity_record(runner, model, eval_text, root)
-                yield reconcile(perplexity_path(oracle_root, model.slug), text, force,
-                                check, tolerance=tolerance)
-            bar.update()
+                path = perplexity_path(oracle_root, model.slug)
+                yield weights.explain(path, reconcile(path, text, force, check,
+                                                      tolerance=tolerance))
+                bar.update()
     bar.close()
