@@ -122,3 +122,48 @@ def test_bench_children_write_bytecode_and_report(tmp_path: Path,
     assert "PYTHONDONTWRITEBYTECODE" not in env
     assert env["GROUNDTRUTH_CACHE_DIR"] == str(tmp_path / "cache")
     assert env["GROUNDTRUTH_STATS"] == str(tmp_path / "stats")
+
+
+def test_phase_peaks_are_judged_against_the_budget() -> None:
+    from pytest_groundtruth.tools.benchmark import phase_memory_section
+
+    mib = 2**20
+    floor = Floor((), (ArtifactFloor("m", "r", "q", peaks=(("load", 900 * mib),
+                                                            ("integrity", 1200 * mib))),), (),
+                  peaks=(("m oracle check (the float32 reference)", 700 * mib),))
+    lines = "\n".join(phase_memory_section(floor, 1000 * mib))
+    assert "| m r q | load | 900 | 0.90 | within |" in lines
+    assert "| m r q | integrity | 1200 | 1.20 | OVER |" in lines
+    assert "| m oracle check (the float32 reference) | whole | 700 | 0.70 | within |" in lines
+    assert phase_memory_section(Floor((), (), ()), mib) == []
+
+
+def test_the_memory_section_judges_outcomes_and_peak() -> None:
+    from pytest_groundtruth.tools.memory_bench import (
+        BEGIN,
+        END,
+        MemoryRun,
+        replace_section,
+        section,
+    )
+
+    mib = 2**20
+
+    def timing(peak: int, summary: str) -> RunTiming:
+        stats = ProcessStats(1, "main", 1, 1, 0, 0, peak * mib, ("torch",))
+        return RunTiming("x", 0, 10.0, 0, summary, (stats,))
+
+    same = "30 passed, 2 xfailed in 10.00s"
+    runs = [MemoryRun("default budget", None, timing(1100, same)),
+            MemoryRun("budget", 384 * mib, timing(650, same))]
+    lines = "\n".join(section(runs, 300 * mib, 513 * mib, "m"))
+    assert "| budget | 384 MiB | 650 | 684 | 10 | 30 passed, 2 xfailed in 10.00s | met |" in lines
+    over = [runs[0], MemoryRun("budget", 384 * mib, timing(700, "29 passed, 1 failed"))]
+    assert "MISSED (over) (outcomes differ)" in "\n".join(section(over, 300 * mib, 0, "m"))
+    text = "\n".join(section(runs, 300 * mib, 513 * mib, "m")) + "\n"
+    document = f"# Bench\n\nbefore\n\n{BEGIN}\nold\n{END}\n\nafter\n"
+    replaced = replace_section(document, text)
+    assert "old" not in replaced
+    assert replaced.startswith("# Bench\n\nbefore\n\n")
+    assert replaced.endswith("\n\nafter\n")
+    assert replace_section("# Bench\n", text) == "# Bench\n\n" + text

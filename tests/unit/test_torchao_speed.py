@@ -10,6 +10,7 @@ path must then go.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,25 @@ def test_int4_dequantized_once_is_bit_identical(tiny: Callable[[str], ResolvedMo
 def test_int8_is_left_to_torchao(tiny: Callable[[str], ResolvedModel]) -> None:
     """Int8WeightOnlyConfig multiplies with torch's int8 kernel: nothing to dequantize."""
     assert runner(tiny("llama"), "int8", fast=True).dequantized == 0
+
+
+@pytest.mark.slow
+def test_int4_copies_are_kept_only_within_the_budget(tiny: Callable[[str], ResolvedModel],
+                                                      tmp_path: Path) -> None:
+    """No room in the budget: no float32 copy, torchao's own path, the same logits."""
+    import numpy as np
+
+    from pytest_groundtruth.core.budget import rss_bytes
+    from pytest_groundtruth.runtimes.hf import MemoryBudget
+
+    model = tiny("llama")
+    art = Artifact("torchao", model.slug, "int4", model.path, "k", "r")
+    roomy = TorchaoRunner(art, budget=MemoryBudget(2**40, tmp_path))
+    assert roomy.dequantized == 15
+    ids = roomy.tokenize(PROMPT + " return n")
+    expected = roomy.sequence_logprobs(ids)
+    roomy.close()
+    tight = TorchaoRunner(art, budget=MemoryBudget(rss_bytes(), tmp_path))
+    assert tight.dequantized == 0
+    assert np.array_equal(tight.sequence_logprobs(ids), expected)
+    tight.close()

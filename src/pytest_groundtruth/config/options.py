@@ -23,6 +23,7 @@ from pytest_groundtruth.config.settings import (
     ConfigError,
     ExternalArtifact,
     Settings,
+    memory_size,
     validate,
 )
 
@@ -114,6 +115,11 @@ OPTIONS: tuple[Option, ...] = (
            setting="apr_bin"),
     Option("timeout", "timeout in seconds for one engine subprocess call", "SECONDS",
            setting="timeout", parse=parse_seconds),
+    Option("max-memory", "the memory the run may use (e.g. 12GiB; default: max_memory or "
+           "the machine's memory less a margin), shared equally among xdist workers: a "
+           "float32 reference larger than a process's share loads layer by layer with disk "
+           "offload (docs/memory.md)", "SIZE", setting="max_memory",
+           parse=lambda v: memory_size(v, "--gt-max-memory")),
     Option("artifact", "test this pre-built artifact instead of converting (repeatable)",
            "MODEL:RUNTIME:QUANT=PATH", repeat=True, setting="artifacts",
            parse=lambda values: tuple(parse_artifact(v) for v in values)),
@@ -146,7 +152,7 @@ BY_NAME = {o.name: o for o in OPTIONS}
 # The options that narrow or configure a run (the CLI's measuring commands take these).
 RUN_OPTIONS = ("model", "runtime", "quant", "prompt", "near-ties", "cache-dir", "cache-url",
                "no-cache",
-               "apr-bin", "timeout", "artifact")
+               "apr-bin", "timeout", "artifact", "max-memory")
 
 
 # pytest picks its rootdir and configuration file before it loads plugins, so it reads

@@ -45,6 +45,7 @@ from pytest_groundtruth.config.qualification import (
     threshold_table,
 )
 from pytest_groundtruth.config.roster import BUILTIN, ModelSpec, RosterError, spec_from_table
+from pytest_groundtruth.core.budget import process_budget
 from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.paths import default_cache_dir, name_problem
 from pytest_groundtruth.core.plugins import RUNTIMES, SUITES, load, registered
@@ -145,6 +146,9 @@ class Settings:
     min_grade: str | None = None
     min_throughput: dict[str, float] = field(default_factory=dict)  # tokens/s
     max_p99_ms: dict[str, float] = field(default_factory=dict)  # per-token latency
+    # The memory the whole run may use, in bytes (None: the machine's less a margin);
+    # each pytest process gets an equal share (core/budget.py, docs/memory.md).
+    max_memory: int | None = None
 
     def path(self, value: Path) -> Path:
         return value if value.is_absolute() else self.root / value
@@ -152,6 +156,10 @@ class Settings:
     def cache_root(self) -> Path:
         """The cache directory: ``cache_dir`` (or ``--gt-cache-dir``), else the default."""
         return self.path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+    def memory_budget(self, workers: int = 1) -> int:
+        """One process's share of ``max_memory`` among ``workers`` (xdist) processes."""
+        return process_budget(self.max_memory, workers)
 
     def supplied_artifact(self, model: str, runtime: str, quantization: str) -> Path | None:
         """The user's file for this cell (``[[artifacts]]``, ``--gt-artifact``), if any."""
@@ -232,9 +240,11 @@ _SCALAR_KEYS: dict[str, type | tuple[type, ...]] = {
     "timeout": (int, float),
     "min_grade": str,
     "cache_max_size": (str, int),
+    "max_memory": (str, int),
 }
 # Scalar keys whose value is parsed (the error names the file and the key).
-_PARSED: dict[str, Callable[[Any], Any]] = {"cache_max_size": parse_size}
+_PARSED: dict[str, Callable[[Any], Any]] = {"cache_max_size": parse_size,
+                                            "max_memory": lambda v: memory_size(v, "")}
 _TABLE_KEYS = ("roster", "runtime", "bounds", "artifacts", "adapters", "speculative")
 KNOWN_KEYS = (*_LIST_KEYS, *_PATH_KEYS, *_SCALAR_KEYS, *_TABLE_KEYS, *THRESHOLD_KEYS)
 
@@ -342,6 +352,21 @@ def apply_table(settings: Settings, table: dict[str, Any], origin: str) -> Setti
     result = replace(settings, **changes)
     validate(result, origin)
     return result
+
+
+def memory_size(value: Any, where: str) -> int:
+    """A memory size (``"12G"``, ``"512M"``, ``"12GiB"`` or bytes: ``parse_size``) that
+    must be positive, as bytes; raises ValueError (ConfigError naming ``where``)."""
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        if where:
+            raise ConfigError(f"{where}: {exc}") from None
+        raise
+    if size <= 0:
+        message = f"{value!r} must be a positive memory size"
+        raise ConfigError(f"{where}: {message}") if where else ValueError(message)
+    return size
 
 
 def _table(table: dict[str, Any], key: str, origin: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from pytest_groundtruth.config.settings import Settings
+from pytest_groundtruth.core.budget import weights_bytes
 from pytest_groundtruth.core.failures import InputError, RuntimeUnavailable
 from pytest_groundtruth.core.hashing import digest, tree_sha256
 from pytest_groundtruth.core.memory import trim_heap
@@ -105,16 +106,6 @@ class Engines:
         self.pool.close()
         for runtime in self._runtimes.values():
             runtime.close()
-
-
-def weights_bytes(path: Path) -> int:
-    """Size of a model's weights on disk: the file, or a directory's weight files."""
-    if path.is_file():
-        return path.stat().st_size
-    if not path.is_dir():
-        return 0
-    return sum(p.stat().st_size for p in path.iterdir()
-               if p.is_file() and p.suffix in (".safetensors", ".gguf", ".bin", ".apr"))
 
 
 class ArtifactError(InputError):

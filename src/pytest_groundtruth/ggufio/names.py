@@ -353,6 +353,14 @@ def to_gguf_layout(hp: HParams, name: str, w: FloatArray) -> FloatArray:
     return w
 
 
+def same_layout(hp: HParams, name: str) -> bool:
+    """Whether :func:`to_gguf_layout` leaves HF tensor ``name`` as it is (so any block of
+    its rows is the same block of the GGUF tensor's rows)."""
+    rules = hp.layout
+    return not ((rules.permute_qk and _qk(name)) or _is_conv1d_weight(hp, name)
+                or has_norm_offset(hp, name))
+
+
 def to_hf_layout(hp: HParams, name: str, w: FloatArray) -> FloatArray:
     """The inverse of :func:`to_gguf_layout` (``name`` is the HF name)."""
     rules = hp.layout

@@ -10,12 +10,16 @@ Gemma's norm offset; where no rule is known the result says so), and
 the comparison runs in row chunks: the reference bytes (the source encoded with the
 tensor's declared type by ggml's reference kernels) are compared with the file's bytes
 first, so a tensor that holds exactly the reference encoding costs one encode and one
-decode. Missing, extra and mis-shaped tensors are structural findings.
+decode. A matrix whose layout is the source's (the embedding and output layers, every
+projection but llama's q/k) is read from the source block by block too, so no float32
+copy of a whole large tensor is made; the others are read whole (one layer's q or k).
+Missing, extra and mis-shaped tensors are structural findings.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -108,19 +112,20 @@ def measure_gguf(path: Path, source: SourceTensors, hp: HParams,
                     f"shape {_shape_text(names.gguf_shape(hp, hf, np_shape))}, the source "
                     f"has {_shape_text(source_shape)}"))
                 continue
-            source_g = names.to_gguf_layout(hp, hf, source.load(src))
             raw = mapped[scan.data_offset + info.offset:
                          scan.data_offset + info.offset + info.nbytes]
             try:
-                stats = _compare(hf, name, info, source_g, raw, source_shape)
+                stats = _compare(hf, name, info, source_rows(hp, hf, src, source), raw,
+                                 source_shape)
             except NotImplementedError:
                 out.notes.append(f"{name}: values not judged: gguf {gguf_version()} cannot "
                                  f"decode type {info.type}")
                 expected.pop(name, None)
                 continue
             if diagnosed < diagnose_limit and judge(stats).problem:
-                diagnosed += 1
+                diagnosed += 1  # a failing tensor: its values are examined whole
                 values = decode(np.asarray(raw), info.type, np_shape)
+                source_g = names.to_gguf_layout(hp, hf, source.load(src))
                 bound = judge(stats).max_rel_error
                 stats = replace(stats, diagnosis=diagnose(
                     hp, hf, values, source_g, source,
@@ -138,16 +143,32 @@ def measure_gguf(path: Path, source: SourceTensors, hp: HParams,
     return out
 
 
-def _compare(hf: str, name: str, info: ScannedTensor, source_g: FloatArray,
+# (the GGUF-layout shape of the source tensor, rows start:stop of it as 2-D float32)
+SourceRows = tuple[tuple[int, ...], Callable[[int, int], FloatArray]]
+
+
+def source_rows(hp: HParams, hf: str, src: str, source: SourceTensors) -> SourceRows:
+    """The source tensor ``src`` in GGUF layout, as 2-D rows read on demand: a matrix
+    whose layout is unchanged block by block from the file, anything else whole."""
+    shape = source.shape(src)
+    if len(shape) == 2 and names.same_layout(hp, hf):
+        return shape, lambda start, stop: source.rows(src, start, stop)
+    whole = names.to_gguf_layout(hp, hf, source.load(src))
+    rows = whole.reshape(-1, whole.shape[-1] if whole.ndim else 1)
+    return tuple(whole.shape), lambda start, stop: rows[start:stop]
+
+
+def _compare(hf: str, name: str, info: ScannedTensor, source_g: SourceRows,
              raw: npt.NDArray[np.uint8], hf_shape: tuple[int, ...]) -> TensorStats:
     sch = scheme(info.type)
-    row_length = source_g.shape[-1] if source_g.ndim else 1
-    rows = source_g.reshape(-1, row_length)
-    raw_rows = np.asarray(raw).reshape(rows.shape[0], -1)
+    shape_g, rows = source_g
+    row_length = shape_g[-1] if shape_g else 1
+    n_rows = math.prod(shape_g[:-1]) if len(shape_g) > 1 else 1
+    raw_rows = np.asarray(raw).reshape(n_rows, -1)
     acc = Accumulator(sch.block, sch.affine, info.type, block_check=sch.kind == "ggml")
     step = rows_per_chunk(row_length)
-    for i in range(0, rows.shape[0], step):
-        s = rows[i:i + step]
+    for i in range(0, n_rows, step):
+        s = rows(i, i + step)
         got = raw_rows[i:i + step]
         shape = s.shape
         if sch.kind in ("exact", "ggml"):

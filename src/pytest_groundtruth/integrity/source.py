@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pytest_groundtruth.core.tensorfiles import open_safetensors
+from pytest_groundtruth.core.tensorfiles import open_safetensors, read_rows, safetensors_header
 from pytest_groundtruth.ggufio import names
 
 FloatArray = npt.NDArray[np.float32]
@@ -36,6 +36,7 @@ class SourceTensors:
         self._handles: dict[str, Any] = {}
         self._torch: dict[str, Any] = {}
         self._parts: dict[str, Path] = {}
+        self._headers: dict[str, tuple[int, dict[str, Any]]] = {}
         parts = sorted(p for p in self.model_dir.glob("model*.safetensors") if p.is_file())
         if not parts:
             raise FileNotFoundError(f"{self.model_dir}: no model*.safetensors weights")
@@ -79,12 +80,26 @@ class SourceTensors:
 
     def load(self, name: str) -> FloatArray:
         """Tensor ``name`` as a contiguous float32 array (bfloat16 widened through torch)."""
+        return self.rows(name)
+
+    def rows(self, name: str, start: int | None = None, stop: int | None = None
+             ) -> FloatArray:
+        """Rows ``start:stop`` (first dimension) of tensor ``name`` as a contiguous
+        float32 array, reading only those rows (:func:`~pytest_groundtruth.core.
+        tensorfiles.read_rows`); all of it without bounds."""
         part = str(self._parts[name])
         handle = self._handles[part]
+        whole = start is None and stop is None
+        if not whole:
+            if part not in self._headers:
+                self._headers[part] = safetensors_header(part)
+            rows = self.shape(name)[0]
+            block: FloatArray = read_rows(part, name, start or 0,
+                                          rows if stop is None else stop, self._headers[part])
+            return block
         dtype = str(handle.get_slice(name).get_dtype())
         if dtype == "BF16":
             if part not in self._torch:
-
                 self._torch[part] = self._stack.enter_context(open_safetensors(part, "pt"))
             data = self._torch[part].get_tensor(name).float().numpy()
         else:

@@ -5,6 +5,14 @@ At ``float32`` on CPU this runner *is* the oracle generator. At ``bfloat16`` and
 on a ``.gguf`` artifact it reads the file through transformers' GGUF loader
 (dequantizing to float32): the reimport half of the roundtrip suite.
 
+Memory (docs/memory.md): a model whose weights do not fit the process's memory budget
+(:mod:`~pytest_groundtruth.core.budget`) beside what it holds already is loaded with
+accelerate (``device_map="auto"``, ``max_memory``, ``offload_folder``): the layers that
+fit stay in memory, the others are read from the safetensors files at each forward
+pass. The arithmetic is the same float32 arithmetic on the same values, so tokens and
+log-probabilities are identical to the whole load (``tests/unit/test_offload.py``), only
+slower.
+
 Greedy decoding uses an explicit ``GenerationConfig`` (no sampling, one beam, no
 repetition penalty), so a model's own generation_config.json cannot turn on processors
 that the engines under test do not apply.
@@ -12,12 +20,16 @@ that the engines under test do not apply.
 
 from __future__ import annotations
 
+import json
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_groundtruth.config.prompts import Message
+from pytest_groundtruth.core.budget import LoadPlan, format_size, load_plan, weights_bytes
 from pytest_groundtruth.core.failures import RuntimeUnavailable
 from pytest_groundtruth.core.memory import release_memory
 from pytest_groundtruth.core.plugins import package_version
@@ -31,7 +43,7 @@ from pytest_groundtruth.runtimes.base import (
     read_options,
 )
 from pytest_groundtruth.runtimes.logits import LogitsRunner
-from pytest_groundtruth.runtimes.threads import torch_threads
+from pytest_groundtruth.runtimes.threads import torch_threads, xdist_workers
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,6 +54,41 @@ if TYPE_CHECKING:
 
 DTYPES = ("float32", "bfloat16", "float16")
 SEED = 42  # the original oracle's seed; greedy decoding does not depend on it
+# Working memory beside the weights: the logits of this many positions, as float32 and
+# as the float64 log-probabilities computed from them (12 bytes a value), at least 256 MiB.
+WORK_POSITIONS = 256
+WORK_MIN = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """What a runner may hold (bytes, this process's share of ``max_memory``) and where
+    accelerate puts what it cannot keep in memory."""
+
+    limit: int
+    offload_dir: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MemoryBudget:
+        return cls(settings.memory_budget(xdist_workers()), settings.cache_root() / "offload")
+
+
+def working_bytes(model_dir: Path) -> int:
+    """The memory a forward pass over :data:`WORK_POSITIONS` positions needs beside the
+    weights (from ``config.json``'s vocabulary size)."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    vocab = config.get("vocab_size") or (text or {}).get("vocab_size") or 0
+    return max(WORK_MIN, int(vocab) * WORK_POSITIONS * 12)
+
+
+def plan_load(model_dir: Path, budget: int) -> LoadPlan:
+    """Whether a float32 transformers model directory fits ``budget`` beside what this
+    process holds now."""
+    return load_plan(weights_bytes(model_dir), budget, working_bytes(model_dir))
 
 
 def library_versions() -> dict[str, str]:
@@ -84,19 +131,22 @@ class TransformersRuntime(Runtime):
          Capability.SCORE, Capability.ASSISTED, Capability.LORA_UNMERGED}
     )
 
-    def __init__(self, device: str = "cpu", n_threads: int | None = None) -> None:
+    def __init__(self, device: str = "cpu", n_threads: int | None = None,
+                 budget: MemoryBudget | None = None) -> None:
         """``n_threads``: torch's CPU threads while a runner of this runtime is open
         (default: the CPUs shared out among xdist workers, unless ``OMP_NUM_THREADS`` is
-        set: :func:`~.threads.torch_threads`)."""
+        set: :func:`~.threads.torch_threads`). ``budget``: the memory a runner may hold
+        (None: no limit; :meth:`from_config` takes the settings' ``max_memory``)."""
         self.device = device
         self.n_threads = n_threads
+        self.budget = budget
 
     @classmethod
     def from_config(cls, name: str, options: Mapping[str, Any], settings: Settings,
                     device: str = "cpu") -> Runtime:
         """Options: ``n_threads`` (torch's CPU threads)."""
         values = read_options(name, options, {"n_threads": int})
-        runtime = cls(device=device, **values)
+        runtime = cls(device=device, budget=MemoryBudget.from_settings(settings), **values)
         runtime.name = name
         return runtime
 
@@ -139,12 +189,16 @@ class TransformersRuntime(Runtime):
         if reason:
             raise RuntimeUnavailable(reason)
         return TransformersRunner(artifact, self.device, model.spec.trust_remote_code,
-                                  self.n_threads)
+                                  self.n_threads, self.budget)
 
 
 class TransformersRunner(LogitsRunner):
     def __init__(self, artifact: Artifact, device: str = "cpu", trust_remote_code: bool = False,
-                 n_threads: int | None = None):
+                 n_threads: int | None = None, budget: MemoryBudget | None = None):
+        """``budget``: load with disk offload when the model does not fit it (float32 on
+        CPU from a safetensors directory: the reference; accelerate would keep offloaded
+        weights in the file's dtype, not a lower one, and a GGUF is dequantized whole by
+        transformers)."""
         super().__init__(artifact)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -174,22 +228,46 @@ class TransformersRunner(LogitsRunner):
         self.tokenizer = AutoTokenizer.from_pretrained(
             directory, trust_remote_code=trust_remote_code, **kwargs
         )
+        self.plan: LoadPlan | None = None
+        self._offload_dir: tempfile.TemporaryDirectory[str] | None = None
+        if (budget is not None and device == "cpu" and path.suffix != ".gguf"
+                and artifact.quant == "float32"):
+            self.plan = plan_load(path, budget.limit)
+            if self.plan.offload:
+                budget.offload_dir.mkdir(parents=True, exist_ok=True)
+                self._offload_dir = tempfile.TemporaryDirectory(dir=budget.offload_dir)
+                kwargs.update(device_map="auto", max_memory={"cpu": self.plan.in_memory},
+                              offload_folder=self._offload_dir.name)
+                self.load_call = (self.load_call[:-1] + ", device_map='auto', max_memory="
+                                  f"{{'cpu': {format_size(self.plan.in_memory)!r}}}, "
+                                  "offload_folder=...)")
         model: Any = AutoModelForCausalLM.from_pretrained(
             directory, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs
         )
-        model.to(device)  # in place
+        if not self.offloaded:
+            model.to(device)  # in place
         self.model: Any = model
         self.model.eval()
         self.eos = eos_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad = pad if pad is not None else (self.eos[0] if self.eos else 0)
 
+    @property
+    def offloaded(self) -> bool:
+        """Loaded with disk offload (the weights did not fit the budget)."""
+        return self.plan is not None and self.plan.offload
+
     def close(self) -> None:
         """Drop the model, collect the cycles that hold its tensors and give the freed
-        heap back to the OS (:func:`~pytest_groundtruth.core.memory.release_memory`)."""
+        heap back to the OS (:func:`~pytest_groundtruth.core.memory.release_memory`);
+        remove what the offload wrote."""
         if hasattr(self, "model"):
             del self.model
         release_memory()
+        folder = getattr(self, "_offload_dir", None)
+        if folder is not None:
+            folder.cleanup()
+            self._offload_dir = None
 
     def tokenize(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])

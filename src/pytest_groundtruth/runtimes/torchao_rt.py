@@ -14,7 +14,12 @@ call: most of a generation's time (cProfile). :func:`dequantize_once` computes e
 ``weight.dequantize()`` once when the runner opens and gives the module a forward that
 makes exactly that call with it, so logits are bit-identical to torchao's own path
 (``tests/unit/test_torchao_speed.py``) at float32 speed; the quantized tensors stay in
-the module's ``state_dict`` for the integrity suite. torchao's CPU int4 kernel
+the module's ``state_dict`` for the integrity suite. The copies are float32 (540 MiB for
+SmolLM2, more than the float32 model's linear layers): they are made only while they fit
+the memory budget (:mod:`~pytest_groundtruth.core.budget`) beside what the process holds,
+module by module; a module whose copy does not fit keeps torchao's per-call path (the
+same logits, slower). The float32 model itself is loaded whole to be quantized.
+torchao's CPU int4 kernel
 (``_weight_int4pack_mm_for_cpu``, ``PrototypeInt4WeightOnlyConfig``) is fast only with
 bfloat16 activations and asymmetric scales: a different artifact, not used.
 """
@@ -27,11 +32,17 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_groundtruth.core.budget import rss_bytes
 from pytest_groundtruth.core.failures import RuntimeUnavailable
 from pytest_groundtruth.core.memory import release_memory
 from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.runtimes.base import Artifact, Capability
-from pytest_groundtruth.runtimes.hf import TransformersRunner, TransformersRuntime
+from pytest_groundtruth.runtimes.hf import (
+    MemoryBudget,
+    TransformersRunner,
+    TransformersRuntime,
+    working_bytes,
+)
 
 if TYPE_CHECKING:
     from pytest_groundtruth.models.sources import ResolvedModel
@@ -89,14 +100,16 @@ class TorchaoRuntime(TransformersRuntime):
         if reason:
             raise RuntimeUnavailable(reason)
         return TorchaoRunner(artifact, trust_remote_code=model.spec.trust_remote_code,
-                             n_threads=self.n_threads)
+                             n_threads=self.n_threads, budget=self.budget)
 
 
 class TorchaoRunner(TransformersRunner):
     def __init__(self, artifact: Artifact, trust_remote_code: bool = False,
-                 n_threads: int | None = None, fast: bool = True) -> None:
-        """``fast``: dequantize unpacked int4 weights once (:func:`dequantize_once`);
-        False runs torchao's per-call path (the reference the equivalence test uses)."""
+                 n_threads: int | None = None, fast: bool = True,
+                 budget: MemoryBudget | None = None) -> None:
+        """``fast``: dequantize unpacked int4 weights once (:func:`dequantize_once`),
+        as far as ``budget`` allows; False runs torchao's per-call path (the reference
+        the equivalence test uses)."""
         float_artifact = Artifact(
             artifact.runtime, artifact.model, "float32", artifact.path, artifact.key,
             artifact.recipe,
@@ -110,7 +123,9 @@ class TorchaoRunner(TransformersRunner):
             quantize_largest_first(self.model, make_config(artifact.quant))
             own_memory(self.model)
             release_memory()  # the float32 file mapping and quantize_'s temporaries
-            self.dequantized = dequantize_once(self.model) if fast else 0
+            room = (None if budget is None
+                    else budget.limit - rss_bytes() - working_bytes(artifact.path))
+            self.dequantized = dequantize_once(self.model, room) if fast else 0
             release_memory()
         self.quantize_seconds = time.perf_counter() - start
         self.load_call = artifact.recipe
@@ -163,12 +178,14 @@ def _dense_linear(weight: Any, bias: Any, x: Any) -> Any:
     return torch.nn.functional.linear(x, weight, bias)
 
 
-def dequantize_once(model: Any) -> int:
+def dequantize_once(model: Any, room: int | None = None) -> int:
     """Give every ``nn.Linear`` whose weight is torchao's ``IntxUnpackedToInt8Tensor``
     (weight-only: no activation quantization) a forward that calls
     ``F.linear(x, W, bias)`` with ``W = weight.dequantize()`` computed now, once: what
     torchao's own linear computes at every call. The weight itself stays the quantized
-    tensor (``state_dict`` unchanged). Returns how many modules were changed."""
+    tensor (``state_dict`` unchanged). ``room``: the bytes the float32 copies may take
+    (None: no limit); a module whose copy would pass it keeps torchao's path. Returns
+    how many modules were changed."""
     import torch
     from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import (
         IntxUnpackedToInt8Tensor,
@@ -182,6 +199,11 @@ def dequantize_once(model: Any) -> int:
             and isinstance(weight, IntxUnpackedToInt8Tensor)
             and weight.activation_quantization is None
         ):
+            size = int(weight.numel()) * 4  # the float32 copy
+            if room is not None:
+                if size > room:
+                    continue
+                room -= size
             # an instance attribute shadows nn.Linear.forward for this module only
             setattr(module, "forward",  # noqa: B010
                     partial(_dense_linear, weight.dequantize(), module.bias))

@@ -15,6 +15,8 @@ prints markdown (``--write docs/benchmarks.md``). In a fresh cache directory eac
   subprocess with ``GROUNDTRUTH_STATS`` set, so each pytest process reports its engine
   work (runners opened, results made, artifacts built) and peak memory;
 * the ratios the targets are stated in (docs/benchmarks.md);
+* the peak resident memory of each piece of the floor against the memory budget (each
+  piece's peak read alone: :class:`~pytest_groundtruth.tools.floor.Peaks`);
 * with ``--shards N``: the parity run cold and unsharded (``-n 1``), then as N shards
   started together (``--gt-shard K/N``, ``-n 1`` each, a shared ``cache_url``), merged
   (``groundtruth merge``) and compared with the unsharded results
@@ -43,6 +45,7 @@ from pytest_groundtruth.config.prompts import load_prompts
 from pytest_groundtruth.config.settings import Settings, load_settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core import process
+from pytest_groundtruth.core.budget import format_size
 from pytest_groundtruth.core.machine import cpu_kernel_family
 from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.core.tables import markdown_table
@@ -231,6 +234,26 @@ def floor_section(floor: Floor) -> list[str]:
         out += ["", "Not in the floor (suites whose engine work it does not know): "
                 + ", ".join(floor.unknown_suites) + "."]
     return out
+
+
+def phase_memory_section(floor: Floor, budget: int) -> list[str]:
+    """Each piece of the floor's peak resident memory against this process's budget."""
+    rows = []
+    for a in floor.artifacts:
+        for phase, peak in a.peaks:
+            rows.append([f"{a.model} {a.runtime} {a.quant}", phase, f"{peak / MIB:.0f}",
+                         f"{peak / budget:.2f}", "within" if peak <= budget else "OVER"])
+    for what, peak in floor.peaks:
+        rows.append([what, "whole", f"{peak / MIB:.0f}", f"{peak / budget:.2f}",
+                     "within" if peak <= budget else "OVER"])
+    if not rows:
+        return []
+    return ["### Peak memory per phase (the floor's process)", "",
+            f"Budget: {format_size(budget)} (max_memory, default: the machine's memory less "
+            "a margin; docs/memory.md). Each phase's peak includes what the process held "
+            "when it began (the imports, open runners).", "",
+            *markdown_table(["model / artifact", "phase", "peak RSS (MiB)", "/ budget",
+                             "verdict"], rows)]
 
 
 def runs_section(collect: RunTiming, runs: dict[tuple[str, int], RunTiming],
@@ -439,6 +462,8 @@ def run_bench(settings: Settings, tests: str = "tests/parity", workers: Sequence
     with tempfile.TemporaryDirectory(prefix="gt-bench-") as tmp:
         floor = measure_floor(parity_settings, cases, oracle_models, Path(tmp) / "floor")
         out += floor_section(floor)
+        phases = phase_memory_section(floor, parity_settings.memory_budget())
+        out += ["", *phases] if phases else []
         if torchao:
             out += ["", *torchao_section(parity_settings, Path(tmp) / "floor")]
         if parity:

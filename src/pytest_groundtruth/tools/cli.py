@@ -12,6 +12,7 @@ import enum
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 from pytest_groundtruth.config.options import RUN_OPTIONS, add_cli_options, apply_overrides
 from pytest_groundtruth.config.prompts import load_prompts
 from pytest_groundtruth.config.roster import TINY_MODELS
-from pytest_groundtruth.config.settings import ConfigError, Settings, load_settings
+from pytest_groundtruth.config.settings import ConfigError, Settings, load_settings, memory_size
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.atomic import atomic_write_text, remove_stale
 from pytest_groundtruth.core.failures import EngineFailure, InputError
@@ -28,6 +29,7 @@ from pytest_groundtruth.core.usage import Lease, parse_size, show_size
 from pytest_groundtruth.models.sources import ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
 from pytest_groundtruth.report.results_json import ResultsError
+from pytest_groundtruth.runtimes.hf import MemoryBudget
 from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.store.entries import trim
 from pytest_groundtruth.suites.agreement import BOUNDS_FILE
@@ -43,6 +45,7 @@ from pytest_groundtruth.tools import (
     convert,
     falsify,
     measure,
+    memory_bench,
     merge,
     oracles,
     qualify,
@@ -184,6 +187,7 @@ def cmd_oracle(args: argparse.Namespace) -> int:
         check=args.check,
         tolerance=args.tolerance,
         progress=not args.quiet,
+        budget=MemoryBudget.from_settings(settings),
         perplexity=not args.gt_prompt,  # --prompt NAME: that prompt's files, nothing else
     ):
         if change.status == "unchanged":
@@ -391,6 +395,17 @@ def cmd_falsify(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
     workers = _workers(args.workers)
+    if args.memory:
+        budget = memory_size(args.budget, "--budget") if args.budget else None
+        with tempfile.TemporaryDirectory(prefix="gt-memory-") as tmp:
+            text = memory_bench.run_memory_bench(settings, args.tests, Path(tmp), budget)
+        print(text)
+        if args.write:  # the memory section only: the rest of the file is kept
+            target = Path(args.write)
+            document = target.read_text() if target.is_file() else ""
+            atomic_write_text(target, memory_bench.replace_section(document, text))
+            print(f"wrote {target}", file=sys.stderr)
+        return 0
     text = benchmark.run_bench(settings, args.tests, workers, repeat=args.repeat,
                                parity=not args.no_parity, torchao=not args.no_torchao,
                                shards=args.shards)
@@ -458,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true",
                        help="every roster model that resolves here (speculative drafts excepted)")
     add_cli_options(which, ["model"])  # type: ignore[arg-type]  # a group adds like a parser
-    add_cli_options(p, ["prompt"])
+    add_cli_options(p, ["prompt", "max-memory"])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--precision", choices=("float32", "bfloat16", "float16"),
                    default="float32")
@@ -561,6 +576,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave out the parity runs (the floor, torchao and --shards still run)")
     p.add_argument("--no-torchao", action="store_true",
                    help="leave out the comparison of torchao's int4 paths on CPU")
+    p.add_argument("--memory", action="store_true",
+                   help="only the memory budget's section: the reference-loading suites "
+                   "with max_memory below the model's float32 size (written between its "
+                   "markers in --write FILE)")
+    p.add_argument("--budget", metavar="SIZE",
+                   help="--memory's max_memory (default: 3/4 of the float32 size)")
     p.add_argument("--shards", type=int, default=2, metavar="N",
                    help="also run the parity tests as N shards together (-n 1 each, a "
                    "shared cache_url) against one unsharded run; 0: leave out (default: 2)")

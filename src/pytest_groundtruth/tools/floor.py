@@ -15,6 +15,8 @@ counted twice, a few seconds that raise the floor). :func:`work_of` reads which 
 the configured cases need; :func:`measure_floor` does each piece directly on the engines
 (no result store, no pytest), one after another in one process, in an empty cache, and
 times it. The sum is the floor a cold run is compared with (``groundtruth bench``).
+Each piece's peak resident memory is read too (the process's peak is reset before it:
+:func:`~pytest_groundtruth.core.budget.reset_peak`), for the memory budget's table.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import TypeVar
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.core.budget import peak_bytes, reset_peak
 from pytest_groundtruth.core.failures import EngineFailure, RuntimeUnavailable
 from pytest_groundtruth.ggufio.reader import gguf_problem
 from pytest_groundtruth.models.sources import ModelUnavailable
@@ -86,6 +89,7 @@ class ArtifactFloor:
     integrity_s: float = 0.0
     roundtrip_s: float = 0.0  # export, reimport, load the reimport, generate with it
     skipped: str = ""  # why it was not measured (the run skips it too)
+    peaks: tuple[tuple[str, int], ...] = ()  # (phase, peak resident bytes during it)
 
     @property
     def total(self) -> float:
@@ -105,6 +109,8 @@ class Floor:
     unknown_suites: tuple[str, ...] = field(default=())
     # suite -> (seconds of its cases run whole, cases run, cases that could not run)
     suites: tuple[tuple[str, float, int, int], ...] = field(default=())
+    # (what: "<suite> (suite's own run)" or "<model> oracle check", peak resident bytes)
+    peaks: tuple[tuple[str, int], ...] = field(default=())
 
     @property
     def total(self) -> float:
@@ -118,6 +124,22 @@ def timed(call: Callable[[], T]) -> tuple[T, float]:
     return value, time.perf_counter() - start
 
 
+class Peaks:
+    """The peak resident memory of each phase: :meth:`start` resets the process's peak,
+    :meth:`end` records it under the phase's name (0 where peaks cannot be reset)."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[str, int]] = []
+        self._resettable = False
+
+    def start(self) -> None:
+        self._resettable = reset_peak()
+
+    def end(self, phase: str) -> None:
+        if self._resettable:
+            self.found.append((phase, peak_bytes()))
+
+
 def measure_artifact(ctx: Context, work: Work) -> ArtifactFloor:
     """Do ``work`` on the engines directly, timing each part."""
     try:
@@ -128,17 +150,26 @@ def measure_artifact(ctx: Context, work: Work) -> ArtifactFloor:
     settings = ctx.settings
     top_k = settings.top_k if Capability.TOPK in runtime.capabilities else 0
     prompts = list(ctx.inputs.prompts.values())
+    peaks = Peaks()
+    peaks.start()
     artifact, convert = timed(lambda: ctx.engines.artifact(work.model, work.runtime, work.quant))
+    peaks.end("convert")
+    peaks.start()
     runner, load = timed(lambda: ctx.engines.runner(artifact))
+    peaks.end("load")
     quantize = float(getattr(runner, "quantize_seconds", 0.0))  # torchao converts at load
     generate = score = check = roundtrip = 0.0
     tokens = 0
     if Kind.GENERATE in work.kinds:
+        peaks.start()
         for prompt in prompts:
             gen, seconds = timed(partial(respond, runner, prompt, settings.max_new_tokens,
                                          top_k))
             generate += seconds
             tokens += len(gen.tokens)
+        peaks.end("generate")
+    if work.kinds & {Kind.PERPLEXITY, Kind.SCORE}:
+        peaks.start()
     if Kind.PERPLEXITY in work.kinds:
         _, seconds = timed(lambda: runner.perplexity(ctx.inputs.eval_text[1]))
         score += seconds
@@ -148,10 +179,15 @@ def measure_artifact(ctx: Context, work: Work) -> ArtifactFloor:
             ids = list(oracle.prompt_tokens) + list(oracle.tokens)
             _, seconds = timed(partial(runner.score, ids, len(oracle.prompt_tokens)))
             score += seconds
+    if work.kinds & {Kind.PERPLEXITY, Kind.SCORE}:
+        peaks.end("score")
     if Kind.INTEGRITY in work.kinds:
         case = Case("integrity", work.model, work.runtime, work.quant)
+        peaks.start()
         _, check = timed(lambda: integrity.measure(case, ctx, artifact, model))
+        peaks.end("integrity")
     if Kind.ROUNDTRIP in work.kinds:
+        peaks.start()
         start = time.perf_counter()
         gguf = exported(artifact, lambda: runner, gguf_problem, ctx.engines.artifacts)
         again = reimported(runtime, model, work.quant, gguf.path, ctx.engines.artifacts)
@@ -159,10 +195,12 @@ def measure_artifact(ctx: Context, work: Work) -> ArtifactFloor:
         for prompt in prompts:
             respond(reloaded, prompt, settings.max_new_tokens, top_k)
         roundtrip = time.perf_counter() - start
+        peaks.end("roundtrip")
     ctx.engines.pool.close()
     return ArtifactFloor(work.model, work.runtime, work.quant, convert_s=convert + quantize,
                          load_s=load - quantize, generate_s=generate, tokens=tokens,
-                         score_s=score, integrity_s=check, roundtrip_s=roundtrip)
+                         score_s=score, integrity_s=check, roundtrip_s=roundtrip,
+                         peaks=tuple(peaks.found))
 
 
 def measure_suite(ctx: Context, suite: str, cases: Sequence[Case]) -> tuple[str, float, int, int]:
@@ -198,16 +236,24 @@ def measure_floor(settings: Settings, cases: Sequence[Case], oracle_models: Sequ
                 continue  # its tests skip; nothing to convert
             sources.append((slug, seconds))
         artifacts = tuple(measure_artifact(ctx, w) for w in work)
-        suites = tuple(measure_suite(ctx, name, cases) for name in unknown)
+        peaks = Peaks()
+        suites = []
+        for name in unknown:
+            peaks.start()
+            suites.append(measure_suite(ctx, name, cases))
+            peaks.end(f"{name} (its cases run whole)")
         checks = []
         for slug in oracle_models:
             try:
                 model = ctx.engines.model(slug)
             except ModelUnavailable:
                 continue
+            peaks.start()
             _, seconds = timed(partial(oracle_check.regenerate, ctx, model,
                                        CROSS_MACHINE_TOLERANCE))
+            peaks.end(f"{slug} oracle check (the float32 reference)")
             checks.append((slug, seconds))
     finally:
         ctx.close()
-    return Floor(tuple(sources), artifacts, tuple(checks), suites=suites)
+    return Floor(tuple(sources), artifacts, tuple(checks), suites=tuple(suites),
+                 peaks=tuple(peaks.found))

@@ -34,6 +34,7 @@ from pytest_groundtruth.core.machine import cpu_kernel_family
 from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.oracle.files import OracleChange
+from pytest_groundtruth.runtimes.hf import MemoryBudget
 from pytest_groundtruth.tools import oracles
 
 CHECK_VERSION = 1  # bump when a stored verdict changes meaning
@@ -102,7 +103,8 @@ def regenerate(ctx: Context, model: ResolvedModel, tolerance: float | None) -> d
     changes: list[OracleChange] = list(oracles.build_all(
         [model], prompts, settings.path(settings.oracle_dir), settings.path(settings.eval_text),
         settings.root, max_new_tokens=settings.max_new_tokens, top_k=settings.top_k,
-        check=True, tolerance=tolerance, progress=False))
+        check=True, tolerance=tolerance, progress=False,
+        budget=MemoryBudget.from_settings(settings)))
     failed = [c for c in changes if c.status not in PASSING]
     shown = [c for c in changes if c.status != "unchanged"]
     return {

@@ -30,7 +30,12 @@ from pytest_groundtruth.oracle.format import (
     perplexity_path,
 )
 from pytest_groundtruth.runtimes.base import Artifact
-from pytest_groundtruth.runtimes.hf import SEED, TransformersRunner, library_versions
+from pytest_groundtruth.runtimes.hf import (
+    SEED,
+    MemoryBudget,
+    TransformersRunner,
+    library_versions,
+)
 from pytest_groundtruth.store.pool import close_open_runners
 
 
@@ -194,10 +199,13 @@ def build_all(
     check: bool = False,
     tolerance: float | None = None,
     progress: bool = True,
+    budget: MemoryBudget | None = None,
     perplexity: bool = True,
 ) -> Iterator[OracleChange]:
     """Regenerate the oracles of ``models`` x ``prompts``; yield one change per file
     (with ``perplexity``, each model's perplexity record too).
+
+    ``budget``: a model larger than it is loaded with disk offload (identical tokens).
 
     The progress bar is drawn only on a terminal: in CI logs and pipes it would be a
     stream of carriage-return frames, and the caller prints a line per file anyway.
@@ -213,7 +221,8 @@ def build_all(
         gpu = gpu_fields(precision) if device.startswith("cuda") else None
         if close_open_runners():  # a model open in a pool of this process would sit beside
             trim_heap()
-        with TransformersRunner(artifact, device, model.spec.trust_remote_code) as runner:
+        with TransformersRunner(artifact, device, model.spec.trust_remote_code,
+                                budget=budget) as runner:
             weights = WeightsChange(model)
             for prompt in prompts:
                 bar.set_postfix_str(f"{model.slug}/{prompt.name}")
