@@ -151,10 +151,12 @@ def test_bad_requests_are_named(project: Path, capsys: pytest.CaptureFixture[str
                         "--model", "tiny-gpt2")
     assert code == 2
     assert "compare takes one model, or two (teacher, student); got 3" in out
-    data = as_json(project, capsys, "--model", "tiny-llama", "--runtime", "transformers",
-                   "--quant", "int8", "--prompt", "code")
-    assert data["notes"] == ["runtime 'transformers' offers none of int8 (it has: float32, "
-                             "bfloat16, float16)"]
+    # A quantization that none of the chosen runtimes offers is refused before any work
+    # (it used to print an empty comparison with exit 0).
+    code, out = compare(project, capsys, "--model", "tiny-llama", "--runtime", "transformers",
+                        "--quant", "int8", "--prompt", "code")
+    assert code == 2
+    assert "--quant 'int8' is not one of bfloat16, float16, float32" in out
     code, out = compare(project, capsys, "--model", "nope")
     assert code == 2
     assert "key 'models' names 'nope'" in out

@@ -131,7 +131,7 @@ def validate_args(args: argparse.Namespace) -> None:
         check_quantizations(settings)
         offered = {q for name in settings.runtimes
                    for q in make_runtime(name, settings).quantizations}
-        _known("--gt-quant", args.gt_quant, sorted(offered))
+        _known("--quant", args.gt_quant, sorted(offered))
 
 
 def _context(args: argparse.Namespace, settings: Settings) -> Context:
