@@ -55,12 +55,17 @@ def sdist_path(cache_dir: Path | None = None) -> Path | None:
     return (cache_dir or default_cache_dir()) / "sdist" / f"llama_cpp_python-{version}.tar.gz"
 
 
+def fetch_args(dest: Path) -> list[str]:
+    """``pip download`` arguments that fetch the installed llama-cpp-python's sdist into
+    ``dest`` (after ``pip``: run as ``python -m pip``)."""
+    version = llama_cpp_version() or "<version>"
+    return ["download", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={version}",
+            "-d", str(dest)]
+
+
 def fetch_command(cache_dir: Path | None = None) -> str:
     """The command that puts the sdist where :func:`sdist_path` looks."""
-    version = llama_cpp_version() or "<version>"
-    target = (cache_dir or default_cache_dir()) / "sdist"
-    return (f"pip download --no-deps --no-binary :all: llama-cpp-python=={version} "
-            f"-d {target}")
+    return " ".join(["pip", *fetch_args((cache_dir or default_cache_dir()) / "sdist")])
 
 
 def unavailable(cache_dir: Path | None = None) -> str | None:

@@ -23,7 +23,7 @@ from pytest_groundtruth.oracle.format import OracleError, load_oracle, load_perp
 @dataclass(frozen=True)
 class OracleChange:
     path: Path
-    status: str  # "new" | "unchanged" | "noise" | "changed" | "unreadable"
+    status: str  # "new" | "unchanged" | "noise" | "changed" | "unreadable" | "skipped"
     detail: str = ""
     written: bool = False
 

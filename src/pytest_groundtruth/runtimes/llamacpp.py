@@ -51,7 +51,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -61,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_groundtruth.config.prompts import Message
 from pytest_groundtruth.config.settings import ConfigError, Settings
-from pytest_groundtruth.core.atomic import atomic_path
+from pytest_groundtruth.core.atomic import atomic_path, locked
 from pytest_groundtruth.core.failures import (
     EngineFailure,
     FailureKind,
@@ -80,6 +82,7 @@ from pytest_groundtruth.ggufio import (
 )
 from pytest_groundtruth.ggufio import quantize as quantizer
 from pytest_groundtruth.ggufio.reader import gguf_problem, scan_gguf
+from pytest_groundtruth.ggufio.tokenizer_meta import tokenizer_problem
 from pytest_groundtruth.measures import logprobs as lp
 from pytest_groundtruth.measures.logprobs import TopK
 from pytest_groundtruth.measures.timing import intervals
@@ -92,6 +95,7 @@ from pytest_groundtruth.runtimes.base import (
     read_options,
 )
 from pytest_groundtruth.runtimes.logits import LogitsRunner
+from pytest_groundtruth.runtimes.process import invoke, tail
 from pytest_groundtruth.runtimes.threads import default_threads
 
 if TYPE_CHECKING:
@@ -116,11 +120,41 @@ INSTALL = (
     "'pytest-groundtruth[llamacpp]'"
 )
 SEED = 42  # greedy decoding does not depend on it; fixed for the record
+FETCH_TIMEOUT = 900.0  # pip download of the sdist (~77 MB)
 KV_CACHE_TYPES = ("auto", "f16", "f32")
 
 
 def llama_cpp_version() -> str | None:
     return package_version("llama-cpp-python")
+
+
+def fetch_converter(cache_dir: Path | None = None, timeout: float = FETCH_TIMEOUT) -> None:
+    """Put llama.cpp's converter at hand: where the installed llama-cpp-python's sdist is
+    not in the cache, fetch it there with ``pip download`` (once, under a lock; renamed
+    into place). Where that fails (offline, no such release on the index),
+    :class:`RuntimeUnavailable` names the command to run where the index is reachable."""
+    reason = hfconvert.unavailable(cache_dir)
+    target = hfconvert.sdist_path(cache_dir)
+    if reason is None or target is None or os.environ.get(hfconvert.SDIST_ENV):
+        if reason:
+            raise RuntimeUnavailable(reason)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with locked(target):
+        if target.is_file():  # another worker fetched it meanwhile
+            return
+        with tempfile.TemporaryDirectory(prefix="gt-sdist-", dir=target.parent) as tmp:
+            argv = [sys.executable, "-m", "pip", *hfconvert.fetch_args(Path(tmp))]
+            try:
+                done = invoke(argv, timeout, tool="pip download")
+            except (EngineFailure, RuntimeUnavailable) as exc:
+                raise RuntimeUnavailable(f"{reason} (fetching it failed: "
+                                         f"{str(exc).splitlines()[0]})") from exc
+            found = sorted(Path(tmp).glob("*.tar.gz"))
+            if done.returncode != 0 or not found:
+                raise RuntimeUnavailable(f"{reason} (fetching it failed: pip exited "
+                                         f"{done.returncode}: {tail(done.stderr.strip(), 3, 400)})")
+            found[0].replace(target)
 
 
 class ContextTooSmall(InputError):
@@ -223,7 +257,10 @@ class LlamaCppRuntime(Runtime):
         except Exception as exc:  # ImportError, or OSError when the shared library is broken
             return f"llama-cpp-python cannot be imported ({type(exc).__name__}: {exc}): {INSTALL}"
         if self.converter == "llama.cpp":
-            return hfconvert.unavailable(self.cache_dir)
+            try:
+                fetch_converter(self.cache_dir)
+            except RuntimeUnavailable as exc:
+                return str(exc)
         return None
 
     def version(self) -> str:
@@ -264,20 +301,41 @@ class LlamaCppRuntime(Runtime):
         return found
 
     def _convert(self, model: ResolvedModel, quant: str, out: Path) -> str:
-        """``model`` as a ``quant`` (float32, float16, int8 or int4) GGUF at ``out``."""
+        """``model`` as a ``quant`` (float32, float16, int8 or int4) GGUF at ``out``.
+
+        ``auto`` falls back to llama.cpp's converter where ours refuses the model
+        (:class:`GGUFExportError`: a tokenizer or tensor it cannot write); the recipe's
+        first line says why."""
+        why = ""
         if self.converter_for(model) == "ours":
-            qtype, pre = QTYPES[quant], self.tokenizer_pre(model)
-            export_gguf(model.path, out, qtype, pre)
-            return (f"pytest_groundtruth.ggufio.export_gguf({str(model.path)!r}, <out>, "
-                    f"{qtype!r}, tokenizer_pre={pre!r})  # exporter v{EXPORTER_VERSION}")
+            try:
+                qtype, pre = QTYPES[quant], self.tokenizer_pre(model)
+                export_gguf(model.path, out, qtype, pre)
+            except GGUFExportError as exc:
+                if self.converter != "auto":
+                    raise
+                why = (f"# converter auto: our exporter refused {model.slug!r} ({exc}); "
+                       "llama.cpp's convert_hf_to_gguf.py instead\n")
+                try:
+                    fetch_converter(self.cache_dir)
+                except RuntimeUnavailable as missing:
+                    raise RuntimeUnavailable(f"our GGUF exporter cannot write model "
+                                             f"{model.slug!r} ({exc}), and the fallback, "
+                                             f"llama.cpp's converter: {missing}") from exc
+                out.unlink(missing_ok=True)
+            else:
+                return (f"pytest_groundtruth.ggufio.export_gguf({str(model.path)!r}, <out>, "
+                        f"{qtype!r}, tokenizer_pre={pre!r})  # exporter v{EXPORTER_VERSION}")
+        else:
+            fetch_converter(self.cache_dir)
         if quant in HF_OUTTYPES:
-            return hfconvert.convert(model.path, HF_OUTTYPES[quant], out, self.cache_dir)
+            return why + hfconvert.convert(model.path, HF_OUTTYPES[quant], out, self.cache_dir)
         with tempfile.TemporaryDirectory(prefix="gt-hfconv-", dir=out.parent) as tmp:
             f32 = Path(tmp) / "f32.gguf"
             first = hfconvert.convert(model.path, "f32", f32, self.cache_dir)
             second = quantizer.quantize(f32, out, "q4_0", self.n_threads)
         first = first.replace(str(f32), "<f32>")
-        return f"{first}\n{second.replace(str(f32), '<f32>').replace(str(out), '<out>')}"
+        return f"{why}{first}\n{second.replace(str(f32), '<f32>').replace(str(out), '<out>')}"
 
     def build(self, model: ResolvedModel, quant: str, out: Path) -> str:
         self.check_quant(quant)
@@ -294,12 +352,25 @@ class LlamaCppRuntime(Runtime):
     def validate(self, artifact_path: Path) -> str | None:
         return gguf_problem(artifact_path)
 
-    def reimport(self, gguf: Path, model: ResolvedModel, quant: str, out: Path) -> str:
+    def reimport_problem(self, model: ResolvedModel) -> str | None:
+        """The roundtrip rewrites the reimported model with our GGUF exporter: a model whose
+        architecture or tokenizer it does not write cannot go round."""
         config = names.read_config(model.path)
         if config.get("model_type") not in names.EXPORTED:
-            raise RuntimeUnavailable(
-                f"the roundtrip rewrites the reimported model with our GGUF exporter, which "
-                f"writes {', '.join(names.EXPORTED)}, not {config.get('model_type')!r}")
+            return (f"the roundtrip rewrites the reimported model with our GGUF exporter, "
+                    f"which writes {', '.join(names.EXPORTED)}, not "
+                    f"{config.get('model_type')!r}")
+        problem = tokenizer_problem(model.path)
+        if problem:
+            return (f"the roundtrip rewrites the reimported model with our GGUF exporter, "
+                    f"which cannot write model {model.slug!r}'s tokenizer: {problem}")
+        return None
+
+    def reimport(self, gguf: Path, model: ResolvedModel, quant: str, out: Path) -> str:
+        problem = self.reimport_problem(model)
+        if problem:
+            raise RuntimeUnavailable(problem)
+        config = names.read_config(model.path)
         pre = scan_gguf(gguf).scalars.get("tokenizer.ggml.pre")
         tokenizer_pre = pre if isinstance(pre, str) else self.tokenizer_pre(model)
         label = self.qtype(quant)
