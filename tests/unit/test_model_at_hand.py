@@ -4,11 +4,17 @@ apply to a model without a chat template, and what our exporter can write."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import pytest
+
 from pytest_groundtruth.config.settings import Settings
+from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.ggufio import hfconvert
 from pytest_groundtruth.ggufio.tokenizer_meta import tokenizer_problem
 from pytest_groundtruth.models.chat_template import chat_template_problem, has_chat_template
+from pytest_groundtruth.runtimes.llamacpp import fetch_converter
 from pytest_groundtruth.suites.matrix import build_cases
 
 
@@ -41,3 +47,21 @@ def test_the_exporter_names_a_tokenizer_it_cannot_write(tmp_path: Path) -> None:
     (tmp_path / "tokenizer.json").write_text(json.dumps(
         {"model": {"type": "BPE", "byte_fallback": False, "vocab": {}, "merges": []}}))
     assert tokenizer_problem(tmp_path) is None
+
+
+@pytest.mark.requires_llamacpp
+def test_the_converter_fetch_offline_names_the_command_and_is_tried_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(hfconvert.SDIST_ENV, raising=False)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # offline, as far as pip is concerned
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "nowhere"))
+    with pytest.raises(RuntimeUnavailable) as first:
+        fetch_converter(tmp_path)
+    message = str(first.value)
+    assert "pip download --no-deps --no-binary :all: llama-cpp-python==" in message
+    assert "fetching it failed: pip exited" in message
+    assert not list((tmp_path / "sdist").glob("*.tar.gz"))  # nothing half-written left
+    started = time.perf_counter()
+    with pytest.raises(RuntimeUnavailable, match="fetching it failed"):
+        fetch_converter(tmp_path)
+    assert time.perf_counter() - started < 1.0  # not tried again in this process

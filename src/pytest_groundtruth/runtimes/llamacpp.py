@@ -139,22 +139,36 @@ def fetch_converter(cache_dir: Path | None = None, timeout: float = FETCH_TIMEOU
         if reason:
             raise RuntimeUnavailable(reason)
         return
+    if target in _FETCH_FAILED:  # tried once in this process: do not wait on pip again
+        raise RuntimeUnavailable(_FETCH_FAILED[target])
     target.parent.mkdir(parents=True, exist_ok=True)
     with locked(target):
         if target.is_file():  # another worker fetched it meanwhile
             return
-        with tempfile.TemporaryDirectory(prefix="gt-sdist-", dir=target.parent) as tmp:
-            argv = [sys.executable, "-m", "pip", *hfconvert.fetch_args(Path(tmp))]
-            try:
-                done = invoke(argv, timeout, tool="pip download")
-            except (EngineFailure, RuntimeUnavailable) as exc:
-                raise RuntimeUnavailable(f"{reason} (fetching it failed: "
-                                         f"{str(exc).splitlines()[0]})") from exc
-            found = sorted(Path(tmp).glob("*.tar.gz"))
-            if done.returncode != 0 or not found:
-                raise RuntimeUnavailable(f"{reason} (fetching it failed: pip exited "
-                                         f"{done.returncode}: {tail(done.stderr.strip(), 3, 400)})")
-            found[0].replace(target)
+        try:
+            _fetch(target, reason, timeout)
+        except RuntimeUnavailable as exc:
+            _FETCH_FAILED[target] = str(exc)
+            raise
+
+
+_FETCH_FAILED: dict[Path, str] = {}  # sdist path -> why fetching it failed here
+
+
+def _fetch(target: Path, reason: str, timeout: float) -> None:
+    """``pip download`` the sdist into a temporary beside ``target``, then rename."""
+    with tempfile.TemporaryDirectory(prefix="gt-sdist-", dir=target.parent) as tmp:
+        argv = [sys.executable, "-m", "pip", *hfconvert.fetch_args(Path(tmp))]
+        try:
+            done = invoke(argv, timeout, tool="pip download")
+        except (EngineFailure, RuntimeUnavailable) as exc:
+            raise RuntimeUnavailable(f"{reason} (fetching it failed: "
+                                     f"{str(exc).splitlines()[0]})") from exc
+        found = sorted(Path(tmp).glob("*.tar.gz"))
+        if done.returncode != 0 or not found:
+            raise RuntimeUnavailable(f"{reason} (fetching it failed: pip exited "
+                                     f"{done.returncode}: {tail(done.stderr.strip(), 3, 400)})")
+        found[0].replace(target)
 
 
 class ContextTooSmall(InputError):
