@@ -166,3 +166,16 @@ def test_near_tie_by_rule_is_reported_not_silent(make_project: Project) -> None:
     record = json.loads((pytester.path / "count.json").read_text())["results"][0]["result"]
     assert record["measured"] == 27
     assert record["notes"] == []
+
+
+@pytest.mark.slow
+def test_an_update_of_some_tests_keeps_the_lines_of_the_others(make_project: Project) -> None:
+    pytester = make_project(TOOL, models=("tiny-llama",))
+    baseline = pytester.path / "baseline.txt"
+    not_run = "token[tiny-llama-transformers-bfloat16-greeting]"
+    baseline.write_text(f"{PASSING}  0\n{not_run}  9  higher  0\n")
+    update = pytester.runpytest("--gt-baseline", "baseline.txt", "--gt-baseline-update",
+                                "-k", "code")
+    update.assert_outcomes(passed=1, xfailed=1)
+    assert load_baseline(baseline) == {FAILING: BaselineEntry("27", "higher", "0"),
+                                       not_run: BaselineEntry("9", "higher", "0")}
