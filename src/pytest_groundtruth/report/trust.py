@@ -37,6 +37,7 @@ class Trust:
     false_alarms: Mapping[str, frozenset[str]] = field(default_factory=dict)
     measured: frozenset[str] = frozenset()  # the precisions the correct files covered
     source: str = ""  # what measured it, for reports
+    suites: frozenset[str] = frozenset()  # the suites the falsification ran
 
     def informs_only(self, suite: str, quant: str, other: str | None = None) -> bool:
         """True when ``suite`` raised a false alarm at this precision (or pair)."""
@@ -49,19 +50,20 @@ class Trust:
             "generated_by": "groundtruth falsify --trust",
             "source": self.source,
             "measured": sorted(self.measured),
+            "suites": sorted(self.suites),
             "false_alarms": {s: sorted(q) for s, q in sorted(self.false_alarms.items())},
         }, indent=2) + "\n"
 
 
 def from_alarms(alarms: Mapping[str, Sequence[str]], measured: Sequence[str],
-                source: str) -> Trust:
+                source: str, suites: Sequence[str] = ()) -> Trust:
     """The trust facts of a falsification: ``alarms`` maps a suite to the quantizations
     (``a+b`` for pairs) where it failed a correct file."""
     def key(q: str) -> str:
         return "+".join(precision(p) for p in q.split("+"))
 
     return Trust({s: frozenset(key(q) for q in qs) for s, qs in alarms.items() if qs},
-                 frozenset(key(q) for q in measured), source)
+                 frozenset(key(q) for q in measured), source, frozenset(suites))
 
 
 def load(path: Path = TRUST_FILE) -> Trust:
@@ -73,4 +75,5 @@ def load(path: Path = TRUST_FILE) -> Trust:
         raise ValueError(f"{path}: schema {data.get('schema')!r} is not {SCHEMA!r}; "
                          "regenerate it with `groundtruth falsify --trust`")
     return Trust({s: frozenset(q) for s, q in data.get("false_alarms", {}).items()},
-                 frozenset(data.get("measured", ())), str(data.get("source", "")))
+                 frozenset(data.get("measured", ())), str(data.get("source", "")),
+                 frozenset(data.get("suites", ())))

@@ -283,7 +283,8 @@ def cmd_falsify(args: argparse.Namespace) -> int:
     text = falsify.render(args.model, rows, suites, quants)
     _publish(args, text)
     if args.trust:
-        atomic_write_text(Path(args.trust), falsify.trust_facts(args.model, rows).to_json())
+        facts = falsify.trust_facts(args.model, rows, suites)
+        atomic_write_text(Path(args.trust), facts.to_json())
         print(f"wrote the trust facts to {args.trust}", file=sys.stderr)
     if args.readme:
         readme = Path(args.readme)

@@ -185,7 +185,8 @@ def full(short_name: str) -> str:
     return "+".join(names.get(q, q) for q in short_name.split("+"))
 
 
-def trust_facts(model: str, rows: Sequence[RowResult]) -> Trust:
+def trust_facts(model: str, rows: Sequence[RowResult], suites: Sequence[str] = SUITES
+                ) -> Trust:
     """What the score trusts (:mod:`pytest_groundtruth.report.trust`): per suite, the
     quantizations at which it failed a correct file."""
     correct = [r for r in rows if r.kind == "correct" and not r.not_applicable]
@@ -193,7 +194,7 @@ def trust_facts(model: str, rows: Sequence[RowResult]) -> Trust:
     labels = ", ".join(r.label for r in correct)
     return from_alarms({s: [full(q) for q in qs] for s, qs in false_alarms(rows).items()},
                        measured, f"{model} on {RUNTIME}: {len(correct)} correct files "
-                       f"({labels})")
+                       f"({labels})", suites)
 
 
 def trusted(rows: Sequence[RowResult], suites: Sequence[str], quant: str) -> list[str]:
