@@ -22,6 +22,7 @@ from pytest_groundtruth.config.qualification import (
     threshold_for,
     threshold_table,
 )
+from pytest_groundtruth.report import score, trust
 from pytest_groundtruth.report.records import ParityRecord, SettingsSummary
 from pytest_groundtruth.report.score import (
     AT_BOUND,
@@ -33,6 +34,13 @@ from pytest_groundtruth.report.score import (
 )
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult
+
+
+@pytest.fixture(autouse=True)
+def every_suite_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the formula: no falsification facts (tests/unit/test_trust.py
+    has those), whatever data/trust.json says."""
+    monkeypatch.setattr(score, "default_trust", trust.Trust)
 
 
 def record(suite: str, passed: bool = True, measured: Any = 0, bound: Any = 3,
