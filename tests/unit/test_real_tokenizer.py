@@ -59,7 +59,7 @@ def test_a_real_sentencepiece_model_converts_skips_chat_and_roundtrip_with_reaso
     assert tokenizer["model"].get("byte_fallback")  # the real thing, not a stand-in
     assert not has_chat_template(gemma_tokenizer_model)
     pytester = make_project(
-        'models = ["gemma-sp"]\nruntimes = ["llamacpp"]\nquantizations = ["int8"]\n'
+        'models = ["gemma-sp"]\nruntimes = ["llamacpp"]\nquantizations = ["int8", "int4"]\n'
         'suites = ["token", "canary", "roundtrip", "gateway"]\n'
         'prompts = ["code", "capital"]\n'
         f'[tool.groundtruth.roster.gemma-sp]\nsource = "path:{gemma_tokenizer_model}"\n',
