@@ -14,7 +14,6 @@ from pytest_groundtruth.core.failures import RuntimeUnavailable
 from pytest_groundtruth.ggufio import hfconvert
 from pytest_groundtruth.ggufio.tokenizer_meta import tokenizer_problem
 from pytest_groundtruth.models.chat_template import chat_template_problem, has_chat_template
-from pytest_groundtruth.runtimes.llamacpp import fetch_converter
 from pytest_groundtruth.suites.matrix import build_cases
 
 
@@ -56,12 +55,12 @@ def test_the_converter_fetch_offline_names_the_command_and_is_tried_once(
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # offline, as far as pip is concerned
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "nowhere"))
     with pytest.raises(RuntimeUnavailable) as first:
-        fetch_converter(tmp_path)
+        hfconvert.fetch_converter(tmp_path)
     message = str(first.value)
     assert "pip download --no-deps --no-binary :all: llama-cpp-python==" in message
     assert "fetching it failed: pip exited" in message
     assert not list((tmp_path / "sdist").glob("*.tar.gz"))  # nothing half-written left
     started = time.perf_counter()
     with pytest.raises(RuntimeUnavailable, match="fetching it failed"):
-        fetch_converter(tmp_path)
+        hfconvert.fetch_converter(tmp_path)
     assert time.perf_counter() - started < 1.0  # not tried again in this process

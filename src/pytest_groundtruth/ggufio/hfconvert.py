@@ -9,7 +9,8 @@ and interrupted runs are safe). Without the sdist, :func:`converter_script` rais
 :class:`~pytest_groundtruth.core.failures.RuntimeUnavailable` whose message is the command
 that fetches it (:func:`fetch_command`), so tests that need it skip with that fix.
 
-:func:`convert` runs the script in a child process with this interpreter (it needs torch,
+:func:`convert` runs the script in a child process (:mod:`~pytest_groundtruth.core.process`)
+with this interpreter (it needs torch,
 transformers and, for SentencePiece vocabularies, sentencepiece).
 :func:`tokenizer_pre` reproduces the converter's choice of ``tokenizer.ggml.pre`` (the
 SHA-256 of the tokenizer's ids for its probe text, looked up in its table) for our own
@@ -23,11 +24,12 @@ import hashlib
 import importlib.metadata
 import os
 import re
-import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
+from pytest_groundtruth.core import process
 from pytest_groundtruth.core.atomic import atomic_path, locked
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
 from pytest_groundtruth.core.paths import default_cache_dir
@@ -85,6 +87,52 @@ def unavailable(cache_dir: Path | None = None) -> str | None:
             f"set {SDIST_ENV} to the sdist")
 
 
+FETCH_TIMEOUT = 900.0  # pip download of the sdist (~77 MB)
+_FETCH_FAILED: dict[Path, str] = {}  # sdist path -> why fetching it failed in this process
+
+
+def fetch_converter(cache_dir: Path | None = None, timeout: float = FETCH_TIMEOUT) -> None:
+    """Put llama.cpp's converter at hand: where the installed llama-cpp-python's sdist is
+    not in the cache, fetch it there with ``pip download`` through the subprocess harness
+    (once, under a lock; renamed into place). Where that fails (offline, no such release
+    on the index), :class:`RuntimeUnavailable` names the command to run where the index
+    is reachable, and later calls in this process say so at once."""
+    reason = unavailable(cache_dir)
+    target = sdist_path(cache_dir)
+    if reason is None or target is None or os.environ.get(SDIST_ENV):
+        if reason:
+            raise RuntimeUnavailable(reason)
+        return
+    if target in _FETCH_FAILED:  # tried once in this process: do not wait on pip again
+        raise RuntimeUnavailable(_FETCH_FAILED[target])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with locked(target):
+        if target.is_file():  # another worker fetched it meanwhile
+            return
+        try:
+            _fetch(target, reason, timeout)
+        except RuntimeUnavailable as exc:
+            _FETCH_FAILED[target] = str(exc)
+            raise
+
+
+def _fetch(target: Path, reason: str, timeout: float) -> None:
+    """``pip download`` the sdist into a temporary beside ``target``, then rename."""
+    with tempfile.TemporaryDirectory(prefix="gt-sdist-", dir=target.parent) as tmp:
+        argv = [sys.executable, "-m", "pip", *fetch_args(Path(tmp))]
+        try:
+            done = process.invoke(argv, timeout, tool="pip download")
+        except (EngineFailure, RuntimeUnavailable) as exc:
+            raise RuntimeUnavailable(f"{reason} (fetching it failed: "
+                                     f"{str(exc).splitlines()[0]})") from exc
+        found = sorted(Path(tmp).glob("*.tar.gz"))
+        if done.returncode != 0 or not found:
+            raise RuntimeUnavailable(
+                f"{reason} (fetching it failed: pip exited {done.returncode}: "
+                f"{process.tail(done.stderr.strip(), 3, 400)})")
+        found[0].replace(target)
+
+
 def converter_dir(cache_dir: Path | None = None) -> Path:
     """The unpacked converter (``convert_hf_to_gguf.py``, ``conversion/``, ``gguf-py/``)."""
     reason = unavailable(cache_dir)
@@ -130,21 +178,25 @@ def convert(model_dir: Path, outtype: str, out: Path, cache_dir: Path | None = N
     command line. A failure raises :class:`EngineFailure` with the converter's stderr."""
     if outtype not in OUTTYPES:
         raise ValueError(f"llama.cpp's converter writes {', '.join(OUTTYPES)}, not {outtype!r}")
-    script = converter_script(cache_dir)
-    argv = [sys.executable, str(script), str(model_dir), "--outtype", outtype,
-            "--outfile", str(out)]
-    line = " ".join(argv[1:])
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise EngineFailure(FailureKind.TIMEOUT, f"llama.cpp's converter ran over {timeout} s",
-                            call=line) from exc
+    argv = command(model_dir, outtype, out, cache_dir)
+    done = process.invoke(argv, timeout, tool="llama.cpp's converter")
     if done.returncode != 0 or not out.is_file():
-        raise EngineFailure(FailureKind.CRASHED,
-                            f"llama.cpp's converter failed on {model_dir} (exit "
-                            f"{done.returncode})", call=line, stderr=done.stderr)
-    return f"python {line}"
+        raise process.failure(FailureKind.CRASHED, f"llama.cpp's converter failed on "
+                              f"{model_dir} (exit {done.returncode})", done)
+    return convert_call(model_dir, outtype, out, cache_dir)
+
+
+def command(model_dir: Path, outtype: str, out: Path, cache_dir: Path | None = None
+            ) -> list[str]:
+    """The child process that converts ``model_dir`` to ``out`` at ``outtype``."""
+    return [sys.executable, str(converter_script(cache_dir)), str(model_dir), "--outtype",
+            outtype, "--outfile", str(out)]
+
+
+def convert_call(model_dir: Path, outtype: str, out: Path, cache_dir: Path | None = None
+                 ) -> str:
+    """The command line :func:`convert` runs, as a user would type it."""
+    return "python " + " ".join(command(model_dir, outtype, out, cache_dir)[1:])
 
 
 # --------------------------------------------------------------------------- pre-tokenizer

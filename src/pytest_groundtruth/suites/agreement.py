@@ -36,8 +36,9 @@ from pytest_groundtruth.oracle.format import REFERENCE
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.suites import calibrated
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.quality import Weight, q_agreement
 from pytest_groundtruth.suites.result import SuiteResult, token_table
-from pytest_groundtruth.suites.spec import Cell, Suite, each_artifact
+from pytest_groundtruth.suites.spec import Cell, Suite, Work, each_artifact
 
 BOUNDS_FILE = Path(__file__).parents[1] / "data" / "agreement_bounds.json"
 
@@ -271,6 +272,10 @@ SUITE = Suite(
         for name in ("min_top1", "max_kl", "text_min_top1", "text_max_kl")
     },
     expand=_cases,
+    weight=Weight(30, q_agreement, "teacher-forced over every prompt's positions, so "
+                  "one early near-tie flip cannot cascade; bounds calibrated on correct "
+                  "conversions: the strongest black-box measure"),
+    work=frozenset({Work.SCORE}),
     rank=80,
     worse={"top1": "lower", "kl": "higher"},
 )

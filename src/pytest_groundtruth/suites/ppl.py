@@ -22,8 +22,9 @@ from pytest_groundtruth.oracle.format import OracleError
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.suites import calibrated
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.quality import Weight, q_perplexity
 from pytest_groundtruth.suites.result import SuiteResult, bound_of
-from pytest_groundtruth.suites.spec import Cell, Suite, each_artifact, each_pair
+from pytest_groundtruth.suites.spec import Cell, Suite, Work, each_artifact, each_pair
 
 
 def run(case: Case, ctx: Context) -> SuiteResult:
@@ -147,5 +148,8 @@ SUITE = Suite(
     per_prompt=False,
     params={"ceiling": None, "max_ratio": load_bounds(), "max_gap": 0.5},
     expand=_cases,
+    weight=Weight(15, q_perplexity, "whole-text damage in one number against the oracle's "
+                  "perplexity; insensitive to where a flip happens"),
+    work=frozenset({Work.PERPLEXITY}),
     rank=50,
 )

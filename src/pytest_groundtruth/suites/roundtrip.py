@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import RuntimeUnavailable
-from pytest_groundtruth.ggufio.quantize import CATALOG
+from pytest_groundtruth.ggufio.quants import CATALOG
 from pytest_groundtruth.measures.near_ties import compare
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.quality import Weight, q_mismatches
 from pytest_groundtruth.suites.result import SuiteResult, bound_of, token_table
-from pytest_groundtruth.suites.spec import Suite
+from pytest_groundtruth.suites.spec import Suite, Work
 
 
 def run(case: Case, ctx: Context) -> SuiteResult:
@@ -60,5 +61,8 @@ SUITE = Suite(
     needs=((Capability.EXPORT_GGUF,), (Capability.REIMPORT,)),
     quantizations=("int4", *CATALOG),
     params={"max_mismatches": 0},
+    weight=Weight(5, q_mismatches, "export + reimport losslessness: a converter "
+                  "property more than the runtime's quality"),
+    work=frozenset({Work.GENERATE, Work.ROUNDTRIP}),
     rank=40,
 )
