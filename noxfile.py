@@ -327,18 +327,27 @@ def reference(session: nox.Session, transformers: str) -> None:
 
 
 def compile_lock(session: nox.Session, name: str, pins: list[str],
-                 extras: str | None = "dev") -> None:
+                 extras: str | None = "dev", upgrade: bool = False) -> None:
     """``locks/<name>.txt``: ``pins`` and (unless ``extras`` is None) pyproject.toml's
-    dependencies with ``extras``, every distribution pinned with its hashes."""
+    dependencies with ``extras``, every distribution pinned with its hashes.
+
+    The lock's current pins are kept where they still satisfy the requirements (pip-compile
+    reads its previous output as preferences), so adding a dependency moves nothing else;
+    ``upgrade`` resolves every distribution to its newest allowed version.
+    """
     with tempfile.TemporaryDirectory() as scratch:
         pins_in = Path(scratch) / f"{name}.in"
         pins_in.write_text("".join(f"{p}\n" for p in pins), encoding="utf-8")
         raw = Path(scratch) / f"{name}.txt"
+        if lock_path(name).is_file() and not upgrade:
+            raw.write_text(lock_path(name).read_text(encoding="utf-8"), encoding="utf-8")
         session.run("pip-compile", "--quiet", "--generate-hashes", "--allow-unsafe",
                     "--strip-extras", "--no-emit-index-url", "--no-emit-find-links",
                     "--no-header", "--annotation-style=line", "--output-file", str(raw),
+                    *(["--upgrade"] if upgrade else []),
                     *([f"--extra={extras}", "pyproject.toml"] if extras else []), str(pins_in))
-        text = raw.read_text(encoding="utf-8")
+        # The pins' temporary file is named by where the pins are declared.
+        text = raw.read_text(encoding="utf-8").replace(f"-r {pins_in}", "-r noxfile.py")
     # The project names itself through its extras (dev = pytest-groundtruth[all,...]); it is
     # installed editable from the work tree, never from the lock: drop its entry (and the
     # warning pip-compile writes about its missing hash).
@@ -364,21 +373,24 @@ def lock(session: nox.Session) -> None:
     """Write locks/: dev.txt (every session), reference-<v>.txt (`nox -s reference`), nox.txt
     (what .ci/run installs nox from) and embedded.txt (the model's package, no dependencies).
 
-    Names after `--` write only those locks, e.g. `nox -s lock -- dev` after a change to
-    pyproject.toml's dependencies (each resolution takes a minute or more).
+    Current pins are kept where they still fit, so a new dependency moves nothing else;
+    `nox -s lock -- --upgrade` moves every distribution to its newest allowed version. Names
+    after `--` write only those locks, e.g. `nox -s lock -- dev` (each resolution takes a
+    minute or more).
     """
     session.install(PIP_TOOLS)
     LOCKS.mkdir(exist_ok=True)
     pins = {reference_lock(v): [TORCH, f"transformers=={v}"] for v in REFERENCE_RANGE}
-    wanted = set(session.posargs) or {*pins, "nox", "embedded"}
+    upgrade = "--upgrade" in session.posargs
+    wanted = {a for a in session.posargs if a != "--upgrade"} or {*pins, "nox", "embedded"}
     unknown = wanted - {*pins, "nox", "embedded"}
     if unknown:
         session.error(f"no lock named {', '.join(sorted(unknown))}; "
                       f"known: {', '.join(sorted({*pins, 'nox', 'embedded'}))}")
     for name in sorted(wanted & set(pins)):
-        compile_lock(session, name, pins[name])
+        compile_lock(session, name, pins[name], upgrade=upgrade)
     if "nox" in wanted:
-        compile_lock(session, "nox", [NOX], extras=None)
+        compile_lock(session, "nox", [NOX], extras=None, upgrade=upgrade)
     if "embedded" in wanted:
         lock_embedded(session)
 

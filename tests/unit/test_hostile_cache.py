@@ -101,6 +101,7 @@ def test_an_old_nested_partial_is_swept_on_a_warm_rerun(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- 9: corruption
 
 
+@pytest.mark.slow  # three sessions: three subprocesses
 def test_a_corrupted_artifact_with_its_mtime_restored_is_rebuilt(tmp_path: Path) -> None:
     script = RECIPE + f'''
 cache = ArtifactCache(Path({str(tmp_path)!r}))
@@ -248,3 +249,20 @@ def test_pytest_runs_from_a_warm_read_only_cache(read_only: tuple[Path, Path],
     assert "Traceback" not in text
     assert f"the cache folder {view}" in text
     assert "is not writable" in text
+
+
+@pytest.mark.slow
+def test_a_full_disk_in_a_run_is_an_error_not_a_crash(
+        full_disk: Path, make_project: Callable[..., pytest.Pytester]) -> None:
+    pytester = make_project(
+        'models = ["tiny-llama"]\nruntimes = ["llamacpp"]\nquantizations = ["float32"]\n'
+        'suites = ["gateway", "token"]\nprompts = ["code"]\n', models=("tiny-llama",))
+    result = pytester.runpytest(f"--gt-cache-dir={full_disk}", "--gt-results=r.json")
+    result.assert_outcomes(failed=2)
+    text = result.stdout.str()
+    assert "Traceback" not in text
+    assert f"no space left on the disk holding {full_disk}" in text
+    records = json.loads((pytester.path / "r.json").read_text())["results"]
+    assert len(records) == 2
+    assert not any(r["verdict"] for r in records)  # not Crashed: not the engine's failure
+    result.stdout.fnmatch_lines(["tiny-llama*llamacpp*float32*E*E*"])

@@ -23,7 +23,12 @@ from pathlib import Path
 import pytest
 
 from pytest_groundtruth.config import roster
-from pytest_groundtruth.config.settings import ConfigError, load_settings
+from pytest_groundtruth.config.settings import (
+    ConfigError,
+    ExternalArtifact,
+    Settings,
+    load_settings,
+)
 from pytest_groundtruth.context.engines import external_artifact
 from pytest_groundtruth.core.atomic import atomic_path, remove_stale
 from pytest_groundtruth.core.paths import OutsideFolder, inside
@@ -34,6 +39,7 @@ from pytest_groundtruth.runtimes.apr import AprRuntime
 from pytest_groundtruth.standins.apr.cli import write_launcher
 from pytest_groundtruth.store.artifacts import ArtifactCache, Recipe, prepare
 from pytest_groundtruth.store.results import ResultStore
+from pytest_groundtruth.suites.matrix import build_cases, check_artifacts
 from pytest_groundtruth.tools.cli import EXIT_MEANINGS
 
 Project = Callable[..., pytest.Pytester]
@@ -155,6 +161,32 @@ def test_a_supplied_artifact_that_no_test_uses_is_an_error(make_project: Project
     result.stdout.fnmatch_lines([f"*artifact */empty.gguf ({artifact}) would not be tested: "
                                  f"{why}*"])
     result.assert_outcomes(errors=1)
+
+
+@pytest.mark.parametrize(("artifact", "why"), [
+    ("tiny-llama:llamacpp:int9", "runtime 'llamacpp' has no quantization 'int9'"),
+    ("tiny-llama:llamacpp:int8", "quantization 'int8' is not in quantizations"),
+    ("tiny-qwen2:llamacpp:float32", "model 'tiny-qwen2' is not in models"),
+    ("tiny-llama:torchao:int8", "runtime 'torchao' is not in runtimes"),
+    ("tiny-llama:llamacpp:float32", None),  # a cell of the matrix: tested
+])
+def test_the_matrix_names_why_a_supplied_artifact_would_not_be_tested(
+        tmp_path: Path, artifact: str, why: str | None) -> None:
+    """The fast twin of the pytester test above: the check on the settings alone."""
+    model, runtime, quant = artifact.split(":")
+    settings = Settings(root=tmp_path, models=("tiny-llama",),
+                        runtimes=("transformers", "llamacpp"), quantizations=("float32",),
+                        suites=("token",), artifacts=(
+                            ExternalArtifact(model, runtime, quant, tmp_path / "empty.gguf"),))
+    if why is None:
+        cases = build_cases(settings, ["code"])
+        assert any(c.runtime == "llamacpp" for c in cases)
+        check_artifacts(settings, cases)
+        return
+    with pytest.raises(ConfigError) as info:
+        build_cases(settings, ["code"])  # checks the supplied artifacts against its cases
+    assert str(info.value).startswith(f"artifact {tmp_path / 'empty.gguf'} ({artifact}) would "
+                                      f"not be tested: {why}")
 
 
 # --------------------------------------------------------------------------- defect 4

@@ -16,7 +16,7 @@ import pytest
 
 from pytest_groundtruth.config.roster import BUILTIN
 from pytest_groundtruth.measures.acceptance import Acceptance, Proposal, acceptance
-from pytest_groundtruth.models import drafts
+from pytest_groundtruth.models import content, drafts
 from pytest_groundtruth.models.sources import ResolvedModel, resolve
 from pytest_groundtruth.oracle.format import load_oracle
 from pytest_groundtruth.runtimes.base import Artifact
@@ -84,7 +84,9 @@ def test_the_draft_is_the_targets_first_layers_byte_for_byte(
     assert (draft.path / "tokenizer.json").read_bytes() == \
         (target.path / "tokenizer.json").read_bytes()
     assert drafts.vocabulary_mismatch(target.path, draft.path) is None
-    assert draft.fingerprint == drafts.fingerprint(target.fingerprint, 1)
+    assert draft.fingerprint == content.fingerprint(
+        f"truncate v{drafts.BUILDER_VERSION}", {"target": target.fingerprint, "layers": 1},
+        content.tensor_hashes(draft.path))
 
 
 def test_a_draft_must_drop_at_least_one_layer(tiny: Callable[[str], ResolvedModel],

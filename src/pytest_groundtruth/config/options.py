@@ -107,6 +107,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("cache-dir", "artifact/result cache (default: cache_dir or the user cache "
            "directory); write --gt-cache-dir=DIR", "DIR", setting="cache_dir",
            parse=lambda v: Path(v).resolve()),
+    Option("cache-url", "a shared artifact store behind the local cache, any fsspec URL "
+           "(s3://bucket/prefix, gs://..., file:///shared/path); default: cache_url",
+           "URL", setting="cache_url"),
     Option("no-cache", "rebuild artifacts and rerun engines instead of using cached results",
            flag=True),
     Option("apr-bin", "the apr executable (default: apr_bin or `apr` on PATH)", "PATH",
@@ -117,6 +120,12 @@ OPTIONS: tuple[Option, ...] = (
            "MODEL:RUNTIME:QUANT=PATH", repeat=True, setting="artifacts",
            parse=lambda values: tuple(parse_artifact(v) for v in values)),
     Option("results", "write every measurement as JSON to FILE", "FILE"),
+    Option("shard", "run part K of N of the tests (1 <= K <= N), split by xdist group and "
+           "balanced by cost; the same tests and --gt-shard-timings give the same split "
+           "on every machine (docs/sharding.md)", "K/N"),
+    Option("shard-timings", "balance --gt-shard by the durations in this results JSON of "
+           "an earlier run (--gt-results, groundtruth merge); default: a static estimate",
+           "FILE"),
     Option("ticket", "write a GitHub issue (markdown) for the failures; nothing when none",
            "FILE"),
     Option("baseline", "known falsifications: listed failures become strict xfails", "FILE"),
@@ -137,7 +146,8 @@ OPTIONS: tuple[Option, ...] = (
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 # The options that narrow or configure a run (the CLI's measuring commands take these).
-RUN_OPTIONS = ("model", "runtime", "quant", "prompt", "near-ties", "cache-dir", "no-cache",
+RUN_OPTIONS = ("model", "runtime", "quant", "prompt", "near-ties", "cache-dir", "cache-url",
+               "no-cache",
                "apr-bin", "timeout", "artifact")
 
 

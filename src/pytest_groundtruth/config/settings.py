@@ -10,6 +10,7 @@ Example::
     models = ["smollm2-135m", "my-model"]
     runtimes = ["llamacpp", "apr"]
     quantizations = ["int8", "int4"]
+    cache_max_size = "20G"                 # trimmed at session end, least recently used first
 
     [tool.groundtruth.roster.my-model]     # the source is enough; stated shape keys
     source = "hf:my-org/my-model"          # (layers = 30, ...) are checked against it
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ from pytest_groundtruth.config.roster import BUILTIN, ModelSpec, RosterError, sp
 from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.paths import default_cache_dir, name_problem
 from pytest_groundtruth.core.plugins import RUNTIMES, SUITES, load, registered
+from pytest_groundtruth.core.usage import parse_size
 from pytest_groundtruth.measures.near_ties import MODES
 
 if sys.version_info >= (3, 11):
@@ -121,6 +124,10 @@ class Settings:
     prompts_dir: Path = Path("prompts")
     eval_text: Path = Path("prompts/eval/perplexity.txt")
     cache_dir: Path | None = None
+    # Bytes; the cache is trimmed to it, least recently used first, when a pytest session
+    # ends (docs/speed.md). Written "5G", "500M" or a number of bytes. None: no limit.
+    cache_max_size: int | None = None
+    cache_url: str | None = None  # a shared artifact store behind cache_dir (fsspec URL)
     max_new_tokens: int = 32
     top_k: int = 10
     near_ties: str = "rule"  # measures.near_ties.MODES
@@ -222,9 +229,13 @@ _SCALAR_KEYS: dict[str, type | tuple[type, ...]] = {
     "top_k": int,
     "near_ties": str,
     "apr_bin": str,
+    "cache_url": str,
     "timeout": (int, float),
     "min_grade": str,
+    "cache_max_size": (str, int),
 }
+# Scalar keys whose value is parsed (the error names the file and the key).
+_PARSED: dict[str, Callable[[Any], Any]] = {"cache_max_size": parse_size}
 _TABLE_KEYS = ("roster", "runtime", "bounds", "artifacts", "adapters", "speculative")
 KNOWN_KEYS = (*_LIST_KEYS, *_PATH_KEYS, *_SCALAR_KEYS, *_TABLE_KEYS, *THRESHOLD_KEYS)
 
@@ -290,6 +301,11 @@ def apply_table(settings: Settings, table: dict[str, Any], origin: str) -> Setti
             value = table[key]
             if isinstance(value, bool) or not isinstance(value, scalar):
                 raise ConfigError(f"{origin}: key {key!r} = {value!r} has the wrong type")
+            if key in _PARSED:
+                try:
+                    value = _PARSED[key](value)
+                except ValueError as exc:
+                    raise ConfigError(f"{origin}: key {key!r}: {exc}") from None
             changes[key] = value
     for key in THRESHOLD_KEYS:
         if key in table:

@@ -19,8 +19,10 @@ from pytest_groundtruth.context.engines import Engines
 from pytest_groundtruth.context.inputs import Inputs
 from pytest_groundtruth.context.results import Results
 from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.core.usage import Lease
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.store.artifacts import ArtifactCache
+from pytest_groundtruth.store.remote import RemoteCache
 from pytest_groundtruth.store.results import ResultStore
 
 
@@ -30,15 +32,20 @@ class Context:
     inputs: Inputs
     engines: Engines
     results: Results
+    # While open, the cache entries it uses are in use (`groundtruth clean --max-size`).
+    lease: Lease | None = None
 
     @classmethod
     def open(cls, settings: Settings, cache_dir: Path | None = None,
              refresh_token: str | None = None, max_open_runners: int = 2) -> Context:
         root = cache_dir if cache_dir is not None else settings.cache_root()
-        engines = Engines(settings, root, ArtifactCache(root, refresh_token), max_open_runners)
+        remote = RemoteCache(settings.cache_url) if settings.cache_url else None
+        engines = Engines(settings, root, ArtifactCache(root, refresh_token, remote),
+                          max_open_runners)
         inputs = Inputs(settings, engines.model)
         store = ResultStore(root, refresh_token)
-        return cls(settings, inputs, engines, Results(settings, inputs, engines, store))
+        return cls(settings, inputs, engines, Results(settings, inputs, engines, store),
+                   Lease.take(root))
 
     def prompts_for(self, runtime: str, device: str = "cpu", model: str | None = None
                     ) -> list[str]:
@@ -59,3 +66,6 @@ class Context:
 
     def close(self) -> None:
         self.engines.close()
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None

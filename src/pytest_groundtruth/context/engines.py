@@ -10,6 +10,7 @@ loaded) are what ``groundtruth bench`` reports per process.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from pytest_groundtruth.config.settings import Settings
@@ -34,6 +35,7 @@ class Engines:
         self._runtimes: dict[str, Runtime] = {}
         self._built: dict[tuple[str, str, str, str], Artifact] = {}
         self.runners_opened = 0
+        self.resolve_seconds = 0.0  # spent resolving models (a cost each process pays once)
         # On disk: the largest weights a runner of this process loaded, the artifact's or
         # its float32 source's (which the integrity, reimport and oracle paths read whole).
         self.largest_model_bytes = 0
@@ -41,12 +43,14 @@ class Engines:
     def model(self, slug: str) -> ResolvedModel:
         """The resolved model; raises :class:`ModelUnavailable` (remembered) when it cannot be."""
         if slug not in self._models:
+            start = time.perf_counter()
             try:
                 self._models[slug] = resolve(self.settings.spec(slug), self.cache_dir,
                                              self.settings.root, self.settings.roster)
             except ModelUnavailable as exc:
                 self._models[slug] = exc
             trim_heap()  # a source built now (float32 weights written) leaves freed heap
+            self.resolve_seconds += time.perf_counter() - start
         found = self._models[slug]
         if isinstance(found, ModelUnavailable):
             raise found

@@ -16,6 +16,7 @@ from pytest_groundtruth.config.prompts import Prompt, load_prompts
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.core.failures import RuntimeUnavailable
 from pytest_groundtruth.models.chat_template import chat_template_problem
+from pytest_groundtruth.models.content import weights_change
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.oracle.format import (
     Oracle,
@@ -78,15 +79,26 @@ class Inputs:
                 if problem:  # not applicable to this model: a skip, not a missing oracle
                     raise RuntimeUnavailable(problem)
             oracle = load_oracle(path)
-            problem = provenance_problem(oracle, slug, self._model(slug).fingerprint,
+            model = self._model(slug)
+            problem = provenance_problem(oracle, slug, model.fingerprint,
                                          asked.text, self.settings.max_new_tokens,
                                          tuple((m.role, m.content) for m in asked.messages))
             if problem:
-                raise StaleOracle(f"{path} is stale: {problem}; regenerate it: "
+                raise StaleOracle(f"{path} is stale: {problem}{self._weights(oracle, model)}; "
+                                  "regenerate it: "
                                   f"`{regenerate_command(slug, prompt, precision, device)}`")
             self._oracles[key] = oracle
         self._oracles[key].require(*needs)
         return self._oracles[key]
+
+    def _weights(self, oracle: Oracle, model: ResolvedModel) -> str:
+        """For an oracle of other weights: which tensors differ, and the command that says
+        whether the tokens moved."""
+        old = oracle.model_fingerprint
+        if old is None or old == model.fingerprint or oracle.slug != model.slug:
+            return ""
+        return (f": {weights_change(model.path.parent, old, model.path)}; whether the tokens "
+                f"moved: `groundtruth oracle --check --tolerance --model {model.slug}`")
 
     def oracle_perplexity(self, slug: str) -> dict[str, Any]:
         root = self.settings.path(self.settings.oracle_dir)

@@ -35,12 +35,12 @@ from filelock import FileLock
 from pytest_groundtruth.core.failures import CacheUnusable
 
 STALE_SECONDS = 24 * 3600  # a temporary whose writer cannot be asked is stale after a day
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # names no machine
 _OWNED = re.compile(r"\.gt(\d+)-([0-9a-f]{8})\.partial$")
 
 
 def _owner_tag() -> str:
-    return f".gt{os.getpid()}-{_HOST}.partial"
+    return f".gt{os.getpid()}-{HOST}.partial"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -115,22 +115,38 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` of this host no longer exists."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def discard(path: Path) -> None:
+    """Remove a cache entry (file or folder) so that no reader sees half of it: renamed
+    first to a temporary of this process (atomic), then deleted; a crash in between
+    leaves a temporary that :func:`remove_stale` clears."""
+    doomed = path.with_name(f".{path.name}.del{_owner_tag()}")
+    try:
+        path.replace(doomed)
+    except FileNotFoundError:
+        return
+    _remove(doomed)
+
+
 def is_stale(path: Path, now: float | None = None) -> bool:
     """Whether ``path`` is one of our temporaries whose writer is gone."""
     if not (path.name.startswith(".") and path.name.endswith(".partial")):
         return False
     found = _OWNED.search(path.name)
-    if found is not None and found.group(2) == _HOST:
-        pid = int(found.group(1))
-        if pid == os.getpid():
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, another user's
-            return False
-        return False
+    if found is not None and found.group(2) == HOST:
+        return process_gone(int(found.group(1)))
     try:
         age = (time.time() if now is None else now) - path.lstat().st_mtime
     except FileNotFoundError:
@@ -207,6 +223,9 @@ def cache_problem(folder: Path, exc: BaseException, doing: str) -> CacheUnusable
     such as numpy's "3145728 requested and 1654520 written" carries no errno) or a
     read-only folder; None for any other failure."""
     codes = set(_errnos(exc))
+    text = str(exc)
+    if os.strerror(errno.ENOSPC) in text or "os error 28" in text:  # Rust writers' errors
+        codes.add(errno.ENOSPC)
     try:
         usage = shutil.disk_usage(_existing(folder))
     except OSError:

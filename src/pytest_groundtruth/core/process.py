@@ -303,18 +303,20 @@ def invoke(argv: Sequence[str], timeout: float | None, *, tool: str = "the tool"
 
 
 def spawn(argv: Sequence[str], *, log: IO[bytes] | None = None,
-          environ: Mapping[str, str] | None = None, own_group: bool = True) -> Child:
+          environ: Mapping[str, str] | None = None, own_group: bool = True,
+          cwd: Path | None = None) -> Child:
     """Start ``argv`` (no shell, stdin closed) and return at once.
 
     stdout and stderr go to ``log`` (inherited when None); ``environ`` is the whole
     environment (None: this process's). ``own_group``: in a new session, so that
     :func:`stop` ends it with every process it started; False keeps it in the caller's
-    group (a helper that must die with its parent's group).
+    group (a helper that must die with its parent's group). ``cwd``: where it runs
+    (None: here).
     """
     return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log,
                             stderr=subprocess.STDOUT if log is not None else None,
                             env=None if environ is None else dict(environ),
-                            start_new_session=own_group)
+                            start_new_session=own_group, cwd=cwd)
 
 
 def stop(proc: Child, grace: float) -> None:

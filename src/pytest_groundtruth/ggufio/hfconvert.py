@@ -33,6 +33,7 @@ from pytest_groundtruth.core import process
 from pytest_groundtruth.core.atomic import atomic_path, locked
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
 from pytest_groundtruth.core.paths import default_cache_dir
+from pytest_groundtruth.core.usage import touch
 
 SDIST_ENV = "GROUNDTRUTH_LLAMACPP_SDIST"
 PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
@@ -147,6 +148,7 @@ def converter_dir(cache_dir: Path | None = None) -> Path:
         if not (target / "convert_hf_to_gguf.py").is_file():
             with atomic_path(target) as tmp:
                 _unpack(sdist, tmp)
+        touch(target)
     return target
 
 

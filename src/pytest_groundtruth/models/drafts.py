@@ -5,7 +5,7 @@ norm and its LM head, byte for byte, and the target's tokenizer files: the same
 vocabulary by construction, so greedy assisted generation with it must reproduce the
 target's greedy tokens exactly, whatever its acceptance rate. Built from the target's
 safetensors by name (no RNG, no model class), so the same target always gives the same
-draft; :func:`fingerprint` identifies it for every cache key downstream.
+draft; its fingerprint is its tensors' content (:mod:`~pytest_groundtruth.models.content`).
 
 Roster source: ``truncate:TARGET`` with the entry's ``layers`` field as the number of
 blocks kept (``smollm2-135m-draft``, ``tiny-llama-draft`` are built in).
@@ -18,7 +18,7 @@ import re
 import shutil
 from pathlib import Path
 
-from pytest_groundtruth.core.hashing import digest
+from pytest_groundtruth.models.content import RECORD
 
 # Bump when the construction below changes: it is part of the draft's fingerprint.
 BUILDER_VERSION = 1
@@ -31,11 +31,6 @@ _LAYER_KEYS = ("num_hidden_layers", "n_layer")
 
 class DraftError(ValueError):
     """The target cannot be truncated as asked (names the target and the problem)."""
-
-
-def fingerprint(target_fingerprint: str, layers: int) -> str:
-    return digest({"draft": "truncate", "target": target_fingerprint, "layers": layers,
-                   "builder": BUILDER_VERSION})
 
 
 def block_of(name: str) -> int | None:
@@ -75,8 +70,9 @@ def truncate(target: Path, layers: int, out: Path) -> None:
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n",
                                      encoding="utf-8")
     for extra in sorted(target.iterdir()):
-        if extra.is_file() and extra.suffix != ".safetensors" and extra.name not in (
-                "config.json", "model.safetensors.index.json", ".complete"):
+        if extra.is_file() and extra.suffix != ".safetensors" and not extra.name.startswith(
+                ".") and extra.name not in ("config.json", "model.safetensors.index.json",
+                                            RECORD):
             shutil.copyfile(extra, out / extra.name)
 
 

@@ -10,6 +10,14 @@ Frobenius norm of the weight it adapts: large enough to change the greedy output
 embedded model on every prompt that does not end at once (docs/lora.md has the figures),
 small enough to keep it a language model.
 
+The built-in adapter is written by us, not by peft's ``save_pretrained``: the LoRA tensors
+in ``adapter_model.safetensors`` and an ``adapter_config.json`` holding only the fields we
+set (:func:`adapter_config`), which every peft since 0.13 reads. peft's own config names
+every field of the version that wrote it (0.22.0 added ``astra_config``), and an older
+peft refuses a field it does not know (``LoraConfig.__init__() got an unexpected keyword
+argument 'astra_config'``): a cached adapter would then be readable only by the peft
+that wrote it.
+
 A user's adapter is a ``peft`` LoRA directory (``adapter_config.json`` and
 ``adapter_model.safetensors``; pickle ``adapter_model.bin`` is not loaded).
 
@@ -27,11 +35,11 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from pytest_groundtruth.core.hashing import digest, tree_sha256
-from pytest_groundtruth.core.plugins import package_version
+from pytest_groundtruth.core.hashing import digest
+from pytest_groundtruth.models.content import RECORD, ContentError, tensor_hashes
 
 # Bump when the construction below changes: it is part of every fingerprint.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 SEED = 20261201
 RANK = 8
 ALPHA = 16
@@ -44,30 +52,30 @@ class AdapterError(ValueError):
     """An adapter directory is missing, unsafe or not a LoRA adapter (names the file)."""
 
 
-def builtin_fingerprint(base_fingerprint: str) -> str:
+def builtin_key(base_fingerprint: str) -> str:
+    """Where the built-in adapter of a base is cached: what it is made of."""
     return digest({"adapter": "builtin-lora", "base": base_fingerprint, "seed": SEED,
                    "rank": RANK, "alpha": ALPHA, "targets": TARGET_MODULES,
                    "relative": RELATIVE_SIZE, "builder": BUILDER_VERSION})
 
 
+def adapter_config(base_name: str) -> dict[str, Any]:
+    """The built-in adapter's ``adapter_config.json``: our fields only (module docstring)."""
+    return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": RANK, "lora_alpha": ALPHA,
+            "target_modules": sorted(TARGET_MODULES), "lora_dropout": 0.0, "bias": "none",
+            "fan_in_fan_out": False, "inference_mode": True,
+            "base_model_name_or_path": base_name}
+
+
 def adapter_fingerprint(adapter: Path) -> str:
-    """What identifies a user's adapter: its files' contents."""
-    check_adapter(adapter)
-    return digest({"adapter": tree_sha256(adapter / "adapter_model.safetensors"),
-                   "config": tree_sha256(adapter / "adapter_config.json")})
-
-
-def merged_fingerprint(base_fingerprint: str, adapter_fp: str) -> str:
-    # peft's version from its metadata: importing peft imports torch, which a warm re-run
-    # (every model already built) would otherwise pay for on every LoRA case.
-    peft_version = package_version("peft")
-    if peft_version is None:
-        import peft  # not installed: the ImportError the callers expect
-
-        peft_version = peft.__version__
-    return digest({"merge": "merge_and_unload", "base": base_fingerprint,
-                   "adapter": adapter_fp, "peft": peft_version,
-                   "builder": BUILDER_VERSION})
+    """What identifies an adapter: its config and its tensors' contents (not the bytes of
+    the safetensors header, which the writing library may change)."""
+    config = check_adapter(adapter)
+    try:
+        tensors = tensor_hashes(adapter)
+    except ContentError as exc:
+        raise AdapterError(str(exc)) from exc
+    return digest({"config": config, "weights": digest(tensors)})
 
 
 def check_adapter(adapter: Path) -> dict[str, Any]:
@@ -101,7 +109,8 @@ def build_adapter(base: Path, out: Path) -> None:
     """Write the built-in deterministic LoRA adapter for the model at ``base`` to ``out``."""
     import numpy as np
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32,
@@ -131,12 +140,13 @@ def build_adapter(base: Path, out: Path) -> None:
             b *= RELATIVE_SIZE * np.linalg.norm(weight) / delta
             a_param.copy_(torch.from_numpy(a.astype(np.float32)))
             b_param.copy_(torch.from_numpy(b.astype(np.float32)))
-    peft_model.save_pretrained(str(out))
-    # peft writes the base's absolute path; the cache folder name is what identifies it.
-    config_file = out / "adapter_config.json"
-    data = json.loads(config_file.read_text(encoding="utf-8"))
-    data["base_model_name_or_path"] = base.name
-    config_file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    # peft's saved form (module docstring): its state dict names, our config. The base
+    # is named by its cache folder (content-addressed), not by an absolute path.
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+    save_file(state, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (out / "adapter_config.json").write_text(
+        json.dumps(adapter_config(base.name), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def apply_unmerged(model: Any, adapter: Path) -> Any:
@@ -156,7 +166,8 @@ def merge(base: Path, adapter: Path, out: Path) -> None:
                                                  use_safetensors=True)
     merged = apply_unmerged(model, adapter).merge_and_unload()
     merged.save_pretrained(out)
-    for file in sorted(base.iterdir()):  # the tokenizer, byte for byte
+    for file in sorted(base.iterdir()):  # the tokenizer, byte for byte (not the cache's files)
         if file.is_file() and not (out / file.name).exists() and file.suffix != ".safetensors" \
-                and file.name not in ("model.safetensors.index.json", ".complete"):
+                and not file.name.startswith(".") \
+                and file.name not in ("model.safetensors.index.json", RECORD):
             shutil.copyfile(file, out / file.name)

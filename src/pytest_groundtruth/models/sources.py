@@ -15,12 +15,14 @@ roster entry sets ``trust_remote_code``.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
 import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from pytest_groundtruth.config.roster import (
     BUILTIN,
@@ -30,12 +32,14 @@ from pytest_groundtruth.config.roster import (
     RosterError,
 )
 from pytest_groundtruth.core.atomic import atomic_path, atomic_write_text, cache_problem, locked
-from pytest_groundtruth.core.failures import InputError
-from pytest_groundtruth.core.hashing import file_sha256, text_sha256
+from pytest_groundtruth.core.failures import CacheUnusable, InputError
+from pytest_groundtruth.core.hashing import digest, file_sha256, text_sha256
 from pytest_groundtruth.core.paths import inside
+from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.core.sealed import seal, sealed_problem
+from pytest_groundtruth.core.usage import touch
 from pytest_groundtruth.ggufio.reader import gguf_problem
-from pytest_groundtruth.models import drafts, lora, tiny
+from pytest_groundtruth.models import content, drafts, lora, tiny
 
 HF_ALLOW_PATTERNS = [
     "*.json",
@@ -75,8 +79,17 @@ def resolve(spec: ModelSpec, cache_dir: Path, root: Path | None = None,
     The result's ``spec`` has every shape field filled from the model's config.json; a
     field the roster entry states and the model contradicts raises :class:`ModelError`.
     ``roster``: where a derived model (``truncate:``, ``lora:``) finds its base (default:
-    the built-in roster)."""
-    resolved = _resolve(spec, cache_dir, root, roster if roster is not None else BUILTIN)
+    the built-in roster). A full disk or a read-only cache that lacks the model is a
+    :class:`~pytest_groundtruth.core.failures.CacheUnusable` naming the folder."""
+    try:
+        resolved = _resolve(spec, cache_dir, root, roster if roster is not None else BUILTIN)
+    except (CacheUnusable, ModelError, ModelUnavailable):
+        raise
+    except Exception as exc:  # safetensors' own SafetensorError carries "os error 28"
+        problem = cache_problem(cache_dir, exc, f"preparing model {spec.slug!r}")
+        if problem is None:
+            raise
+        raise problem from exc
     return replace(resolved, spec=derive_spec(resolved))
 
 
@@ -242,14 +255,14 @@ def _require_safetensors(spec: ModelSpec, path: Path) -> None:
 
 def _from_directory(spec: ModelSpec, path: Path) -> ResolvedModel:
     _require_safetensors(spec, path)
-    digest = hashlib.sha256()
+    files = hashlib.sha256()
     for file in sorted(path.iterdir()):
         if file.is_file() and file.suffix in (".json", ".safetensors", ".model", ".txt"):
-            digest.update(f"{file.name}:{file_sha256(file)}\n".encode())
+            files.update(f"{file.name}:{file_sha256(file)}\n".encode())
     return ResolvedModel(
         spec,
         path,
-        fingerprint=digest.hexdigest(),
+        fingerprint=files.hexdigest(),
         provenance={"source": spec.source, "path": str(path)},
     )
 
@@ -306,6 +319,7 @@ def _from_file(spec: ModelSpec, file: Path, cache_dir: Path) -> ResolvedModel:
                 seal(tmp)
         if not facts_file.is_file():
             atomic_write_text(facts_file, json.dumps(gguf_facts(file)) + "\n")
+        touch(target)
     if spec.tokenizer_pre is None:
         pre = json.loads(facts_file.read_text()).get("tokenizer_pre")
         spec = replace(spec, tokenizer_pre=pre if isinstance(pre, str) else None)
@@ -363,23 +377,17 @@ def _tiny(spec: ModelSpec, cache_dir: Path) -> ResolvedModel:
             + ", ".join(f"tiny:{a}" for a in tiny.CONFIGS)
         )
     embedded = resolve(BUILTIN["smollm2-135m"], cache_dir)  # the tokenizer comes from it
-    payload = tiny.fingerprint_payload(arch) + embedded.fingerprint
-    fingerprint = text_sha256(payload)
-    target = inside(cache_dir / "models", f"tiny-{arch}-{fingerprint[:16]}")
-    with locked(target):
-        if sealed_problem(target):
-            with atomic_path(target) as tmp:
-                tiny.build(arch, tmp, tokenizer_dir=embedded.path)
-                seal(tmp)
+    recipe = {"arch": arch, "payload": tiny.fingerprint_payload(arch),
+              "tokenizer": embedded.fingerprint}
+    # transformers saves the drawn weights (which tensors, under which names: tied ones
+    # once) and the config: a new version builds again, and the weights' hashes decide
+    # whether that is another model.
+    key = {**recipe, "transformers": _tool_version("transformers")}
     if spec.tokenizer_pre is None:
         spec = replace(spec, tokenizer_pre=tiny.TOKENIZER_PRE.get(arch, tiny.DEFAULT_PRE))
-    return ResolvedModel(
-        spec,
-        target,
-        fingerprint=fingerprint,
-        provenance={"source": spec.source, "builder": f"tiny v{tiny.BUILDER_VERSION}",
-                    "seed": str(tiny.SEED)},
-    )
+    return _derived(spec, cache_dir, f"tiny-{arch}", key,
+                    lambda out: tiny.build(arch, out, tokenizer_dir=embedded.path),
+                    f"tiny v{tiny.BUILDER_VERSION}", recipe, {"seed": str(tiny.SEED)})
 
 
 # --------------------------------------------------------------------------- derived models
@@ -401,16 +409,36 @@ def inherit_tokenizer_pre(spec: ModelSpec, base: ResolvedModel) -> ModelSpec:
     return replace(spec, tokenizer_pre=base.spec.tokenizer_pre)
 
 
-def _derived(spec: ModelSpec, cache_dir: Path, fingerprint: str, build: Callable[[Path], None],
+def _tool_version(name: str) -> str:
+    """An installed tool's version, from its metadata (importing torch or peft to ask
+    would cost a warm run seconds); not installed: the tool's own ImportError."""
+    found = package_version(name)
+    if found is None:
+        importlib.import_module(name)
+        found = "unknown"
+    return found
+
+
+def _derived(spec: ModelSpec, cache_dir: Path, name: str, key: dict[str, Any],
+             build: Callable[[Path], None], builder: str, recipe: dict[str, Any],
              provenance: dict[str, str]) -> ResolvedModel:
-    target = cache_dir / "models" / f"{spec.slug}-{fingerprint[:16]}"
+    """A model built into ``models/<name>-<key>``: ``key`` says when to build it again
+    (its inputs, and the versions of the tools that write its bytes), its fingerprint is
+    what was built (:mod:`~pytest_groundtruth.models.content`): the builder's version,
+    ``recipe`` and the hashes of the weights, recorded in the folder and sealed."""
+    target = inside(cache_dir / "models", f"{name}-{digest(key)[:16]}")
     with locked(target):
-        if not (target / ".complete").is_file():
+        found = None if sealed_problem(target) else content.recorded_fingerprint(target)
+        if found is None:
             with atomic_path(target) as tmp:
                 build(tmp)
-                (tmp / ".complete").write_text(fingerprint + "\n")
-    return ResolvedModel(spec, target, fingerprint=fingerprint,
-                         provenance={"source": spec.source, **provenance})
+                content.record(tmp, builder, recipe)
+                seal(tmp)
+            found = content.recorded_fingerprint(target)
+            assert found is not None, f"{target}: the content record was just written"
+        touch(target)
+    return ResolvedModel(spec, target, fingerprint=found,
+                         provenance={"source": spec.source, "builder": builder, **provenance})
 
 
 def _truncated(spec: ModelSpec, cache_dir: Path, root: Path | None,
@@ -421,7 +449,9 @@ def _truncated(spec: ModelSpec, cache_dir: Path, root: Path | None,
                          "many decoder blocks of its base to keep)")
     target = resolve(base_of(spec, roster), cache_dir, root, roster)
     spec = inherit_tokenizer_pre(spec, target)
-    fingerprint = drafts.fingerprint(target.fingerprint, layers)
+    # The draft's tensors are the target's bytes, copied: nothing but its inputs and our
+    # builder decides them, so no tool version is in the key.
+    recipe = {"target": target.fingerprint, "layers": layers}
 
     def build(out: Path) -> None:
         try:
@@ -429,9 +459,9 @@ def _truncated(spec: ModelSpec, cache_dir: Path, root: Path | None,
         except drafts.DraftError as exc:
             raise ModelError(f"model {spec.slug!r} ({spec.source}): {exc}") from exc
 
-    return _derived(spec, cache_dir, fingerprint, build,
-                    {"target": target.slug, "layers": str(layers),
-                     "builder": f"truncate v{drafts.BUILDER_VERSION}"})
+    builder = f"truncate v{drafts.BUILDER_VERSION}"
+    return _derived(spec, cache_dir, spec.slug, {**recipe, "builder": builder}, build, builder,
+                    recipe, {"target": target.slug, "layers": str(layers)})
 
 
 @dataclass(frozen=True)
@@ -464,25 +494,32 @@ def lora_parts(spec: ModelSpec, cache_dir: Path, root: Path | None = None,
                 raise ModelUnavailable(f"model {spec.slug!r} ({spec.source}): {exc}{fix}"
                                        ) from exc
             raise ModelError(f"model {spec.slug!r} ({spec.source}): {exc}") from exc
-    fingerprint = lora.builtin_fingerprint(base.fingerprint)
-    adapter = cache_dir / "models" / f"lora-{base.slug}-{fingerprint[:16]}"
+    # The built-in adapter is written in a form every peft reads (lora.build_adapter):
+    # keyed by what it is made of, whichever peft wrote it.
+    key = lora.builtin_key(base.fingerprint)
+    adapter = inside(cache_dir / "models", f"lora-{base.slug}-{key[:16]}")
     with locked(adapter):
-        if not (adapter / ".complete").is_file():
+        if sealed_problem(adapter):
             with atomic_path(adapter) as tmp:
                 try:
                     lora.build_adapter(base.path, tmp)
                 except lora.AdapterError as exc:
                     raise ModelError(f"model {spec.slug!r} ({spec.source}): {exc}") from exc
-                (tmp / ".complete").write_text(fingerprint + "\n")
-    return LoraParts(base, adapter, fingerprint, builtin=True)
+                seal(tmp)
+        touch(adapter)
+    return LoraParts(base, adapter, lora.adapter_fingerprint(adapter), builtin=True)
 
 
 def _merged(spec: ModelSpec, cache_dir: Path, root: Path | None,
             roster: Mapping[str, ModelSpec]) -> ResolvedModel:
     parts = lora_parts(spec, cache_dir, root, roster)
     spec = inherit_tokenizer_pre(spec, parts.base)
-    fingerprint = lora.merged_fingerprint(parts.base.fingerprint, parts.fingerprint)
-    return _derived(spec, cache_dir, fingerprint,
-                    lambda out: lora.merge(parts.base.path, parts.adapter, out),
-                    {"base": parts.base.slug, "adapter": str(parts.adapter),
-                     "builder": f"peft merge_and_unload v{lora.BUILDER_VERSION}"})
+    recipe = {"base": parts.base.fingerprint}
+    builder = f"peft merge_and_unload v{lora.BUILDER_VERSION}"
+    # peft merges (and torch computes W + s B A): a new version of either merges again,
+    # and the merged weights' hashes decide whether that is another model.
+    key = {**recipe, "adapter": parts.fingerprint, "builder": builder,
+           "peft": _tool_version("peft"), "torch": _tool_version("torch")}
+    return _derived(spec, cache_dir, spec.slug, key,
+                    lambda out: lora.merge(parts.base.path, parts.adapter, out), builder,
+                    recipe, {"base": parts.base.slug, "adapter": str(parts.adapter)})

@@ -121,8 +121,9 @@ def compare_oracles(old: dict[str, Any], new: dict[str, Any], decode: Any = None
         return Difference("; ".join([*parts, schema, *_version_notes(old, new)]), worst,
                           structural=True)
     others = _other_fields(old, new)
-    if others:
-        return Difference(others, worst, structural=True)
+    if others:  # whether the tokens moved is the first thing a reader asks (other weights)
+        return Difference("; ".join([*(parts or ["tokens and top-k ids identical"]), others]),
+                          worst, structural=True)
     versions = _version_notes(old, new)
     if not parts and versions:  # what a reference upgrade that changes nothing looks like
         parts = ["tokens and top-k identical"]

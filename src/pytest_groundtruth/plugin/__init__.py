@@ -14,6 +14,7 @@ import pytest
 
 from pytest_groundtruth.config.options import add_pytest_options
 from pytest_groundtruth.config.settings import ConfigError, load_settings
+from pytest_groundtruth.plugin import shard
 from pytest_groundtruth.plugin.collection import CONFIG_FILE, GroundtruthFile, prefer_loadgroup
 from pytest_groundtruth.plugin.fixtures import (  # noqa: F401 - fixtures are found by name here
     apr_runner,
@@ -71,16 +72,30 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     opt = config.option
+    cache: Path | None = None  # None: a bad configuration, reported at collection
+    url: str | None = None
     try:
-        cache = load_settings(config.rootpath).cache_root()
+        settings = load_settings(config.rootpath)
+        cache, url = settings.cache_root(), settings.cache_url
     except ConfigError:
-        cache = None  # reported with the file and key at collection
+        pass
     line = f"groundtruth: cache {opt.gt_cache_dir or cache}"
+    if opt.gt_cache_url or url:
+        line += f", shared {opt.gt_cache_url or url}"
     if opt.gt_no_cache:
         line += ", cache bypassed (--gt-no-cache)"
     if opt.gt_baseline:
         line += f", baseline {opt.gt_baseline}"
+    if opt.gt_shard:
+        line += f", shard {opt.gt_shard}"
+        line += (f" by the timings of {opt.gt_shard_timings}" if opt.gt_shard_timings
+                 else " by static estimates")
     return [line]
+
+
+@pytest.hookimpl(trylast=True)  # after -m, -k and the other plugins narrowed the run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    session_of(config).split = shard.select(config, items)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -106,6 +121,9 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    # Model resolution this phase paid for: left out of the durations shards balance by.
+    resolved = session_of(item.config).resolved_since_last()
+    report.gt_resolve_seconds = resolved  # type: ignore[attr-defined]
     if isinstance(item, ParityItem) and item.plain_nodeid != item.nodeid:
         # The worker must report the id it scheduled by; the controller shows the plain one.
         report.gt_plain_nodeid = item.plain_nodeid  # type: ignore[attr-defined]
@@ -155,6 +173,8 @@ def skip_lines(records: list[ParityRecord], strict: bool) -> tuple[list[str], bo
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     session = session_of(config)
     lines = grid.render_text(session.run.records)
+    if session.split is not None:
+        lines.append(f"groundtruth {session.split.summary()}")
     if lines or session.finish_lines:
         terminalreporter.section("groundtruth parity matrix")
         for line in [*lines, *session.finish_lines]:

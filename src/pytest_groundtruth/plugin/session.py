@@ -9,6 +9,7 @@ and at the end writes the JSON results, the ticket and the baseline.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,8 @@ from pytest_groundtruth.config.options import apply_overrides, pytest_values
 from pytest_groundtruth.config.settings import Settings, load_settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import EngineFailure, InputError
+from pytest_groundtruth.core.usage import show_size
+from pytest_groundtruth.plugin import shard
 from pytest_groundtruth.plugin.baseline import (
     BaselineEntry,
     BaselineError,
@@ -33,7 +36,9 @@ from pytest_groundtruth.plugin.items import ParityFailure, ParityItem
 from pytest_groundtruth.report import html, outcomes, results_json, ticket
 from pytest_groundtruth.report.records import ParityRecord, Run, SettingsSummary
 from pytest_groundtruth.report.score import below_minimum
+from pytest_groundtruth.store.entries import trim
 from pytest_groundtruth.suites.result import SuiteResult
+from pytest_groundtruth.suites.shards import Split
 from pytest_groundtruth.suites.spec import get_suite
 
 SESSION_KEY = pytest.StashKey["GroundtruthSession"]()
@@ -53,6 +58,10 @@ class GroundtruthSession:
         self.finish_lines: list[str] = []
         self.write_errors: list[str] = []  # outputs that could not be written (by name)
         self.below_grade: list[str] = []  # combinations under their minimum grade
+        self._resolved = 0.0  # resolved_since_last's running total
+        self.split: Split | None = None  # --gt-shard's split, where this process collected
+        if config.option.gt_shard:
+            shard.parse(config.option.gt_shard)  # a bad value fails before collection
         workerinput = getattr(config, "workerinput", None)
         self.is_worker = workerinput is not None
         # From xdist's workerinput, not the environment: a pytest started by a test that
@@ -98,6 +107,12 @@ class GroundtruthSession:
                                                max_open_runners=2 if key == FIXTURES else 1)
         return self._contexts[key]
 
+    def resolved_since_last(self) -> float:
+        """Seconds this process spent resolving models since the last call."""
+        total = sum(c.engines.resolve_seconds for c in self._contexts.values())
+        since, self._resolved = total - self._resolved, total
+        return round(since, 3)
+
     def baseline_mark(self, item: ParityItem) -> None:
         """Known falsifications become strict xfails that only a parity verdict satisfies."""
         entry = self.baseline.get(item.name)
@@ -122,6 +137,10 @@ class GroundtruthSession:
     # ------------------------------------------------------------------ controller
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        nodeid = getattr(report, "gt_plain_nodeid", None) or report.nodeid
+        durations = self.run.durations
+        own = max(0.0, report.duration - float(getattr(report, "gt_resolve_seconds", 0.0)))
+        durations[nodeid] = round(durations.get(nodeid, 0.0) + own, 3)
         data = getattr(report, "groundtruth", None)
         final = report.when == "call" or (report.when == "setup" and not report.passed)
         if data is None or not final:
@@ -184,7 +203,35 @@ class GroundtruthSession:
 
             output("baseline", baseline_path, write_entries)
         lines.extend(self.qualify())
+        lines.extend(self.trim_caches())
         self.finish_lines = lines
+
+    def trim_caches(self) -> list[str]:
+        """Trim each cache with a ``cache_max_size`` to it, least recently used first (the
+        controller only, once the workers are done; this session's own lease protects
+        nothing now, another live session's does)."""
+        limits: dict[Path, int] = {}
+        for settings in self.settings.values():
+            if settings.cache_max_size is not None:
+                root = settings.cache_root()
+                limits[root] = min(limits.get(root, settings.cache_max_size),
+                                   settings.cache_max_size)
+        lines = []
+        for root, limit in limits.items():
+            try:
+                done = trim(root, limit, ignore_pid=os.getpid())
+            except OSError as exc:
+                lines.append(f"groundtruth cache: could not trim {root} to {show_size(limit)}"
+                             f" (cache_max_size): {exc}")
+                continue
+            if done.removed or done.in_use:
+                kept = f"; {len(done.in_use)} in use by a running session kept" \
+                    if done.in_use else ""
+                lines.append(f"groundtruth cache: {len(done.removed)} least recently used "
+                             f"entries removed from {root}, {show_size(done.before)} -> "
+                             f"{show_size(done.after)} (cache_max_size {show_size(limit)})"
+                             f"{kept}")
+        return lines
 
     def qualify(self) -> list[str]:
         """Lines for each combination below its minimum grade (``min_grade``,

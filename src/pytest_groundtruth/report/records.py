@@ -90,6 +90,9 @@ class Run:
 
     started: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     records: list[ParityRecord] = field(default_factory=list)
+    finished: dt.datetime | None = None  # None: the run is going on (written as "now")
+    # node id -> seconds (setup + call + teardown) of every test, parity or not
+    durations: dict[str, float] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[ParityRecord]:

@@ -43,7 +43,9 @@ def _details(record: ParityRecord) -> list[str]:
 
 
 def render(records: Sequence[ParityRecord]) -> str | None:
-    failures = [r for r in records if r.failed]
+    # By node id, not by completion order: one run, with or without workers, or the
+    # shards of a run merged (groundtruth merge) write the same ticket.
+    failures = sorted((r for r in records if r.failed), key=lambda r: r.nodeid)
     if not failures:
         return None
     versions = tool_versions(records)
@@ -65,7 +67,7 @@ def render(records: Sequence[ParityRecord]) -> str | None:
             f"{prov['torch_version']}, weights sha256 {str(prov['model_fingerprint'])[:16]})"
         )
     out += ["", f"### {len(failures)} failure(s)", ""]
-    for record in sorted(failures, key=lambda r: r.nodeid):
+    for record in failures:
         out += [f"#### `{record.case.suite}/{record.case.id}`", "", *_details(record), ""]
     out += ["### Reproduction", "", "```bash"]
     out += [f"pytest {shlex.quote(r.nodeid)}" for r in failures[:20]]

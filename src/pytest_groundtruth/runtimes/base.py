@@ -264,6 +264,10 @@ class Runtime(abc.ABC):
 
     def key_parts(self, quant: str) -> dict[str, str]:
         """What besides the source model decides the artifact's bytes (versions, settings)."""
+        # The engine's version belongs here, unlike in a model's fingerprint: an artifact
+        # is the engine's own output (its converter's bytes, its quantizer's rounding),
+        # and every result cached under the artifact key is its kernels' arithmetic.
+        # Neither can be known without running the engine, so a new version runs again.
         return {"runtime": self.name, "quant": quant, "version": self.version()}
 
     @abc.abstractmethod

@@ -34,6 +34,12 @@ every use of the artifact's folder.
 ``refresh_token``: when set (``--gt-no-cache``), entries not produced under that token
 are ignored and rebuilt, once per run, even with several workers.
 
+``remote`` (``cache_url``, :mod:`~pytest_groundtruth.store.remote`): a shared store
+behind this one. A local miss is fetched from it before anything is built, and what
+this process builds is published to it; when another machine published the same
+artifact first, its files replace ours, so every machine ends with the same bytes.
+Under ``refresh_token`` the store is neither read nor written.
+
 The functions at the bottom make the recipes of a runtime (:func:`prepare`,
 :func:`reimported`, :func:`exported`): that is where the runtime's methods are called.
 """
@@ -61,9 +67,11 @@ from pytest_groundtruth.core.failures import CacheUnusable
 from pytest_groundtruth.core.hashing import digest, file_sha256, tree_sha256
 from pytest_groundtruth.core.memory import trim_heap
 from pytest_groundtruth.core.paths import inside
+from pytest_groundtruth.core.usage import touch
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.base import Artifact, Runner, Runtime
 from pytest_groundtruth.store.pool import close_open_runners
+from pytest_groundtruth.store.remote import RemoteCache
 
 
 @dataclass(frozen=True)
@@ -92,9 +100,11 @@ class Built:
 
 
 class ArtifactCache:
-    def __init__(self, root: Path, refresh_token: str | None = None) -> None:
+    def __init__(self, root: Path, refresh_token: str | None = None,
+                 remote: RemoteCache | None = None) -> None:
         self.root = root
         self.refresh_token = refresh_token
+        self.remote = remote if refresh_token is None else None
         self.built = 0  # artifacts this process built (cache misses)
         self._recipes: dict[Path, Recipe] = {}  # what get() returned: verify() rebuilds them
         self._verified: set[Path] = set()
@@ -112,8 +122,14 @@ class ArtifactCache:
         with locked(directory):
             sweep(target)  # a killed build's temporary
             manifest = self._sound_manifest(recipe, key, target, manifest_path)
+            if manifest is None and self.remote is not None:
+                manifest = self._fetch(self.remote, key, target, manifest_path)
             if manifest is None:
                 manifest = self._build(recipe, key, target, manifest_path)
+                if self.remote is not None:
+                    manifest = self._publish(self.remote, key, target, manifest_path,
+                                             manifest)
+            touch(directory)  # its last use, for `groundtruth clean --max-size`
         self._recipes[target] = recipe
         return Built(target, key, manifest["recipe"], manifest["sha256"], manifest["seconds"])
 
@@ -161,6 +177,33 @@ class ArtifactCache:
         except OSError as exc:
             if not is_read_only(exc):
                 raise
+        return manifest
+
+    def _fetch(self, remote: RemoteCache, key: str, target: Path, manifest_path: Path
+               ) -> dict[str, Any] | None:
+        manifest_path.unlink(missing_ok=True)
+        shared = remote.fetch(key, target)
+        if shared is None:
+            return None
+        return self._keep(shared, target, manifest_path)
+
+    def _publish(self, remote: RemoteCache, key: str, target: Path, manifest_path: Path,
+                 manifest: dict[str, Any]) -> dict[str, Any]:
+        shared = {k: v for k, v in manifest.items() if k not in ("files", "token")}
+        outcome = remote.publish(key, target, shared)
+        if outcome.won or outcome.manifest.get("sha256") == manifest["sha256"]:
+            return manifest
+        # Another machine's build of the same key was stored first: use its bytes.
+        manifest_path.unlink(missing_ok=True)
+        if remote.fetch(key, target) is None:
+            raise RuntimeError(f"{remote.url}: the entry of {key} vanished while fetching it")
+        return self._keep(outcome.manifest, target, manifest_path)
+
+    def _keep(self, shared: dict[str, Any], target: Path, manifest_path: Path
+              ) -> dict[str, Any]:
+        manifest = {**shared, "sha256": tree_sha256(target), "files": file_stats(target),
+                    "token": self.refresh_token}
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
         return manifest
 
     def _build(self, recipe: Recipe, key: str, target: Path, manifest_path: Path,

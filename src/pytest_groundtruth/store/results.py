@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from pytest_groundtruth.core.atomic import atomic_write_text, cache_problem, locked
 from pytest_groundtruth.core.hashing import digest
 from pytest_groundtruth.core.paths import inside
+from pytest_groundtruth.core.usage import touch
 
 SCHEMA = 2  # bump when a stored result changes meaning
 T = TypeVar("T")
@@ -38,13 +39,15 @@ class ResultStore:
         return inside(self.root, kind, f"{digest([SCHEMA, kind, artifact_key, inputs])[:40]}.json")
 
     def get(self, kind: str, artifact_key: str, inputs: Any) -> dict[str, Any] | None:
+        path = self.path(kind, artifact_key, inputs)
         try:
-            data = json.loads(self.path(kind, artifact_key, inputs).read_text())
+            data = json.loads(path.read_text())
             if self.refresh_token is not None and data.get("token") != self.refresh_token:
                 return None
             result = data["result"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None  # missing or unreadable: the engine runs again
+        touch(path)  # its last use, for `groundtruth clean --max-size`
         return result if isinstance(result, dict) else None
 
     def put(self, kind: str, artifact_key: str, inputs: Any, result: dict[str, Any]) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.ggufio.lora import WRITER_VERSION, adapter_problem, export_lora_gguf
 from pytest_groundtruth.measures.closeness import closeness
 from pytest_groundtruth.measures.near_ties import compare
@@ -114,9 +115,12 @@ def _merge(case: Case, ctx: Context, parts: LoraParts) -> SuiteResult:
                 "position": near.position, "worst_ratio": near.worst_ratio,
                 "positions": len(ids), "prompt_len": len(merged.prompt_tokens)}
 
+    # The unmerged side runs peft's LoRA layers: a new peft may compute them otherwise,
+    # so its version is in the key (the merged model's key no longer names it: that
+    # model is identified by its weights).
     data = ctx.results.cached("lora-unmerged", merged_art,
-                              [prompt, n, parts.fingerprint, atol.value, rtol.value], make,
-                              _with_generation)
+                              [prompt, n, parts.fingerprint, atol.value, rtol.value,
+                               package_version("peft")], make, _with_generation)
     unmerged = Generation.from_json(data["generation"])
     cmp = compare(merged.tokens, unmerged.tokens)
     bound = bound_of(ctx, case, "max_mismatches")

@@ -15,6 +15,10 @@ prints markdown (``--write docs/benchmarks.md``). In a fresh cache directory eac
   subprocess with ``GROUNDTRUTH_STATS`` set, so each pytest process reports its engine
   work (runners opened, results made, artifacts built) and peak memory;
 * the ratios the targets are stated in (docs/benchmarks.md);
+* with ``--shards N``: the parity run cold and unsharded (``-n 1``), then as N shards
+  started together (``--gt-shard K/N``, ``-n 1`` each, a shared ``cache_url``), merged
+  (``groundtruth merge``) and compared with the unsharded results
+  (:func:`measure_shards`);
 * torchao's int4 paths on CPU (:mod:`~pytest_groundtruth.tools.torchao_cpu`), which
   docs/speed.md explains.
 
@@ -25,6 +29,7 @@ wrote; with it set, every run recompiles every module, seconds of a warm run.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -44,8 +49,10 @@ from pytest_groundtruth.core.tables import markdown_table
 from pytest_groundtruth.plugin.collection import CONFIG_FILE
 from pytest_groundtruth.plugin.stats import ENV as STATS_ENV
 from pytest_groundtruth.plugin.stats import ProcessStats, read_process_stats
+from pytest_groundtruth.report import results_json
 from pytest_groundtruth.runtimes.threads import cpu_count
 from pytest_groundtruth.suites.matrix import build_cases
+from pytest_groundtruth.tools import merge
 from pytest_groundtruth.tools.floor import Floor, measure_floor
 from pytest_groundtruth.tools.torchao_cpu import compare_paths
 
@@ -95,6 +102,54 @@ def pytest_run(root: Path, tests: str, cache: Path, workers: int, label: str,
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     return RunTiming(label, workers, seconds, proc.returncode, lines[-1] if lines else "",
                      found)
+
+
+def pytest_runs(root: Path, tests: str,
+                runs: Sequence[tuple[Path, int, str, Sequence[str]]],
+                cpus: Sequence[frozenset[int] | None] = ()) -> list[RunTiming]:
+    """``pytest`` subprocesses started together, one per ``(cache, workers, label,
+    extra)``, the i-th on the CPUs ``cpus[i]`` (its affinity, set as soon as it has
+    started, long before it imports an engine; None or none given: all); each one's
+    wall time from the common start to its own end."""
+    with tempfile.TemporaryDirectory(prefix="gt-stats-") as scratch:
+        procs = []
+        start = time.perf_counter()
+        for i, (cache, workers, _, extra) in enumerate(runs):
+            stats, log = Path(scratch) / f"stats-{i}.jsonl", Path(scratch) / f"out-{i}.txt"
+            cmd = [sys.executable, "-m", "pytest", tests, "-q", "-p", "no:cacheprovider",
+                   "-n", str(workers), *extra]
+            with log.open("wb") as fh:
+                child = process.spawn(cmd, log=fh, environ=child_env(cache, stats), cwd=root)
+            mask = cpus[i] if i < len(cpus) else None
+            if mask:
+                os.sched_setaffinity(child.pid, mask)
+            procs.append(child)
+        ends: dict[int, float] = {}
+        while len(ends) < len(procs):
+            for i, child in enumerate(procs):
+                if i not in ends and child.poll() is not None:
+                    ends[i] = time.perf_counter() - start
+            time.sleep(0.05)
+        out = []
+        for i, (child, (_, workers, label, _)) in enumerate(zip(procs, runs, strict=True)):
+            text = (Path(scratch) / f"out-{i}.txt").read_text(errors="replace")
+            lines = [line for line in text.splitlines() if line.strip()]
+            out.append(RunTiming(label, workers, ends[i], int(child.returncode),
+                                 lines[-1] if lines else "",
+                                 tuple(read_process_stats(Path(scratch) / f"stats-{i}.jsonl"))))
+    return out
+
+
+def cpu_shares(count: int) -> list[frozenset[int] | None]:
+    """The CPUs of this process dealt out to ``count`` processes (round robin), as
+    ``count`` machines would each have their own; all None where there are fewer CPUs
+    than processes or no affinity to set."""
+    if not hasattr(os, "sched_getaffinity"):
+        return [None] * count
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < count:
+        return [None] * count
+    return [frozenset(available[k::count]) for k in range(count)]
 
 
 TRIVIAL_TEST = "def test_one() -> None:\n    assert 1 + 1 == 2\n"
@@ -270,6 +325,81 @@ def targets_section(collect: RunTiming, runs: dict[tuple[str, int], RunTiming], 
     return out
 
 
+SHARD_TARGET = 0.6  # the slowest of 2 shards against the unsharded run (issue 25)
+
+
+@dataclass(frozen=True)
+class ShardBench:
+    whole: RunTiming  # the unsharded cold run
+    shards: tuple[RunTiming, ...]  # the shards, started together, cold
+    identical: bool  # the merged results equal the unsharded run's (comparable())
+    differing: tuple[str, ...]  # the node ids whose results differ (the first few)
+    loads: tuple[str, ...]  # how many parity tests each shard ran
+    cpus: tuple[str, ...]  # the CPUs each shard ran on ("all": shared)
+
+
+def measure_shards(root: Path, tests: str, count: int, scratch: Path, workers: int = 1
+                   ) -> ShardBench:
+    """The parity tests cold and unsharded (``-n workers``, ``--gt-results``), then as
+    ``count`` shards started together (``-n workers`` each, each its own empty local
+    cache, one shared ``cache_url`` folder, balanced by the unsharded run's timings), the
+    shards merged and compared with the unsharded results."""
+    whole_json = scratch / "whole.json"
+    whole = pytest_run(root, tests, scratch / "whole", workers, "unsharded",
+                       [f"--gt-results={whole_json}"])
+    shared = scratch / "shared"
+    shared.mkdir(parents=True, exist_ok=True)
+    runs = [(scratch / f"shard{k}", workers, f"shard {k}/{count}",
+             [f"--gt-shard={k}/{count}", f"--gt-shard-timings={whole_json}",
+              f"--gt-cache-url=file://{shared}", f"--gt-results={scratch / f'shard{k}.json'}",
+              "-rN"])
+            for k in range(1, count + 1)]
+    shares = cpu_shares(count)
+    shards = tuple(pytest_runs(root, tests, runs, shares))
+    merged_json = scratch / "merged.json"
+    results_json.write(merged_json, merge.merge([scratch / f"shard{k}.json"
+                                                 for k in range(1, count + 1)]))
+    a = results_json.comparable(json.loads(whole_json.read_text()))
+    b = results_json.comparable(json.loads(merged_json.read_text()))
+    by_id = {r["nodeid"]: r for r in b["results"]}
+    differing = tuple(r["nodeid"] for r in a["results"] if by_id.get(r["nodeid"]) != r)
+    loads = []
+    for k in range(1, count + 1):
+        run = results_json.read(scratch / f"shard{k}.json")
+        loads.append(f"{len(run.records)} parity tests")
+    return ShardBench(whole, shards, a == b, differing[:5], tuple(loads),
+                      tuple(",".join(map(str, sorted(c))) if c else "all" for c in shares))
+
+
+def shards_section(bench: ShardBench) -> list[str]:
+    count = len(bench.shards)
+    rows = [["unsharded", str(bench.whole.workers), f"{bench.whole.seconds:.1f}", "1.00",
+             bench.whole.summary]]
+    for run, load, cpus in zip(bench.shards, bench.loads, bench.cpus, strict=True):
+        rows.append([f"{run.label} ({load}; CPUs {cpus})", str(run.workers),
+                     f"{run.seconds:.1f}", ratio(run.seconds, bench.whole.seconds),
+                     run.summary])
+    slowest = max(r.seconds for r in bench.shards)
+    worst = slowest / bench.whole.seconds if bench.whole.seconds else 0.0
+    verdict = "met" if worst <= SHARD_TARGET and count == 2 else (
+        "MISSED" if count == 2 else f"(the target is stated for 2 shards; {count} here)")
+    out = [f"### Shards (`--gt-shard K/{count}`, cold, started together on this machine)", "",
+           f"The parity tests cold and unsharded on every CPU, then as {count} shards "
+           "started at once, each on its own share of the CPUs (as on its own machine: "
+           "the engines' threads follow the affinity), with its own empty local cache "
+           "and one shared `cache_url` (`file://`), balanced by the unsharded run's "
+           "timings (`--gt-shard-timings`); the shards' results merged with "
+           "`groundtruth merge`.", ""]
+    out += markdown_table(["run", "-n", "seconds", "ratio to unsharded", "pytest says"], rows)
+    same = ("identical" if bench.identical else
+            "DIFFERENT (" + ", ".join(bench.differing) + ")")
+    out += ["", f"Merged results against the unsharded run's (without timings and cache "
+            f"paths, `results_json.comparable`): {same}.",
+            f"Slowest shard / unsharded: {worst:.2f} (target <= {SHARD_TARGET} for 2 shards: "
+            f"{verdict})."]
+    return out
+
+
 def torchao_section(settings: Settings, cache: Path) -> list[str]:
     model = settings.models[0]
     out = [f"### torchao int4 on CPU ({model}, the prompts, greedy)", ""]
@@ -289,7 +419,8 @@ def torchao_section(settings: Settings, cache: Path) -> list[str]:
 
 
 def run_bench(settings: Settings, tests: str = "tests/parity", workers: Sequence[int] = (0, 2),
-              repeat: int = 3, parity: bool = True, torchao: bool = True) -> str:
+              repeat: int = 3, parity: bool = True, torchao: bool = True,
+              shards: int = 0) -> str:
     root = settings.root
     parity_settings = load_settings(root, [root / tests / CONFIG_FILE])
     names = list(parity_settings.prompts) if parity_settings.prompts else None
@@ -324,6 +455,9 @@ def run_bench(settings: Settings, tests: str = "tests/parity", workers: Sequence
             memory, worst = memory_section(runs)
             out += ["", *runs_section(collect, runs, floor, trivial), "", *memory, "",
                     *targets_section(collect, runs, floor, worst, workers, trivial)]
+        if shards > 1:
+            out += ["", *shards_section(measure_shards(root, tests, shards,
+                                                       Path(tmp) / "shards"))]
     out += ["", f"Load average (1, 5, 15 min) at the start: {started}; at the end: "
             f"{load_average()}. Cold runs are single runs, warm runs and collect-only the "
             f"best of {repeat}; rerun `groundtruth bench --write docs/benchmarks.md` on an "

@@ -12,6 +12,7 @@ import enum
 import math
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,9 +24,12 @@ from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.atomic import atomic_write_text, remove_stale
 from pytest_groundtruth.core.failures import EngineFailure, InputError
 from pytest_groundtruth.core.paths import OutsideFolder
+from pytest_groundtruth.core.usage import Lease, parse_size, show_size
 from pytest_groundtruth.models.sources import ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
+from pytest_groundtruth.report.results_json import ResultsError
 from pytest_groundtruth.runtimes.registry import make_runtime
+from pytest_groundtruth.store.entries import trim
 from pytest_groundtruth.suites.agreement import BOUNDS_FILE
 from pytest_groundtruth.suites.consistency import BOUNDS_FILE as CONSISTENCY_BOUNDS_FILE
 from pytest_groundtruth.suites.matrix import check_quantizations
@@ -39,6 +43,7 @@ from pytest_groundtruth.tools import (
     convert,
     falsify,
     measure,
+    merge,
     near_tie_margin,
     oracles,
     qualify,
@@ -149,6 +154,7 @@ def cmd_oracle(args: argparse.Namespace) -> int:
     slugs = ([s for s, spec in settings.roster.items() if spec.scheme != "truncate"]
              if args.all else list(settings.models))
     cache = settings.cache_root()
+    Lease.take(cache)  # the models it builds and reads are in use until it exits
     models = []
     for slug in slugs:
         try:
@@ -219,17 +225,48 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_clean(args: argparse.Namespace) -> int:
     settings = _settings(args)
     root = settings.cache_root()
-    done = clean.clean(settings, root)
-    for path in done.artifacts:
-        print(f"removed  {path}")
+    if args.max_size is not None:
+        return _trim(root, args.max_size, args.dry_run)
+    done = clean.clean(settings, root, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for entry in done.artifacts:
+        print(f"{verb}  {show_size(entry.size):>7}  {entry.path}")
     for note in done.notes:
         print(f"kept     {note}", file=sys.stderr)
+    size = show_size(sum(e.size for e in done.artifacts) + done.results_size)
     print(f"{len(done.artifacts)} artifact(s) and {done.results} result(s) of "
-          f"{', '.join(settings.runtimes)} dropped from {root}", file=sys.stderr)
+          f"{', '.join(settings.runtimes)} "
+          f"{'would be dropped' if args.dry_run else 'dropped'} from {root} ({size}"
+          f"{'; --dry-run: nothing removed' if args.dry_run else ''})", file=sys.stderr)
     if done.untagged:
         print(f"{done.untagged} older result file(s) name no artifact and were kept; "
               "`pytest --gt-no-cache` reruns every engine regardless", file=sys.stderr)
     return Exit.OK
+
+
+def _trim(root: Path, limit: int, dry_run: bool) -> int:
+    done = trim(root, limit, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for entry in done.removed:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
+        print(f"{verb}  {show_size(entry.size):>7}  last used {used}  {entry.path}")
+    for entry in done.in_use:
+        print(f"in use        {show_size(entry.size):>7}  kept (a running session uses it)  "
+              f"{entry.path}", file=sys.stderr)
+    state = "would hold" if dry_run else "holds"
+    print(f"{root} {state} {show_size(done.after)} (was {show_size(done.before)}; "
+          f"--max-size {show_size(limit)}): {len(done.removed)} least recently used "
+          f"entr{'y' if len(done.removed) == 1 else 'ies'} "
+          f"{'to remove (--dry-run: nothing removed)' if dry_run else 'removed'}",
+          file=sys.stderr)
+    return 0
+
+
+def _size_argument(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -307,10 +344,32 @@ def cmd_qualify(args: argparse.Namespace) -> int:
     path = Path(args.results)
     try:
         data = qualify.load(path)
-    except qualify.ResultsError as exc:
+    except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return Exit.USAGE
     _publish(args, qualify.render(path, data))
+    return Exit.OK
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    outputs = merge.Outputs(*(Path(v) if v else None
+                              for v in (args.results, args.html, args.junit, args.ticket)))
+    try:
+        run = merge.merge([Path(p) for p in args.shards])
+    except ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return Exit.USAGE  # as qualify: the file given is not a results document
+    for line in merge.matrix(run):
+        print(line)
+    try:
+        lines = merge.write(run, outputs)
+    except OSError as exc:
+        print(f"error: could not write {exc.filename or ''}: {exc}", file=sys.stderr)
+        return Exit.CANNOT_WRITE
+    for line in lines:
+        print(line)
+    print(f"merged {len(run.records)} parity test(s) from {len(args.shards)} file(s); "
+          f"{len(run.failures)} failed")
     return Exit.OK
 
 
@@ -353,7 +412,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
     workers = _workers(args.workers)
     text = benchmark.run_bench(settings, args.tests, workers, repeat=args.repeat,
-                               parity=not args.no_parity, torchao=not args.no_torchao)
+                               parity=not args.no_parity, torchao=not args.no_torchao,
+                               shards=args.shards)
     _publish(args, text)
     return Exit.OK
 
@@ -441,8 +501,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("clean", parents=[common],
-                       help="drop the cached artifacts and results of the selected runtimes")
+                       help="drop the cached artifacts and results of the selected runtimes, "
+                       "or (--max-size) trim the cache to a size")
     add_cli_options(p, ["model", "runtime"])
+    p.add_argument("--max-size", type=_size_argument, metavar="SIZE",
+                   help="instead: remove the least recently used cache entries until the "
+                   "cache holds at most SIZE (bytes, or e.g. 500M, 5G); entries in use by "
+                   "a running session stay")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list what would be removed, with sizes; remove nothing")
     p.set_defaults(func=cmd_clean)
 
     p = sub.add_parser("models", parents=[common],
@@ -480,6 +547,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_write(p)
     p.set_defaults(func=cmd_qualify)
 
+    p = sub.add_parser("merge",
+                       help="the --gt-results files of a sharded run (--gt-shard) -> the "
+                       "results, ticket, JUnit XML and HTML of one run",
+                       epilog=EXIT_STATUSES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("shards", nargs="+", metavar="RESULTS.json")
+    p.add_argument("--results", metavar="FILE", help="write the merged results JSON")
+    p.add_argument("--html", metavar="FILE", help="write an HTML report")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML of the parity tests")
+    p.add_argument("--ticket", metavar="FILE",
+                   help="write the failures' GitHub issue (nothing when none failed)")
+    p.set_defaults(func=cmd_merge)
+
     p = sub.add_parser("falsify", parents=[common],
                        help="inject faults into llama.cpp conversions; which suites catch them")
     p.add_argument("--model", default="smollm2-135m", metavar="SLUG")
@@ -510,9 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pytest-xdist worker counts to compare (default: 0,2)")
     p.add_argument("--repeat", type=int, default=3,
                    help="warm runs and collect-only: the best of this many")
-    p.add_argument("--no-parity", action="store_true", help="measure the floor only")
+    p.add_argument("--no-parity", action="store_true",
+                   help="leave out the parity runs (the floor, torchao and --shards still run)")
     p.add_argument("--no-torchao", action="store_true",
                    help="leave out the comparison of torchao's int4 paths on CPU")
+    p.add_argument("--shards", type=int, default=2, metavar="N",
+                   help="also run the parity tests as N shards together (-n 1 each, a "
+                   "shared cache_url) against one unsharded run; 0: leave out (default: 2)")
     add_write(p)
     p.set_defaults(func=cmd_bench)
 

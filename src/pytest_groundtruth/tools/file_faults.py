@@ -58,6 +58,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pytest_groundtruth.core.atomic import atomic_path, atomic_write_text, locked
+from pytest_groundtruth.core.usage import touch
 from pytest_groundtruth.ggufio import ggml_encoder
 from pytest_groundtruth.ggufio.names import unpermute
 
@@ -454,4 +455,5 @@ def broken_artifact(cache_dir: Path, source: Path, source_key: str, fault: str) 
         if not (out.is_file() and note.is_file()):
             change = inject(fault, source, out)
             atomic_write_text(note, json.dumps({"fault": fault, "change": change}) + "\n")
+        touch(out)
     return out, str(json.loads(note.read_text())["change"])

@@ -37,6 +37,9 @@ from pytest_groundtruth.oracle.files import OracleChange
 from pytest_groundtruth.tools import oracles
 
 CHECK_VERSION = 1  # bump when a stored verdict changes meaning
+# Versions, not content, on purpose: these libraries compute the reference's numbers (its
+# kernels, its tokenizer); the model's weights are already in the key by content. peft
+# is not here: a merged model is keyed by the weights peft produced.
 LIBRARIES = ("torch", "transformers", "tokenizers", "numpy", "gguf", "safetensors")
 PASSING = ("unchanged", "noise")  # what `oracle --check --tolerance` accepts
 

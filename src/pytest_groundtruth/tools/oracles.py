@@ -11,6 +11,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from pytest_groundtruth.config.prompts import Prompt
@@ -18,6 +19,7 @@ from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.memory import trim_heap
 from pytest_groundtruth.measures.logprobs import TopK
 from pytest_groundtruth.models.chat_template import chat_template_problem
+from pytest_groundtruth.models.content import weights_change
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.oracle.files import OracleChange, reconcile
 from pytest_groundtruth.oracle.format import (
@@ -154,6 +156,30 @@ def gpu_fields(precision: str) -> dict[str, str]:
     }
 
 
+class WeightsChange:
+    """Adds to a changed file's detail how the model's weights differ from those the file
+    was generated from, when its ``model_fingerprint`` is not the model's (worked out once
+    per fingerprint: it may compare every tensor of two builds)."""
+
+    def __init__(self, model: ResolvedModel) -> None:
+        self.model = model
+        self._said: dict[str, str] = {}
+
+    def explain(self, path: Path, change: OracleChange) -> OracleChange:
+        if change.status not in ("changed", "noise", "unreadable") or not path.is_file():
+            return change
+        try:
+            old = json.loads(path.read_text(encoding="utf-8")).get("model_fingerprint")
+        except (OSError, ValueError, AttributeError):
+            return change
+        if not isinstance(old, str) or old == self.model.fingerprint:
+            return change
+        if old not in self._said:
+            self._said[old] = weights_change(self.model.path.parent, old, self.model.path)
+        said = f"other weights: {self._said[old]}"
+        return replace(change, detail=f"{said}; {change.detail}" if change.detail else said)
+
+
 def build_all(
     models: Iterable[ResolvedModel],
     prompts: list[Prompt],
@@ -189,6 +215,7 @@ def build_all(
         if close_open_runners():  # a model open in a pool of this process would sit beside
             trim_heap()
         with TransformersRunner(artifact, device, model.spec.trust_remote_code) as runner:
+            weights = WeightsChange(model)
             for prompt in prompts:
                 bar.set_postfix_str(f"{model.slug}/{prompt.name}")
                 path = oracle_path(oracle_root, model.slug, prompt.name, precision, device)
@@ -199,12 +226,13 @@ def build_all(
                     bar.update()
                     continue
                 oracle = make_oracle(runner, model, prompt, max_new_tokens, top_k, gpu)
-                yield reconcile(path, oracle.to_json(), force, check,
-                                runner.tokenizer.decode, tolerance)
+                yield weights.explain(path, reconcile(path, oracle.to_json(), force, check,
+                                                      runner.tokenizer.decode, tolerance))
                 bar.update()
             if perplexity and device == "cpu" and precision == "float32":
                 text = perplexity_record(runner, model, eval_text, root)
-                yield reconcile(perplexity_path(oracle_root, model.slug), text, force,
-                                check, tolerance=tolerance)
+                path = perplexity_path(oracle_root, model.slug)
+                yield weights.explain(path, reconcile(path, text, force, check,
+                                                      tolerance=tolerance))
                 bar.update()
     bar.close()

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_groundtruth.core.atomic import atomic_path, locked
+from pytest_groundtruth.core.plugins import package_version
+from pytest_groundtruth.core.usage import touch
 from pytest_groundtruth.ggufio import hfconvert
 from pytest_groundtruth.ggufio import quantize as quantizer
 from pytest_groundtruth.models.sources import ResolvedModel
@@ -69,8 +71,12 @@ def correct_files(cache_dir: Path, model: ResolvedModel,
     """The other tools' correct files of ``model`` (built once), each with the project
     quantization it is judged at (its own name when the runtime ``offered`` it)."""
     out: list[OtherFile] = []
-    folder = cache_dir / "other-tools" / f"{model.slug}-{model.fingerprint[:16]}"
+    # The files are llama.cpp's output (its converter and quantizer ship in
+    # llama-cpp-python): another version makes them again, beside these.
+    engine = package_version("llama-cpp-python") or "none"
+    folder = cache_dir / "other-tools" / f"{model.slug}-{model.fingerprint[:16]}-{engine}"
     folder.mkdir(parents=True, exist_ok=True)
+    touch(folder)
 
     def judged(gguf_type: str, fallback: str) -> str:
         return gguf_type.lower() if gguf_type.lower() in offered else fallback

@@ -8,27 +8,17 @@ stores the markdown (docs/qualification-scores.md is produced this way, never by
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pytest_groundtruth.core.tables import markdown_table
-from pytest_groundtruth.report.results_json import SCHEMA
+from pytest_groundtruth.report import results_json
+from pytest_groundtruth.report.results_json import ResultsError
 from pytest_groundtruth.report.score import weights
 
 
-class ResultsError(ValueError):
-    """The file is not a pytest-groundtruth results document (names the file)."""
-
-
 def load(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ResultsError(f"{path}: cannot read the results ({exc})") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise ResultsError(f"{path}: not a pytest-groundtruth results file (schema "
-                           f"{SCHEMA!r}); write one with pytest --gt-results FILE")
+    data = results_json.load(path)
     if "qualification" not in data:
         raise ResultsError(f"{path}: has no 'qualification' (written by an older version: "
                            "rerun the parity suites with --gt-results)")
