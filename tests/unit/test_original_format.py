@@ -153,11 +153,16 @@ def test_an_original_file_is_an_oracle_and_round_trips(tmp_path: Path, prompt: s
 def test_what_an_original_file_lacks_is_a_skip_reason_not_a_value(tmp_path: Path) -> None:
     oracle = load_oracle(original_from_committed(tmp_path, "tiny-llama", "code"))
     for read in (lambda: oracle.steps, lambda: oracle.prompt_tokens, lambda: oracle.top_k,
-                 lambda: oracle.near_ties, lambda: oracle.compare(oracle.tokens, "exempt")):
+                 lambda: oracle.near_ties):
         with pytest.raises(OracleIncomplete) as info:
             read()
         assert str(oracle.path) in str(info.value)
         assert "groundtruth oracle --force --model tiny-llama" in str(info.value)
+    # without its top-k the near-tie rule cannot decide a flip: every position counts
+    flipped = (oracle.tokens[0] + 1, *oracle.tokens[1:])
+    cmp = oracle.compare(flipped)
+    assert cmp.counted == 1
+    assert "has no top-k log-probabilities" in cmp.note
     with pytest.raises(OracleIncomplete, match="'prompt_tokens'"):
         oracle.require("prompt_tokens")
     oracle.require()  # nothing asked, nothing missing

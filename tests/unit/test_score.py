@@ -22,6 +22,7 @@ from pytest_groundtruth.config.qualification import (
     threshold_for,
     threshold_table,
 )
+from pytest_groundtruth.report import score, trust
 from pytest_groundtruth.report.records import ParityRecord, SettingsSummary
 from pytest_groundtruth.report.score import (
     AT_BOUND,
@@ -34,6 +35,13 @@ from pytest_groundtruth.report.score import (
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult
 from pytest_groundtruth.suites.spec import get_suite
+
+
+@pytest.fixture(autouse=True)
+def every_suite_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the formula: no falsification facts (tests/unit/test_trust.py
+    has those), whatever data/trust.json says."""
+    monkeypatch.setattr(score, "default_trust", trust.Trust)
 
 
 def record(suite: str, passed: bool = True, measured: Any = 0, bound: Any = 3,
@@ -196,3 +204,16 @@ def test_thresholds() -> None:
             parse_threshold(bad, "--gt-x")
     with pytest.raises(ValueError, match=r"min_throughput\.llamacpp = True must be a number"):
         threshold_table({"llamacpp": True}, "min_throughput")
+
+
+def test_a_perplexity_within_its_calibrated_ratio_scores_as_headroom_not_zero() -> None:
+    """The ppl suite's bound is a mapping (the calibrated ratio and the roster's ceiling):
+    a correct int8 perplexity 2 % above the oracle's, against a 6 % ratio, is near 1."""
+    r = record("ppl", measured=16.905, bound={"max_ratio": 1.06, "ceiling": 20.0},
+               prompt=None, details={"oracle_perplexity": 16.577, "ratio_to_oracle": 1.0198})
+    assert quality(r) == pytest.approx(1 - 0.2 * 0.0198 / 0.06)
+    worse = record("ppl", passed=False, measured=19.0, bound={"max_ratio": 1.06},
+                   prompt=None, details={"ratio_to_oracle": 1.146})
+    found = quality(worse)
+    assert found is not None
+    assert found < AT_BOUND

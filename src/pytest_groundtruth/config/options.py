@@ -101,8 +101,10 @@ OPTIONS: tuple[Option, ...] = (
            setting="quantizations", parse=_names),
     Option("prompt", "run only these prompts (file stems in the prompts directory)", "NAME",
            repeat=True, setting="prompts", parse=_names),
-    Option("near-ties", "count (default) or exempt a first flip at an oracle near tie in "
-           "count-based suites (always reported)", choices=NEAR_TIE_MODES, setting="near_ties"),
+    Option("near-ties", "rule (default): a first flip at a near tie of the reference is not "
+           "counted by the greedy-token suites (always reported); count: every position "
+           "counts (exempt: rule's earlier name)", choices=NEAR_TIE_MODES,
+           setting="near_ties"),
     Option("cache-dir", "artifact/result cache (default: cache_dir or the user cache "
            "directory); write --gt-cache-dir=DIR", "DIR", setting="cache_dir",
            parse=lambda v: Path(v).resolve()),

@@ -50,13 +50,14 @@ from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.paths import default_cache_dir, name_problem
 from pytest_groundtruth.core.plugins import RUNTIMES, SUITES, load, registered
 from pytest_groundtruth.core.usage import parse_size
+from pytest_groundtruth.measures.near_ties import MODES
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-NEAR_TIE_MODES = ("count", "exempt")
+NEAR_TIE_MODES = MODES  # how the greedy-token suites treat near ties
 MATCH_KEYS = ("suite", "model", "runtime", "quantization", "prompt")
 
 
@@ -130,7 +131,7 @@ class Settings:
     cache_url: str | None = None  # a shared artifact store behind cache_dir (fsspec URL)
     max_new_tokens: int = 32
     top_k: int = 10
-    near_ties: str = "count"
+    near_ties: str = "rule"  # measures.near_ties.MODES
     apr_bin: str = "apr"
     timeout: float = 300.0
     cuda_precisions: tuple[str, ...] = ("bfloat16", "float16")

@@ -47,12 +47,16 @@ class Context:
         return cls(settings, inputs, engines, Results(settings, inputs, engines, store),
                    Lease.take(root))
 
-    def prompts_for(self, runtime: str, device: str = "cpu") -> list[str]:
+    def prompts_for(self, runtime: str, device: str = "cpu", model: str | None = None
+                    ) -> list[str]:
         """The prompt names ``runtime`` can answer: chat prompts only where it renders
         conversations (a suite looping over every prompt asks this, as the matrix skips
-        per-prompt chat cases there)."""
+        per-prompt chat cases there) and, given ``model``, where that model has a chat
+        template."""
         chat = Capability.CHAT in self.engines.runtime(runtime, device).capabilities
-        names = [n for n, p in self.inputs.prompts.items() if chat or not p.is_chat]
+        applies = self.inputs.answerable(model) if model is not None else self.inputs.prompts
+        names = [n for n, p in self.inputs.prompts.items()
+                 if (chat or not p.is_chat) and n in applies]
         if not names:
             raise RuntimeUnavailable(
                 f"runtime {runtime!r} renders no conversations and every selected prompt is a "

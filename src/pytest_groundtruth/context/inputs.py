@@ -14,6 +14,8 @@ from typing import Any
 
 from pytest_groundtruth.config.prompts import Prompt, load_prompts
 from pytest_groundtruth.config.settings import Settings
+from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.models.chat_template import chat_template_problem
 from pytest_groundtruth.models.content import weights_change
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.oracle.format import (
@@ -41,6 +43,15 @@ class Inputs:
         return {p.name: p for p in load_prompts(self.settings.path(self.settings.prompts_dir),
                                                 names)}
 
+    def answerable(self, slug: str) -> list[str]:
+        """The prompt names that apply to model ``slug``: every plain prompt, and the chat
+        prompts where the model has a chat template (per-artifact suites pool these)."""
+        if not any(p.is_chat for p in self.prompts.values()):
+            return list(self.prompts)
+        path = self._model(slug).path
+        return [n for n, p in self.prompts.items()
+                if not p.is_chat or chat_template_problem(path, slug, n) is None]
+
     @cached_property
     def eval_text(self) -> tuple[Path, str]:
         path = self.settings.path(self.settings.eval_text)
@@ -62,8 +73,12 @@ class Inputs:
         if key not in self._oracles:
             root = self.settings.path(self.settings.oracle_dir)
             path = oracle_path(root, slug, prompt, precision, device)
-            oracle = load_oracle(path)
             asked = self.prompts[prompt]
+            if asked.is_chat and not path.is_file():
+                problem = chat_template_problem(self._model(slug).path, slug, prompt)
+                if problem:  # not applicable to this model: a skip, not a missing oracle
+                    raise RuntimeUnavailable(problem)
+            oracle = load_oracle(path)
             model = self._model(slug)
             problem = provenance_problem(oracle, slug, model.fingerprint,
                                          asked.text, self.settings.max_new_tokens,

@@ -26,11 +26,12 @@ import os
 import re
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 from pytest_groundtruth.core import process
 from pytest_groundtruth.core.atomic import atomic_path, locked
-from pytest_groundtruth.core.failures import FailureKind, RuntimeUnavailable
+from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
 from pytest_groundtruth.core.paths import default_cache_dir
 from pytest_groundtruth.core.usage import touch
 
@@ -57,12 +58,17 @@ def sdist_path(cache_dir: Path | None = None) -> Path | None:
     return (cache_dir or default_cache_dir()) / "sdist" / f"llama_cpp_python-{version}.tar.gz"
 
 
+def fetch_args(dest: Path) -> list[str]:
+    """``pip download`` arguments that fetch the installed llama-cpp-python's sdist into
+    ``dest`` (after ``pip``: run as ``python -m pip``)."""
+    version = llama_cpp_version() or "<version>"
+    return ["download", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={version}",
+            "-d", str(dest)]
+
+
 def fetch_command(cache_dir: Path | None = None) -> str:
     """The command that puts the sdist where :func:`sdist_path` looks."""
-    version = llama_cpp_version() or "<version>"
-    target = (cache_dir or default_cache_dir()) / "sdist"
-    return (f"pip download --no-deps --no-binary :all: llama-cpp-python=={version} "
-            f"-d {target}")
+    return " ".join(["pip", *fetch_args((cache_dir or default_cache_dir()) / "sdist")])
 
 
 def unavailable(cache_dir: Path | None = None) -> str | None:
@@ -80,6 +86,52 @@ def unavailable(cache_dir: Path | None = None) -> str | None:
             f"llama-cpp-python sdist, expected at {path}; fetch it where the package index "
             f"is reachable (offline, copy the file there): `{fetch_command(cache_dir)}`, or "
             f"set {SDIST_ENV} to the sdist")
+
+
+FETCH_TIMEOUT = 900.0  # pip download of the sdist (~77 MB)
+_FETCH_FAILED: dict[Path, str] = {}  # sdist path -> why fetching it failed in this process
+
+
+def fetch_converter(cache_dir: Path | None = None, timeout: float = FETCH_TIMEOUT) -> None:
+    """Put llama.cpp's converter at hand: where the installed llama-cpp-python's sdist is
+    not in the cache, fetch it there with ``pip download`` through the subprocess harness
+    (once, under a lock; renamed into place). Where that fails (offline, no such release
+    on the index), :class:`RuntimeUnavailable` names the command to run where the index
+    is reachable, and later calls in this process say so at once."""
+    reason = unavailable(cache_dir)
+    target = sdist_path(cache_dir)
+    if reason is None or target is None or os.environ.get(SDIST_ENV):
+        if reason:
+            raise RuntimeUnavailable(reason)
+        return
+    if target in _FETCH_FAILED:  # tried once in this process: do not wait on pip again
+        raise RuntimeUnavailable(_FETCH_FAILED[target])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with locked(target):
+        if target.is_file():  # another worker fetched it meanwhile
+            return
+        try:
+            _fetch(target, reason, timeout)
+        except RuntimeUnavailable as exc:
+            _FETCH_FAILED[target] = str(exc)
+            raise
+
+
+def _fetch(target: Path, reason: str, timeout: float) -> None:
+    """``pip download`` the sdist into a temporary beside ``target``, then rename."""
+    with tempfile.TemporaryDirectory(prefix="gt-sdist-", dir=target.parent) as tmp:
+        argv = [sys.executable, "-m", "pip", *fetch_args(Path(tmp))]
+        try:
+            done = process.invoke(argv, timeout, tool="pip download")
+        except (EngineFailure, RuntimeUnavailable) as exc:
+            raise RuntimeUnavailable(f"{reason} (fetching it failed: "
+                                     f"{str(exc).splitlines()[0]})") from exc
+        found = sorted(Path(tmp).glob("*.tar.gz"))
+        if done.returncode != 0 or not found:
+            raise RuntimeUnavailable(
+                f"{reason} (fetching it failed: pip exited {done.returncode}: "
+                f"{process.tail(done.stderr.strip(), 3, 400)})")
+        found[0].replace(target)
 
 
 def converter_dir(cache_dir: Path | None = None) -> Path:

@@ -97,6 +97,28 @@ def looks_special(token: str) -> bool:
     )
 
 
+def tokenizer_problem(model_dir: Path) -> str | None:
+    """Why our exporter cannot write ``model_dir``'s tokenizer (the sentence
+    :func:`load` raises), or None when its kind is one it writes; cheap: reads
+    tokenizer.json only."""
+    tokenizer_file = model_dir / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        return (f"{tokenizer_file}: missing; only tokenizer.json (byte-level BPE) tokenizers "
+                "can be exported")
+    try:
+        data = _read_json(tokenizer_file)
+    except GGUFExportError as exc:
+        return str(exc)
+    bpe = (data.get("model") if isinstance(data, dict) else None) or {}
+    if not isinstance(bpe, dict):
+        return f"{tokenizer_file}: field 'model' is not an object"
+    if bpe.get("type") != "BPE" or bpe.get("byte_fallback"):
+        kind = "byte-fallback (SentencePiece) BPE" if bpe.get("byte_fallback") else bpe.get("type")
+        return (f"{tokenizer_file}: field 'model.type' is {kind!r}; only GPT-2-style byte-level "
+                "BPE tokenizers are exported (tokenizer.ggml.model 'gpt2')")
+    return None
+
+
 def load(
     model_dir: Path,
     config: Mapping[str, Any],
@@ -108,19 +130,11 @@ def load(
     from tokenizers import Tokenizer
 
     tokenizer_file = model_dir / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        raise GGUFExportError(
-            f"{tokenizer_file}: missing; only tokenizer.json (byte-level BPE) tokenizers "
-            "can be exported"
-        )
+    problem = tokenizer_problem(model_dir)
+    if problem:
+        raise GGUFExportError(problem)
     tokenizer_json = _read_json(tokenizer_file)
     bpe = tokenizer_json.get("model") or {}
-    if bpe.get("type") != "BPE" or bpe.get("byte_fallback"):
-        kind = "byte-fallback (SentencePiece) BPE" if bpe.get("byte_fallback") else bpe.get("type")
-        raise GGUFExportError(
-            f"{tokenizer_file}: field 'model.type' is {kind!r}; only GPT-2-style byte-level BPE "
-            "tokenizers are exported (tokenizer.ggml.model 'gpt2')"
-        )
     config_file = model_dir / "tokenizer_config.json"
     tokenizer_config = _read_json(config_file) if config_file.is_file() else None
     if tokenizer_config is not None and not isinstance(tokenizer_config, dict):

@@ -182,12 +182,32 @@ def build(arch: str, out_dir: Path, tokenizer_dir: Path) -> None:
 
     ``tokenizer_dir`` holds the embedded model's tokenizer (tokenizer.json and config).
     """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     if arch not in CONFIGS:
         raise ValueError(f"tiny model architecture {arch!r} is not one of {sorted(CONFIGS)}")
-    params = dict(CONFIGS[arch])
+    _write(arch, dict(CONFIGS[arch]), out_dir, AutoTokenizer.from_pretrained(tokenizer_dir))
+
+
+def build_with_tokenizer(arch: str, out_dir: Path, tokenizer: Any, hidden: int = 32) -> None:
+    """The tiny ``arch`` model around another family's real tokenizer (a transformers
+    tokenizer, e.g. the SentencePiece byte-fallback one of a GGUF read with
+    ``AutoTokenizer.from_pretrained(dir, gguf_file=...)``): the vocabulary size and the
+    special ids are the tokenizer's, the width ``hidden`` (a 262k vocabulary at 32 wide
+    is 34 MB per embedding matrix), the weights drawn as for the others."""
+    if arch not in CONFIGS:
+        raise ValueError(f"tiny model architecture {arch!r} is not one of {sorted(CONFIGS)}")
+    params = {**CONFIGS[arch], "vocab_size": len(tokenizer), "hidden_size": hidden}
+    for name in ("bos", "eos", "pad"):
+        token_id = getattr(tokenizer, f"{name}_token_id", None)
+        params[f"{name}_token_id"] = token_id if token_id is not None else params["eos_token_id"]
+    _write(arch, params, out_dir, tokenizer)
+
+
+def _write(arch: str, params: dict[str, Any], out_dir: Path, tokenizer: Any) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     config = AutoConfig.for_model(params.pop("model_type"), **params)
     torch.manual_seed(SEED)  # the draws below overwrite every parameter anyway
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -197,7 +217,7 @@ def build(arch: str, out_dir: Path, tokenizer_dir: Path) -> None:
             param.copy_(torch.from_numpy(_draw(name, tuple(param.shape), center)))
     model.eval()
     model.save_pretrained(out_dir)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
     for file, changes in EXTRAS.get(arch, {}).items():
         path = out_dir / file
         data = json.loads(path.read_text(encoding="utf-8"))

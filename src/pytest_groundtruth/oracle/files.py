@@ -28,7 +28,7 @@ from pytest_groundtruth.oracle.format import (
 @dataclass(frozen=True)
 class OracleChange:
     path: Path
-    status: str  # "new" | "unchanged" | "sealed" | "noise" | "changed" | "unreadable"
+    status: str  # "new" | "unchanged" | "sealed" | "noise" | "changed" | "unreadable" | "skipped"
     detail: str = ""
     written: bool = False
 

@@ -56,7 +56,7 @@ from typing import Any
 from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.paths import inside
 from pytest_groundtruth.measures.logprobs import TopK
-from pytest_groundtruth.measures.sequences import TokenComparison, compare
+from pytest_groundtruth.measures.near_ties import TokenComparison, compare
 
 #: Chat prompts live in ``<prompts_dir>/chat/*.json``; a chat oracle's ``prompt_file`` says so.
 CHAT_DIR = "chat"
@@ -67,8 +67,10 @@ PPL_SCHEMA = "pytest-groundtruth/oracle-perplexity/2"
 PPL_SCHEMA_V1 = "pytest-groundtruth/oracle-perplexity/1"
 LOGPROB_DECIMALS = 6
 DEFAULT_TOP_K = 10
-# Positions where the oracle's top-1 and top-2 log-probabilities differ by less than this
-# are near ties: a correct engine may flip them (see docs/suites.md).
+# The file marks (``near_ties``) the positions where its top-1 and top-2 log-probabilities
+# differ by less than this. Suites decide a flip by the near-tie rule
+# (:mod:`pytest_groundtruth.measures.near_ties`), whose margin is measured; this value only
+# says what the file's list means, and stays so that committed files reproduce.
 NEAR_TIE_MARGIN = 0.1
 # The oracle's runtime and precision: the reference that suites run in-process.
 REFERENCE = ("transformers", "float32")
@@ -215,11 +217,14 @@ class Oracle:
     def near_ties(self) -> tuple[int, ...]:
         return tuple(i for i, s in enumerate(self.steps) if s.margin < self.near_tie_margin)
 
-    def compare(self, tokens: Sequence[int], near_ties: str = "count") -> TokenComparison:
-        """``tokens`` against the oracle's, near ties per ``near_ties`` (count | exempt;
-        exempting needs the top-k)."""
-        steps = self.steps if near_ties == "exempt" else (self.topk or ())
-        return compare(self.tokens, tokens, near_ties, steps, self.near_tie_margin)
+    def compare(self, tokens: Sequence[int], near_ties: str = "rule",
+                runtime_steps: Sequence[TopK] | None = None) -> TokenComparison:
+        """``tokens`` against the oracle's, near ties decided by the rule
+        (:mod:`pytest_groundtruth.measures.near_ties`; ``near_ties = "count"`` counts every
+        position). An original-format oracle has no top-k: every position counts, and the
+        comparison's note says so."""
+        return compare(self.tokens, tokens, near_ties, self.topk, runtime_steps,
+                       f"the oracle {self.slug}/{self.prompt_name}")
 
     # ------------------------------------------------------------------ writing
     def to_json(self) -> str:

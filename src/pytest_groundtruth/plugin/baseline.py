@@ -10,7 +10,8 @@ A plain text file, one test per line, sorted, so it reads and diffs well::
 
 A listed test that fails no worse than its recorded value (within the tolerance) is an
 xfail; one that passes is XPASS(strict) and fails the run until the baseline is updated
-(``--gt-baseline-update`` rewrites the file from the run's parity failures). A listed
+(``--gt-baseline-update`` rewrites the lines of the tests the run ran from its parity
+failures, and keeps the lines of the tests it did not run). A listed
 test that fails *worse* than recorded beyond its tolerance fails, naming both values
 (pytest-benchmark's ``--benchmark-compare-fail``): 7 mismatches yesterday and 25 today
 is a new falsification, not the known one. The direction that is worse comes from the
@@ -196,6 +197,16 @@ def regression(entry: BaselineEntry, measured: object) -> str | None:
             return (f"worse than the baseline: {label}measured {current[key]}, recorded "
                     f"{old_text} ({direction} is worse, tolerance {entry.tolerance})")
     return None
+
+
+def kept_entries(path: Path) -> dict[str, BaselineEntry]:
+    """The entries ``--gt-baseline-update`` starts from: the file's, where it exists and
+    loads (a run over some tests rewrites their lines and keeps the others); none for a
+    missing or malformed file, which the update replaces."""
+    try:
+        return load_baseline(path)
+    except BaselineError:
+        return {}
 
 
 def write_baseline(path: Path, entries: Mapping[str, BaselineEntry]) -> None:

@@ -27,6 +27,7 @@ from pytest_groundtruth.plugin.baseline import (
     BaselineEntry,
     BaselineError,
     entry_for,
+    kept_entries,
     load_baseline,
     regression,
     write_baseline,
@@ -185,12 +186,15 @@ class GroundtruthSession:
             output("ticket", ticket_path, write_ticket)
         if self.baseline_update and self.baseline_path is not None:
             baseline_path = self.baseline_path
-            entries = {
+            ran = {r.name for r in records}
+            entries = {name: entry for name, entry in kept_entries(baseline_path).items()
+                       if name not in ran}  # tests this run did not run keep their entry
+            entries.update({
                 r.name: entry_for(r.result.measured, get_suite(r.case.suite).worse)
                 for r in records
                 if r.outcome in ("failed", "xfailed") and r.result is not None
                 and not r.result.passed
-            }
+            })
 
             def write_entries() -> str:
                 write_baseline(baseline_path, entries)

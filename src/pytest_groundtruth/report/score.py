@@ -11,7 +11,10 @@ and the reason for every weight are in docs/qualification.md; in short:
   :data:`BEYOND` times the bound (or at the worst value the measure can take);
 * a suite's quality is the mean over its tests; the score is the weighted mean of the
   suites that ran, times 1000, rounded. A test that crashed or timed out counts 0; a
-  skipped one does not count.
+  skipped one does not count;
+* only trusted verdicts count: a suite that raised a false alarm on a correct file at the
+  test's precision in the falsification runs (:mod:`~.trust`, ``data/trust.json``)
+  *informs* there (its verdict is shown) but does not lower the score.
 
 Each suite declares its weight and quality function on its declaration
 (:attr:`Suite.weight <pytest_groundtruth.suites.spec.Suite.weight>`, functions in
@@ -23,6 +26,7 @@ compare two quantizations and belong to neither combination.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -30,13 +34,28 @@ from typing import Any
 
 from pytest_groundtruth.config.qualification import grade_floor, grade_of
 from pytest_groundtruth.core.plugins import PluginError
+from pytest_groundtruth.report import trust as trust_facts
 from pytest_groundtruth.report.records import ParityRecord
 from pytest_groundtruth.suites.quality import AT_BOUND, DEFAULT_WEIGHT, VERDICT, Weight, headroom
 from pytest_groundtruth.suites.spec import get_suite, suite_names
 
-__all__ = ["AT_BOUND", "GATEWAY", "Part", "Qualification", "below_minimum", "declared",
-           "headroom", "qualify", "quality", "required_grade", "suite_quality", "weight_of",
-           "weights"]
+__all__ = [
+    "AT_BOUND",
+    "GATEWAY",
+    "Part",
+    "Qualification",
+    "below_minimum",
+    "declared",
+    "default_trust",
+    "headroom",
+    "informs_only",
+    "qualify",
+    "quality",
+    "required_grade",
+    "suite_quality",
+    "weight_of",
+    "weights",
+]
 
 GATEWAY = "gateway"
 
@@ -59,10 +78,24 @@ def weights() -> dict[str, Weight]:
     return {name: w for name, w in found.items() if w is not None and w is not VERDICT}
 
 
-def quality(record: ParityRecord) -> float | None:
-    """A test's quality in [0, 1]; None when it does not count (skipped, not scored)."""
+@functools.cache
+def default_trust() -> trust_facts.Trust:
+    return trust_facts.load()
+
+
+def informs_only(record: ParityRecord, trust: trust_facts.Trust | None = None) -> bool:
+    """The test's suite raised false alarms at its precision: shown, never scored."""
+    case = record.case
+    return (trust or default_trust()).informs_only(case.suite, case.quant, case.other)
+
+
+def quality(record: ParityRecord, trust: trust_facts.Trust | None = None) -> float | None:
+    """A test's quality in [0, 1]; None when it does not count (skipped, not scored, or
+    a verdict the falsification runs do not trust at this precision)."""
     weight = declared(record.case.suite)
     if weight is None or not record.verdict:
+        return None
+    if informs_only(record, trust):
         return None
     if record.result is None:
         return 0.0  # crashed or timed out before a verdict
@@ -90,6 +123,7 @@ class Qualification:
     score: int | None  # None: not scored (see ``gateway``)
     gateway: str  # "passed", "failed: <why>", "skipped: <why>" or "not run"
     parts: tuple[Part, ...]
+    informs: tuple[str, ...] = ()  # suites shown but not scored here (false alarms)
 
     @property
     def grade(self) -> str:
@@ -111,7 +145,7 @@ class Qualification:
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "runtime": self.runtime, "quantization": self.quant,
                 "score": self.score, "grade": self.grade or None, "gateway": self.gateway,
-                "parts": [asdict(p) for p in self.parts]}
+                "parts": [asdict(p) for p in self.parts], "informs": list(self.informs)}
 
 
 def _gateway(records: list[ParityRecord]) -> str:
@@ -127,9 +161,10 @@ def _gateway(records: list[ParityRecord]) -> str:
     return "passed"
 
 
-def qualify(records: Iterable[ParityRecord]) -> list[Qualification]:
+def qualify(records: Iterable[ParityRecord], trust: trust_facts.Trust | None = None
+            ) -> list[Qualification]:
     """A qualification per model x runtime x quantization that has single-artifact tests,
-    in the records' order."""
+    in the records' order; ``trust``: the falsification's facts (default: the package's)."""
     groups: dict[Key, list[ParityRecord]] = defaultdict(list)
     for record in records:
         if record.case.other is None:
@@ -138,10 +173,14 @@ def qualify(records: Iterable[ParityRecord]) -> list[Qualification]:
     for (model, runtime, quant), group in groups.items():
         gateway = _gateway(group)
         by_suite: dict[str, list[float]] = defaultdict(list)
+        informs: list[str] = []
         for record in group:
-            q = quality(record)
+            q = quality(record, trust)
             if q is not None:
                 by_suite[record.case.suite].append(q)
+            elif record.verdict and informs_only(record, trust) \
+                    and record.case.suite not in informs:
+                informs.append(record.case.suite)
         parts = tuple(Part(s, weight_of(s), sum(qs) / len(qs), len(qs))
                       for s, qs in by_suite.items())
         if gateway.startswith("failed"):
@@ -151,7 +190,7 @@ def qualify(records: Iterable[ParityRecord]) -> list[Qualification]:
         else:
             total = sum(p.weight for p in parts)
             score = round(1000 * sum(p.weight * p.quality for p in parts) / total)
-        out.append(Qualification(model, runtime, quant, score, gateway, parts))
+        out.append(Qualification(model, runtime, quant, score, gateway, parts, tuple(informs)))
     return out
 
 

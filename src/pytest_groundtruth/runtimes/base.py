@@ -283,6 +283,11 @@ class Runtime(abc.ABC):
         """A reason ``artifact_path`` is corrupt or incomplete, or None when it looks sound."""
         return None
 
+    def reimport_problem(self, model: ResolvedModel) -> str | None:
+        """Why :meth:`reimport` cannot rebuild ``model``'s GGUF here (checked before any
+        artifact is exported), or None."""
+        return None
+
     def reimport(self, gguf: Path, model: ResolvedModel, quant: str, out: Path) -> str:
         """Build an artifact of this runtime at ``out`` from a GGUF file; return the recipe."""
         raise NotImplementedError(f"{self.name} cannot reimport GGUF")

@@ -228,6 +228,9 @@ class LlamaCppRuntime(Runtime):
     def validate(self, artifact_path: Path) -> str | None:
         return self.toolchain.validate(artifact_path)
 
+    def reimport_problem(self, model: ResolvedModel) -> str | None:
+        return self.toolchain.reimport_problem(model)
+
     def reimport(self, gguf: Path, model: ResolvedModel, quant: str, out: Path) -> str:
         self.check_quant(quant)
         return self.toolchain.reimport(gguf, model, quant, out)

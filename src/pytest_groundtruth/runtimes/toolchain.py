@@ -33,6 +33,7 @@ from pytest_groundtruth.ggufio import quantize as quantizer
 from pytest_groundtruth.ggufio.names import GGUFExportError
 from pytest_groundtruth.ggufio.quants import CATALOG, GGUF_TYPES
 from pytest_groundtruth.ggufio.reader import gguf_problem, scan_gguf
+from pytest_groundtruth.ggufio.tokenizer_meta import tokenizer_problem
 from pytest_groundtruth.ggufio.writer import EXPORTER_VERSION, export_gguf
 from pytest_groundtruth.models.sources import ResolvedModel, gguf_to_hf_dir
 
@@ -72,8 +73,15 @@ class Toolchain:
             raise ValueError(f"converter must be one of {CONVERTERS}, got {self.converter!r}")
 
     def unavailable(self) -> str | None:
-        """Why the chosen converter cannot run here, or None."""
-        return hfconvert.unavailable(self.cache_dir) if self.converter == "llama.cpp" else None
+        """Why the chosen converter cannot run here, or None (llama.cpp's is fetched into
+        the cache on first need: :func:`~pytest_groundtruth.ggufio.hfconvert.fetch_converter`)."""
+        if self.converter != "llama.cpp":
+            return None
+        try:
+            hfconvert.fetch_converter(self.cache_dir)
+        except RuntimeUnavailable as exc:
+            return str(exc)
+        return None
 
     def describe(self, engine: str) -> str:
         """The toolchain in a runtime's version string (``engine``: llama.cpp's version)."""
@@ -106,20 +114,41 @@ class Toolchain:
         return found
 
     def convert(self, model: ResolvedModel, quant: str, out: Path) -> str:
-        """``model`` as a ``quant`` (float32, float16, int8 or int4) GGUF at ``out``."""
+        """``model`` as a ``quant`` (float32, float16, int8 or int4) GGUF at ``out``.
+
+        ``auto`` falls back to llama.cpp's converter where ours refuses the model
+        (:class:`GGUFExportError`: a tokenizer or tensor it cannot write); the recipe's
+        first line then says why."""
+        why = ""
         if self.converter_for(model) == "ours":
-            qtype, pre = QTYPES[quant], self.tokenizer_pre(model)
-            export_gguf(model.path, out, qtype, pre)
-            return (f"pytest_groundtruth.ggufio.export_gguf({str(model.path)!r}, <out>, "
-                    f"{qtype!r}, tokenizer_pre={pre!r})  # exporter v{EXPORTER_VERSION}")
+            try:
+                qtype, pre = QTYPES[quant], self.tokenizer_pre(model)
+                export_gguf(model.path, out, qtype, pre)
+            except GGUFExportError as exc:
+                if self.converter != "auto":
+                    raise
+                why = (f"# converter auto: our exporter refused {model.slug!r} ({exc}); "
+                       "llama.cpp's convert_hf_to_gguf.py instead\n")
+                try:
+                    hfconvert.fetch_converter(self.cache_dir)
+                except RuntimeUnavailable as missing:
+                    raise RuntimeUnavailable(f"our GGUF exporter cannot write model "
+                                             f"{model.slug!r} ({exc}), and the fallback, "
+                                             f"llama.cpp's converter: {missing}") from exc
+                out.unlink(missing_ok=True)
+            else:
+                return (f"pytest_groundtruth.ggufio.export_gguf({str(model.path)!r}, <out>, "
+                        f"{qtype!r}, tokenizer_pre={pre!r})  # exporter v{EXPORTER_VERSION}")
+        else:
+            hfconvert.fetch_converter(self.cache_dir)
         if quant in HF_OUTTYPES:
-            return hfconvert.convert(model.path, HF_OUTTYPES[quant], out, self.cache_dir)
+            return why + hfconvert.convert(model.path, HF_OUTTYPES[quant], out, self.cache_dir)
         with tempfile.TemporaryDirectory(prefix="gt-hfconv-", dir=out.parent) as tmp:
             f32 = Path(tmp) / "f32.gguf"
             first = hfconvert.convert(model.path, "f32", f32, self.cache_dir)
             second = quantizer.quantize(f32, out, "q4_0", self.n_threads)
         first = first.replace(str(f32), "<f32>")
-        return f"{first}\n{second.replace(str(f32), '<f32>').replace(str(out), '<out>')}"
+        return f"{why}{first}\n{second.replace(str(f32), '<f32>').replace(str(out), '<out>')}"
 
     def build(self, model: ResolvedModel, quant: str, out: Path) -> str:
         """``model`` as a ``quant`` GGUF at ``out`` (a converter's type, or the quantizer's
@@ -137,14 +166,28 @@ class Toolchain:
     def validate(self, artifact_path: Path) -> str | None:
         return gguf_problem(artifact_path)
 
+    def reimport_problem(self, model: ResolvedModel) -> str | None:
+        """Why :meth:`reimport` cannot rebuild ``model``'s GGUF (it rewrites with our
+        exporter: an architecture or a tokenizer it does not write), or None; cheap, so
+        that the roundtrip says it before any artifact is exported."""
+        config = names.read_config(model.path)
+        if config.get("model_type") not in names.EXPORTED:
+            return (f"the roundtrip rewrites the reimported model with our GGUF exporter, "
+                    f"which writes {', '.join(names.EXPORTED)}, not "
+                    f"{config.get('model_type')!r}")
+        problem = tokenizer_problem(model.path)
+        if problem:
+            return (f"the roundtrip rewrites the reimported model with our GGUF exporter, "
+                    f"which cannot write model {model.slug!r}'s tokenizer: {problem}")
+        return None
+
     def reimport(self, gguf: Path, model: ResolvedModel, quant: str, out: Path) -> str:
         """``gguf`` through transformers' GGUF loader and back through our exporter, each
         tensor at its type in the original; the recipe."""
+        problem = self.reimport_problem(model)
+        if problem:
+            raise RuntimeUnavailable(problem)
         config = names.read_config(model.path)
-        if config.get("model_type") not in names.EXPORTED:
-            raise RuntimeUnavailable(
-                f"the roundtrip rewrites the reimported model with our GGUF exporter, which "
-                f"writes {', '.join(names.EXPORTED)}, not {config.get('model_type')!r}")
         pre = scan_gguf(gguf).scalars.get("tokenizer.ggml.pre")
         tokenizer_pre = pre if isinstance(pre, str) else self.tokenizer_pre(model)
         label = self.qtype(quant)

@@ -56,7 +56,8 @@ RANDOM_BOUNDS: dict[str, dict[str, float]] = calibrated.read(BOUNDS_FILE).get("r
 
 def _score(case: Case, ctx: Context) -> tuple[dict[str, list[PositionAgreement]], str]:
     artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
-    oracles = {name: ctx.inputs.oracle(case.model, name) for name in ctx.inputs.prompts}
+    oracles = {name: ctx.inputs.oracle(case.model, name)
+               for name in ctx.inputs.answerable(case.model)}
     runner = ctx.engines.runner(artifact)
     per_prompt = {}
     for name, oracle in oracles.items():
@@ -156,7 +157,8 @@ def measure(case: Case, ctx: Context) -> Agreement:
     artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
     read = {n: [list(o.prompt_tokens), list(o.tokens),
                 [[list(s.ids), list(s.logprobs)] for s in o.steps]]
-            for n in ctx.inputs.prompts for o in [ctx.inputs.oracle(case.model, n)]}
+            for n in ctx.inputs.answerable(case.model)
+            for o in [ctx.inputs.oracle(case.model, n)]}
     oracles = json.dumps(read, sort_keys=True)
 
     def make() -> dict[str, Any]:

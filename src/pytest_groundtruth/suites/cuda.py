@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
-from pytest_groundtruth.measures.sequences import compare
+from pytest_groundtruth.measures.near_ties import compare
 from pytest_groundtruth.suites import drift, token
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.quality import Weight, q_mismatches
@@ -58,7 +58,10 @@ def _pair(case: Case, ctx: Context) -> SuiteResult:
 def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[str],
            settings: Settings) -> list[Case]:
     """The transformers reference at each GPU precision, per prompt; with two precisions
-    also their pair and drift comparisons. Not per configured runtime."""
+    also their pair and drift comparisons. Only where the ``transformers`` runtime is
+    configured: the matrix holds the runtimes asked for, nothing else."""
+    if RUNTIME not in settings.runtimes:
+        return []
     precisions = list(settings.cuda_precisions)
     cases = [Case("cuda", model, RUNTIME, precision, p, device=DEVICE)
              for precision in precisions for p in prompts]

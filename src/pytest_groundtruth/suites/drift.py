@@ -5,7 +5,9 @@ quantizations ordered by bits per weight (llama.cpp's documented sizes for its t
 :func:`~pytest_groundtruth.ggufio.quants.bits_per_weight`). The cases are the original
 (int8, int4) pair when both are configured, and each configured quantization against the
 next lower level of bits per weight (aliases of one GGUF type, such as int4 and q4_0, are
-one level), so N levels make N - 1 pairs rather than N^2.
+one level), so N levels make N - 1 pairs rather than N^2. Each side's mismatches are
+counted as ``token`` counts them, a first flip at a near tie of the oracle not counted
+(:mod:`pytest_groundtruth.measures.near_ties`).
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ def run(case: Case, ctx: Context) -> SuiteResult:
         failed = prompt_failure(ctx, case, oracle, gen, art)
         if failed is not None:
             return failed
-    m_high = oracle.compare(high.tokens, mode)
-    m_low = oracle.compare(low.tokens, mode)
+    m_high = oracle.compare(high.tokens, mode, high.topk)
+    m_low = oracle.compare(low.tokens, mode, low.topk)
     bound = bound_of(ctx, case, "slack")
     limit = m_low.counted + bound.value
     passed = m_high.counted <= limit

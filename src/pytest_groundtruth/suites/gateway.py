@@ -144,7 +144,7 @@ def run(case: Case, ctx: Context) -> SuiteResult:
     gates.append(Gate("G1", "loads", "passed", f"{found.path.name} opened in {loaded:.2f} s"))
 
     # G2, G3: every prompt's generation returns (the first one is G2).
-    prompts = ctx.prompts_for(case.runtime, case.device)
+    prompts = ctx.prompts_for(case.runtime, case.device, case.model)
     outputs: dict[str, Generation | EngineFailure] = {}
     for i, name in enumerate(prompts):
         gen = attempt(partial(ctx.results.generation, found, name, case.device))

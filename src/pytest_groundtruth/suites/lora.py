@@ -36,7 +36,7 @@ from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.ggufio.lora import WRITER_VERSION, adapter_problem, export_lora_gguf
 from pytest_groundtruth.measures.closeness import closeness
-from pytest_groundtruth.measures.sequences import compare
+from pytest_groundtruth.measures.near_ties import compare
 from pytest_groundtruth.models.sources import LoraParts, base_of, lora_parts
 from pytest_groundtruth.runtimes.base import Capability, Generation
 from pytest_groundtruth.runtimes.hf import TransformersRunner

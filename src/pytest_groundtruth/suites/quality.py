@@ -79,7 +79,15 @@ def q_perplexity(r: SuiteResult) -> float:
     if r.case.variant == "gap":
         gap, max_gap = _number(r.measured), _number(r.bound)
         return headroom(gap, max_gap, BEYOND * max_gap)
-    ppl, ceiling = _number(r.measured), _number(r.bound)
+    # the bound is {"max_ratio": r, "ceiling": c} (a calibrated ratio to the oracle's
+    # perplexity, and the roster's ceiling where it has one), or a bare ceiling
+    bound = r.bound if isinstance(r.bound, dict) else {"ceiling": r.bound}
+    ratio = _number(r.details.get("ratio_to_oracle"), 0.0)
+    max_ratio = _number(bound.get("max_ratio"), 0.0)
+    if ratio > 0 and max_ratio > 1:
+        room = max_ratio - 1
+        return headroom(max(0.0, ratio - 1), room, BEYOND * room)
+    ppl, ceiling = _number(r.measured), _number(bound.get("ceiling"))
     oracle = _number(r.details.get("oracle_perplexity"), 0.0)
     if oracle and ceiling > oracle:
         excess, room = max(0.0, ppl - oracle), ceiling - oracle

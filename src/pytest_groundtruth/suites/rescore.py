@@ -192,7 +192,7 @@ def pooled(ctx: Context, model: str, runtime: str, quant: str, device: str = "cp
     oracle_lp: list[float] = []
     per_prompt: dict[str, float] = {}
     calls: list[str] = []
-    for name in ctx.prompts_for(runtime, device):
+    for name in ctx.prompts_for(runtime, device, model):
         oracle = ctx.inputs.oracle(model, name, needs=NEEDS)
         gen, _ = ctx.results.generate(model, runtime, quant, name, device)
         scored = rescored(ctx, model, oracle, gen.tokens)
@@ -209,7 +209,7 @@ def pooled(ctx: Context, model: str, runtime: str, quant: str, device: str = "cp
 def _pooled(case: Case, ctx: Context) -> SuiteResult:
     artifact = ctx.engines.artifact(case.model, case.runtime, case.quant, case.device)
     # a prompt the runtime consumed wrongly says so first
-    for name in ctx.prompts_for(case.runtime, case.device):
+    for name in ctx.prompts_for(case.runtime, case.device, case.model):
         oracle = ctx.inputs.oracle(case.model, name, needs=NEEDS)
         gen, _ = ctx.results.generate(case.model, case.runtime, case.quant, name, case.device)
         failed = prompt_failure(ctx, case, oracle, gen, artifact)

@@ -18,6 +18,7 @@ from typing import Any
 from pytest_groundtruth.config.settings import Bound
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.tables import text_table
+from pytest_groundtruth.measures.near_ties import MARGIN
 from pytest_groundtruth.oracle.format import Oracle
 from pytest_groundtruth.suites.case import Case
 
@@ -136,7 +137,7 @@ def token_rows(
     rows = []
     # An original-format oracle has no top-k: the table shows the tokens only.
     steps = (oracle.topk if oracle else None) or ()
-    near = set(oracle.near_ties) if oracle and steps else set()
+    near = {i for i, s in enumerate(steps) if s.margin < MARGIN}  # the near-tie rule's
     for pos in list(positions)[:limit]:
         oracle_id = reference[pos] if pos < len(reference) else None
         runtime_id = tokens[pos] if pos < len(tokens) else None

@@ -30,10 +30,10 @@ from typing import Any
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.measures.logprobs import TopK
-from pytest_groundtruth.measures.sequences import compare
+from pytest_groundtruth.measures.near_ties import MARGIN, compare
 from pytest_groundtruth.models.drafts import vocabulary_mismatch
 from pytest_groundtruth.models.sources import ModelError
-from pytest_groundtruth.oracle.format import NEAR_TIE_MARGIN, Oracle
+from pytest_groundtruth.oracle.format import Oracle
 from pytest_groundtruth.runtimes.base import Capability, Runner
 from pytest_groundtruth.runtimes.hf import TransformersRunner
 from pytest_groundtruth.runtimes.llamacpp import LlamaCppRunner
@@ -111,8 +111,8 @@ def _assisted(case: Case, ctx: Context) -> SuiteResult:
     result = ctx.results.cached("speculative", target, [oracle.prompt, n, draft.key,
                                                         spec.draft_tokens], make,
                                 SpeculativeGeneration.from_json)
-    return verdict(ctx, case, Reference(oracle.tokens, oracle.steps, oracle.near_tie_margin,
-                                        "the oracle", f"oracle/{case.model}/{case.prompt}.json"),
+    return verdict(ctx, case, Reference(oracle.tokens, oracle.steps, "the oracle",
+                                        f"oracle/{case.model}/{case.prompt}.json"),
                    result, f"{target.path} (draft: {draft.path})", oracle)
 
 
@@ -134,8 +134,8 @@ def _lookup(case: Case, ctx: Context) -> SuiteResult:
     result = ctx.results.cached("speculative-lookup", artifact,
                                 [prompt, n, spec.lookup_tokens, spec.lookup_ngram], make,
                                 SpeculativeGeneration.from_json)
-    return verdict(ctx, case, Reference(own.tokens, own.topk or (), NEAR_TIE_MARGIN,
-                                        "the engine's own greedy tokens", own.call,
+    return verdict(ctx, case, Reference(own.tokens, own.topk, "the engine's own greedy tokens",
+                                        own.call,
                                         own.seconds),
                    result, str(artifact.path))
 
@@ -145,8 +145,7 @@ class Reference:
     """The tokens a speculative generation must reproduce, with their top-k per step."""
 
     tokens: Sequence[int]
-    steps: Sequence[TopK]  # the reference's own top-k log-probabilities (may be empty)
-    margin: float  # below this top-1 minus top-2 margin a position is a near tie
+    steps: Sequence[TopK] | None  # the reference's own top-k log-probabilities, if known
     name: str
     call: str
     seconds: float | None = None  # how long the reference generation took, when known
@@ -154,7 +153,7 @@ class Reference:
 
 def tie_note(reference: Reference, tokens: Sequence[int], position: int) -> str | None:
     """What the reference's top-k says at the first divergence, when it has one there."""
-    if position >= len(reference.steps) or position >= len(tokens):
+    if reference.steps is None or position >= len(reference.steps) or position >= len(tokens):
         return None
     step = reference.steps[position]
     if len(step.ids) < 2:
@@ -162,21 +161,20 @@ def tie_note(reference: Reference, tokens: Sequence[int], position: int) -> str 
     chosen = tokens[position]
     rank = (f"its #{step.ids.index(chosen) + 1} ({step.logprobs[step.ids.index(chosen)]:.4f})"
             if chosen in step.ids else f"outside its top-{len(step.ids)}")
-    kind = "a near tie" if step.margin < reference.margin else "no near tie"
-    return (f"at position {position} {reference.name} had {kind}: top-1 {step.ids[0]} "
+    return (f"at position {position} {reference.name} had top-1 {step.ids[0]} "
             f"({step.logprobs[0]:.4f}), top-2 {step.ids[1]} ({step.logprobs[1]:.4f}), margin "
-            f"{step.margin:.4f} (near-tie margin {reference.margin}); the speculative path "
+            f"{step.margin:.4f} (near-tie margin {MARGIN}); the speculative path "
             f"chose {chosen}, {rank}")
 
 
 def verdict(ctx: Context, case: Case, reference: Reference, result: SpeculativeGeneration,
             artifact: str, oracle: Oracle | None = None) -> SuiteResult:
-    """The tokens must equal the reference's (a first flip at a near tie is not counted
-    under ``near_ties = "exempt"``, as in the count suites); the acceptance rate must
-    reach ``min_acceptance`` when one is set."""
+    """The tokens must equal the reference's (a first flip at a near tie is decided by the
+    near-tie rule, as in the count suites); the acceptance rate must reach
+    ``min_acceptance`` when one is set."""
     tokens = result.generation.tokens
     cmp = compare(reference.tokens, tokens, ctx.settings.near_ties, reference.steps,
-                  reference.margin)
+                  result.generation.topk, reference.name)
     max_mismatches = bound_of(ctx, case, "max_mismatches")
     minimum = bound_of(ctx, case, "min_acceptance")
     stats = result.acceptance

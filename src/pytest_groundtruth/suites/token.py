@@ -1,4 +1,8 @@
-"""token: positional token mismatches against the oracle stay within a per-quantization bound."""
+"""token: positional token mismatches against the oracle stay within a per-quantization bound.
+
+A first divergence at a near tie of the oracle is decided by the near-tie rule
+(:mod:`pytest_groundtruth.measures.near_ties`): not counted, nor anything after it.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +22,14 @@ def run(case: Case, ctx: Context) -> SuiteResult:
     failed = prompt_failure(ctx, case, oracle, gen, artifact)
     if failed is not None:
         return failed
-    cmp = oracle.compare(gen.tokens, ctx.settings.near_ties)
+    cmp = oracle.compare(gen.tokens, ctx.settings.near_ties, gen.topk)
     bound = bound_of(ctx, case, "max_mismatches")
     passed = cmp.counted <= bound.value
     n = oracle.max_new_tokens
     summary = f"{cmp.counted}/{n} positional mismatches {'<=' if passed else '>'} {bound.value}"
-    if cmp.first is not None:
+    if cmp.tie is not None:
+        summary += f"; first divergence at position {cmp.first}, a near tie"
+    elif cmp.first is not None:
         summary += f"; first divergence at position {cmp.first}"
     return SuiteResult(
         case=case,

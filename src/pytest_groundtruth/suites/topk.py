@@ -7,14 +7,17 @@ on different prefixes. A correct engine that flips a near tie passes; an engine 
 choice the oracle considers unlikely fails, wherever the flip happens.
 
 The runtime's top-k comes from its own generation (runtimes with per-step
-log-probabilities) or from teacher-forced scoring of its own prefix.
+log-probabilities) or from teacher-forced scoring of its own prefix. A first divergence
+that is a near tie by the rule (:mod:`pytest_groundtruth.measures.near_ties`) passes
+whatever the ranks, as in the count-based suites; the note says so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.measures.near_ties import near_tie
 from pytest_groundtruth.measures.sequences import first_divergence
 from pytest_groundtruth.oracle.format import Oracle
 from pytest_groundtruth.runtimes.base import Capability, Generation
@@ -84,6 +87,10 @@ def run(case: Case, ctx: Context) -> SuiteResult:
     pos = first_divergence(oracle.tokens, gen.tokens)
     runtime_ids = runtime_topk_at(ctx, case, gen, pos, k) if pos is not None else None
     verdict = check(oracle, gen.tokens, runtime_ids, k)
+    tie = (near_tie(oracle.tokens, gen.tokens, oracle.steps, gen.topk)
+           if ctx.settings.near_ties != "count" else None)
+    if tie is not None and not verdict.passed:
+        verdict = replace(verdict, passed=True)
     if verdict.position is None:
         summary = "identical to the oracle: no divergence"
     else:
@@ -108,6 +115,7 @@ def run(case: Case, ctx: Context) -> SuiteResult:
         artifact=str(artifact.path),
         recipe=artifact.recipe,
         calls=(gen.call,),
+        notes=(tie.describe(),) if tie is not None else (),
         details={"k": k, "oracle_rank_of_runtime": verdict.oracle_rank_of_runtime,
                  "runtime_rank_of_oracle": verdict.runtime_rank_of_oracle},
     )

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from pytest_groundtruth.context import Context
-from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.core.failures import EngineFailure, RuntimeUnavailable
 from pytest_groundtruth.ggufio.quants import CATALOG
 from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites.agreement import Agreement, measure, measure_text
@@ -167,8 +167,11 @@ def per_runtime(measured: Sequence[R], derive: Callable[[list[R], str], dict[str
     return out
 
 
-def measure_correct(ctx: Context, model: str) -> list[Measured]:
-
+def measure_correct(ctx: Context, model: str, findings: list[str] | None = None
+                    ) -> list[Measured]:
+    """The measures of every correct conversion available here. A runtime that fails on
+    its conversion (NaN logits, a crash) is a finding, appended to ``findings``, and the
+    calibration goes on without it."""
     out = []
     for quant, cells in CORRECT.items():
         for runtime, q in cells:
@@ -181,12 +184,23 @@ def measure_correct(ctx: Context, model: str) -> list[Measured]:
                 ppl = ctx.results.perplexity(model, runtime, q)[0].perplexity
             except RuntimeUnavailable:
                 continue
+            except EngineFailure as exc:
+                if findings is not None:
+                    findings.append(engine_finding(model, runtime, q, exc))
+                continue
             out.append(Measured(model, runtime, quant, result.top1, result.kl,
                                 len(result.pooled), ppl / oracle_ppl(ctx, model),
                                 _kl_se(result), Measured(model, runtime, quant, text.top1,
                                                          text.kl, len(text.pooled), None,
                                                          _kl_se(text))))
     return out
+
+
+def engine_finding(model: str, runtime: str, quant: str, exc: EngineFailure) -> str:
+    """One line for a correct conversion that the runtime failed on: left out of the
+    calibration, reported with the report."""
+    return (f"{model} / {runtime} / {quant}: the runtime failed: {str(exc).splitlines()[0]}"
+            + (f" (call: {exc.call})" if exc.call else "") + "; left out of the bounds")
 
 
 def _kl_se(measured: Agreement) -> float:
@@ -244,8 +258,9 @@ def _bounds_table(bounds: dict[str, dict[str, float]], published: bool) -> list[
 
 def calibrate(ctx: Context, model: str, random_models: tuple[str, ...] = ()
               ) -> tuple[Calibration, str]:
-    measured = measure_correct(ctx, model)
-    random = [m for slug in random_models for m in measure_correct(ctx, slug)]
+    findings: list[str] = []
+    measured = measure_correct(ctx, model, findings)
+    random = [m for slug in random_models for m in measure_correct(ctx, slug, findings)]
     result = Calibration(model, _bounds(measured, True), random_models,
                          _bounds(random, False) if random else {})
     rule = (__doc__.split("The rule,")[1].split("Quantizations without")[0].strip()
@@ -259,6 +274,10 @@ def calibrate(ctx: Context, model: str, random_models: tuple[str, ...] = ()
         "",
         *_bounds_table(result.bounds, True),
     ]
+    if findings:
+        lines += ["", "## Findings", "", "Correct conversions a runtime failed on (not "
+                  "calibrated; each is a runtime defect to report):", "",
+                  *(f"- {f}" for f in findings)]
     if random:
         lines += ["", "## Random-weight models", "",
                   f"Models: {', '.join(random_models)} (oracle perplexities "

@@ -47,6 +47,7 @@ from pytest_groundtruth.tools import (
     measure,
     memory_bench,
     merge,
+    near_tie_margin,
     oracles,
     qualify,
     rescore_calibration,
@@ -194,6 +195,9 @@ def cmd_oracle(args: argparse.Namespace) -> int:
             if not args.quiet:
                 print(f"unchanged  {change.path}")
             continue
+        if change.status == "skipped":
+            print(f"skipped    {change.path}: {change.detail}")
+            continue
         noise = change.status == "noise"
         verb = "wrote" if change.written else ("would write" if change.status == "new"
                                                else "kept" if noise else "NOT written")
@@ -312,6 +316,17 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_near_ties(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    ctx = _context(args, settings)
+    try:
+        found = near_tie_margin.measure_all(ctx, args.model)
+    finally:
+        ctx.close()
+    _publish(args, near_tie_margin.render(args.model, found))
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     settings = _settings(args)
     runtimes, quants = list(settings.runtimes), list(settings.quantizations)
@@ -366,7 +381,8 @@ def cmd_falsify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     quants = tuple(args.quant or ("float32", "int8", "int4"))
     suites = tuple(args.suite or falsify.SUITES)
-    chosen = args.fault or [*falsify.FILE_FAULT_NAMES, *falsify.ENGINE_FAULT_NAMES]
+    chosen = [] if args.no_faults else (
+        args.fault or [*falsify.FILE_FAULT_NAMES, *falsify.ENGINE_FAULT_NAMES])
     unknown = [f for f in chosen if f not in falsify.FILE_FAULT_NAMES
                and f not in falsify.ENGINE_FAULT_NAMES]
     if unknown:
@@ -381,6 +397,10 @@ def cmd_falsify(args: argparse.Namespace) -> int:
         other_tools=not args.no_other_tools)
     text = falsify.render(args.model, rows, suites, quants)
     _publish(args, text)
+    if args.trust:
+        facts = falsify.trust_facts(args.model, rows, suites)
+        atomic_write_text(Path(args.trust), facts.to_json())
+        print(f"wrote the trust facts to {args.trust}", file=sys.stderr)
     if args.readme:
         readme = Path(args.readme)
         section = falsify.readme_section(rows, suites, quants)
@@ -521,6 +541,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_write(p)
     p.set_defaults(func=cmd_measure)
 
+    p = sub.add_parser("near-ties", parents=[common],
+                       help="how far correct conversions move the reference's near ties "
+                       "(the near-tie rule's margin)")
+    p.add_argument("--model", default="smollm2-135m", metavar="SLUG")
+    add_cli_options(p, ["no-cache"])
+    p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    p.set_defaults(func=cmd_near_ties)
+
     p = sub.add_parser("compare", parents=[common],
                        help="the oracle's text and each runtime's side by side, per prompt; "
                        "--model A --model B: a teacher against a student")
@@ -562,6 +590,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_write(p)
     p.add_argument("--readme", metavar="FILE",
                    help="also write the per-suite table between the markers in FILE")
+    p.add_argument("--no-faults", action="store_true",
+                   help="run the correct files only (enough for --trust)")
+    p.add_argument("--trust", metavar="FILE",
+                   help="write each suite's false alarms per quantization to FILE (the "
+                   "score's trust facts: src/pytest_groundtruth/data/trust.json)")
     p.set_defaults(func=cmd_falsify)
 
     p = sub.add_parser("bench", parents=[common],

@@ -33,7 +33,8 @@ from pathlib import Path
 from pytest_groundtruth.config.settings import ExternalArtifact, Settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.tables import markdown_table
-from pytest_groundtruth.ggufio.quants import short_name
+from pytest_groundtruth.ggufio.quants import GGUF_TYPES, short_name
+from pytest_groundtruth.report.trust import Trust, from_alarms
 from pytest_groundtruth.runtimes.base import Runtime
 from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites.matrix import build_cases
@@ -176,6 +177,24 @@ def false_alarms(rows: Sequence[RowResult]) -> dict[str, set[str]]:
             for suite, quants in row.caught.items():
                 alarms[suite].update(quants)
     return alarms
+
+
+def full(label: str) -> str:
+    """The quantization name of a short name (``q8`` -> ``int8``; pairs joined by ``+``)."""
+    names = {short_name(q): q for q in GGUF_TYPES}
+    return "+".join(names.get(q, q) for q in label.split("+"))
+
+
+def trust_facts(model: str, rows: Sequence[RowResult], suites: Sequence[str] = SUITES
+                ) -> Trust:
+    """What the score trusts (:mod:`pytest_groundtruth.report.trust`): per suite, the
+    quantizations at which it failed a correct file."""
+    correct = [r for r in rows if r.kind == "correct" and not r.not_applicable]
+    measured = sorted({q for r in correct for q in r.quants})
+    labels = ", ".join(r.label for r in correct)
+    return from_alarms({s: [full(q) for q in qs] for s, qs in false_alarms(rows).items()},
+                       measured, f"{model} on {RUNTIME}: {len(correct)} correct files "
+                       f"({labels})", suites)
 
 
 def trusted(rows: Sequence[RowResult], suites: Sequence[str], quant: str) -> list[str]:

@@ -18,6 +18,7 @@ from pytest_groundtruth.config.prompts import Prompt
 from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.memory import trim_heap
 from pytest_groundtruth.measures.logprobs import TopK
+from pytest_groundtruth.models.chat_template import chat_template_problem
 from pytest_groundtruth.models.content import weights_change
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.oracle.files import OracleChange, reconcile
@@ -226,8 +227,14 @@ def build_all(
             weights = WeightsChange(model)
             for prompt in prompts:
                 bar.set_postfix_str(f"{model.slug}/{prompt.name}")
-                oracle = make_oracle(runner, model, prompt, max_new_tokens, top_k, gpu)
                 path = oracle_path(oracle_root, model.slug, prompt.name, precision, device)
+                problem = (chat_template_problem(model.path, model.slug, prompt.name)
+                           if prompt.is_chat else None)
+                if problem:  # not applicable: the other prompts and the text still run
+                    yield OracleChange(path, "skipped", problem)
+                    bar.update()
+                    continue
+                oracle = make_oracle(runner, model, prompt, max_new_tokens, top_k, gpu)
                 yield weights.explain(path, reconcile(path, oracle.to_json(), force, check,
                                                       runner.tokenizer.decode, tolerance))
                 bar.update()

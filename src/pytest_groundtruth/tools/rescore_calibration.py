@@ -41,7 +41,7 @@ import math
 from dataclasses import dataclass
 
 from pytest_groundtruth.context import Context
-from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.core.failures import EngineFailure, RuntimeUnavailable
 from pytest_groundtruth.measures.consistency import check
 from pytest_groundtruth.measures.rescore import judge, mean_nll
 from pytest_groundtruth.oracle.format import NEAR_TIE_MARGIN
@@ -49,7 +49,7 @@ from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites.consistency import self_scored
 from pytest_groundtruth.suites.rescore import BOUNDS_FILE, oracle_logprobs, pooled, rescored
-from pytest_groundtruth.tools.calibrate import per_runtime
+from pytest_groundtruth.tools.calibrate import engine_finding, per_runtime
 
 RUNTIMES = ("llamacpp", "torchao", "transformers")
 GAP_FACTOR = 2.0
@@ -85,9 +85,10 @@ def oracle_nll_se(ctx: Context, model: str) -> tuple[float, int]:
     return sd * math.sqrt(2 / n), n
 
 
-def measure_correct(ctx: Context, model: str, runtimes: tuple[str, ...] = RUNTIMES
-                    ) -> list[RescoreMeasured]:
-    """The rescore measures of every correct conversion available here."""
+def measure_correct(ctx: Context, model: str, runtimes: tuple[str, ...] = RUNTIMES,
+                    findings: list[str] | None = None) -> list[RescoreMeasured]:
+    """The rescore measures of every correct conversion available here; a runtime that
+    fails on one (NaN logits, a crash) is a finding in ``findings`` and is left out."""
     out = []
     for name in runtimes:
         runtime = make_runtime(name, ctx.settings)
@@ -107,6 +108,10 @@ def measure_correct(ctx: Context, model: str, runtimes: tuple[str, ...] = RUNTIM
                         own.append(check(scored.ratings, math.inf).max_gap)
                 pool = pooled(ctx, model, name, quant)
             except RuntimeUnavailable:
+                continue
+            except EngineFailure as exc:
+                if findings is not None:
+                    findings.append(engine_finding(model, name, quant, exc))
                 continue
             worst = max(gaps, key=lambda p: gaps[p])
             out.append(RescoreMeasured(name, quant, gaps[worst], worst, pool.excess_nll,
@@ -144,7 +149,8 @@ Bounds = dict[str, dict[str, float]]
 def calibrate(ctx: Context, model: str) -> tuple[Bounds, Bounds, str]:
     """The rescore and consistency bounds per quantization, and the markdown section
     that shows how."""
-    measured = measure_correct(ctx, model)
+    findings: list[str] = []
+    measured = measure_correct(ctx, model, findings=findings)
     se, n = oracle_nll_se(ctx, model)
     quants = list(dict.fromkeys(m.quant for m in measured))
     bounds = {q: derive(measured, q, se) for q in quants}
@@ -182,6 +188,9 @@ def calibrate(ctx: Context, model: str) -> tuple[Bounds, Bounds, str]:
               "|---|---|---|---|"]
     lines += [f"| {q} | {b['max_gap']} | {b['max_excess_nll']} | "
               f"{consistency.get(q, {}).get('max_gap', '-')} |" for q, b in bounds.items()]
+    if findings:
+        lines += ["", "Findings: correct conversions a runtime failed on (not calibrated):", "",
+                  *(f"- {f}" for f in findings)]
     return bounds, consistency, "\n".join(lines) + "\n"
 
 
