@@ -19,7 +19,7 @@ ROOT = "pytest_groundtruth"
 
 # Lowest first; a module may import its own layer and the layers before it.
 LAYERS = ("core", "measures", "oracle", "config", "models", "ggufio", "runtimes", "store",
-          "integrity", "context", "suites", "report", "plugin", "tools")
+          "integrity", "context", "framework", "suites", "report", "plugin", "tools")
 # Programs of their own, above everything (they run as separate processes).
 OUTSIDE = ("standins",)
 
