@@ -55,17 +55,12 @@ class Calibration:
     store), and the rule that turns the statistics of correct conversions into bounds."""
 
     file: str  # the package defaults: data/<file>
+    params: tuple[str, ...]  # the parameters it calibrates
     measure: Callable[[Context, Artifact], dict[str, Any]]
     # (statistics of each correct conversion, the quantization) -> parameter -> bound
     derive: Callable[[Sequence[Mapping[str, Any]], str], dict[str, float]]
     version: int = 1  # of the statistics' definitions and the rule: part of the cache key
     rule: str = ""  # the rule in a few words, for the bound's origin
-
-    @property
-    def params(self) -> tuple[str, ...]:
-        """The parameters the package file calibrates."""
-        return tuple(dict.fromkeys(p for entry in package_file(self.file).bounds.values()
-                                   for p in entry))
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult, bound_of, token_table
 from pytest_groundtruth.suites.spec import Cell, Suite, each_artifact
 
+PARAMS = ("min_top1", "max_kl", "text_min_top1", "text_max_kl")  # calibrated
 BOUNDS_FILE = "agreement_bounds.json"  # the package defaults (pytest_groundtruth/data)
 
 
@@ -282,7 +283,7 @@ def derive(stats: Sequence[Mapping[str, Any]], quant: str) -> dict[str, float]:
     return {k: v for k, v in found.items() if k != "max_ratio"}
 
 
-CALIBRATION = Calibration(BOUNDS_FILE, statistics, derive,
+CALIBRATION = Calibration(BOUNDS_FILE, PARAMS, statistics, derive,
                           rule="KL: worst correct + 3 standard errors (or llama.cpp's "
                           "published figure); top-1: worst correct - 3 binomial standard "
                           "errors")
@@ -295,7 +296,7 @@ SUITE = Suite(
     needs=((Capability.SCORE,),),
     per_prompt=False,
     # calibrated (docs/calibration.md): package defaults, or the model's own
-    params=dict.fromkeys(("min_top1", "max_kl", "text_min_top1", "text_max_kl")),
+    params=dict.fromkeys(PARAMS),
     calibration=CALIBRATION,
     expand=_cases,
     rank=80,

@@ -37,6 +37,7 @@ from pytest_groundtruth.suites.rescore import rating_rows
 from pytest_groundtruth.suites.result import SuiteResult, bound_of
 from pytest_groundtruth.suites.spec import Suite
 
+PARAMS = ("max_gap",)  # calibrated
 BOUNDS_FILE = "consistency_bounds.json"  # the package defaults (pytest_groundtruth/data)
 
 
@@ -137,7 +138,7 @@ def derive(stats: Sequence[Mapping[str, Any]], quant: str) -> dict[str, float]:
     return rules.derive_consistency(rows, quant)
 
 
-CALIBRATION = Calibration(BOUNDS_FILE, statistics, derive,
+CALIBRATION = Calibration(BOUNDS_FILE, PARAMS, statistics, derive,
                           rule="2 x the largest correct gap to its own scoring")
 
 
@@ -148,7 +149,7 @@ SUITE = Suite(
     run,
     needs=((Capability.GENERATE,), (Capability.SCORE,)),
     # calibrated (docs/calibration.md): package defaults, or the model's own
-    params={"max_gap": None},
+    params=dict.fromkeys(PARAMS),
     calibration=CALIBRATION,
     rank=78,
 )

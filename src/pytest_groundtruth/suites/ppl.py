@@ -130,6 +130,7 @@ def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[st
             + each_pair(suite, model, cells, prompts, settings, variant="gap"))
 
 
+PARAMS = ("max_ratio",)  # calibrated
 BOUNDS_FILE = "ppl_bounds.json"  # the package defaults (pytest_groundtruth/data)
 
 
@@ -145,7 +146,7 @@ def derive(stats: Sequence[Mapping[str, Any]], quant: str) -> dict[str, float]:
     return {"max_ratio": rules.derive_ratio([s["ratio"] for s in stats])}
 
 
-CALIBRATION = Calibration(BOUNDS_FILE, statistics, derive,
+CALIBRATION = Calibration(BOUNDS_FILE, PARAMS, statistics, derive,
                           rule="1 + 3 x the worst correct excess ratio")
 
 

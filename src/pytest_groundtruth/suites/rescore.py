@@ -48,6 +48,7 @@ from pytest_groundtruth.suites.prompt_check import prompt_failure
 from pytest_groundtruth.suites.result import SuiteResult, TokenRow, bound_of
 from pytest_groundtruth.suites.spec import Cell, Suite, each_artifact
 
+PARAMS = ("max_gap", "max_excess_nll")  # calibrated
 BOUNDS_FILE = "rescore_bounds.json"  # the package defaults (pytest_groundtruth/data)
 POOLED = "nll"  # the variant of the per-artifact sequence-level case
 # What rescoring reads from an oracle (a file in the original workflow's format lacks
@@ -285,7 +286,7 @@ def derive(stats: Sequence[Mapping[str, Any]], quant: str) -> dict[str, float]:
     return rules.derive_rescore(rows, quant, max(s["se"] for s in stats))
 
 
-CALIBRATION = Calibration(BOUNDS_FILE, statistics, derive,
+CALIBRATION = Calibration(BOUNDS_FILE, PARAMS, statistics, derive,
                           rule="gap: 2 x the largest correct gap; excess NLL: worst correct "
                           "+ 3 standard errors")
 
@@ -296,7 +297,7 @@ SUITE = Suite(
     "its best token, and the excess NLL, within calibrated per-quantization bounds",
     run,
     # calibrated (docs/calibration.md): package defaults, or the model's own
-    params=dict.fromkeys(("max_gap", "max_excess_nll")),
+    params=dict.fromkeys(PARAMS),
     calibration=CALIBRATION,
     expand=_cases,
     rank=75,
