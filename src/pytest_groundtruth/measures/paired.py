@@ -62,7 +62,8 @@ def blocks(positions: Mapping[str, Sequence[float]], size: int = BLOCK,
             continue
         runs = [values[i:i + size] for i in range(0, len(values), size)]
         if len(runs) > 1 and len(runs[-1]) < size // 2:
-            runs[-2] += runs.pop()
+            tail = runs.pop()
+            runs[-1] = runs[-1] + tail
         out.extend(runs)
     return out
 
