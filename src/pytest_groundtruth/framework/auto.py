@@ -46,8 +46,9 @@ _memo: weakref.WeakKeyDictionary[Engines, dict[tuple[str, ...], Found]] = \
 def skipped(ctx: Context, calibration: Calibration, model: str, runtime: str, quant: str,
             force: bool = False) -> str | None:
     """Why the model at hand gets no automatic calibration here ("" : silently, the
-    package default is this model's own calibration), or None when it does."""
-    if random_weights(ctx.settings, model):
+    package default is this model's own calibration), or None when it does. ``force``
+    (``groundtruth calibrate --model``): calibrate the package's own models too."""
+    if not force and random_weights(ctx.settings, model):
         return ""
     supplied = ctx.settings.supplied_artifact(model, runtime, quant)
     if not force and supplied is None and package_file(calibration.file).model == model:
