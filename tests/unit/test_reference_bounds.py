@@ -71,7 +71,8 @@ def test_automatic_bounds_are_made_once_and_committed_by_the_command(ctx: Contex
                                  "int4", force=True)
         assert found is not None
         assert set(found) == set(suite.calibration.params)
-        assert "recipe-matched" in how and "cached by content" in how
+        assert "recipe-matched" in how
+        assert "cached by content" in how
         made = fresh.results.store.made
     finally:
         fresh.close()
@@ -86,6 +87,7 @@ def test_automatic_bounds_are_made_once_and_committed_by_the_command(ctx: Contex
     finally:
         again.close()
     mine = committed(settings, MODEL)
-    assert mine is not None and mine.path == path
+    assert mine is not None
+    assert mine.path == path
     assert mine.suites["agreement"]["llamacpp:int4"] == found
     assert {"agreement", "ppl", "rescore", "consistency"} <= set(mine.suites)
