@@ -8,7 +8,8 @@ tool that makes them for everyone:
   llama-cpp-python, as the project's tests obtain it) at F32 and Q8_0;
 * llama.cpp's quantizer (``llama_model_quantize`` through llama-cpp-python) from that
   F32 file at Q4_0, Q4_K_M, Q5_K_M and Q6_K (token embeddings and mixes as llama.cpp
-  chooses them);
+  chooses them), and an all-Q4_0 file (``--pure``: every 2-D tensor Q4_0, the token
+  embeddings included: a recipe other converters use);
 * the published file the model was read from (the embedded model's Q4_1 GGUF).
 
 Each file is judged at the project quantization it stands for: its own name where the
@@ -41,6 +42,8 @@ QUANTIZER_TYPES = {
     "Q5_K_M": ("LLAMA_FTYPE_MOSTLY_Q5_K_M", "int4"),
     "Q6_K": ("LLAMA_FTYPE_MOSTLY_Q6_K", "int4"),
 }
+# every 2-D tensor at the type (llama-quantize --pure), judged at int4
+PURE_TYPES = {"Q4_0": ("LLAMA_FTYPE_MOSTLY_Q4_0", "int4")}
 CONVERTER_TYPES = {"F32": ("f32", "float32"), "Q8_0": ("q8_0", "int8")}
 
 
@@ -97,7 +100,7 @@ def _convert(script: Path, model: Path, outtype: str, out: Path) -> str:
     return " ".join([*command, str(out)])
 
 
-def _quantize(source: Path, ftype: str, out: Path) -> str:
+def _quantize(source: Path, ftype: str, out: Path, pure: bool = False) -> str:
     import llama_cpp
 
     with locked(out):
@@ -105,11 +108,13 @@ def _quantize(source: Path, ftype: str, out: Path) -> str:
             with atomic_path(out) as tmp:
                 params = llama_cpp.llama_model_quantize_default_params()
                 params.ftype = getattr(llama_cpp, ftype)
+                params.pure = pure
                 code = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(),
                                                       params)
                 if code != 0:
                     raise RuntimeError(f"llama_model_quantize({source}, {ftype}) returned {code}")
-    return f"llama_cpp.llama_model_quantize({str(source)!r}, <out>, ftype={ftype})"
+    return (f"llama_cpp.llama_model_quantize({str(source)!r}, <out>, ftype={ftype}"
+            f"{', pure=True' if pure else ''})")
 
 
 def correct_files(cache_dir: Path, model: ResolvedModel,
@@ -146,6 +151,15 @@ def correct_files(cache_dir: Path, model: ResolvedModel,
         recipe = _quantize(f32, ftype, path)
         out.append(OtherFile(label, gguf_type, judged(gguf_type, quant), path,
                              f"{recipe} from {f32.name}"))
+    for gguf_type, (ftype, quant) in PURE_TYPES.items():
+        label = f"llama.cpp quantizer all-{gguf_type} (--pure)"
+        if f32 is None:
+            out.append(OtherFile(label, gguf_type, quant, None,
+                                 "needs llama.cpp's F32 conversion, which is not at hand"))
+            continue
+        path = folder / f"quantize-{gguf_type.lower()}-pure.gguf"
+        recipe = _quantize(f32, ftype, path, pure=True)
+        out.append(OtherFile(label, gguf_type, quant, path, f"{recipe} from {f32.name}"))
     if model.gguf_file is not None:
         gguf_type = model.gguf_file.stem.rsplit(".", 1)[-1].upper()
         quant = gguf_type.lower() if gguf_type.lower() in offered else "int4"
