@@ -19,15 +19,19 @@ the result store); the excess NLL of the evaluation text's tokens is reported be
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from pytest_groundtruth.config.settings import ConfigError, Settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.core.plugins import PluginError
 from pytest_groundtruth.framework import reference
 from pytest_groundtruth.measures.paired import BLOCK, CONFIDENCE, Interval, judge
 from pytest_groundtruth.runtimes.base import Artifact, Capability
+from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites.agreement import (
     Agreement,
     measure_of,
@@ -36,7 +40,7 @@ from pytest_groundtruth.suites.agreement import (
 )
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult, bound_of
-from pytest_groundtruth.suites.spec import Suite
+from pytest_groundtruth.suites.spec import Cell, Suite, each_artifact
 
 
 def correct_conversion(ctx: Context, case: Case) -> tuple[Artifact, reference.Reference]:
@@ -80,6 +84,22 @@ def _kl(prompts: Agreement, text: Agreement) -> dict[str, list[float]]:
 
 def _show(iv: Interval) -> str:
     return f"{iv.mean:+.4g} nats [{iv.low:+.3g}, {iv.high:+.3g}]"
+
+
+def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[str],
+           settings: Settings) -> list[Case]:
+    """A case per artifact of a runtime that runs GGUF files (the reference conversions
+    are GGUF files, run by the artifact's own runtime), at a quantization llama.cpp has a
+    recipe for; other cells have nothing to pair with and get no case."""
+    def pairable(cell: Cell, quant: str) -> bool:
+        try:
+            runtime = make_runtime(cell.runtime, settings)
+        except (ConfigError, PluginError):  # the matrix reports a runtime it cannot make
+            return False
+        return runtime.artifact_suffix(quant) == ".gguf" and reference.recipe(quant) is not None
+
+    return [c for c in each_artifact(suite, model, cells, prompts, settings)
+            if pairable(next(cell for cell in cells if cell.runtime == c.runtime), c.quant)]
 
 
 def run(case: Case, ctx: Context) -> SuiteResult:
@@ -132,6 +152,7 @@ SUITE = Suite(
     # margin: the excess allowed, as a fraction of the correct conversion's own mean KL;
     # floor: at least this many nats (float noise at float32)
     params={"margin": 0.25, "floor": 1e-4},
+    expand=_cases,
     rank=82,
     worse={"excess_kl": "higher", "low": "higher"},
 )
