@@ -15,8 +15,11 @@ from pytest_groundtruth.framework import auto, reference
 from pytest_groundtruth.framework.bounds import committed
 from pytest_groundtruth.ggufio import hfconvert
 from pytest_groundtruth.ggufio import quantize as quantizer
+from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.result import SuiteResult
 from pytest_groundtruth.suites.spec import get_suite
 from pytest_groundtruth.tools import model_bounds
+from pytest_groundtruth.tools.file_faults import inject
 
 ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.requires_llamacpp]
@@ -91,3 +94,26 @@ def test_automatic_bounds_are_made_once_and_committed_by_the_command(ctx: Contex
     assert mine.path == path
     assert mine.suites["agreement"]["llamacpp:int4"] == found
     assert {"agreement", "ppl", "rescore", "consistency"} <= set(mine.suites)
+
+
+def _paired(settings: Settings) -> SuiteResult:
+    context = Context.open(settings)
+    try:
+        return get_suite("paired").run(Case("paired", MODEL, "llamacpp", "int4"), context)
+    finally:
+        context.close()
+
+
+def test_paired_passes_a_correct_file_and_fails_a_broken_one(ctx: Context, tmp_path: Path
+                                                            ) -> None:
+    ours = ctx.engines.artifact(MODEL, "llamacpp", "int4")
+    correct = _paired(ctx.settings)
+    assert correct.passed, correct.explain()
+    assert "type-matched" in correct.notes[0] or "recipe-matched" in correct.notes[0]
+    broken = tmp_path / "broken.gguf"
+    inject("tensor_zeroed", ours.path, broken)
+    found = _paired(replace(ctx.settings, artifacts=(
+        ExternalArtifact(MODEL, "llamacpp", "int4", broken),)))
+    assert not found.passed, found.explain()
+    assert found.details["excess_kl_low"] > found.details["margin_nats"]
+    assert "worse than a correct conversion of the same types by +" in found.summary

@@ -28,6 +28,7 @@ from pytest_groundtruth.report.score import (
     WEIGHTS,
     below_minimum,
     headroom,
+    q_agreement,
     qualify,
     quality,
 )
@@ -182,3 +183,13 @@ def test_thresholds() -> None:
             parse_threshold(bad, "--gt-x")
     with pytest.raises(ValueError, match=r"min_throughput\.llamacpp = True must be a number"):
         threshold_table({"llamacpp": True}, "min_throughput")
+
+
+def test_agreements_text_case_is_scored_by_its_own_bounds() -> None:
+    def scored(bound: dict[str, float]) -> float:
+        case = Case("agreement", "m", "llamacpp", "int4", variant="text")
+        return q_agreement(SuiteResult(case, True, "", measured={"top1": 0.95, "kl": 0.005},
+                                       bound=bound))
+
+    assert scored({"text_min_top1": 0.9, "text_max_kl": 0.01}) == \
+        scored({"min_top1": 0.9, "max_kl": 0.01})
