@@ -57,7 +57,7 @@ def calibrate_model(ctx: Context, model: str) -> ModelCalibration:
                     found.skipped.append(f"{key} {suite.name}: {how or 'not calibrated'}")
                     continue
                 found.suites.setdefault(suite.name, {})[key] = bounds
-                found.references[key] = how.split(" (", 1)[0]
+                found.references[key] = how.rsplit(f" ({suite.calibration.rule};", 1)[0]
     found.seconds = time.perf_counter() - started
     return found
 
