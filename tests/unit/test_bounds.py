@@ -114,3 +114,24 @@ def test_without_any_bound_the_reason_says_what_to_run(tmp_path: Path) -> None:
     assert found.value is None
     assert "llama.cpp's converter is not at hand" in found.origin
     assert "groundtruth calibrate --model qwen2-0.5b" in found.origin
+
+
+def test_a_committed_entry_applies_to_the_artifact_it_was_matched_to(tmp_path: Path) -> None:
+    settings = Settings(root=tmp_path)
+    path = bounds.model_file(settings, "smollm2-135m")
+    path.parent.mkdir(parents=True)
+    path.write_text(model_document("smollm2-135m", "f" * 64,
+                                   {"agreement": {"llamacpp:int4": {"max_kl": 0.2}}},
+                                   {"llamacpp:int4": "llama.cpp Q4_0 (recipe-matched)"},
+                                   {"llamacpp:int4": bounds.BUILT}))
+    suite = get_suite("agreement")
+
+    def judged(artifact: str) -> bounds.Bound:
+        return resolve(settings, "agreement", "max_kl", None, suite.calibration,
+                       model="smollm2-135m", runtime="llamacpp", quant="int4",
+                       automatic=lambda: ({"max_kl": 0.3}, "type-matched"),
+                       artifact=lambda: artifact)
+
+    assert judged(bounds.BUILT).value == 0.2
+    # a supplied file (other tensor types, maybe) is calibrated on its own references
+    assert judged("ab" * 32).value == 0.3

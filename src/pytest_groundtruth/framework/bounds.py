@@ -148,6 +148,12 @@ class ModelBounds:
     fingerprint: str
     suites: dict[str, Table]
     references: dict[str, str]  # quantization key -> how its reference population was made
+    # quantization key -> the artifact the population was matched to: the SHA-256 of a
+    # supplied file, or BUILT (the project's own conversion)
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+
+BUILT = "built"  # a committed entry calibrated for the project's own conversion
 
 
 def committed(settings: Settings, model: str) -> ModelBounds | None:
@@ -160,15 +166,17 @@ def committed(settings: Settings, model: str) -> ModelBounds | None:
         raise BoundsFileError(f"{path}: key 'suites' must map a suite to its bounds")
     return ModelBounds(path, str(data.get("model", model)), str(data.get("fingerprint", "")),
                        {s: _table(t, path, f"suites.{s}") for s, t in suites.items()},
-                       {str(k): str(v) for k, v in dict(data.get("references", {})).items()})
+                       {str(k): str(v) for k, v in dict(data.get("references", {})).items()},
+                       {str(k): str(v) for k, v in dict(data.get("artifacts", {})).items()})
 
 
 def model_document(model: str, fingerprint: str, suites: Mapping[str, Table],
-                   references: Mapping[str, str]) -> str:
+                   references: Mapping[str, str],
+                   artifacts: Mapping[str, str] | None = None) -> str:
     """The JSON of a model's bounds file (what :func:`committed` reads)."""
     return json.dumps({"generated_by": f"groundtruth calibrate --model {model}",
                        "model": model, "fingerprint": fingerprint,
-                       "references": dict(references),
+                       "references": dict(references), "artifacts": dict(artifacts or {}),
                        "suites": {s: dict(t) for s, t in suites.items()}},
                       indent=2, sort_keys=True) + "\n"
 
@@ -209,9 +217,13 @@ Automatic = Callable[[], "tuple[dict[str, float] | None, str]"]
 def resolve(settings: Settings, suite: str, param: str, declared: Any,
             calibration: Calibration | None, *, model: str | None = None,
             runtime: str | None = None, quant: str | None = None, prompt: str | None = None,
-            automatic: Automatic | None = None) -> Bound:
+            automatic: Automatic | None = None,
+            artifact: Callable[[], str] = lambda: BUILT) -> Bound:
     """The case's bound on ``param`` of ``suite`` and where it came from (module
-    docstring). ``declared``: the suite's own default for parameters no file calibrates."""
+    docstring). ``declared``: the suite's own default for parameters no file calibrates;
+    ``artifact``: which artifact is judged (a supplied file's SHA-256, or :data:`BUILT`):
+    a committed entry applies to the artifact its reference conversions were matched to
+    (another file may store other tensor types)."""
     rule = settings.rule(suite, param, model=model, runtime=runtime, quantization=quant,
                          prompt=prompt)
     if rule is not None:
@@ -222,7 +234,9 @@ def resolve(settings: Settings, suite: str, param: str, declared: Any,
     mine = committed(settings, model) if model is not None else None
     if mine is not None:
         value = lookup(mine.suites.get(suite, {}), param, quant, runtime)
-        if value is not None:
+        matched = (mine.artifacts.get(f"{runtime}:{quant}") or mine.artifacts.get(quant or "*")
+                   or BUILT)
+        if value is not None and matched == artifact():
             how = (mine.references.get(f"{runtime}:{quant}")
                    or mine.references.get(quant or "*", ""))
             return Bound(value, f"committed file {mine.path}"

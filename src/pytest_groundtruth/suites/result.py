@@ -17,9 +17,10 @@ from typing import Any
 
 from pytest_groundtruth.config.settings import Bound
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.core.hashing import file_sha256
 from pytest_groundtruth.core.tables import text_table
 from pytest_groundtruth.framework import auto
-from pytest_groundtruth.framework.bounds import resolve
+from pytest_groundtruth.framework.bounds import BUILT, resolve
 from pytest_groundtruth.oracle.format import Oracle
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.spec import get_suite
@@ -178,10 +179,14 @@ def bound_of(ctx: Context, case: Case, param: str) -> Bound:
             return auto.bounds(ctx, case.suite, calibration, case.model, case.runtime,
                                case.quant)
 
+    def artifact() -> str:
+        supplied = ctx.settings.supplied_artifact(case.model, case.runtime, case.quant)
+        return BUILT if supplied is None else file_sha256(supplied)
+
     return resolve(ctx.settings, case.suite, param,
                    suite.default(param, case.quant, case.runtime), suite.calibration,
                    model=case.model, runtime=case.runtime, quant=case.quant,
-                   prompt=case.prompt, automatic=automatic)
+                   prompt=case.prompt, automatic=automatic, artifact=artifact)
 
 
 def token_table(ctx: Context, case: Case, reference: Sequence[int], tokens: Sequence[int],

@@ -4,7 +4,9 @@ For every configured runtime that runs GGUF files and every configured quantizat
 offers, every calibrated suite's bounds are derived from the model's reference
 conversions (:mod:`pytest_groundtruth.framework.auto`: llama.cpp's converter and
 quantizer, recipe-matched, and type-matched to a configured ``[[artifacts]]`` file), and
-written to ``<oracle_dir>/<model>/bounds.json`` (atomically) so that a team commits them:
+written to ``<oracle_dir>/<model>/bounds.json`` (atomically) so that a team commits them
+(each entry names the artifact it was matched to: the project's own conversion, or a
+supplied file by its SHA-256, and applies to that artifact only):
 from then on the suites apply them before any automatic or package default, and each
 failure names the file. The same computation runs automatically, cached, when no file
 is committed; this command makes it once, on purpose, and prints what it measured.
@@ -19,8 +21,9 @@ from pathlib import Path
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.atomic import atomic_write_text
 from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.core.hashing import file_sha256
 from pytest_groundtruth.framework import auto
-from pytest_groundtruth.framework.bounds import Table, model_document, model_file
+from pytest_groundtruth.framework.bounds import BUILT, Table, model_document, model_file
 from pytest_groundtruth.suites.spec import get_suite, suite_names
 
 
@@ -30,6 +33,7 @@ class ModelCalibration:
     fingerprint: str
     suites: dict[str, Table] = field(default_factory=dict)
     references: dict[str, str] = field(default_factory=dict)  # "<runtime>:<quant>" -> how
+    artifacts: dict[str, str] = field(default_factory=dict)  # "<runtime>:<quant>" -> matched to
     skipped: list[str] = field(default_factory=list)  # cells without bounds, and why
     seconds: float = 0.0
 
@@ -49,6 +53,8 @@ def calibrate_model(ctx: Context, model: str) -> ModelCalibration:
             continue
         for quant in (q for q in settings.quantizations if q in offered):
             key = f"{runtime}:{quant}"
+            supplied = settings.supplied_artifact(model, runtime, quant)
+            found.artifacts[key] = BUILT if supplied is None else file_sha256(supplied)
             for suite in calibrated:
                 assert suite.calibration is not None
                 bounds, how = auto.bounds(ctx, suite.name, suite.calibration, model, runtime,
@@ -65,7 +71,7 @@ def calibrate_model(ctx: Context, model: str) -> ModelCalibration:
 def write(ctx: Context, found: ModelCalibration) -> Path:
     path = model_file(ctx.settings, found.model)
     atomic_write_text(path, model_document(found.model, found.fingerprint, found.suites,
-                                           found.references))
+                                           found.references, found.artifacts))
     return path
 
 
