@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_groundtruth.config.settings import Settings, load_settings
+from pytest_groundtruth.config.settings import Bound, Settings, load_settings
 from pytest_groundtruth.framework import bounds
 from pytest_groundtruth.framework.bounds import BoundsFileError, lookup, model_document, resolve
 from pytest_groundtruth.suites.spec import get_suite, suite_names
@@ -36,7 +36,7 @@ def test_lookup_prefers_the_runtime_scheme_then_the_name_then_any() -> None:
 
 
 def _agreement(settings: Settings, param: str, model: str = "smollm2-135m",
-               automatic: bounds.Automatic | None = None) -> bounds.Bound:
+               automatic: bounds.Automatic | None = None) -> Bound:
     suite = get_suite("agreement")
     return resolve(settings, "agreement", param, None, suite.calibration, model=model,
                    runtime="llamacpp", quant="int4", automatic=automatic)
@@ -126,7 +126,7 @@ def test_a_committed_entry_applies_to_the_artifact_it_was_matched_to(tmp_path: P
                                    {"llamacpp:int4": bounds.BUILT}))
     suite = get_suite("agreement")
 
-    def judged(artifact: str) -> bounds.Bound:
+    def judged(artifact: str) -> Bound:
         return resolve(settings, "agreement", "max_kl", None, suite.calibration,
                        model="smollm2-135m", runtime="llamacpp", quant="int4",
                        automatic=lambda: ({"max_kl": 0.3}, "type-matched"),

@@ -4,6 +4,7 @@ conversions of a tiny model; they need llama.cpp's converter from the llama-cpp-
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +28,7 @@ MODEL = "tiny-llama"
 
 
 @pytest.fixture
-def ctx(tmp_path: Path, gt_cache: Path) -> Context:
+def ctx(tmp_path: Path, gt_cache: Path) -> Iterator[Context]:
     reason = hfconvert.unavailable(gt_cache)
     if reason:
         pytest.skip(reason)

@@ -152,9 +152,11 @@ def test_defaults_without_configuration(tmp_path: Path) -> None:
     assert bound(settings, "ppl", "max_gap").value == 0.5
 
 
-def bound(settings: Settings, suite: str, param: str, **match: str) -> Bound:
+def bound(settings: Settings, suite: str, param: str, model: str | None = None,
+          runtime: str | None = None, quant: str | None = None,
+          prompt: str | None = None) -> Bound:
     """A bound as the suites resolve it, without the automatic calibration."""
     declared = get_suite(suite)
-    return resolve(settings, suite, param, declared.default(param, match.get("quant"),
-                                                             match.get("runtime")),
-                   declared.calibration, **match)
+    return resolve(settings, suite, param, declared.default(param, quant, runtime),
+                   declared.calibration, model=model, runtime=runtime, quant=quant,
+                   prompt=prompt)
