@@ -11,6 +11,7 @@ from pytest_groundtruth.config.settings import Bound, Settings, load_settings
 from pytest_groundtruth.framework import bounds
 from pytest_groundtruth.framework.bounds import BoundsFileError, lookup, model_document, resolve
 from pytest_groundtruth.suites.spec import get_suite, suite_names
+from pytest_groundtruth.tools.cli import main
 
 CALIBRATED = ("agreement", "ppl", "rescore", "consistency")
 
@@ -135,3 +136,16 @@ def test_a_committed_entry_applies_to_the_artifact_it_was_matched_to(tmp_path: P
     assert judged(bounds.BUILT).value == 0.2
     # a supplied file (other tensor types, maybe) is calibrated on its own references
     assert judged("ab" * 32).value == 0.3
+
+
+def test_calibrate_model_without_a_gguf_runtime_says_why_and_writes_nothing(
+        tmp_path: Path, gt_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.groundtruth]\nmodels = ["tiny-llama"]\nruntimes = ["transformers"]\n'
+        f'quantizations = ["float32"]\ncache_dir = {str(gt_cache)!r}\n')
+    code = main(["calibrate", "--root", str(tmp_path), "--model", "tiny-llama"])
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert "does not run GGUF files" in out
+    assert "no bounds could be calibrated for tiny-llama" in err
+    assert not bounds.model_file(load_settings(tmp_path), "tiny-llama").exists()
