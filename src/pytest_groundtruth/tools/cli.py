@@ -440,7 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the model's own bounds from its reference conversions, written "
                        "to <oracle_dir>/<model>/bounds.json; with --write, the package "
                        "defaults")
-    p.add_argument("--model", default="smollm2-135m", metavar="SLUG")
+    p.add_argument("--model", default="smollm2-135m", metavar="SLUG",
+                   help="the model whose bounds to calibrate on its configured GGUF runtimes "
+                   "and quantizations (default: smollm2-135m)")
     p.add_argument("--random-model", action="append", metavar="SLUG",
                    help="random-weight models for their own bounds (default: the tiny "
                    "models; repeatable)")
