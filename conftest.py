@@ -23,6 +23,7 @@ import importlib.util
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,17 +48,82 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
 
 
 PARITY = Path(__file__).parent / "tests" / "parity"  # the matrix on the embedded model
+# An `exhaustive` test runs a whole matrix at every quantization type (54 min measured on
+# 2 cores): pyproject's per-test `timeout` would end it.
+EXHAUSTIVE_TIMEOUT = 4 * 3600
+
+
+def starts_a_pytest_process(item: pytest.Item) -> bool:
+    """Whether ``item`` drives a pytester project: ``--runpytest=subprocess`` (addopts) makes
+    every ``runpytest`` a new pytest process, which imports torch and runs engines (seconds
+    each). Read from the fixture closure, so a fixture that requests ``pytester``
+    (``make_project``) counts too; a test must request it by name, not through
+    ``request.getfixturevalue``."""
+    return "pytester" in getattr(item, "fixturenames", ())
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     missing = {name: check() for name, check in REQUIREMENTS.items()}
     for item in items:
-        if item.path.is_relative_to(PARITY):
+        if item.path.is_relative_to(PARITY) or starts_a_pytest_process(item):
             item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("exhaustive") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(EXHAUSTIVE_TIMEOUT))
         for name, reason in missing.items():
             if reason and item.get_closest_marker(name):
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# --------------------------------------------------------------------------- crashed workers
+# A pytest-xdist worker that dies (a segfault, the OOM killer, os._exit) is replaced by
+# default, and xdist 3.8's loadgroup/loadscope scheduler mishandles a replacement that
+# joins while the first collections arrive (it schedules a worker whose collection it
+# has not registered: KeyError, or a run that waits for work no worker holds). The
+# project's own runs therefore end at the first crashed worker (an explicit
+# ``--max-worker-restart N`` is kept), and a crash fails the run even where xdist would
+# finish green (a worker lost during collection: "no tests ran", exit status 0).
+CRASHED_WORKERS = pytest.StashKey[list[str]]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    if getattr(config.option, "maxworkerrestart", "unset") is None:
+        config.option.maxworkerrestart = "0"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[CRASHED_WORKERS] = []
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(WorkerCrashes(config), "project-worker-crashes")
+
+
+class WorkerCrashes:
+    """On the xdist controller: every worker that went down with an error, reported at the
+    end of the log and turned into a failed run."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_testnodedown(self, node: Any, error: object | None) -> None:
+        if error is not None:
+            self.config.stash[CRASHED_WORKERS].append(f"{node.gateway.id}: {error}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if session.config.stash.get(CRASHED_WORKERS, []) and session.exitstatus in (
+            pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    crashed = config.stash.get(CRASHED_WORKERS, [])
+    if crashed:
+        terminalreporter.section("crashed xdist workers", red=True, bold=True)
+        for line in crashed:
+            terminalreporter.write_line(f"worker {line} (the run ends at the first crashed "
+                                        "worker: --max-worker-restart=0, conftest.py)", red=True)
 
 
 @pytest.fixture(scope="session")

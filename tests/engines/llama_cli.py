@@ -40,11 +40,11 @@ from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.models.sources import gguf_to_hf_dir
 from pytest_groundtruth.runtimes.base import Artifact, Generation
 from pytest_groundtruth.runtimes.llamacpp import (
-    QTYPES,
     LlamaCppRunner,
     LlamaCppRuntime,
     llama_cpp_version,
 )
+from pytest_groundtruth.runtimes.toolchain import QTYPES
 
 VERSION = f"llama-cli-test 1 (llama-cpp-python {llama_cpp_version()}, ggufio {EXPORTER_VERSION})"
 

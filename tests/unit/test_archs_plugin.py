@@ -26,6 +26,7 @@ import pytest
 
 from pytest_groundtruth.config.roster import EMBEDDED_DIST, EMBEDDED_FILE
 from pytest_groundtruth.ggufio import quantize as quantizer
+from pytest_groundtruth.ggufio import quants
 from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.models.sources import ResolvedModel
 
@@ -36,7 +37,7 @@ pytestmark = [
 ]
 
 Project = Callable[..., pytest.Pytester]
-QUANTS = ("float32", "float16", "bfloat16", "int8", "int4", *quantizer.CATALOG)
+QUANTS = ("float32", "float16", "bfloat16", "int8", "int4", *quants.CATALOG)
 RUNTIMES = ("llamacpp", "torchao", "transformers")
 NO_FALSE_ALARMS = ("integrity", "agreement")
 

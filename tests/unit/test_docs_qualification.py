@@ -1,6 +1,6 @@
 """docs/qualification.md states the weights the code uses, and the README shows each
 qualification feature with a command (declared once: the table is rendered from
-``report.score.WEIGHTS`` and compared here)."""
+the weights the suites declare (``report.score.weights``) and compared here)."""
 
 from __future__ import annotations
 

@@ -110,6 +110,7 @@ def test_each_fault_changes_what_it_names(
         assert changed_tensors == expected_tensors
 
 
+@pytest.mark.slow  # gguf's reader takes seconds on the 49152-token vocabulary, 5 reads
 def test_tokenizer_faults_rewrite_the_vocabulary(q8: Path, tmp_path: Path) -> None:
     meta = read_metadata(q8)
     inject("merges_sorted", q8, tmp_path / "m.gguf")
@@ -122,6 +123,7 @@ def test_tokenizer_faults_rewrite_the_vocabulary(q8: Path, tmp_path: Path) -> No
     assert tokens[first:-1] == meta["tokenizer.ggml.tokens"][first + 1:]
 
 
+@pytest.mark.slow
 def test_kv_heads_wrong_needs_grouped_query_attention(
     tiny: Callable[[str], ResolvedModel], gt_cache: Path, q8: Path, tmp_path: Path
 ) -> None:
@@ -131,6 +133,53 @@ def test_kv_heads_wrong_needs_grouped_query_attention(
     assert "head_count_kv: 2 -> 4" in inject("kv_heads_wrong", qwen, tmp_path / "y.gguf")
     with pytest.raises(EngineFailure, match="could not load"):
         LlamaCppRunner(Artifact("llamacpp", "tiny-qwen2", "int8", tmp_path / "y.gguf", "k", "r"))
+
+
+def small_gguf(path: Path, kv_heads: int) -> Path:
+    """A two-block llama GGUF with a five-token BPE vocabulary (merges out of order, as a
+    real tokenizer ranks them) and 4 query heads: the tokenizer and head-count faults
+    read and write it in milliseconds, where the tiny models' 49152-token vocabulary
+    takes gguf's reader seconds."""
+    import gguf
+
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_block_count(2)
+    writer.add_head_count(4)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(["<s>", "</s>", "a", "b", "ab"])
+    writer.add_token_types([3, 3, 1, 1, 1])
+    writer.add_token_merges(["b a", "a b"])
+    writer.add_tensor("token_embd.weight", np.arange(40, dtype=np.float32).reshape(5, 8))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_tokenizer_and_head_faults_on_a_small_file(tmp_path: Path) -> None:
+    """The fast twin of the two tests above: the same faults on a small real GGUF."""
+    source = small_gguf(tmp_path / "gqa.gguf", kv_heads=2)
+    meta = read_metadata(source)
+    assert "2 merges written in alphabetical order" in inject("merges_sorted", source,
+                                                              tmp_path / "m.gguf")
+    merges = read_metadata(tmp_path / "m.gguf")["tokenizer.ggml.merges"]
+    assert merges == sorted(meta["tokenizer.ggml.merges"]) == ["a b", "b a"]
+    assert "ids 2..4 shifted down by one id" in inject("vocab_shifted", source,
+                                                        tmp_path / "v.gguf")
+    assert read_metadata(tmp_path / "v.gguf")["tokenizer.ggml.tokens"] == [
+        "<s>", "</s>", "b", "ab", "a"]
+    assert inject("kv_heads_wrong", source, tmp_path / "k.gguf") == \
+        "llama.attention.head_count_kv: 2 -> 4"
+    after = read_metadata(tmp_path / "k.gguf")
+    assert after["llama.attention.head_count_kv"] == 4
+    assert {k: v for k, v in after.items() if k != "llama.attention.head_count_kv"} == \
+        {k: v for k, v in meta.items() if k != "llama.attention.head_count_kv"}
+    no_gqa = small_gguf(tmp_path / "mha.gguf", kv_heads=4)
+    with pytest.raises(FaultNotApplicable, match="no GQA"):
+        inject("kv_heads_wrong", no_gqa, tmp_path / "x.gguf")
+    assert not (tmp_path / "x.gguf").exists()
 
 
 @pytest.mark.slow

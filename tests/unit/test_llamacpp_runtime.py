@@ -19,7 +19,7 @@ from safetensors.numpy import load_file, save_file
 from pytest_groundtruth.config.roster import BUILTIN
 from pytest_groundtruth.config.settings import ConfigError, Settings
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
-from pytest_groundtruth.ggufio import EXPORTER_VERSION, export_gguf
+from pytest_groundtruth.ggufio import EXPORTER_VERSION, export_gguf, quants
 from pytest_groundtruth.ggufio import quantize as quantizer
 from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.models.sources import ResolvedModel, resolve
@@ -143,14 +143,16 @@ def test_threads_are_shared_among_xdist_workers(
 def test_runtime_declaration(runtime: LlamaCppRuntime) -> None:
     assert runtime.name == "llamacpp"
     assert runtime.quantizations[:4] == ("float32", "float16", "int8", "int4")
-    assert set(runtime.quantizations[4:]) == set(quantizer.CATALOG)
+    assert set(runtime.quantizations[4:]) == set(quants.CATALOG)
     assert {"q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q4_1", "q3_k_m", "q2_k",
             "iq4_xs"} <= set(runtime.quantizations)
-    assert not set(quantizer.NEEDS_IMATRIX) & set(runtime.quantizations)
+    assert not set(quants.NEEDS_IMATRIX) & set(runtime.quantizations)
     assert [runtime.qtype(q) for q in ("float32", "int8", "int4", "q4_k_m", "q4_1")] == [
         "F32", "Q8_0", "Q4_0", "Q4_K_M", "Q4_1"]
     assert runtime.key_parts("q4_k_m")["converter"] == "auto"
-    assert runtime.capabilities == frozenset(Capability)
+    # every capability but transformers' own (assisted generation, an unmerged adapter)
+    assert runtime.capabilities == frozenset(Capability) - {Capability.ASSISTED,
+                                                           Capability.LORA_UNMERGED}
     assert runtime.artifact_suffix("int8") == ".gguf"
     assert runtime.unavailable() is None
     version = runtime.version()
@@ -514,6 +516,19 @@ def test_quantizer_types_are_llama_cpps_mixes(
     assert len(gen.tokens) == 8
 
 
+def test_the_converter_is_a_configured_runtime_option() -> None:
+    settings = Settings(root=Path.cwd(), runtime_options={
+        "llamacpp-hfconv": {"kind": "llamacpp", "converter": "llama.cpp"}})
+    configured = make_runtime("llamacpp-hfconv", settings)
+    assert isinstance(configured, LlamaCppRuntime)
+    assert configured.converter == "llama.cpp"
+    assert configured.name == "llamacpp-hfconv"
+    with pytest.raises(ConfigError, match="converter must be one of"):
+        make_runtime("bad", Settings(root=Path.cwd(), runtime_options={
+            "bad": {"kind": "llamacpp", "converter": "mine"}}))
+
+
+@pytest.mark.slow  # llama.cpp's converter in a child process, two runners
 def test_the_converter_is_a_runtime_option(
     cache: ArtifactCache, tiny: Callable[[str], ResolvedModel], gt_cache: Path,
 ) -> None:
@@ -535,15 +550,6 @@ def test_the_converter_is_a_runtime_option(
     with ours.open(a, model) as first, theirs.open(b, model) as second:
         for prompt in PROMPTS.values():
             assert first.generate(prompt, 16).tokens == second.generate(prompt, 16).tokens
-    settings = Settings(root=Path.cwd(), runtime_options={
-        "llamacpp-hfconv": {"kind": "llamacpp", "converter": "llama.cpp"}})
-    configured = make_runtime("llamacpp-hfconv", settings)
-    assert isinstance(configured, LlamaCppRuntime)
-    assert configured.converter == "llama.cpp"
-    assert configured.name == "llamacpp-hfconv"
-    with pytest.raises(ConfigError, match="converter must be one of"):
-        make_runtime("bad", Settings(root=Path.cwd(), runtime_options={
-            "bad": {"kind": "llamacpp", "converter": "mine"}}))
 
 
 def test_auto_takes_llama_cpps_converter_where_ours_does_not_write_the_architecture(

@@ -122,7 +122,7 @@ def test_another_schema_is_structural_and_says_what_moved() -> None:
     assert diff.numeric == 0.0
     assert diff.detail.startswith("tokens identical; schema pytest-groundtruth/oracle/1 -> "
                                   "pytest-groundtruth/oracle/2; fields added: format, "
-                                  "model_slug, source, token_count; removed: dtype, slug")
+                                  "model_slug, seal, source, token_count; removed: dtype, slug")
     assert "transformers_version '5.23.0' -> '5.24.0'" in diff.detail
     shifted = json.loads(new)
     shifted["tokens"][4] += 1

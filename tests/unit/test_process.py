@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from pytest_groundtruth.core import process
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
-from pytest_groundtruth.runtimes import process
-from pytest_groundtruth.runtimes.process import (
+from pytest_groundtruth.core.process import (
     STDERR_CHARS,
     Completed,
     exit_failure,

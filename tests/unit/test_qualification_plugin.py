@@ -154,8 +154,8 @@ def test_an_artifact_that_does_not_load_fails_g1_as_crashed(make_project: Projec
                                 "--gt-results", "r.json", "--junitxml", "j.xml")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*G1 (loads) failed: building the artifact: ArtifactError: artifact *truncated.gguf is not "
-        "a sound llamacpp artifact*",
+        "*G1 (loads) failed: loading your file *truncated.gguf: ArtifactError: artifact "
+        "*truncated.gguf is not a sound llamacpp artifact*",
         "*G2*generates*not checked*",
     ])
     record = by_name(results(pytester))["gateway[tiny-llama-llamacpp-float32]"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pytest_groundtruth.core.failures import EngineFailure, RuntimeUnavailable
-from pytest_groundtruth.ggufio import export_gguf, hfconvert
+from pytest_groundtruth.ggufio import export_gguf, hfconvert, quants
 from pytest_groundtruth.ggufio import quantize as quantizer
 from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.models.sources import ResolvedModel
@@ -31,16 +31,16 @@ requires_llamacpp = pytest.mark.skipif(
 
 def test_the_catalog_is_ordered_by_llama_cpps_documented_sizes() -> None:
     shipped = ["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q3_k_m", "q2_k"]
-    bits = [quantizer.CATALOG[q].bits for q in shipped]
+    bits = [quants.CATALOG[q].bits for q in shipped]
     assert bits == sorted(bits, reverse=True)
-    assert quantizer.bits_per_weight("q4_k_m") == pytest.approx(4.56, abs=0.01)  # 4.58G @ 8.03B
-    assert quantizer.bits_per_weight("iq4_xs") == 4.25
-    assert quantizer.bits_per_weight("int8") == quantizer.bits_per_weight("q8_0")
-    assert quantizer.bits_per_weight("int4") == quantizer.bits_per_weight("q4_0")
-    assert quantizer.bits_per_weight("float32") == 32.0
-    assert quantizer.bits_per_weight("mystery") is None
-    assert not set(quantizer.NEEDS_IMATRIX) & set(quantizer.CATALOG)
-    assert not set(quantizer.LEFT_OUT) & set(quantizer.CATALOG)
+    assert quants.bits_per_weight("q4_k_m") == pytest.approx(4.56, abs=0.01)  # 4.58G @ 8.03B
+    assert quants.bits_per_weight("iq4_xs") == 4.25
+    assert quants.bits_per_weight("int8") == quants.bits_per_weight("q8_0")
+    assert quants.bits_per_weight("int4") == quants.bits_per_weight("q4_0")
+    assert quants.bits_per_weight("float32") == 32.0
+    assert quants.bits_per_weight("mystery") is None
+    assert not set(quants.NEEDS_IMATRIX) & set(quants.CATALOG)
+    assert not set(quants.LEFT_OUT) & set(quants.CATALOG)
 
 
 def test_drift_pairs_follow_bits_per_weight() -> None:
@@ -53,13 +53,18 @@ def test_drift_pairs_follow_bits_per_weight() -> None:
     assert ("q4_k_m", "q4_0") in pairs  # int4 and q4_0: one level, Q4_0
     assert ("q4_0", "q2_k") in pairs
     assert ("int8", "q2_k") not in pairs  # only neighbouring levels
-    assert all(quantizer.bits_per_weight(h) > quantizer.bits_per_weight(lo)  # type: ignore[operator]
+    assert all(quants.bits_per_weight(h) > quants.bits_per_weight(lo)  # type: ignore[operator]
                for h, lo in pairs)
     assert ordered_pairs(["float32", "bfloat16"]) == [("float32", "bfloat16")]
     assert ordered_pairs(["int8", "custom"]) == []
 
 
 # --------------------------------------------------------------------------- the quantizer
+
+
+# A legacy, a K-quant mix and an importance-free IQ type (half a second each: llama.cpp's
+# quantizer in a child process).
+FAST_TYPES = ("q8_0", "q4_k_m", "iq3_xxs")
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +77,20 @@ def f32(tiny: Callable[[str], ResolvedModel], tmp_path_factory: pytest.TempPathF
 
 @pytest.mark.requires_llamacpp
 @requires_llamacpp
-@pytest.mark.parametrize("quant", list(quantizer.CATALOG))
+@pytest.mark.parametrize("quant", [  # one per family in the fast loop, the rest slow
+    q if q in FAST_TYPES else pytest.param(q, marks=pytest.mark.slow) for q in quants.CATALOG])
 def test_every_catalog_type_is_made_by_llama_cpps_quantizer(
         quant: str, f32: Path, tmp_path: Path) -> None:
     out = tmp_path / f"{quant}.gguf"
     call = quantizer.quantize(f32, out, quant)
-    assert f"LLAMA_FTYPE_MOSTLY_{quantizer.CATALOG[quant].ftype}" in call
+    assert f"LLAMA_FTYPE_MOSTLY_{quants.CATALOG[quant].ftype}" in call
     scan = scan_gguf(out)
     types = Counter(t.type for t in scan.tensors.values())
     assert scan.scalars["general.file_type"] == quantizer.ftype_number(
-        quantizer.CATALOG[quant].ftype)
+        quants.CATALOG[quant].ftype)
     assert set(scan.tensors) == set(scan_gguf(f32).tensors)
     assert types["F32"] == 9  # norms stay float32
-    main = quantizer.CATALOG[quant].main
+    main = quants.CATALOG[quant].main
     if main.endswith("_K") or main.startswith("IQ3"):
         # 256-wide rows (ffn_down, attn_output) take super-block types; 64-wide fall back
         assert any(t.endswith("_K") or t.startswith("IQ") for t in types), types

@@ -25,15 +25,16 @@ from pytest_groundtruth.config.qualification import (
 from pytest_groundtruth.report.records import ParityRecord, SettingsSummary
 from pytest_groundtruth.report.score import (
     AT_BOUND,
-    WEIGHTS,
     below_minimum,
     headroom,
-    q_agreement,
     qualify,
     quality,
+    weights,
 )
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.quality import q_agreement
 from pytest_groundtruth.suites.result import SuiteResult
+from pytest_groundtruth.suites.spec import get_suite
 
 
 def record(suite: str, passed: bool = True, measured: Any = 0, bound: Any = 3,
@@ -151,14 +152,27 @@ def test_pair_tests_and_timings_never_count() -> None:
     assert q.score == 1000
 
 
-def test_a_suite_the_table_does_not_know_counts_by_its_verdict() -> None:
+def test_a_suite_that_declares_no_weight_counts_by_its_verdict() -> None:
     (q,) = qualify([GATEWAY, record("token"), record("lora", passed=False, measured="x")])
     assert {p.suite: p.quality for p in q.parts} == {"token": 1.0, "lora": 0.0}
     assert q.score == 500  # both weigh the default 10
 
 
+def test_a_suite_not_installed_here_counts_by_its_verdict() -> None:
+    (q,) = qualify([GATEWAY, record("token"), record("elsewhere", passed=False)])
+    assert {p.suite: (p.quality, p.weight) for p in q.parts} == {"token": (1.0, 10.0),
+                                                                 "elsewhere": (0.0, 10.0)}
+
+
+def test_the_built_in_suites_declare_their_weights() -> None:
+    assert {name: w.weight for name, w in weights().items()} == {
+        "canary": 5, "token": 10, "drift": 0, "roundtrip": 5, "ppl": 15, "cuda": 10,
+        "topk": 15, "agreement": 30, "integrity": 15}
+    assert list(weights()) == sorted(weights(), key=lambda n: get_suite(n).rank)
+
+
 def test_weights_are_documented() -> None:
-    for name, weight in WEIGHTS.items():
+    for name, weight in weights().items():
         assert weight.reason, name
 
 

@@ -118,6 +118,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("ticket", "write a GitHub issue (markdown) for the failures; nothing when none",
            "FILE"),
     Option("baseline", "known falsifications: listed failures become strict xfails", "FILE"),
+    Option("strict-skips", "fail the run when a parity test skipped because something is "
+           "missing here (a model, an engine, an API key, an oracle field); the matrix's "
+           "declared holes (a runtime without perplexity, ...) do not count", flag=True),
     Option("baseline-update", "rewrite --gt-baseline from this run's parity failures",
            flag=True),
     Option("min-grade", "fail the run when a model x runtime x quantization scores below "

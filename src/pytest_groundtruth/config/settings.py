@@ -45,7 +45,7 @@ from pytest_groundtruth.config.qualification import (
 from pytest_groundtruth.config.roster import BUILTIN, ModelSpec, RosterError, spec_from_table
 from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.paths import default_cache_dir, name_problem
-from pytest_groundtruth.core.plugins import RUNTIMES, SUITES, load, ranked, registered
+from pytest_groundtruth.core.plugins import RUNTIMES, SUITES, load, registered
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -112,7 +112,9 @@ class Settings:
     models: tuple[str, ...] = ("smollm2-135m",)
     runtimes: tuple[str, ...] = ("llamacpp", "torchao", "transformers", "apr")
     quantizations: tuple[str, ...] = ("int8", "int4")
-    suites: tuple[str, ...] = field(default_factory=lambda: ranked(SUITES))
+    # None: every registered suite, in rank order (resolved by the suites layer:
+    # suites.matrix.configured_suites); config reads the registry's names only.
+    suites: tuple[str, ...] | None = None
     prompts: tuple[str, ...] | None = None
     oracle_dir: Path = Path("oracle")
     prompts_dir: Path = Path("prompts")
@@ -456,7 +458,7 @@ def validate(settings: Settings, origin: str) -> None:
     for quant in settings.quantizations:
         check_name(quant, f"{origin}: key 'quantizations'")
     checks = (
-        ("suites", settings.suites, ranked(SUITES)),
+        ("suites", settings.suites or (), tuple(registered(SUITES))),
         ("cuda_precisions", settings.cuda_precisions, ("bfloat16", "float16")),
     )
     for key, values, allowed in checks:

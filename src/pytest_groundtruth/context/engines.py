@@ -85,6 +85,7 @@ class Engines:
         """An open runner on ``artifact`` (from the pool)."""
 
         def open_runner() -> Runner:
+            self.artifacts.verify(artifact.path)  # its content, before an engine reads it
             runner = self.runtime(artifact.runtime, device).open(artifact,
                                                                  self.model(artifact.model))
             self.runners_opened += 1

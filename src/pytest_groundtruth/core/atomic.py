@@ -18,10 +18,12 @@ being written.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -29,6 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock
+
+from pytest_groundtruth.core.failures import CacheUnusable
 
 STALE_SECONDS = 24 * 3600  # a temporary whose writer cannot be asked is stale after a day
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
@@ -58,9 +62,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     If the body raises, the temporary file is removed and ``path`` is untouched.
     A directory may be produced at the temporary path too; it is renamed as a whole.
     """
+    if _is_temporary(path):  # a writer inside another's temporary: that one is atomic
+        yield path  # (a nested ``..name.X.partial.Y.partial`` would outlive a kill)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(glob.escape(f".{path.name}.") + "*.partial"):
-        _remove_if_stale(stale)
+    sweep(path)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_owner_tag(), dir=path.parent)
     os.close(fd)
     tmp = Path(name)
@@ -78,6 +84,22 @@ def atomic_path(path: Path) -> Iterator[Path]:
         _remove(tmp)
 
 
+def _is_temporary(path: Path) -> bool:
+    return path.name.startswith(".") and _OWNED.search(path.name) is not None
+
+
+def sweep(path: Path) -> list[Path]:
+    """Remove the stale temporaries of ``path`` beside it (its own, any nesting depth of
+    dots: ``.artifact.gguf.X.partial`` and a nested ``..artifact.gguf.X.partial.Y.partial``
+    that older versions wrote)."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for stale in path.parent.glob(".*" + glob.escape(f"{path.name}.") + "*.partial"):
+            if stale.name.lstrip(".").startswith(f"{path.name}.") and _remove_if_stale(stale):
+                removed.append(stale)
+    return removed
+
+
 def _replace_dir(new: Path, target: Path) -> None:
     old = target.with_name(f".{target.name}.old{_owner_tag()}")
     target.replace(old)
@@ -87,8 +109,6 @@ def _replace_dir(new: Path, target: Path) -> None:
 
 def _remove(path: Path) -> None:
     if path.is_dir():
-        import shutil
-
         shutil.rmtree(path, ignore_errors=True)
     else:
         with contextlib.suppress(FileNotFoundError):
@@ -144,7 +164,70 @@ def remove_stale(folder: Path) -> list[Path]:
 
 @contextlib.contextmanager
 def locked(path: Path, timeout: float = -1) -> Iterator[None]:
-    """Hold an inter-process lock named after ``path`` (``<path>.lock``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=timeout):
+    """Hold an inter-process lock named after ``path`` (``<path>.lock``).
+
+    In a folder nobody can write (a read-only file system, a cache restored read-only in
+    CI) there is nothing to serialise: no process can produce the file, so the body runs
+    without a lock, reads what is there, and a write it attempts fails with a
+    :class:`~pytest_groundtruth.core.failures.CacheUnusable` from its writer."""
+    lock = Path(str(path) + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(lock, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as exc:
+        if not is_read_only(exc):
+            raise
         yield
+        return
+    with FileLock(str(lock), timeout=timeout):
+        yield
+
+
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+NEARLY_FULL = 1 << 20  # bytes free under which a failed write is put down to a full disk
+
+
+def _errnos(exc: BaseException) -> Iterator[int]:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            yield seen.errno
+        seen = seen.__cause__ or seen.__context__
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a write refused by the file system."""
+    return any(e in READ_ONLY_ERRNOS for e in _errnos(exc))
+
+
+def cache_problem(folder: Path, exc: BaseException, doing: str) -> CacheUnusable | None:
+    """The named error when ``exc``, raised while ``doing`` in ``folder``, comes from a
+    full disk (ENOSPC, EDQUOT, or under :data:`NEARLY_FULL` bytes left: a short write
+    such as numpy's "3145728 requested and 1654520 written" carries no errno) or a
+    read-only folder; None for any other failure."""
+    codes = set(_errnos(exc))
+    try:
+        usage = shutil.disk_usage(_existing(folder))
+    except OSError:
+        usage = None
+    if codes & set(FULL_ERRNOS) or (usage is not None and usage.free < NEARLY_FULL):
+        where = f" ({usage.free} of {usage.total} bytes free)" if usage is not None else ""
+        return CacheUnusable(
+            f"no space left on the disk holding {folder}{where} while {doing} "
+            f"(ENOSPC; {type(exc).__name__}: {exc}): free space there or point "
+            "--gt-cache-dir=DIR (cache_dir) at a disk with room", errno.ENOSPC)
+    if codes & set(READ_ONLY_ERRNOS):
+        return CacheUnusable(
+            f"the cache folder {folder} is not writable "
+            f"({os.strerror(min(codes & set(READ_ONLY_ERRNOS)))}) "
+            f"and {doing} needs to write: a warm read-only cache is read as it is, but "
+            "what is missing from it must be made; make the folder writable or point "
+            "--gt-cache-dir=DIR (cache_dir) at a writable one", errno.EROFS)
+    return None
+
+
+def _existing(folder: Path) -> Path:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder

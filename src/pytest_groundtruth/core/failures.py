@@ -47,3 +47,16 @@ class InputError(Exception):
     The message names it and says how to fix it; the plugin reports it as a short error
     (no traceback) and ``groundtruth`` as one line with its own exit status.
     """
+
+
+class CacheUnusable(OSError):
+    """The cache folder cannot hold what a test needs: its disk is full, or it is read-only
+    and the entry is missing. Neither the engine's fault nor the converter's: the message
+    names the folder, the disk and what to do, and the test errors without a verdict."""
+
+    def __init__(self, message: str, errno: int = 0) -> None:
+        super().__init__(errno, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

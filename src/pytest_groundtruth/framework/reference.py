@@ -6,7 +6,7 @@ are calibrated on correct conversions of the same model at the same types:
 
 * *recipe-matched*: llama.cpp's converter (``convert_hf_to_gguf.py``) at the
   quantization's outtype (F32, F16, Q8_0), then llama.cpp's quantizer for the other types
-  (``int4`` = Q4_0, every :data:`~pytest_groundtruth.ggufio.quantize.CATALOG` name);
+  (``int4`` = Q4_0, every :data:`~pytest_groundtruth.ggufio.quants.CATALOG` name);
 * *type-matched*, when the artifact's file is a readable GGUF whose tensor types differ
   from the recipe's: the converter's F32 file quantized by llama.cpp's quantizer with
   every tensor at the artifact's type for it (``tt_overrides``: an all-Q4_0 file gets
@@ -30,6 +30,7 @@ from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.ggufio import hfconvert
 from pytest_groundtruth.ggufio import quantize as quantizer
 from pytest_groundtruth.ggufio.names import GGUFFormatError
+from pytest_groundtruth.ggufio.quants import CATALOG
 from pytest_groundtruth.ggufio.reader import gguf_problem, scan_gguf
 from pytest_groundtruth.runtimes.base import Artifact
 from pytest_groundtruth.runtimes.threads import default_threads
@@ -52,7 +53,7 @@ def recipe(quant: str) -> tuple[str, str | None] | None:
     if quant in OUTTYPES:
         return OUTTYPES[quant], None
     name = ALIASES.get(quant, quant)
-    return ("f32", name) if name in quantizer.CATALOG else None
+    return ("f32", name) if name in CATALOG else None
 
 
 def tensor_types(path: Path) -> dict[str, str] | None:
@@ -113,7 +114,7 @@ def references(ctx: Context, model: str, runtime: str, quant: str,
     outtype, qtype = found
     engine = package_version("llama-cpp-python")
     what = (f"llama.cpp {engine} converter {outtype}"
-            + (f" + quantizer {quantizer.CATALOG[qtype].ftype}" if qtype else ""))
+            + (f" + quantizer {CATALOG[qtype].ftype}" if qtype else ""))
     parts: dict[str, object] = {"converter": engine, "outtype": outtype, "quantize": qtype}
     out = [_artifact(ctx, model, runtime, quant, parts, f"{what} (recipe-matched)", None)]
     if qtype is None or types is None:
@@ -122,7 +123,7 @@ def references(ctx: Context, model: str, runtime: str, quant: str,
     if mine is None or dict(types) == mine or set(types) != set(mine):
         return out  # the same types, or another tensor set: the recipe is the match
     main = quantizer.main_quant(types) or qtype
-    label = (f"llama.cpp {engine} converter f32 + quantizer {quantizer.CATALOG[main].ftype} "
+    label = (f"llama.cpp {engine} converter f32 + quantizer {CATALOG[main].ftype} "
              f"with the artifact's type for each of its {len(types)} tensors (type-matched)")
     parts = {**parts, "types": digest(dict(sorted(types.items())))}
     out.append(_artifact(ctx, model, runtime, quant, parts, label, types))

@@ -9,7 +9,8 @@ and interrupted runs are safe). Without the sdist, :func:`converter_script` rais
 :class:`~pytest_groundtruth.core.failures.RuntimeUnavailable` whose message is the command
 that fetches it (:func:`fetch_command`), so tests that need it skip with that fix.
 
-:func:`convert` runs the script in a child process with this interpreter (it needs torch,
+:func:`convert` runs the script in a child process (:mod:`~pytest_groundtruth.core.process`)
+with this interpreter (it needs torch,
 transformers and, for SentencePiece vocabularies, sentencepiece).
 :func:`tokenizer_pre` reproduces the converter's choice of ``tokenizer.ggml.pre`` (the
 SHA-256 of the tokenizer's ids for its probe text, looked up in its table) for our own
@@ -23,13 +24,13 @@ import hashlib
 import importlib.metadata
 import os
 import re
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
+from pytest_groundtruth.core import process
 from pytest_groundtruth.core.atomic import atomic_path, locked
-from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
+from pytest_groundtruth.core.failures import FailureKind, RuntimeUnavailable
 from pytest_groundtruth.core.paths import default_cache_dir
 
 SDIST_ENV = "GROUNDTRUTH_LLAMACPP_SDIST"
@@ -125,21 +126,25 @@ def convert(model_dir: Path, outtype: str, out: Path, cache_dir: Path | None = N
     command line. A failure raises :class:`EngineFailure` with the converter's stderr."""
     if outtype not in OUTTYPES:
         raise ValueError(f"llama.cpp's converter writes {', '.join(OUTTYPES)}, not {outtype!r}")
-    script = converter_script(cache_dir)
-    argv = [sys.executable, str(script), str(model_dir), "--outtype", outtype,
-            "--outfile", str(out)]
-    line = " ".join(argv[1:])
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise EngineFailure(FailureKind.TIMEOUT, f"llama.cpp's converter ran over {timeout} s",
-                            call=line) from exc
+    argv = command(model_dir, outtype, out, cache_dir)
+    done = process.invoke(argv, timeout, tool="llama.cpp's converter")
     if done.returncode != 0 or not out.is_file():
-        raise EngineFailure(FailureKind.CRASHED,
-                            f"llama.cpp's converter failed on {model_dir} (exit "
-                            f"{done.returncode})", call=line, stderr=done.stderr)
-    return f"python {line}"
+        raise process.failure(FailureKind.CRASHED, f"llama.cpp's converter failed on "
+                              f"{model_dir} (exit {done.returncode})", done)
+    return convert_call(model_dir, outtype, out, cache_dir)
+
+
+def command(model_dir: Path, outtype: str, out: Path, cache_dir: Path | None = None
+            ) -> list[str]:
+    """The child process that converts ``model_dir`` to ``out`` at ``outtype``."""
+    return [sys.executable, str(converter_script(cache_dir)), str(model_dir), "--outtype",
+            outtype, "--outfile", str(out)]
+
+
+def convert_call(model_dir: Path, outtype: str, out: Path, cache_dir: Path | None = None
+                 ) -> str:
+    """The command line :func:`convert` runs, as a user would type it."""
+    return "python " + " ".join(command(model_dir, outtype, out, cache_dir)[1:])
 
 
 # --------------------------------------------------------------------------- pre-tokenizer

@@ -1,98 +1,22 @@
 """The GGUF types people ship, made by llama.cpp's own quantizer (``llama_model_quantize``).
 
-:data:`CATALOG` lists every file type llama.cpp 0.3.36's ``llama-quantize`` writes
-*without an importance matrix*, under its lower-case name (``q4_k_m``): what it is
-(``ftype``, the ``LLAMA_FTYPE_MOSTLY_*`` member), the GGML type most tensors get
-(``main``), and the size llama.cpp documents for it (``tools/quantize/quantize.cpp``'s
-``QUANT_OPTIONS``: GB for Llama-3-8B's 8.03 B weights, or bits per weight), which orders
-the types by bits per weight (:func:`bits_per_weight`). A file is quantized by
-:func:`quantize`, which runs ``llama_model_quantize`` from llama-cpp-python in a child
-process (a failed assertion inside ggml aborts the process; it must not be pytest's).
-
-The mixes are llama.cpp's, not ours: a Q4_K_M file holds Q4_K, Q6_K, Q5_0 and Q8_0
-tensors, and a tensor whose rows do not split into 256-value super-blocks falls back to a
-legacy type (SmolLM2's 576-wide rows mostly do). Mixed files are normal; every check
-judges a tensor by its own declared type.
-
-Types left out, with the reason (:data:`NEEDS_IMATRIX`, :data:`LEFT_OUT`): those llama.cpp
-refuses without an importance matrix, the ternary types (for ternary-trained models
-only), Q1_0 (rows must be multiples of 128, no fallback), Q2_0 (a type number gguf
-0.19 cannot read), MXFP4_MOE (expert tensors only).
+The types it writes are the catalogue's (:data:`~pytest_groundtruth.ggufio.quants.CATALOG`).
+A file is quantized by :func:`quantize`, which runs ``llama_model_quantize`` from
+llama-cpp-python in a child process (a failed assertion inside ggml aborts the process;
+it must not be pytest's).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_groundtruth.core import process
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
-
-LLAMA_3_8B_WEIGHTS = 8.03e9  # the model QUANT_OPTIONS sizes refer to
-
-
-@dataclass(frozen=True)
-class QuantType:
-    name: str  # the project's quantization name: llama-quantize's, lower case
-    ftype: str  # LLAMA_FTYPE_MOSTLY_<ftype>
-    main: str  # the GGML type most tensors get
-    size: str  # QUANT_OPTIONS' description: "4.58G" (Llama-3-8B) or "4.25 bpw"
-
-    @property
-    def bits(self) -> float:
-        """Bits per weight as llama.cpp documents the type (size at Llama-3-8B, or bpw)."""
-        value = float(self.size.split()[0].rstrip("G"))
-        return value if "bpw" in self.size else value * 1e9 * 8 / LLAMA_3_8B_WEIGHTS
-
-
-CATALOG: dict[str, QuantType] = {t.name: t for t in (
-    QuantType("q8_0", "Q8_0", "Q8_0", "7.96G"),
-    QuantType("q6_k", "Q6_K", "Q6_K", "6.14G"),
-    QuantType("q5_1", "Q5_1", "Q5_1", "5.65G"),
-    QuantType("q5_k_m", "Q5_K_M", "Q5_K", "5.33G"),
-    QuantType("q5_k_s", "Q5_K_S", "Q5_K", "5.21G"),
-    QuantType("q5_0", "Q5_0", "Q5_0", "5.21G"),
-    QuantType("q4_1", "Q4_1", "Q4_1", "4.78G"),
-    QuantType("q4_k_m", "Q4_K_M", "Q4_K", "4.58G"),
-    QuantType("iq4_nl", "IQ4_NL", "IQ4_NL", "4.50 bpw"),
-    QuantType("q4_k_s", "Q4_K_S", "Q4_K", "4.37G"),
-    QuantType("q4_0", "Q4_0", "Q4_0", "4.34G"),
-    QuantType("iq4_xs", "IQ4_XS", "IQ4_XS", "4.25 bpw"),
-    QuantType("q3_k_l", "Q3_K_L", "Q3_K", "4.03G"),
-    QuantType("q3_k_m", "Q3_K_M", "Q3_K", "3.74G"),
-    QuantType("iq3_m", "IQ3_M", "IQ3_S", "3.66 bpw"),
-    QuantType("iq3_s", "IQ3_S", "IQ3_S", "3.44 bpw"),
-    QuantType("q3_k_s", "Q3_K_S", "Q3_K", "3.41G"),
-    QuantType("iq3_xs", "IQ3_XS", "IQ3_S", "3.3 bpw"),
-    QuantType("iq3_xxs", "IQ3_XXS", "IQ3_XXS", "3.06 bpw"),
-    QuantType("q2_k", "Q2_K", "Q2_K", "2.96G"),
-)}
-# llama_model_quantize refuses these without an importance matrix ("this quantization
-# requires an imatrix!"): IQ1/IQ2 tensors, and Q2_K tensors of a Q2_K_S file.
-NEEDS_IMATRIX = ("iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq1_s", "iq1_m", "q2_k_s")
-LEFT_OUT = {
-    "tq1_0": "ternary: for models trained with ternary weights only",
-    "tq2_0": "ternary: for models trained with ternary weights only",
-    "q1_0": "rows must be multiples of 128 and llama.cpp defines no fallback type",
-    "q2_0": "a tensor type (42) that gguf 0.19 cannot read",
-    "mxfp4_moe": "applies to mixture-of-experts expert tensors only",
-}
-# The original workflow's names and the plain float types, with their GGUF types' bits.
-ALIASES = {"int8": "q8_0", "int4": "q4_0"}
-FLOAT_BITS = {"float32": 32.0, "float16": 16.0, "bfloat16": 16.0}
-
-
-def bits_per_weight(quant: str) -> float | None:
-    """Nominal bits per weight of a quantization name (None when unknown): the catalog's,
-    an alias's type's, or a float type's."""
-    if quant in FLOAT_BITS:
-        return FLOAT_BITS[quant]
-    name = ALIASES.get(quant, quant)
-    return CATALOG[name].bits if name in CATALOG else None
+from pytest_groundtruth.ggufio.quants import CATALOG, NEEDS_IMATRIX
 
 
 def ftype_number(ftype: str) -> int:
@@ -137,21 +61,27 @@ def quantize(source: Path, out: Path, quant: str, threads: int = 2, pure: bool =
                          f"{', '.join(CATALOG)}; needing an importance matrix: "
                          f"{', '.join(NEEDS_IMATRIX)})")
     argv = command(source, out, quant, threads, pure, tensor_types)
-    call = (f"llama_cpp.llama_model_quantize({str(source)!r}, {str(out)!r}, "
-            f"ftype=LLAMA_FTYPE_MOSTLY_{CATALOG[quant].ftype}, nthread={threads}"
-            f"{', pure=True' if pure else ''}"
-            f"{f', tt_overrides=<{len(tensor_types)} tensor types>' if tensor_types else ''})")
+    call = quantize_call(source, out, quant, threads, pure, tensor_types)
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise EngineFailure(FailureKind.TIMEOUT, f"llama.cpp's quantizer ran over {timeout} s",
-                            call=call) from exc
+        done = process.invoke(argv, timeout, tool="llama.cpp's quantizer")
+    except EngineFailure as exc:  # the call as the user would make it in Python
+        raise EngineFailure(exc.kind, str(exc.args[0]) if exc.args else str(exc), call=call,
+                            stderr=exc.stderr) from None
     if done.returncode != 0 or not out.is_file():
         raise EngineFailure(FailureKind.CRASHED,
                             f"llama.cpp's quantizer failed on {source} ({quant}, exit "
-                            f"{done.returncode})", call=call, stderr=done.stderr)
+                            f"{done.returncode})", call=call,
+                            stderr=process.tail(process.strip_ansi(done.stderr)))
     return call
+
+
+def quantize_call(source: Path, out: Path, quant: str, threads: int = 2, pure: bool = False,
+                  tensor_types: Mapping[str, str] | None = None) -> str:
+    """What :func:`quantize` calls (in its child process), as a user would call it."""
+    return (f"llama_cpp.llama_model_quantize({str(source)!r}, {str(out)!r}, "
+            f"ftype=LLAMA_FTYPE_MOSTLY_{CATALOG[quant].ftype}, nthread={threads}"
+            f"{', pure=True' if pure else ''}"
+            f"{f', tt_overrides=<{len(tensor_types)} tensor types>' if tensor_types else ''})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

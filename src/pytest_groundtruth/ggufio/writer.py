@@ -53,6 +53,7 @@ from pytest_groundtruth.core.atomic import atomic_path
 from pytest_groundtruth.core.tensorfiles import open_safetensors
 from pytest_groundtruth.ggufio import ggml_encoder, names, tokenizer_meta
 from pytest_groundtruth.ggufio.names import GGUFExportError, HParams
+from pytest_groundtruth.ggufio.quants import GGUF_TYPES
 from pytest_groundtruth.ggufio.reader import GGUFScan, scan_gguf
 
 EXPORTER_VERSION = "2"
@@ -66,15 +67,8 @@ QTYPES: dict[str, tuple[gguf.GGMLQuantizationType, gguf.LlamaFileType]] = {
     "Q4_0": (Q.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0),
     "Q4_1": (Q.Q4_1, gguf.LlamaFileType.MOSTLY_Q4_1),
 }
-# The project's quantization names (settings.QUANTIZATIONS) -> GGUF types.
-ALIASES = {
-    "float32": "F32",
-    "float16": "F16",
-    "bfloat16": "BF16",
-    "int8": "Q8_0",
-    "int4": "Q4_0",
-    "q4_1": "Q4_1",
-}
+# The project's quantization names -> GGUF types: the catalogue's.
+ALIASES = GGUF_TYPES
 
 
 def canonical_qtype(qtype: str) -> str:

@@ -29,11 +29,12 @@ from pytest_groundtruth.config.roster import (
     ModelSpec,
     RosterError,
 )
-from pytest_groundtruth.core.atomic import atomic_path, atomic_write_text, locked
+from pytest_groundtruth.core.atomic import atomic_path, atomic_write_text, cache_problem, locked
 from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.hashing import file_sha256, text_sha256
 from pytest_groundtruth.core.paths import inside
 from pytest_groundtruth.core.sealed import seal, sealed_problem
+from pytest_groundtruth.ggufio.reader import gguf_problem
 from pytest_groundtruth.models import drafts, lora, tiny
 
 HF_ALLOW_PATTERNS = [
@@ -283,13 +284,25 @@ def _package_file(spec: ModelSpec) -> Path:
 def _from_file(spec: ModelSpec, file: Path, cache_dir: Path) -> ResolvedModel:
     if file.suffix != ".gguf":
         raise ModelError(f"model {spec.slug!r}: {file} is neither a directory nor a .gguf file")
+    problem = gguf_problem(file)  # the checks a supplied artifact gets (--gt-artifact)
+    if problem:
+        raise ModelError(f"model {spec.slug!r}: its source is not a sound GGUF file: {problem}")
     sha = file_sha256(file)
     target = inside(cache_dir / "models", f"{spec.slug}-{sha[:16]}")
     facts_file = target / GGUF_FACTS
     with locked(target):
         if sealed_problem(target):  # missing, half-built or truncated: (re)build it
             with atomic_path(target) as tmp:
-                gguf_to_hf_dir(file, tmp)
+                try:
+                    gguf_to_hf_dir(file, tmp)
+                except (ValueError, KeyError, TypeError, IndexError, OSError, RuntimeError,
+                        NotImplementedError) as exc:
+                    full = cache_problem(target.parent, exc, f"converting {file.name}")
+                    if full is not None:
+                        raise full from exc
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    raise ModelError(f"model {spec.slug!r}: transformers cannot read the GGUF "
+                                     f"file {file}: {type(exc).__name__}: {first}") from None
                 seal(tmp)
         if not facts_file.is_file():
             atomic_write_text(facts_file, json.dumps(gguf_facts(file)) + "\n")

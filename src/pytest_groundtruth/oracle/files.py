@@ -17,13 +17,18 @@ from typing import Any
 
 from pytest_groundtruth.core.atomic import atomic_write_text
 from pytest_groundtruth.oracle.diff import compare_texts
-from pytest_groundtruth.oracle.format import OracleError, load_oracle, load_perplexity
+from pytest_groundtruth.oracle.format import (
+    OracleError,
+    load_oracle,
+    load_perplexity,
+    with_seal,
+)
 
 
 @dataclass(frozen=True)
 class OracleChange:
     path: Path
-    status: str  # "new" | "unchanged" | "noise" | "changed" | "unreadable"
+    status: str  # "new" | "unchanged" | "sealed" | "noise" | "changed" | "unreadable"
     detail: str = ""
     written: bool = False
 
@@ -46,6 +51,11 @@ def reconcile(path: Path, new_text: str, force: bool, check: bool, decode: Any =
         old_text = ""  # load_oracle below says what is wrong with it
     if old_text == new_text:
         return OracleChange(path, "unchanged")
+    sealed = with_seal(old_text)
+    if sealed == new_text:  # the same content, written before seals: add the seal only
+        if not check:
+            atomic_write_text(path, sealed)
+        return OracleChange(path, "sealed", "seal added, content unchanged", written=not check)
     try:
         if "topk" in json.loads(new_text):
             load_oracle(path)
@@ -61,4 +71,7 @@ def reconcile(path: Path, new_text: str, force: bool, check: bool, decode: Any =
     write = force and not check
     if write:
         atomic_write_text(path, new_text)
+    elif status == "noise" and sealed != old_text and not check:
+        atomic_write_text(path, sealed)  # kept, and sealed as it is
+        detail += "; seal added to the kept content"
     return OracleChange(path, status, detail, written=write)

@@ -27,6 +27,16 @@ Three kinds of file are read:
 A file that is not valid JSON, lacks a field or holds a value of the wrong type or an
 inconsistent one raises :class:`OracleError` naming the file and the field.
 
+Schema-2 files end with a ``seal``: the SHA-256 of what the reference generated
+(:data:`SEALED_FIELDS`: the prompt and its tokens, the tokens, text, stop reason and
+top-k), checked on load. A hand edit that keeps the file self-consistent (tokens and
+top-k ids swapped together) breaks the seal and raises :class:`OracleEdited` naming the
+file and the command that regenerates it. The provenance fields (model, fingerprint,
+versions, seed) are not sealed: the provenance check judges them. A file without a seal
+(written by the original generator, or by this project before seals) loads as before;
+``groundtruth oracle`` adds the seal to such a file when its content is what the
+reference generates (within ``--tolerance``), keeping every other byte.
+
 Adding a field (a chat prompt's messages, say): an ``Oracle`` field defaulting to None
 (old files lack it), a line in :meth:`Oracle._additions` and in :func:`_read_additions`,
 and a row in docs/oracle-format.md (tests/unit/test_oracle_format.py checks that every
@@ -35,6 +45,7 @@ written field is documented). Bump :data:`SCHEMA` when a field changes meaning.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -70,7 +81,14 @@ ORIGINAL_FIELDS = ("model", "model_slug", "prompt", "prompt_file", "runtime", "f
 GPU_FIELDS = ("device", "precision", "cuda_version", "gpu_name")
 # This project's additions, after the original fields (``device`` here only on CPU oracles).
 ADDED_FIELDS = ("schema", "source", "model_fingerprint", "device", "seed", "prompt_tokens",
-                "stop_reason", "eos_token_ids", "top_k", "near_tie_margin", "near_ties", "topk")
+                "stop_reason", "eos_token_ids", "top_k", "near_tie_margin", "near_ties", "topk",
+                "seal")
+# What the seal covers: the reference's output and what it was generated from, not the
+# provenance (model, fingerprint, versions, seed), which the provenance check judges.
+SEALED_FIELDS = ("prompt", "messages", "prompt_tokens", "tokens", "text", "token_count",
+                 "max_new_tokens", "do_sample", "stop_reason", "eos_token_ids", "top_k",
+                 "near_tie_margin", "near_ties", "topk")
+SEAL_PREFIX = "sha256:"
 VERSION_KEYS = ("transformers_version", "torch_version")
 GPU_KEYS = ("precision", "cuda_version", "gpu_name")
 # Additions an original-format file lacks, with what each one is (for skip reasons).
@@ -107,6 +125,29 @@ class OracleIncomplete(Exception):
 
 class StaleOracle(OracleError):
     """An oracle file is sound but was generated for another model, prompt or length."""
+
+
+class OracleEdited(OracleError):
+    """An oracle file's content does not match its seal: it was edited by hand."""
+
+
+def seal_of(data: dict[str, Any]) -> str:
+    """The seal of an oracle file's parsed JSON: SHA-256 of its :data:`SEALED_FIELDS`."""
+    sealed = {k: data[k] for k in SEALED_FIELDS if k in data}
+    text = json.dumps(sealed, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return SEAL_PREFIX + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def with_seal(text: str) -> str:
+    """An oracle file's text with its seal added (schema 2 without one), else unchanged."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or "seal" in data:
+        return text
+    data["seal"] = seal_of(data)
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 @dataclass(frozen=True)
@@ -206,6 +247,7 @@ class Oracle:
         lacks = self.lacks
         if not lacks:
             data.update({k: v for k, v in self._additions().items() if k not in data})
+            data["seal"] = seal_of(data)
         elif len(lacks) != len(MEANINGS):
             raise ValueError(f"oracle {self.slug}/{self.prompt_name}: has some of this "
                              f"project's fields but not {', '.join(lacks)}")
@@ -377,7 +419,23 @@ def load_oracle(path: Path) -> Oracle:
     oracle = _read_additions(r, oracle)
     if list(oracle.near_ties) != r.get("near_ties", list):
         raise r.fail("near_ties", "does not match the margins in 'topk'")
+    if "seal" in data and schema == SCHEMA:  # after the fields: a broken one is named
+        _check_seal(path, data)
     return oracle
+
+
+def _check_seal(path: Path, data: dict[str, Any]) -> None:
+    found = data["seal"]
+    if found == seal_of(data):
+        return
+    slug = data.get("model_slug")
+    prompt = Path(str(data.get("prompt_file", ""))).stem or None
+    command = regenerate_command(str(slug), prompt, str(data.get("precision", "float32")),
+                                 str(data.get("device", "cpu")))
+    raise OracleEdited(
+        f"{path}: its content does not match its seal (field 'seal' {str(found)[:19]}...): "
+        "the tokens, text or top-k were edited after `groundtruth oracle` wrote it, and an "
+        f"edited oracle is no reference; regenerate it: `{command}`")
 
 
 def _read_additions(r: _Reader, oracle: Oracle) -> Oracle:

@@ -29,6 +29,7 @@ from pytest_groundtruth.plugin.rootdir import check_rootdir
 from pytest_groundtruth.plugin.session import SESSION_KEY, GroundtruthSession, attach, session_of
 from pytest_groundtruth.plugin.stats import write_process_stats
 from pytest_groundtruth.report import grid, html
+from pytest_groundtruth.report.records import ParityRecord
 from pytest_groundtruth.suites.spec import get_suite, suite_names
 
 
@@ -122,6 +123,33 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             session.exitstatus = pytest.ExitCode.USAGE_ERROR  # a requested output is missing
         if groundtruth.below_grade and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # --gt-min-grade / min_grade
+        lines, strict_failure = skip_lines(groundtruth.run.records,
+                                           bool(session.config.option.gt_strict_skips))
+        groundtruth.finish_lines.extend(lines)
+        if strict_failure and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # --gt-strict-skips
+
+
+def skip_lines(records: list[ParityRecord], strict: bool) -> tuple[list[str], bool]:
+    """What the summary says about skips, and whether they fail the run.
+
+    Every parity test skipped is said in one line, but keeps exit status 0 unless
+    ``--gt-strict-skips``: ``pytest -m canary`` on a machine without the engine is a
+    legitimate all-skip run. ``--gt-strict-skips`` fails the run when any test skipped
+    for what this machine lacks (the skips decided at run time); the matrix's declared
+    holes (``case.skip``, known at collection) never count.
+    """
+    lines = []
+    missing = [r for r in records if r.outcome == "skipped" and r.case.skip is None]
+    if records and all(r.outcome == "skipped" for r in records):
+        lines.append(f"groundtruth: every parity test of this run skipped ({len(records)}): "
+                     "nothing was checked; the reasons are in the skip summary (-rs)"
+                     + ("" if strict else "; --gt-strict-skips makes this fail the run"))
+    if strict and missing:
+        lines.append(f"ERROR groundtruth: {len(missing)} parity test(s) skipped for something "
+                     f"missing here (--gt-strict-skips), e.g. {missing[0].name}: "
+                     f"{missing[0].reason}")
+    return lines, bool(strict and missing)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

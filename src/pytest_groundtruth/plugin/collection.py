@@ -24,6 +24,7 @@ terminal, junit names, the ticket's reproduction commands and ``--lf`` see the u
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,9 +35,13 @@ from pytest_groundtruth.config.settings import ConfigError
 from pytest_groundtruth.core.plugins import PluginError
 from pytest_groundtruth.plugin.items import ParityItem
 from pytest_groundtruth.plugin.session import session_of
-from pytest_groundtruth.suites.matrix import build_cases
+from pytest_groundtruth.suites.matrix import build_cases, unoffered
 
 CONFIG_FILE = "groundtruth.toml"
+
+
+class GroundtruthWarning(UserWarning):
+    """A configuration that runs, but not as written (a quantization nobody offers)."""
 
 
 def scheduled_by_group(config: pytest.Config) -> bool:
@@ -70,7 +75,10 @@ class GroundtruthFile(pytest.File):
         prompts = load_prompts(settings.path(settings.prompts_dir), names)
         chat = [p.name for p in prompts if p.is_chat]
         loadgroup = scheduled_by_group(self.config)
-        for case in build_cases(settings, [p.name for p in prompts], chat):
+        cases = build_cases(settings, [p.name for p in prompts], chat)
+        for sentence in unoffered(settings):
+            warnings.warn(GroundtruthWarning(f"{self.path}: {sentence}"), stacklevel=1)
+        for case in cases:
             scheduled = {"nodeid": f"{self.nodeid}::{case.name}@{case.group}"} if loadgroup else {}
             item = ParityItem.from_parent(self, name=case.name, case=case, settings=settings,
                                           context=lambda: session.context(key), **scheduled)

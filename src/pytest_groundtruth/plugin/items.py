@@ -18,7 +18,12 @@ import pytest
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.context.results import ChatPromptMismatch
-from pytest_groundtruth.core.failures import EngineFailure, InputError, RuntimeUnavailable
+from pytest_groundtruth.core.failures import (
+    CacheUnusable,
+    EngineFailure,
+    InputError,
+    RuntimeUnavailable,
+)
 from pytest_groundtruth.models.sources import ModelUnavailable
 from pytest_groundtruth.oracle.format import OracleIncomplete
 from pytest_groundtruth.report.sidebyside import SideBySide, views_for
@@ -95,7 +100,7 @@ class ParityItem(pytest.Item):
             return f"{self.name}: {value.why}\n{value.result.explain()}"
         if isinstance(value, ChatPromptMismatch):
             return f"{self.name}: {value}"
-        if isinstance(value, (EngineFailure, InputError, FileNotFoundError)):
+        if isinstance(value, (EngineFailure, InputError, FileNotFoundError, CacheUnusable)):
             return f"{self.name}: {type(value).__name__}: {value}"
         return super().repr_failure(excinfo, style)
 

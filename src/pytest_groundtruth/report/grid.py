@@ -19,6 +19,7 @@ from pytest_groundtruth.suites.spec import suite_names
 
 # (code, meaning), in the order cells list them: the worst first.
 CODES = (
+    ("E", "error before a verdict, not the engine's (e.g. the cache's disk is full)"),
     ("X", f"{CRASHED}"),
     ("T", f"{TIMEOUT}"),
     ("F", f"{FALSIFIED}"),
@@ -37,7 +38,7 @@ Row = tuple[str, str, str]  # model, runtime, quant
 def code_of(record: ParityRecord) -> str:
     """The cell code of one test: its outcome, with the baseline's xfail/XPASS marked."""
     if not record.verdict:
-        return "s"
+        return "E" if record.outcome == "failed" else "s"
     if record.outcome == "xpassed":
         return "C!"
     if record.outcome == "xfailed" and record.verdict == FALSIFIED:

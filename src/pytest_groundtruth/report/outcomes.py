@@ -10,14 +10,16 @@ the engine did:
 * **Crashed**: the engine died, refused its command line, or the test could not reach a
   verdict for another reason (the error says which).
 
-A skipped test has no outcome (it did not run). A known falsification (a strict xfail
+A skipped test has no outcome (it did not run), nor has a test stopped by its cache
+(``CacheUnusable``: a full disk, a read-only folder missing an entry): the engine was
+not at fault, and the error names the folder. A known falsification (a strict xfail
 from the baseline) is still Falsified, and a baseline entry that passes (XPASS) is
 Corroborated: the outcome is about the engine, pytest's status about the run.
 """
 
 from __future__ import annotations
 
-from pytest_groundtruth.core.failures import EngineFailure, FailureKind
+from pytest_groundtruth.core.failures import CacheUnusable, EngineFailure, FailureKind
 
 CORROBORATED = "Corroborated"
 FALSIFIED = "Falsified"
@@ -40,7 +42,10 @@ def of_fault(fault: str) -> str:
 
 
 def of_exception(exc: BaseException) -> str:
-    """The outcome of a test that raised ``exc`` instead of returning a verdict."""
+    """The outcome of a test that raised ``exc`` instead of returning a verdict (``""``:
+    none, the cache stopped it)."""
+    if isinstance(exc, CacheUnusable):
+        return ""
     if isinstance(exc, EngineFailure):
         return of_fault(exc.kind.value)
     return CRASHED

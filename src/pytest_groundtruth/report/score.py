@@ -13,146 +13,64 @@ and the reason for every weight are in docs/qualification.md; in short:
   suites that ran, times 1000, rounded. A test that crashed or timed out counts 0; a
   skipped one does not count.
 
-Pair tests (drift, the perplexity gap) compare two quantizations and belong to neither;
-``perf`` measures the machine and never counts (timings are not part of the score).
+Each suite declares its weight and quality function on its declaration
+(:attr:`Suite.weight <pytest_groundtruth.suites.spec.Suite.weight>`, functions in
+:mod:`pytest_groundtruth.suites.quality`); one that declares none counts by its verdict at
+the default weight, and ``weight=None`` never counts (``perf``: timings are not part of
+the score; the gateway: a gate, not a weight). Pair tests (drift, the perplexity gap)
+compare two quantizations and belong to neither combination.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from pytest_groundtruth.config.qualification import grade_floor, grade_of
+from pytest_groundtruth.core.plugins import PluginError
 from pytest_groundtruth.report.records import ParityRecord
-from pytest_groundtruth.suites.result import SuiteResult
+from pytest_groundtruth.suites.quality import AT_BOUND, DEFAULT_WEIGHT, VERDICT, Weight, headroom
+from pytest_groundtruth.suites.spec import get_suite, suite_names
 
-AT_BOUND = 0.8  # the quality of a measurement exactly at its bound
-BEYOND = 3.0  # past the bound, quality reaches 0 at this multiple of it
-WORST_MISMATCHES = 32  # the original workflow's max_new_tokens: every position differs
+__all__ = ["AT_BOUND", "GATEWAY", "Part", "Qualification", "below_minimum", "declared",
+           "headroom", "qualify", "quality", "required_grade", "suite_quality", "weight_of",
+           "weights"]
+
 GATEWAY = "gateway"
-NOT_SCORED = ("perf", GATEWAY)  # timings; the gateway is a gate, not a weight
-DEFAULT_WEIGHT = 10.0
 
 Key = tuple[str, str, str]  # model, runtime, quantization
 
 
-def headroom(measured: float, bound: float, worst: float) -> float:
-    """1 at ``measured`` <= 0, 0.8 at the bound, 0 at ``worst`` (linear in between)."""
-    if measured <= 0:
-        return 1.0
-    if bound > 0 and measured <= bound:
-        return 1.0 - (1.0 - AT_BOUND) * measured / bound
-    if worst <= bound:
-        return 0.0
-    return max(0.0, AT_BOUND * (worst - measured) / (worst - max(bound, 0.0)))
+def declared(suite: str) -> Weight | None:
+    """``suite``'s declared weight (None: it never counts); a suite not registered in this
+    environment (a results file from another one) counts by its verdict."""
+    try:
+        return get_suite(suite).weight
+    except PluginError:
+        return VERDICT
 
 
-def _number(value: Any, default: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return default
-    return float(value)
-
-
-def q_mismatches(r: SuiteResult) -> float:
-    """Token counts (token, canary, roundtrip, cuda): mismatches against the bound."""
-    m = _number(r.measured)
-    return headroom(m, _number(r.bound), max(WORST_MISMATCHES, m))
-
-
-def q_topk(r: SuiteResult) -> float:
-    """vLLM's rule: 1 with no divergence; at a divergence inside the top-k, 1 for rank 1
-    down to 0.8 for rank k (the worse of the two sides' ranks); outside it, 0."""
-    if not r.passed:
-        return 0.0
-    if r.first_divergence is None:
-        return 1.0
-    k = int(_number(r.details.get("k"), 5))
-    ranks = [_number(r.details.get(s), k) for s in ("oracle_rank_of_runtime",
-                                                     "runtime_rank_of_oracle")]
-    return 1.0 - (1.0 - AT_BOUND) * (max(ranks) - 1) / max(k - 1, 1)
-
-
-def q_agreement(r: SuiteResult) -> float:
-    """Teacher-forced top-1 agreement (its shortfall from 1) and KL, each against its
-    bound, averaged."""
-    measured = r.measured if isinstance(r.measured, dict) else {}
-    bound = r.bound if isinstance(r.bound, dict) else {}
-    prefix = "text_" if "text_max_kl" in bound else ""  # the text case's bounds
-    deficit = 1.0 - _number(measured.get("top1"))
-    allowed = 1.0 - _number(bound.get(f"{prefix}min_top1"))
-    kl, max_kl = _number(measured.get("kl")), _number(bound.get(f"{prefix}max_kl"))
-    return (headroom(deficit, allowed, min(1.0, BEYOND * allowed))
-            + headroom(kl, max_kl, BEYOND * max_kl)) / 2
-
-
-def q_perplexity(r: SuiteResult) -> float:
-    """Perplexity above the oracle's, against the ceiling's distance from the oracle's
-    (the perplexity itself against the ceiling when no oracle record was comparable);
-    the int8/int4 gap against its bound."""
-    if r.case.variant == "gap":
-        gap, max_gap = _number(r.measured), _number(r.bound)
-        return headroom(gap, max_gap, BEYOND * max_gap)
-    ppl, ceiling = _number(r.measured), _number(r.bound)
-    oracle = _number(r.details.get("oracle_perplexity"), 0.0)
-    if oracle and ceiling > oracle:
-        excess, room = max(0.0, ppl - oracle), ceiling - oracle
-    else:
-        excess, room = ppl, ceiling
-    return headroom(excess, room, BEYOND * room)
-
-
-def q_integrity(r: SuiteResult) -> float:
-    """Findings on the file: none is 1, each one costs a tenth below the bound's 0.8."""
-    return 1.0 if r.passed else headroom(_number(r.measured), 0.0, 10.0)
-
-
-@dataclass(frozen=True)
-class Weight:
-    weight: float
-    quality: Callable[[SuiteResult], float]
-    reason: str  # docs/qualification.md prints these
-
-
-WEIGHTS: dict[str, Weight] = {
-    "agreement": Weight(30, q_agreement, "teacher-forced over every prompt's positions, so "
-                        "one early near-tie flip cannot cascade; bounds calibrated on correct "
-                        "conversions: the strongest black-box measure"),
-    "topk": Weight(15, q_topk, "judges the first divergence by how likely the oracle found the "
-                   "runtime's token: robust to near ties, per prompt"),
-    "ppl": Weight(15, q_perplexity, "whole-text damage in one number against the oracle's "
-                  "perplexity; insensitive to where a flip happens"),
-    "integrity": Weight(15, q_integrity, "white-box: the file's metadata, tokenizer and "
-                        "tensors; separates broken from honest int4 files where black-box "
-                        "bounds cannot"),
-    "token": Weight(10, q_mismatches, "the original workflow's count; weak on a small model "
-                    "(one near tie makes the rest drift), so it weighs little"),
-    "canary": Weight(5, q_mismatches, "exact text at int8: all or nothing, the weakest "
-                     "instrument on a small model"),
-    "roundtrip": Weight(5, q_mismatches, "export + reimport losslessness: a converter "
-                        "property more than the runtime's quality"),
-    "cuda": Weight(10, q_mismatches, "the GPU precision ladder, where it runs"),
-    # Pair tests (int8 against int4) belong to neither combination: they colour their own
-    # matrix row and never enter a score.
-    "drift": Weight(0, q_mismatches, "pair test: colours its matrix row, never scored"),
-}
+def weights() -> dict[str, Weight]:
+    """The weights the suites declare (not the verdict default), by rank: the table
+    docs/qualification.md prints."""
+    found = {name: declared(name) for name in suite_names()}
+    return {name: w for name, w in found.items() if w is not None and w is not VERDICT}
 
 
 def quality(record: ParityRecord) -> float | None:
     """A test's quality in [0, 1]; None when it does not count (skipped, not scored)."""
-    if record.case.suite in NOT_SCORED or not record.verdict:
+    weight = declared(record.case.suite)
+    if weight is None or not record.verdict:
         return None
     if record.result is None:
         return 0.0  # crashed or timed out before a verdict
-    weight = WEIGHTS.get(record.case.suite)
-    if weight is None:  # a suite this table does not know: its verdict
-        return 1.0 if record.result.passed else 0.0
     return max(0.0, min(1.0, weight.quality(record.result)))
 
 
 def weight_of(suite: str) -> float:
-    found = WEIGHTS.get(suite)
+    found = declared(suite)
     return found.weight if found is not None else DEFAULT_WEIGHT
 
 

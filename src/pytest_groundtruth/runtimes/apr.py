@@ -39,11 +39,11 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pytest_groundtruth.config.settings import Settings
+from pytest_groundtruth.core import process
 from pytest_groundtruth.core.failures import RuntimeUnavailable
-from pytest_groundtruth.runtimes import process
+from pytest_groundtruth.core.process import Completed, find_json_object, strip_ansi
 from pytest_groundtruth.runtimes.base import Generation, PerplexityResult, Runtime, read_options
 from pytest_groundtruth.runtimes.command import CommandRunner, CommandRuntime, import_source
-from pytest_groundtruth.runtimes.process import Completed, find_json_object, strip_ansi
 from pytest_groundtruth.runtimes.steps import Reader, Step, model_eos_ids, parse_step
 
 if TYPE_CHECKING:

@@ -53,6 +53,12 @@ class Capability(enum.Enum):
     SCORE = "teacher-forced scoring"
     EXPORT_GGUF = "GGUF export"
     REIMPORT = "GGUF reimport"
+    # What the speculative and lora suites need beyond plain generation: each names the
+    # engine feature, so a runtime that has it (whatever its class) declares it.
+    ASSISTED = "assisted generation with a draft model (transformers generate)"
+    PROMPT_LOOKUP = "prompt-lookup speculative decoding (llama-cpp-python)"
+    LORA_UNMERGED = "a LoRA adapter applied unmerged to the base model (PEFT)"
+    LORA_HOT = "a LoRA adapter GGUF hot-applied to the base GGUF at load (llama.cpp)"
 
 
 @dataclass(frozen=True)

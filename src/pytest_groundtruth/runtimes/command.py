@@ -36,7 +36,7 @@ build); ``score`` writes a ``.npy`` float32 array ``[len(tokens) - start, vocab]
 log-probabilities (or logits) at ``{output}``. ``output`` renames keys (documented name
 -> the tool's); log lines around the JSON and ANSI colour codes are tolerated.
 
-Every run goes through :mod:`pytest_groundtruth.runtimes.process`: failures name the
+Every run goes through :mod:`pytest_groundtruth.core.process`: failures name the
 step, the exact argument list, the exit status and the stderr tail; a hang ends at the
 timeout with the process group killed.
 """
@@ -55,10 +55,11 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_groundtruth.config.prompts import Message
 from pytest_groundtruth.config.settings import ConfigError, Settings, check_name
+from pytest_groundtruth.core import process
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
 from pytest_groundtruth.core.hashing import digest
+from pytest_groundtruth.core.process import Completed, failure
 from pytest_groundtruth.measures import logprobs as lp
-from pytest_groundtruth.runtimes import process
 from pytest_groundtruth.runtimes.base import (
     Artifact,
     Capability,
@@ -68,7 +69,6 @@ from pytest_groundtruth.runtimes.base import (
     Runtime,
     read_options,
 )
-from pytest_groundtruth.runtimes.process import Completed, failure
 from pytest_groundtruth.runtimes.steps import (
     FILE_NAMES,
     MODEL,

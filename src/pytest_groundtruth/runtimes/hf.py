@@ -81,7 +81,7 @@ class TransformersRuntime(Runtime):
     quantizations: tuple[str, ...] = DTYPES
     capabilities: frozenset[Capability] = frozenset(
         {Capability.GENERATE, Capability.CHAT, Capability.TOPK, Capability.PERPLEXITY,
-         Capability.SCORE}
+         Capability.SCORE, Capability.ASSISTED, Capability.LORA_UNMERGED}
     )
 
     def __init__(self, device: str = "cpu", n_threads: int | None = None) -> None:

@@ -3,7 +3,7 @@
 Artifacts are GGUF files. ``float32``, ``float16``, ``int8`` (Q8_0) and ``int4`` (Q4_0, the
 original workflow's names) are written by the converter directly; every type of
 llama.cpp's quantizer (``q8_0``, ``q6_k``, ``q5_k_m``, ``q4_k_m``, ``q4_0``, ``q4_1``,
-``iq4_xs``, ``q3_k_m``, ``q2_k``, ... :data:`~pytest_groundtruth.ggufio.quantize.CATALOG`)
+``iq4_xs``, ``q3_k_m``, ``q2_k``, ... :data:`~pytest_groundtruth.ggufio.quants.CATALOG`)
 is made by ``llama_model_quantize`` from the converter's F32 file, so its tensor mix is
 llama.cpp's own.
 
@@ -42,17 +42,17 @@ the ``float32`` artifact, so that "float32" is float32 end to end, and llama.cpp
 default F16 cache for the others, as people run quantized models; ``"f16"`` or
 ``"f32"`` force one for all. The choice is part of :meth:`LlamaCppRuntime.key_parts`.
 
-Reimport reads a GGUF through transformers' GGUF loader (dequantizing) and exports it
-again with our exporter, every tensor at its own type in the original (``like=``): the
-roundtrip GGUF -> HF -> GGUF keeps a mixed file mixed.
+Building, validating and reimporting artifacts is the llama.cpp toolchain's
+(:class:`~pytest_groundtruth.runtimes.toolchain.Toolchain`), which the served runtime
+(:mod:`~pytest_groundtruth.runtimes.openai`) shares: reimport reads a GGUF through
+transformers' GGUF loader (dequantizing) and exports it again with our exporter, every
+tensor at its own type in the original (``like=``), so the roundtrip GGUF -> HF -> GGUF
+keeps a mixed file mixed.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -71,19 +71,12 @@ from pytest_groundtruth.core.failures import (
 from pytest_groundtruth.core.memory import trim_heap
 from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.ggufio import (
-    EXPORTER_VERSION,
-    GGUFExportError,
     GGUFFormatError,
-    export_gguf,
-    hfconvert,
-    names,
 )
-from pytest_groundtruth.ggufio import quantize as quantizer
-from pytest_groundtruth.ggufio.reader import gguf_problem, scan_gguf
+from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.measures import logprobs as lp
 from pytest_groundtruth.measures.logprobs import TopK
 from pytest_groundtruth.measures.timing import intervals
-from pytest_groundtruth.models.sources import gguf_to_hf_dir
 from pytest_groundtruth.runtimes.base import (
     Artifact,
     Capability,
@@ -93,6 +86,7 @@ from pytest_groundtruth.runtimes.base import (
 )
 from pytest_groundtruth.runtimes.logits import LogitsRunner
 from pytest_groundtruth.runtimes.threads import default_threads
+from pytest_groundtruth.runtimes.toolchain import QUANTIZATIONS, Toolchain
 
 if TYPE_CHECKING:
     import numpy as np
@@ -100,16 +94,6 @@ if TYPE_CHECKING:
 
     from pytest_groundtruth.models.sources import ResolvedModel
 
-# The quantization names a converter writes directly -> the GGUF type (and the outtype
-# of llama.cpp's converter); every other name is llama.cpp's quantizer's (CATALOG).
-QTYPES = {
-    "float32": "F32",
-    "float16": "F16",
-    "int8": "Q8_0",
-    "int4": "Q4_0",
-}
-HF_OUTTYPES = {"float32": "f32", "float16": "f16", "int8": "q8_0"}
-CONVERTERS = ("auto", "ours", "llama.cpp")
 INSTALL = (
     "pip install llama-cpp-python (builds llama.cpp from source, 7-10 min; "
     "CMAKE_ARGS=-DGGML_NATIVE=OFF for a portable build), or pip install "
@@ -121,6 +105,14 @@ KV_CACHE_TYPES = ("auto", "f16", "f32")
 
 def llama_cpp_version() -> str | None:
     return package_version("llama-cpp-python")
+
+
+def kv_cache_type(setting: str, quant: str) -> str:
+    """The KV cache type llama.cpp uses for ``quant`` under ``setting`` (``auto``: F32 for
+    the float32 artifact, llama.cpp's default F16 for the others)."""
+    if setting == "auto":
+        return "f32" if quant == "float32" else "f16"
+    return setting
 
 
 class ContextTooSmall(InputError):
@@ -135,23 +127,9 @@ def _ctx_for(n: int) -> int:
     return size
 
 
-def tokens_beyond_vocabulary(model_dir: Path) -> list[str]:
-    """Added tokens of ``model_dir``'s tokenizer.json whose ids lie beyond config.json's
-    vocab_size (``'<mask>' (49152)``), which no GGUF of that model can hold."""
-    try:
-        vocab = json.loads((model_dir / "config.json").read_text()).get("vocab_size")
-        added = json.loads((model_dir / "tokenizer.json").read_text()).get("added_tokens", [])
-    except (OSError, ValueError):
-        return []
-    if not isinstance(vocab, int):
-        return []
-    return [f"{t.get('content')!r} ({t.get('id')})" for t in added
-            if isinstance(t, dict) and isinstance(t.get("id"), int) and t["id"] >= vocab]
-
-
 class LlamaCppRuntime(Runtime):
     name = "llamacpp"
-    quantizations: tuple[str, ...] = (*QTYPES, *quantizer.CATALOG)
+    quantizations: tuple[str, ...] = QUANTIZATIONS
     capabilities: frozenset[Capability] = frozenset(
         {
             Capability.GENERATE,
@@ -161,6 +139,8 @@ class LlamaCppRuntime(Runtime):
             Capability.SCORE,
             Capability.EXPORT_GGUF,
             Capability.REIMPORT,
+            Capability.PROMPT_LOOKUP,
+            Capability.LORA_HOT,
         }
     )
 
@@ -182,14 +162,13 @@ class LlamaCppRuntime(Runtime):
         looked for and unpacked."""
         if kv_cache not in KV_CACHE_TYPES:
             raise ValueError(f"kv_cache must be one of {KV_CACHE_TYPES}, got {kv_cache!r}")
-        if converter not in CONVERTERS:
-            raise ValueError(f"converter must be one of {CONVERTERS}, got {converter!r}")
         self.n_threads = n_threads if n_threads is not None else default_threads()
         self.n_ctx = n_ctx
         self.seed = seed
         self.kv_cache = kv_cache
         self.converter = converter
         self.cache_dir = cache_dir
+        self.toolchain = Toolchain(converter, self.n_threads, cache_dir)  # checks converter
 
     @classmethod
     def from_config(cls, name: str, options: Mapping[str, Any], settings: Settings,
@@ -207,9 +186,7 @@ class LlamaCppRuntime(Runtime):
 
     def kv_cache_type(self, quant: str) -> str:
         """The KV cache type a runner of ``quant`` uses (``f16`` or ``f32``)."""
-        if self.kv_cache == "auto":
-            return "f32" if quant == "float32" else "f16"
-        return self.kv_cache
+        return kv_cache_type(self.kv_cache, quant)
 
     def key_parts(self, quant: str) -> dict[str, str]:
         # The KV cache type changes generations (cached under the artifact key); the
@@ -222,17 +199,12 @@ class LlamaCppRuntime(Runtime):
             import llama_cpp  # noqa: F401
         except Exception as exc:  # ImportError, or OSError when the shared library is broken
             return f"llama-cpp-python cannot be imported ({type(exc).__name__}: {exc}): {INSTALL}"
-        if self.converter == "llama.cpp":
-            return hfconvert.unavailable(self.cache_dir)
-        return None
+        return self.toolchain.unavailable()
 
     def version(self) -> str:
         engine = llama_cpp_version() or "not installed"
-        return (
-            f"llama-cpp-python {engine} / converter {self.converter} (ggufio exporter "
-            f"{EXPORTER_VERSION}, llama.cpp convert_hf_to_gguf.py {engine}) / "
-            f"gguf {package_version('gguf')}"
-        )
+        return (f"llama-cpp-python {engine} / {self.toolchain.describe(engine)} / "
+                f"gguf {package_version('gguf')}")
 
     def artifact_suffix(self, quant: str) -> str:
         return ".gguf"
@@ -240,87 +212,25 @@ class LlamaCppRuntime(Runtime):
     def qtype(self, quant: str) -> str:
         """The GGUF file type of ``quant`` (``Q4_K_M`` for a mix)."""
         self.check_quant(quant)
-        return QTYPES.get(quant) or quantizer.CATALOG[quant].ftype
+        return self.toolchain.qtype(quant)
 
     def converter_for(self, model: ResolvedModel) -> str:
         """``ours`` or ``llama.cpp``: the converter that makes ``model``'s artifacts."""
-        if self.converter != "auto":
-            return self.converter
-        model_type = names.read_config(model.path).get("model_type")
-        return "ours" if model_type in names.EXPORTED else "llama.cpp"
+        return self.toolchain.converter_for(model)
 
     def tokenizer_pre(self, model: ResolvedModel) -> str:
-        """``tokenizer.ggml.pre`` for our exporter: the roster's (or, once resolved, the
-        GGUF source's own or the tiny builder's), else the one llama.cpp's converter would
-        pick for the tokenizer."""
-        if model.spec.tokenizer_pre:
-            return model.spec.tokenizer_pre
-        found = hfconvert.tokenizer_pre(model.path, self.cache_dir)
-        if found is None:
-            raise GGUFExportError(
-                f"model {model.slug!r}: llama.cpp's converter does not recognize its "
-                "pre-tokenizer; set tokenizer_pre in [tool.groundtruth.roster."
-                f"{model.slug}] (llama.cpp's name, e.g. 'llama-bpe')")
-        return found
-
-    def _convert(self, model: ResolvedModel, quant: str, out: Path) -> str:
-        """``model`` as a ``quant`` (float32, float16, int8 or int4) GGUF at ``out``."""
-        if self.converter_for(model) == "ours":
-            qtype, pre = QTYPES[quant], self.tokenizer_pre(model)
-            export_gguf(model.path, out, qtype, pre)
-            return (f"pytest_groundtruth.ggufio.export_gguf({str(model.path)!r}, <out>, "
-                    f"{qtype!r}, tokenizer_pre={pre!r})  # exporter v{EXPORTER_VERSION}")
-        if quant in HF_OUTTYPES:
-            return hfconvert.convert(model.path, HF_OUTTYPES[quant], out, self.cache_dir)
-        with tempfile.TemporaryDirectory(prefix="gt-hfconv-", dir=out.parent) as tmp:
-            f32 = Path(tmp) / "f32.gguf"
-            first = hfconvert.convert(model.path, "f32", f32, self.cache_dir)
-            second = quantizer.quantize(f32, out, "q4_0", self.n_threads)
-        first = first.replace(str(f32), "<f32>")
-        return f"{first}\n{second.replace(str(f32), '<f32>').replace(str(out), '<out>')}"
+        return self.toolchain.tokenizer_pre(model)
 
     def build(self, model: ResolvedModel, quant: str, out: Path) -> str:
         self.check_quant(quant)
-        if quant in QTYPES:
-            return self._convert(model, quant, out)
-        with tempfile.TemporaryDirectory(prefix="gt-quantize-", dir=out.parent) as tmp:
-            f32 = Path(tmp) / "f32.gguf"
-            first = self._convert(model, "float32", f32)
-            second = quantizer.quantize(f32, out, quant, self.n_threads)
-        first = first.replace(str(f32), "<f32>").replace("<out>", "<f32>")
-        second = second.replace(str(f32), "<f32>").replace(str(out), "<out>")
-        return f"{first}\n{second}"
+        return self.toolchain.build(model, quant, out)
 
     def validate(self, artifact_path: Path) -> str | None:
-        return gguf_problem(artifact_path)
+        return self.toolchain.validate(artifact_path)
 
     def reimport(self, gguf: Path, model: ResolvedModel, quant: str, out: Path) -> str:
-        config = names.read_config(model.path)
-        if config.get("model_type") not in names.EXPORTED:
-            raise RuntimeUnavailable(
-                f"the roundtrip rewrites the reimported model with our GGUF exporter, which "
-                f"writes {', '.join(names.EXPORTED)}, not {config.get('model_type')!r}")
-        pre = scan_gguf(gguf).scalars.get("tokenizer.ggml.pre")
-        tokenizer_pre = pre if isinstance(pre, str) else self.tokenizer_pre(model)
-        label = self.qtype(quant)
-        with tempfile.TemporaryDirectory(prefix="gt-reimport-") as tmp:
-            hf_dir = Path(tmp) / "hf"
-            gguf_to_hf_dir(gguf, hf_dir)
-            extra = tokens_beyond_vocabulary(hf_dir)
-            if extra:
-                raise RuntimeUnavailable(
-                    f"transformers {importlib.metadata.version('transformers')}'s GGUF loader "
-                    f"gives this {config.get('model_type')} model a tokenizer with "
-                    f"{', '.join(extra)} beyond its vocabulary (the loader assumes the "
-                    "family's own tokenizer; this file's is tokenizer.ggml.model "
-                    f"{scan_gguf(gguf).scalars.get('tokenizer.ggml.model')!r}): the roundtrip "
-                    "cannot rebuild the GGUF through it")
-            kept = export_gguf(hf_dir, out, label, tokenizer_pre, like=gguf)
-        return (
-            f"gguf_to_hf_dir({str(gguf)!r}, <tmp>)  # transformers' GGUF loader, dequantized\n"
-            f"export_gguf(<tmp>, <out>, {label!r}, tokenizer_pre={tokenizer_pre!r}, "
-            f"like={str(gguf)!r})  # each tensor at its type in the original: {kept}"
-        )
+        self.check_quant(quant)
+        return self.toolchain.reimport(gguf, model, quant, out)
 
     def open(self, artifact: Artifact, model: ResolvedModel) -> LlamaCppRunner:
         reason = self.unavailable()

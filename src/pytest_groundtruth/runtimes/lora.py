@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_groundtruth.models import lora
-from pytest_groundtruth.runtimes.base import Artifact
+from pytest_groundtruth.runtimes.base import Artifact, Runtime
 from pytest_groundtruth.runtimes.hf import TransformersRunner
 from pytest_groundtruth.runtimes.llamacpp import LlamaCppRunner, LlamaCppRuntime
 
@@ -33,8 +33,11 @@ class UnmergedRunner(TransformersRunner):
         self.load_call = f"PeftModel.from_pretrained({self.load_call}, {str(adapter)!r})"
 
 
-def hot_runner(runtime: LlamaCppRuntime, base: Artifact, adapter_gguf: Path) -> LlamaCppRunner:
-    """The base model's GGUF with the adapter GGUF applied at load time."""
+def hot_runner(runtime: Runtime, base: Artifact, adapter_gguf: Path) -> LlamaCppRunner:
+    """The base model's GGUF with the adapter GGUF applied at load time, by ``runtime``'s
+    llama.cpp settings (a runtime that declares :attr:`Capability.LORA_HOT`)."""
+    if not isinstance(runtime, LlamaCppRuntime):
+        raise TypeError(f"runtime {runtime.name!r} is not llama.cpp: no hot-applied adapter")
     return LlamaCppRunner(base, n_threads=runtime.n_threads, n_ctx=runtime.n_ctx,
                           seed=runtime.seed, kv_cache=runtime.kv_cache_type(base.quant),
                           lora_path=adapter_gguf)

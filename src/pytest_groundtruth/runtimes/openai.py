@@ -34,8 +34,16 @@ return it: when it stops (``finish_reason: "stop"``, no stop strings were sent) 
 Failures are never parity verdicts: an error status is CRASHED with the status and a body
 excerpt; no answer within ``timeout`` is TIMEOUT; a refused connection is retried
 (``retries``, connection errors only) and then CRASHED; a body that is not the documented
-JSON is GARBAGE with an excerpt. With a plugin-started server every failure carries the
-server's log tail. The API key never appears in calls, notes or reports.
+JSON is GARBAGE with an excerpt; an answer over ``max_response_bytes`` (default 4 MiB
+plus 64 KiB per requested token) is GARBAGE, read in chunks and abandoned at the limit;
+``timeout`` bounds each whole request (a server that trickles is cut at it). Token ids
+and log-probabilities go through the checks the command runtime uses
+(:mod:`pytest_groundtruth.runtimes.answers`): an id outside the vocabulary is GARBAGE,
+a NaN or infinite log-probability is NaN/Inf. With a plugin-started server every failure
+carries the server's log tail. The API key is sent in a header only, and its value is
+replaced by ``<$VAR>`` (the variable's name) in every message, call, note, log tail and
+text this runtime returns, so a server that echoes it (``Incorrect API key provided:
+...``) does not put it into a report.
 """
 
 from __future__ import annotations
@@ -54,8 +62,11 @@ from pytest_groundtruth.config.prompts import Message
 from pytest_groundtruth.config.settings import ConfigError, Settings
 from pytest_groundtruth.core.atomic import atomic_path
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
+from pytest_groundtruth.core.plugins import package_version
+from pytest_groundtruth.core.process import excerpt
 from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.measures.logprobs import TopK
+from pytest_groundtruth.runtimes.answers import logprobs_problem, token_ids_problem
 from pytest_groundtruth.runtimes.base import (
     Artifact,
     Capability,
@@ -67,10 +78,10 @@ from pytest_groundtruth.runtimes.base import (
 )
 from pytest_groundtruth.runtimes.http import post_json
 from pytest_groundtruth.runtimes.llamacpp import (
-    LlamaCppRuntime,
+    KV_CACHE_TYPES,
+    kv_cache_type,
     llama_cpp_version,
 )
-from pytest_groundtruth.runtimes.process import excerpt
 from pytest_groundtruth.runtimes.server import (
     LlamaServer,
     ServerConfig,
@@ -80,6 +91,7 @@ from pytest_groundtruth.runtimes.server import (
 )
 from pytest_groundtruth.runtimes.steps import model_eos_ids
 from pytest_groundtruth.runtimes.threads import default_threads
+from pytest_groundtruth.runtimes.toolchain import QUANTIZATIONS, Toolchain
 
 if TYPE_CHECKING:
     from pytest_groundtruth.models.sources import ResolvedModel
@@ -88,6 +100,8 @@ SERVERS = ("llama-cpp-python",)
 FEATURES = {"generate": Capability.GENERATE, "chat": Capability.CHAT,
             "topk": Capability.TOPK, "perplexity": Capability.PERPLEXITY}
 SEED = 42
+BASE_RESPONSE_BYTES = 4 << 20  # an answer's size limit: this, plus per requested token
+PER_TOKEN_BYTES = 64 << 10
 
 
 class OpenAIRuntime(Runtime):
@@ -100,7 +114,8 @@ class OpenAIRuntime(Runtime):
                  quantizations: Sequence[str] = (), features: Sequence[str] = (),
                  max_logprobs: int = 20, extra: Mapping[str, Any] | None = None,
                  version: str = "", n_ctx: int = 1024, n_threads: int | None = None,
-                 kv_cache: str = "auto", startup_timeout: float = 120.0) -> None:
+                 kv_cache: str = "auto", startup_timeout: float = 120.0,
+                 max_response_bytes: int = 0) -> None:
         if bool(base_url) == bool(serve):
             raise ConfigError(f"runtime {name!r}: set exactly one of 'base_url' (a server you "
                               f"run) or 'serve' (one of {', '.join(SERVERS)})")
@@ -117,13 +132,21 @@ class OpenAIRuntime(Runtime):
         self.api_key_env = api_key_env
         self.timeout = timeout
         self.retries = retries
+        self.max_response_bytes = max_response_bytes
         self.max_logprobs = max_logprobs
         self.fixed_version = version
-        self.converter = LlamaCppRuntime(n_threads=n_threads, n_ctx=n_ctx, kv_cache=kv_cache)
+        if kv_cache not in KV_CACHE_TYPES:
+            raise ValueError(f"kv_cache must be one of {KV_CACHE_TYPES}, got {kv_cache!r}")
+        # Served artifacts are llama.cpp GGUFs: built by its toolchain, run with its
+        # context, threads and KV cache rule.
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads if n_threads is not None else default_threads()
+        self.kv_cache = kv_cache
+        self.toolchain = Toolchain(n_threads=self.n_threads)
         self.startup_timeout = startup_timeout
         self.extra = dict(extra if extra is not None else
                           ({"repeat_penalty": 1.0} if serve else {}))
-        self.quantizations = tuple(quantizations) or (self.converter.quantizations if serve else ())
+        self.quantizations = tuple(quantizations) or (QUANTIZATIONS if serve else ())
         if not self.quantizations:
             raise ConfigError(f"runtime {name!r}: option 'quantizations' (labels of what the "
                               "server serves, e.g. [\"int8\"]) is required with base_url")
@@ -150,12 +173,16 @@ class OpenAIRuntime(Runtime):
             "timeout": (int, float), "retries": int, "quantizations": list,
             "capabilities": list, "max_logprobs": int, "extra": dict, "version": str,
             "n_ctx": int, "n_threads": int, "kv_cache": str, "startup_timeout": (int, float),
+            "max_response_bytes": int,
         })
         for key in ("timeout", "startup_timeout"):
             if key in values and not (math.isfinite(values[key]) and values[key] > 0):
                 raise ConfigError(f"runtime {name!r}: option {key!r} must be a positive number")
         if values.get("retries", 0) < 0 or values.get("max_logprobs", 1) < 1:
             raise ConfigError(f"runtime {name!r}: 'retries' >= 0 and 'max_logprobs' >= 1")
+        if values.get("max_response_bytes", 1) < 1:
+            raise ConfigError(f"runtime {name!r}: option 'max_response_bytes' must be a "
+                              "positive number of bytes")
         for key in ("quantizations", "capabilities"):
             if not all(isinstance(v, str) for v in values.get(key, [])):
                 raise ConfigError(f"runtime {name!r}: option {key!r} is a list of strings")
@@ -175,14 +202,18 @@ class OpenAIRuntime(Runtime):
 
     def version(self) -> str:
         if self.serve:
-            return f"llama-cpp-python {llama_cpp_version()} server / {self.converter.version()}"
+            engine = llama_cpp_version() or "not installed"
+            return (f"llama-cpp-python {llama_cpp_version()} server / llama-cpp-python "
+                    f"{engine} / {self.toolchain.describe(engine)} / "
+                    f"gguf {package_version('gguf')}")
         return self.fixed_version or f"OpenAI-compatible server at {self.base_url}"
 
     def key_parts(self, quant: str) -> dict[str, str]:
         parts = {**super().key_parts(quant), "model_name": self.model,
                  "request": json.dumps(self.extra, sort_keys=True)}
         if self.serve:
-            return {**self.converter.key_parts(quant), **parts, "served": self.serve}
+            return {**parts, "kv_cache": kv_cache_type(self.kv_cache, quant),
+                    "converter": self.toolchain.converter, "served": self.serve}
         return {**parts, "base_url": self.base_url}
 
     def artifact_suffix(self, quant: str) -> str:
@@ -192,15 +223,15 @@ class OpenAIRuntime(Runtime):
         return f"served by {self.base_url} as model {self.model!r} ({quant})"
 
     def build(self, model: ResolvedModel, quant: str, out: Path) -> str:
-        return self.converter.build(model, quant, out)
+        return self.toolchain.build(model, quant, out)
 
     def validate(self, artifact_path: Path) -> str | None:
-        return self.converter.validate(artifact_path) if self.serve else None
+        return self.toolchain.validate(artifact_path) if self.serve else None
 
     def reimport(self, gguf: Path, model: ResolvedModel, quant: str, out: Path) -> str:
         if not self.serve:
             raise NotImplementedError(f"{self.name} cannot reimport GGUF")
-        return self.converter.reimport(gguf, model, quant, out)
+        return self.toolchain.reimport(gguf, model, quant, out)
 
     def open(self, artifact: Artifact, model: ResolvedModel) -> OpenAIRunner:
         reason = self.unavailable()
@@ -209,9 +240,9 @@ class OpenAIRuntime(Runtime):
         server = None
         eos = model_eos_ids(model.path)
         if self.serve:
-            config = ServerConfig(artifact.path, self.model, self.converter.n_ctx,
-                                  self.converter.n_threads or default_threads(),
-                                  self.converter.kv_cache_type(artifact.quant),
+            config = ServerConfig(artifact.path, self.model, self.n_ctx,
+                                  self.n_threads or default_threads(),
+                                  kv_cache_type(self.kv_cache, artifact.quant),
                                   startup_timeout=self.startup_timeout)
             self._servers.add(config)
             server = shared_server(config)
@@ -261,6 +292,7 @@ class OpenAIRunner(Runner):
         self.server = server
         self.base_url = server.base_url if server is not None else runtime.base_url
         self._vocab: Vocabulary | None = None
+        self.vocab_size: int | None = model.spec.vocab
 
     @property
     def vocab(self) -> Vocabulary:
@@ -270,29 +302,63 @@ class OpenAIRunner(Runner):
 
     # -- HTTP
 
+    def _key(self) -> str:
+        """The API key's value ("" without ``api_key_env``); unavailable when unset."""
+        if not self.runtime.api_key_env:
+            return ""
+        key = os.environ.get(self.runtime.api_key_env)
+        if not key:
+            raise RuntimeUnavailable(f"runtime {self.runtime.name!r}: the environment "
+                                     f"variable {self.runtime.api_key_env} (its API key) "
+                                     "is not set")
+        return key
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key's value (also JSON-escaped) replaced by ``<$VAR>``."""
+        key = os.environ.get(self.runtime.api_key_env) if self.runtime.api_key_env else ""
+        if not key:
+            return text
+        mark = f"<${self.runtime.api_key_env}>"
+        for spelling in dict.fromkeys((key, json.dumps(key)[1:-1],
+                                       json.dumps(key, ensure_ascii=False)[1:-1])):
+            text = text.replace(spelling, mark)
+        return text
+
+    def _log(self) -> str:
+        return self.redact(self.server.log_tail()) if self.server is not None else ""
+
     def _fail(self, kind: FailureKind, message: str, call: str) -> EngineFailure:
-        log = self.server.log_tail() if self.server is not None else ""
-        return EngineFailure(kind, message, call=call, stderr=log)
+        return EngineFailure(kind, self.redact(message), call=self.redact(call),
+                             stderr=self._log())
+
+    def _hint(self, status: int) -> str:
+        if status == 404 and self.base_url.rstrip("/").endswith("/v1"):
+            return (f"base_url {self.base_url!r} ends in /v1, and the runtime adds "
+                    "/v1/completions itself: leave /v1 out of base_url")
+        return ""
+
+    def max_bytes(self, max_tokens: int) -> int:
+        return self.runtime.max_response_bytes or (
+            BASE_RESPONSE_BYTES + PER_TOKEN_BYTES * max(max_tokens, 1))
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
         """POST ``body`` as JSON; the answer's JSON object and the call (no API key)."""
         url = f"{self.base_url}{path}"
-        call = f"POST {url} {json.dumps(body, ensure_ascii=False)}"
+        call = self.redact(f"POST {url} {json.dumps(body, ensure_ascii=False)}")
         headers = {}
-        if self.runtime.api_key_env:
-            key = os.environ.get(self.runtime.api_key_env)
-            if not key:
-                raise RuntimeUnavailable(f"runtime {self.runtime.name!r}: the environment "
-                                         f"variable {self.runtime.api_key_env} (its API key) "
-                                         "is not set")
+        key = self._key()
+        if key:
             headers["Authorization"] = f"Bearer {key}"
         if self.server is not None and not self.server.alive():
             code = self.server.proc.poll() if self.server.proc is not None else None
             raise self._fail(FailureKind.CRASHED, f"llama-cpp-python's server is not running "
                              f"(exit status {code})", call)
-        server = self.server
+        tokens = body.get("max_tokens", 1)
+        echoed = len(str(body.get("prompt", ""))) if body.get("echo") else 0
         return post_json(url, body, timeout=self.runtime.timeout, retries=self.runtime.retries,
-                         headers=headers, log=server.log_tail if server is not None else str)
+                         headers=headers, log=self._log, redact=self.redact, hint=self._hint,
+                         max_bytes=self.max_bytes((tokens if isinstance(tokens, int) else 1)
+                                                  + echoed))
 
     def request(self, max_new_tokens: int) -> dict[str, Any]:
         return {"model": self.runtime.model, "max_tokens": max_new_tokens, "temperature": 0.0,
@@ -352,7 +418,15 @@ class OpenAIRunner(Runner):
                              f"{excerpt(json.dumps(data), 500)}", call)
         finish = choice.get("finish_reason")
         notes: list[str] = []
+        given = choice.get("token_ids")
+        problem = None if given is None else token_ids_problem(
+            given, "the answer's token id", self.vocab_size)
+        if problem:
+            raise self._fail(problem[0], problem[1], call)
         ids = self._token_ids(choice, pieces, text, notes)
+        problem = token_ids_problem(ids, "the answer's token id", self.vocab_size)
+        if problem:
+            raise self._fail(problem[0], problem[1], call)
         if len(ids) > max_new_tokens:
             raise self._fail(FailureKind.GARBAGE, f"the server returned {len(ids)} tokens for "
                              f"max_tokens {max_new_tokens}", call)
@@ -367,19 +441,22 @@ class OpenAIRunner(Runner):
         elif finish not in ("stop", "length"):
             raise self._fail(FailureKind.GARBAGE, f"finish_reason {finish!r} is neither 'stop' "
                              "nor 'length'", call)
-        topk = self._topk(top_lists, k, notes) if k else None
+        topk = self._topk(top_lists, k, notes, call) if k else None
         usage = data.get("usage")
         prompt_length = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-        prompt_ids = choice.get("prompt_token_ids") or data.get("prompt_token_ids") or ()
+        prompt_ids = choice.get("prompt_token_ids") or data.get("prompt_token_ids") or []
+        problem = token_ids_problem(prompt_ids, "the answer's prompt token id", self.vocab_size)
+        if problem:
+            raise self._fail(problem[0], problem[1], call)
         return Generation(
             tokens=tuple(ids),
-            text=text,
-            prompt_tokens=tuple(int(t) for t in prompt_ids if isinstance(t, int)),
+            text=self.redact(text),
+            prompt_tokens=tuple(prompt_ids),
             stop_reason=stop,
             seconds=seconds,
-            call=call,
+            call=self.redact(call),
             topk=topk,
-            notes=tuple(notes),
+            notes=tuple(self.redact(n) for n in notes),
             prompt_length=prompt_length if isinstance(prompt_length, int) else None,
         )
 
@@ -404,10 +481,14 @@ class OpenAIRunner(Runner):
         return self.vocab.encode(text)
 
     def _topk(self, top_lists: list[list[tuple[Any, Any]]] | None, k: int,
-              notes: list[str]) -> tuple[TopK, ...]:
+              notes: list[str], call: str) -> tuple[TopK, ...]:
         steps = []
         dropped = empty = 0
-        for entries in top_lists or []:
+        for i, entries in enumerate(top_lists or []):
+            problem = logprobs_problem([x for _, x in entries if isinstance(x, int | float)],
+                                       f"top_logprobs[{i}] log-probability")
+            if problem:
+                raise self._fail(problem[0], problem[1], call)
             pairs = []
             for piece, logprob in entries:
                 token = self.vocab.id_of(piece) if isinstance(piece, str) else None
@@ -448,8 +529,9 @@ class OpenAIRunner(Runner):
         if not all(isinstance(x, (int, float)) for x in picked):
             raise self._fail(FailureKind.GARBAGE, f"prompt log-probabilities are not numbers: "
                              f"{excerpt(repr(picked))}", call)
-        if not all(math.isfinite(x) for x in picked):
-            raise self._fail(FailureKind.NAN, "non-finite prompt log-probabilities", call)
+        problem = logprobs_problem(picked, "prompt log-probability")
+        if problem:
+            raise self._fail(problem[0], problem[1], call)
         nll = -sum(picked) / len(picked)
         return PerplexityResult(perplexity=math.exp(nll), cross_entropy=nll,
                                 tokens_evaluated=len(picked), seconds=seconds, call=call)

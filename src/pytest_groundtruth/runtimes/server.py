@@ -31,9 +31,7 @@ import json
 import os
 import runpy
 import shlex
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,8 +42,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_groundtruth.core import process
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
-from pytest_groundtruth.runtimes.process import kill_group, tail
+from pytest_groundtruth.core.process import tail
 
 INSTALL = "pip install 'llama-cpp-python[server]' (or 'pytest-groundtruth[server]')"
 GGML_TYPES = {"f32": "0", "f16": "1"}  # ggml_type ids, as --type_k/--type_v take them
@@ -87,7 +86,7 @@ class LlamaServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: process.Child | None = None
         self._dir = Path(tempfile.mkdtemp(prefix="gt-llama-server-"))
         self.log_path = self._dir / "server.log"
 
@@ -127,9 +126,7 @@ class LlamaServer:
             self.port = free_port()
             env = {k: v for k, v in os.environ.items() if k != "CONFIG_FILE"}
             with self.log_path.open("ab") as log:
-                self.proc = subprocess.Popen(
-                    self.argv(self.port), stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                self.proc = process.spawn(self.argv(self.port), log=log, environ=env)
             if self._wait_healthy():
                 return self
             if "address already in use" not in self.log_tail().lower():
@@ -159,14 +156,8 @@ class LlamaServer:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                kill_group(proc)
-                proc.wait()
+        if proc is not None:
+            process.stop(proc, STOP_GRACE)
 
     def close(self) -> None:
         """Stop the server and delete its log."""

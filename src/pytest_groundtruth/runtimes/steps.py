@@ -19,16 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from pytest_groundtruth.config.settings import ConfigError
+from pytest_groundtruth.core import process
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind
+from pytest_groundtruth.core.process import Completed, failure
 from pytest_groundtruth.measures.logprobs import TopK
-from pytest_groundtruth.runtimes import process
+from pytest_groundtruth.runtimes.answers import logprobs_problem, stop_problem, token_ids_problem
 from pytest_groundtruth.runtimes.base import (
     Capability,
     Generation,
     PerplexityResult,
     read_options,
 )
-from pytest_groundtruth.runtimes.process import Completed, failure
 
 # --------------------------------------------------------------------------- the steps
 
@@ -215,16 +216,10 @@ class Reader:
 
     def ids(self, value: object, what: str, vocab: int | None) -> tuple[int, ...]:
         """A list of non-negative integer token ids below ``vocab``."""
-        if not isinstance(value, list):
-            raise self.fail(f"{self.tool}'s {what!r} is not a list: "
-                            f"{process.excerpt(repr(value))}")
-        for position, token in enumerate(value):
-            if isinstance(token, bool) or not isinstance(token, int):
-                raise self.fail(f"{self.tool}'s token #{position} is {token!r}, not an integer "
-                                f"id ({what} begin {process.excerpt(repr(value), 120)})")
-            if token < 0 or (vocab is not None and token >= vocab):
-                raise self.fail(f"{self.tool}'s token #{position} is {token}, outside the "
-                                f"vocabulary [0, {vocab})")
+        problem = token_ids_problem(value, f"{self.tool}'s {what!r}", vocab)
+        if problem:
+            raise self.fail(problem[1], problem[0])
+        assert isinstance(value, list)
         return tuple(value)
 
     def topk(self, value: object, n_tokens: int, top_k: int, vocab: int | None
@@ -237,12 +232,14 @@ class Reader:
             ids = self.ids(entry.get("ids") if isinstance(entry, dict) else None,
                            f"topk[{i}].ids", vocab)
             raw = entry.get("logprobs") if isinstance(entry, dict) else None
-            logprobs = [finite_number(x) for x in raw] if isinstance(raw, list) else []
-            if len(ids) < top_k or len(logprobs) != len(ids) or any(
-                    x is None or x > 1e-6 for x in logprobs):
+            if not isinstance(raw, list) or len(ids) < top_k or len(raw) != len(ids):
                 raise self.fail(f"{self.tool}'s topk[{i}] needs at least {top_k} ids with as "
                                 "many finite log-probabilities <= 0")
-            steps.append(TopK(ids[:top_k], tuple(float(x or 0.0) for x in logprobs[:top_k])))
+            problem = logprobs_problem(raw, f"{self.tool}'s topk[{i}].logprobs")
+            if problem:
+                raise self.fail(problem[1], problem[0])
+            logprobs = [float(x) for x in raw]
+            steps.append(TopK(ids[:top_k], tuple(logprobs[:top_k])))
         return tuple(steps)
 
     def seconds(self, data: Mapping[str, Any]) -> float:
@@ -269,6 +266,9 @@ class Reader:
             stop = "eos" if stopped else "length"
         elif stop not in ("eos", "length"):
             raise self.fail(f"{self.tool}'s 'stop_reason' is {stop!r}, not 'eos' or 'length'")
+        problem = stop_problem(stop, len(tokens), max_new_tokens)
+        if problem:
+            raise self.fail(f"{self.tool}'s {problem[1]}", problem[0])
         topk = None
         if top_k:
             if self.get(data, "topk") is None:

@@ -60,6 +60,8 @@ def make_config(quant: str) -> Any:
 class TorchaoRuntime(TransformersRuntime):
     name = "torchao"
     quantizations: tuple[str, ...] = tuple(CONFIGS)
+    # Not the float32 reference's assisted generation or unmerged adapter: those judge
+    # transformers itself, once.
     capabilities: frozenset[Capability] = frozenset(
         {Capability.GENERATE, Capability.CHAT, Capability.TOPK, Capability.PERPLEXITY,
          Capability.SCORE}

@@ -13,11 +13,23 @@ so a partial or corrupted artifact is detected and rebuilt. The recipe's ``valid
 on the freshly built file; a cached file whose SHA-256 matches the manifest's is the
 very file that passed it, so it is not read again.
 
-A warm run does not even hash: the manifest also records each file's size, mtime and
-inode as built, and a file whose three are unchanged has not been written since (a
-truncation, an overwrite or a replacement changes them); only then is its recorded
-SHA-256 trusted. Any difference means a full hash, and a rebuild when the content
-differs. (Hashing every artifact on every run costs seconds per GB: minutes on 7B models.)
+A warm run does not hash to find an artifact: the manifest also records each file's
+size, mtime and inode as built, and a file whose three are unchanged is taken as built
+(a truncation, an overwrite or a replacement changes them); any difference means a full
+hash, and a rebuild when the content differs. Before an engine opens an artifact
+(:meth:`ArtifactCache.verify`, once per process and artifact) its content is hashed and
+compared with the manifest's SHA-256, so a file corrupted in place with its size and
+mtime put back is found and rebuilt (the reason goes to ``builds.log``, the manifest
+and stderr), never blamed on the converter. A run whose results are all cached opens no
+engine and reads no artifact; one that does reads each opened artifact once more (about
+0.3 s per GB from the page cache, beside the engine's own load).
+
+A read-only cache (a CI cache restored read-only) is used as it is: locks are skipped
+where nothing can be written (:func:`~pytest_groundtruth.core.atomic.locked`), and an
+artifact missing from it, or a full disk, is a
+:class:`~pytest_groundtruth.core.failures.CacheUnusable` naming the folder and the
+disk, never the engine's failure. Stale temporaries of a killed build are swept at
+every use of the artifact's folder.
 
 ``refresh_token``: when set (``--gt-no-cache``), entries not produced under that token
 are ignored and rebuilt, once per run, even with several workers.
@@ -30,13 +42,22 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_groundtruth.core.atomic import atomic_path, atomic_write_text, locked
+from pytest_groundtruth.core.atomic import (
+    atomic_path,
+    atomic_write_text,
+    cache_problem,
+    is_read_only,
+    locked,
+    sweep,
+)
+from pytest_groundtruth.core.failures import CacheUnusable
 from pytest_groundtruth.core.hashing import digest, file_sha256, tree_sha256
 from pytest_groundtruth.core.memory import trim_heap
 from pytest_groundtruth.core.paths import inside
@@ -75,6 +96,8 @@ class ArtifactCache:
         self.root = root
         self.refresh_token = refresh_token
         self.built = 0  # artifacts this process built (cache misses)
+        self._recipes: dict[Path, Recipe] = {}  # what get() returned: verify() rebuilds them
+        self._verified: set[Path] = set()
 
     @property
     def builds_log(self) -> Path:
@@ -87,10 +110,36 @@ class ArtifactCache:
         target = directory / f"artifact{recipe.suffix}"
         manifest_path = directory / "manifest.json"
         with locked(directory):
+            sweep(target)  # a killed build's temporary
             manifest = self._sound_manifest(recipe, key, target, manifest_path)
             if manifest is None:
                 manifest = self._build(recipe, key, target, manifest_path)
+        self._recipes[target] = recipe
         return Built(target, key, manifest["recipe"], manifest["sha256"], manifest["seconds"])
+
+    def verify(self, target: Path) -> str:
+        """Before an engine reads the artifact at ``target`` (got from this cache): its
+        content against the SHA-256 recorded at its build, once per process; a mismatch
+        rebuilds it. Returns why it was rebuilt, or ""."""
+        recipe = self._recipes.get(target)
+        if recipe is None or target in self._verified:
+            return ""
+        manifest_path = target.parent / "manifest.json"
+        note = ""
+        with locked(target.parent):
+            try:
+                recorded = json.loads(manifest_path.read_text()).get("sha256")
+            except (OSError, ValueError, AttributeError):
+                recorded = None
+            found = tree_sha256(target) if target.exists() else "missing"
+            if found != recorded:
+                note = (f"the cached {target} was modified after it was built (SHA-256 "
+                        f"{found[:12]}, built as {str(recorded)[:12]}): rebuilt; the "
+                        "converter was not at fault")
+                print(f"groundtruth: {note}", file=sys.stderr)
+                self._build(recipe, recipe.key, target, manifest_path, note)
+        self._verified.add(target)
+        return note
 
     def _sound_manifest(self, recipe: Recipe, key: str, target: Path, manifest_path: Path
                         ) -> dict[str, Any] | None:
@@ -107,19 +156,42 @@ class ArtifactCache:
         if tree_sha256(target) != manifest.get("sha256"):
             return None  # changed since it was built and validated: rebuilt
         manifest["files"] = file_stats(target)  # same bytes (copied, touched): trust them now
-        atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+        try:
+            atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+        except OSError as exc:
+            if not is_read_only(exc):
+                raise
         return manifest
 
-    def _build(self, recipe: Recipe, key: str, target: Path, manifest_path: Path
-               ) -> dict[str, Any]:
+    def _build(self, recipe: Recipe, key: str, target: Path, manifest_path: Path,
+               note: str = "") -> dict[str, Any]:
+        doing = f"building {recipe.label} of {recipe.model} into {target.parent}"
+        try:
+            return self._write(recipe, key, target, manifest_path, note, doing)
+        except CacheUnusable:
+            raise
+        except Exception as exc:
+            problem = cache_problem(target.parent, exc, doing)
+            if problem is not None:
+                raise problem from exc
+            raise
+
+    def _write(self, recipe: Recipe, key: str, target: Path, manifest_path: Path, note: str,
+               doing: str) -> dict[str, Any]:
         manifest_path.unlink(missing_ok=True)  # never a manifest beside a half-built artifact
         start = time.perf_counter()
         with atomic_path(target) as tmp:
-            how = recipe.build(tmp)
-            problem = recipe.validate(tmp)
-            if problem:
+            try:
+                how = recipe.build(tmp)
+            except Exception as exc:  # a full disk, seen while the partial file still fills it
+                problem = cache_problem(target.parent, exc, doing)
+                if problem is not None:
+                    raise problem from exc
+                raise
+            unsound = recipe.validate(tmp)
+            if unsound:
                 raise RuntimeError(f"{recipe.label} built an unsound artifact of "
-                                   f"{recipe.model}: {problem}")
+                                   f"{recipe.model}: {unsound}")
         seconds = round(time.perf_counter() - start, 3)
         manifest = {
             "key": key,
@@ -130,12 +202,14 @@ class ArtifactCache:
             "files": file_stats(target),
             "seconds": seconds,
             "token": self.refresh_token,
+            **({"rebuilt": note} if note else {}),
         }
         atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
         trim_heap()  # the conversion's tensors, freed, go back to the OS
         self.built += 1
         line = json.dumps({"key": key, "model": recipe.model, "label": recipe.label,
-                           "pid": os.getpid(), "seconds": seconds})
+                           "pid": os.getpid(), "seconds": seconds,
+                           **({"rebuilt": note} if note else {})})
         with self.builds_log.open("a") as log:
             log.write(line + "\n")
         return manifest

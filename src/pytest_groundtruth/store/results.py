@@ -7,17 +7,20 @@ agreement or integrity measurement (what it was measured against), ... Each file
 or (under ``--gt-no-cache``) stale file is a miss.
 
 :meth:`ResultStore.fetch` makes a missing result under a file lock, so a result that
-one pytest-xdist worker is making is waited for by the others, never made twice.
+one pytest-xdist worker is making is waited for by the others, never made twice. In a
+read-only cache a missing result is made and used, not stored; a full disk is a
+:class:`~pytest_groundtruth.core.failures.CacheUnusable` naming the folder.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pytest_groundtruth.core.atomic import atomic_write_text, locked
+from pytest_groundtruth.core.atomic import atomic_write_text, cache_problem, locked
 from pytest_groundtruth.core.hashing import digest
 from pytest_groundtruth.core.paths import inside
 
@@ -48,7 +51,16 @@ class ResultStore:
         # "artifact": which artifact's result this is, so `groundtruth clean` can drop a
         # runtime's results (the file name is a one-way digest).
         payload = {"token": self.refresh_token, "artifact": artifact_key, "result": result}
-        atomic_write_text(self.path(kind, artifact_key, inputs), json.dumps(payload) + "\n")
+        path = self.path(kind, artifact_key, inputs)
+        try:
+            atomic_write_text(path, json.dumps(payload) + "\n")
+        except OSError as exc:
+            problem = cache_problem(self.root, exc, f"storing a {kind} result")
+            if problem is None:
+                raise
+            if problem.errno == errno.EROFS:
+                return  # a read-only cache: the result is used, not kept
+            raise problem from exc
 
     def fetch(self, kind: str, artifact_key: str, inputs: Any,
               make: Callable[[], dict[str, Any]], decode: Callable[[dict[str, Any]], T]) -> T:

@@ -41,8 +41,9 @@ from pytest_groundtruth.measures.logprobs import TopK, top_k
 from pytest_groundtruth.oracle.format import REFERENCE
 from pytest_groundtruth.runtimes.base import Artifact, Capability
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.quality import Weight, q_agreement
 from pytest_groundtruth.suites.result import SuiteResult, bound_of, token_table
-from pytest_groundtruth.suites.spec import Cell, Suite, each_artifact
+from pytest_groundtruth.suites.spec import Cell, Suite, Work, each_artifact
 
 PARAMS = ("min_top1", "max_kl", "text_min_top1", "text_max_kl")  # calibrated
 BOUNDS_FILE = "agreement_bounds.json"  # the package defaults (pytest_groundtruth/data)
@@ -299,6 +300,10 @@ SUITE = Suite(
     params=dict.fromkeys(PARAMS),
     calibration=CALIBRATION,
     expand=_cases,
+    weight=Weight(30, q_agreement, "teacher-forced over every prompt's positions, so "
+                  "one early near-tie flip cannot cascade; bounds calibrated on correct "
+                  "conversions: the strongest black-box measure"),
+    work=frozenset({Work.SCORE}),
     rank=80,
     worse={"top1": "lower", "kl": "higher"},
 )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.prompt_check import prompt_failure
+from pytest_groundtruth.suites.quality import Weight, q_mismatches
 from pytest_groundtruth.suites.result import SuiteResult, token_table
-from pytest_groundtruth.suites.spec import Suite
+from pytest_groundtruth.suites.spec import Suite, Work
 
 
 def text_difference(text: str, oracle: str, context: int = 20) -> str:
@@ -59,5 +60,8 @@ SUITE = Suite(
     "int8 generation's text equals the oracle text exactly",
     run,
     quantizations=("int8",),
+    weight=Weight(5, q_mismatches, "exact text at int8: all or nothing, the weakest "
+                  "instrument on a small model"),
+    work=frozenset({Work.GENERATE}),
     rank=10,
 )

@@ -13,6 +13,7 @@ from pytest_groundtruth.context import Context
 from pytest_groundtruth.measures.sequences import compare
 from pytest_groundtruth.suites import drift, token
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.quality import Weight, q_mismatches
 from pytest_groundtruth.suites.result import SuiteResult, bound_of, token_table
 from pytest_groundtruth.suites.spec import Cell, Suite
 
@@ -80,5 +81,6 @@ SUITE = Suite(
     },
     device=DEVICE,
     expand=_cases,
+    weight=Weight(10, q_mismatches, "the GPU precision ladder, where it runs"),
     rank=60,
 )

@@ -2,7 +2,7 @@
 
 The original workflow compares int8 with int4; the same claim holds for any two
 quantizations ordered by bits per weight (llama.cpp's documented sizes for its types,
-:func:`~pytest_groundtruth.ggufio.quantize.bits_per_weight`). The cases are the original
+:func:`~pytest_groundtruth.ggufio.quants.bits_per_weight`). The cases are the original
 (int8, int4) pair when both are configured, and each configured quantization against the
 next lower level of bits per weight (aliases of one GGUF type, such as int4 and q4_0, are
 one level), so N levels make N - 1 pairs rather than N^2.
@@ -16,11 +16,12 @@ from dataclasses import replace
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
-from pytest_groundtruth.ggufio.quantize import bits_per_weight
+from pytest_groundtruth.ggufio.quants import bits_per_weight
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.prompt_check import prompt_failure
+from pytest_groundtruth.suites.quality import Weight, q_mismatches
 from pytest_groundtruth.suites.result import SuiteResult, bound_of
-from pytest_groundtruth.suites.spec import PAIRS, Cell, Suite
+from pytest_groundtruth.suites.spec import PAIRS, Cell, Suite, Work
 
 
 def run(case: Case, ctx: Context) -> SuiteResult:
@@ -96,5 +97,9 @@ SUITE = Suite(
     run,
     params={"slack": 1},
     expand=_cases,
+    # A pair test (int8 against int4) belongs to neither combination: it colours its
+    # own matrix row and never enters a score.
+    weight=Weight(0, q_mismatches, "pair test: colours its matrix row, never scored"),
+    work=frozenset({Work.GENERATE}),
     rank=30,
 )

@@ -30,7 +30,12 @@ from functools import partial
 from typing import Any
 
 from pytest_groundtruth.context import Context
-from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
+from pytest_groundtruth.core.failures import (
+    CacheUnusable,
+    EngineFailure,
+    FailureKind,
+    RuntimeUnavailable,
+)
 from pytest_groundtruth.core.tables import text_table
 from pytest_groundtruth.measures.garbage import Finding, detect
 from pytest_groundtruth.measures.timing import speed
@@ -39,7 +44,7 @@ from pytest_groundtruth.oracle.format import OracleError
 from pytest_groundtruth.runtimes.base import Artifact, Generation
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult
-from pytest_groundtruth.suites.spec import Suite
+from pytest_groundtruth.suites.spec import Suite, Work
 
 GATES = (("G1", "loads"), ("G2", "generates"), ("G3", "no crash, no timeout"),
          ("G4", "not garbage"))
@@ -113,6 +118,8 @@ def run(case: Case, ctx: Context) -> SuiteResult:
             return make()
         except (ModelUnavailable, RuntimeUnavailable):
             raise  # the test skips with the reason
+        except CacheUnusable:
+            raise  # a full or read-only cache: not the engine's failure, no gate fails
         except Exception as exc:  # any failure of the engine is this gate's verdict
             return exc
 
@@ -123,7 +130,10 @@ def run(case: Case, ctx: Context) -> SuiteResult:
     found = attempt(lambda: ctx.engines.artifact(case.model, case.runtime, case.quant,
                                                  case.device))
     if isinstance(found, Exception):
-        gates.append(Gate("G1", "loads", "failed", f"building the artifact: {describe(found)}"))
+        supplied = ctx.settings.supplied_artifact(case.model, case.runtime, case.quant)
+        doing = (f"loading your file {supplied}" if supplied is not None
+                 else "building the artifact")
+        gates.append(Gate("G1", "loads", "failed", f"{doing}: {describe(found)}"))
         return done(fault_of(found))
     artifact = found
     loaded = attempt(lambda: ctx.results.cached(
@@ -213,5 +223,7 @@ SUITE = Suite(
     "G1 loads, G2 generates, G3 no crash or timeout, G4 output not garbage (zero score if not)",
     run,
     per_prompt=False,
+    weight=None,  # a gate, not a weight: a failed gateway zeroes the score
+    work=frozenset({Work.GENERATE}),
     rank=5,
 )

@@ -40,8 +40,9 @@ from pytest_groundtruth.runtimes.apr import AprRuntime
 from pytest_groundtruth.runtimes.base import Artifact
 from pytest_groundtruth.runtimes.torchao_rt import make_config
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.quality import Weight, q_integrity
 from pytest_groundtruth.suites.result import SuiteResult, bound_of
-from pytest_groundtruth.suites.spec import Suite
+from pytest_groundtruth.suites.spec import Box, Suite, Work
 
 INTEGRITY_VERSION = "2"  # bump when a measurement changes meaning (invalidates the cache)
 RULE = ("metadata and tokenizer exact; each tensor: error <= k_T*e_ref + u_T, |scale - "
@@ -142,5 +143,10 @@ SUITE = Suite(
     # Tensor bounds are derived from each tensor's declared type (docs/integrity.md);
     # slack multiplies them (e.g. 1.5 for an importance-matrix quantization).
     params={"slack": 1.0},
+    weight=Weight(15, q_integrity, "white-box: the file's metadata, tokenizer and "
+                  "tensors; separates broken from honest int4 files where black-box "
+                  "bounds cannot"),
+    work=frozenset({Work.INTEGRITY}),
+    box=Box.WHITE,
     rank=90,
 )

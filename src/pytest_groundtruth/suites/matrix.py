@@ -16,7 +16,12 @@ from pytest_groundtruth.config.settings import ConfigError, Settings, known_runt
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites.case import Case
-from pytest_groundtruth.suites.spec import Cell, get_suite
+from pytest_groundtruth.suites.spec import Cell, get_suite, suite_names
+
+
+def configured_suites(settings: Settings) -> tuple[str, ...]:
+    """The suites ``settings`` runs, in its order; by default every registered one, by rank."""
+    return settings.suites if settings.suites is not None else suite_names()
 
 
 def cells(settings: Settings, model: str) -> list[Cell]:
@@ -50,6 +55,18 @@ def check_quantizations(settings: Settings) -> None:
             )
 
 
+def unoffered(settings: Settings) -> list[str]:
+    """A sentence for each configured quantization that none of the run's runtimes offers
+    (another known runtime does, or :func:`check_quantizations` would have refused it):
+    its tests are not in the matrix, which a user should hear about."""
+    offers = {name: make_runtime(name, settings).quantizations for name in settings.runtimes}
+    return [f"quantization {quant!r} is offered by none of the runtimes of this run ("
+            + "; ".join(f"{n}: {', '.join(q) or 'none'}" for n, q in offers.items())
+            + "): no test runs it"
+            for quant in settings.quantizations
+            if not any(quant in q for q in offers.values())]
+
+
 def check_artifacts(settings: Settings, cases: Sequence[Case]) -> None:
     """A supplied artifact (``[[artifacts]]``, ``--gt-artifact``) that no test will use is an
     error naming it: otherwise the run tests the plugin's own conversion and goes green."""
@@ -70,7 +87,8 @@ def check_artifacts(settings: Settings, cases: Sequence[Case]) -> None:
             why = (f"quantization {art.quantization!r} is not in quantizations "
                    f"({', '.join(settings.quantizations)})")
         else:
-            why = f"no configured suite ({', '.join(settings.suites)}) runs on it here"
+            why = (f"no configured suite ({', '.join(configured_suites(settings))}) runs on "
+                   "it here")
         raise ConfigError(
             f"artifact {art.path} ({art.model}:{art.runtime}:{art.quantization}) would not be "
             f"tested: {why}; fix [[tool.groundtruth.artifacts]] or --gt-artifact, or add it "
@@ -84,8 +102,8 @@ def build_cases(settings: Settings, prompts: Sequence[str], chat: Collection[str
     quantization (pair cases after a runtime's single ones), suites in configured order.
     A case of a ``chat`` prompt on a runtime without :attr:`Capability.CHAT` skips; a suite
     declared with ``chat=False`` gets the plain prompts only."""
-    suites = [get_suite(name) for name in settings.suites]
-    order = {name: i for i, name in enumerate(settings.suites)}
+    suites = [get_suite(name) for name in configured_suites(settings)]
+    order = {name: i for i, name in enumerate(configured_suites(settings))}
     runtimes = {name: i for i, name in enumerate(settings.runtimes)}
     quants = {name: i for i, name in enumerate(settings.quantizations)}
     prompt_order = {name: i for i, name in enumerate(prompts)}

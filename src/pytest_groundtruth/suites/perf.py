@@ -96,5 +96,6 @@ SUITE = Suite(
     run,
     per_prompt=False,
     expand=_cases,
+    weight=None,  # timings are not part of the score
     rank=95,
 )

@@ -24,8 +24,9 @@ from pytest_groundtruth.framework.bounds import Calibration
 from pytest_groundtruth.oracle.format import OracleError
 from pytest_groundtruth.runtimes.base import Artifact, Capability
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.quality import Weight, q_perplexity
 from pytest_groundtruth.suites.result import SuiteResult, bound_of
-from pytest_groundtruth.suites.spec import Cell, Suite, each_artifact, each_pair
+from pytest_groundtruth.suites.spec import Cell, Suite, Work, each_artifact, each_pair
 
 
 def run(case: Case, ctx: Context) -> SuiteResult:
@@ -160,5 +161,8 @@ SUITE = Suite(
     params={"ceiling": None, "max_ratio": None, "max_gap": 0.5},
     calibration=CALIBRATION,
     expand=_cases,
+    weight=Weight(15, q_perplexity, "whole-text damage in one number against the oracle's "
+                  "perplexity; insensitive to where a flip happens"),
+    work=frozenset({Work.PERPLEXITY}),
     rank=50,
 )

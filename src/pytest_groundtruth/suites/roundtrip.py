@@ -11,12 +11,13 @@ type of llama.cpp's quantizer (q4_k_m, q6_k, ...).
 from __future__ import annotations
 
 from pytest_groundtruth.context import Context
-from pytest_groundtruth.ggufio.quantize import CATALOG
+from pytest_groundtruth.ggufio.quants import CATALOG
 from pytest_groundtruth.measures.sequences import compare
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.quality import Weight, q_mismatches
 from pytest_groundtruth.suites.result import SuiteResult, bound_of, token_table
-from pytest_groundtruth.suites.spec import Suite
+from pytest_groundtruth.suites.spec import Suite, Work
 
 
 def run(case: Case, ctx: Context) -> SuiteResult:
@@ -56,5 +57,8 @@ SUITE = Suite(
     needs=((Capability.EXPORT_GGUF,), (Capability.REIMPORT,)),
     quantizations=("int4", *CATALOG),
     params={"max_mismatches": 0},
+    weight=Weight(5, q_mismatches, "export + reimport losslessness: a converter "
+                  "property more than the runtime's quality"),
+    work=frozenset({Work.GENERATE, Work.ROUNDTRIP}),
     rank=40,
 )

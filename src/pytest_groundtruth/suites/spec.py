@@ -5,7 +5,12 @@ Each suite module defines ``SUITE = Suite(...)`` and registers it by entry point
 same way, in this package's pyproject.toml. Everything the plugin needs is read from the
 declaration: the marker, the test cases (:attr:`Suite.expand`), the skip when a runtime
 lacks a capability, the device, the default bounds (which configuration may override),
-and the function that runs one case.
+and the function that runs one case; and what the tools around a run need to know of
+it: its weight in the qualification score (:attr:`Suite.weight`), the engine work it adds
+to a run's floor (:attr:`Suite.work`), whether it reads the artifact itself or judges
+the engine (:attr:`Suite.box`) and whether ``groundtruth falsify`` runs it
+(:attr:`Suite.falsify`). A suite from another package gets all of these from its own
+declaration, with no edit in this package.
 
 A bound's default is one number or a table keyed by quantization (``"*"`` for any
 other). A calibrated suite declares its :class:`~pytest_groundtruth.framework.bounds.Calibration`
@@ -15,6 +20,7 @@ suite framework (:func:`pytest_groundtruth.framework.bounds.resolve`), per model
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
@@ -23,6 +29,7 @@ from pytest_groundtruth.core import plugins
 from pytest_groundtruth.framework.bounds import Calibration, lookup, package_file
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.quality import VERDICT, Weight
 
 if TYPE_CHECKING:
     from pytest_groundtruth.config.settings import Settings
@@ -33,6 +40,25 @@ Number: TypeAlias = "int | float"
 Default: TypeAlias = "int | float | dict[str, int | float] | None"
 # Pair suites compare the higher-precision quantization with the lower one.
 PAIRS = (("int8", "int4"),)
+
+
+class Work(str, enum.Enum):
+    """Engine work a suite needs per artifact it touches, which a run cannot avoid
+    (``groundtruth bench`` measures each piece alone: the floor)."""
+
+    GENERATE = "generate"  # one greedy generation per prompt
+    PERPLEXITY = "perplexity"  # perplexity of the evaluation text
+    SCORE = "score"  # teacher-forced scoring of each prompt's oracle tokens
+    INTEGRITY = "integrity"  # the artifact's file against the source
+    ROUNDTRIP = "roundtrip"  # export to GGUF, reimport, generate with the reimport
+
+
+class Box(str, enum.Enum):
+    """How a suite judges: from what the engine does (black) or by reading the artifact
+    itself (white); ``groundtruth falsify`` reports their power apart."""
+
+    BLACK = "black"
+    WHITE = "white"
 
 
 @dataclass(frozen=True)
@@ -68,6 +94,16 @@ class Suite:
     worse: str | Mapping[str, str] = "higher"
     # Calibrated bounds (their parameters are listed in ``params`` with the value None).
     calibration: Calibration | None = None
+    # Its part of the qualification score (suites/quality.py): by default its verdict at
+    # the default weight; None: it never counts (a gate, timings).
+    weight: Weight | None = VERDICT
+    # The engine work it needs per artifact, for the floor of a run (None: the floor runs
+    # its cases whole, after the pieces every other suite needs).
+    work: frozenset[Work] | None = None
+    box: Box = Box.BLACK
+    # Whether `groundtruth falsify` runs it on correct and broken files (False: it judges
+    # a derived model, a draft or an adapter, that the fault harness does not make).
+    falsify: bool = True
 
     def cases(self, model: str, cells: Sequence[Cell], prompts: Sequence[str],
               settings: Settings) -> list[Case]:

@@ -34,10 +34,9 @@ from pytest_groundtruth.measures.sequences import compare
 from pytest_groundtruth.models.drafts import vocabulary_mismatch
 from pytest_groundtruth.models.sources import ModelError
 from pytest_groundtruth.oracle.format import NEAR_TIE_MARGIN, Oracle
-from pytest_groundtruth.runtimes.base import Runner
-from pytest_groundtruth.runtimes.hf import TransformersRunner, TransformersRuntime
-from pytest_groundtruth.runtimes.llamacpp import LlamaCppRunner, LlamaCppRuntime
-from pytest_groundtruth.runtimes.registry import make_runtime
+from pytest_groundtruth.runtimes.base import Capability, Runner
+from pytest_groundtruth.runtimes.hf import TransformersRunner
+from pytest_groundtruth.runtimes.llamacpp import LlamaCppRunner
 from pytest_groundtruth.runtimes.speculative import (
     SpeculativeGeneration,
     assisted_generate,
@@ -61,13 +60,12 @@ def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[st
            settings: Settings) -> list[Case]:
     cases = []
     for cell in cells:
-        runtime = make_runtime(cell.runtime, settings)
-        if type(runtime) is TransformersRuntime:  # not torchao, its subclass
+        if Capability.ASSISTED in cell.capabilities:
             for draft in settings.speculative.drafts_for(model, settings.roster):
                 variant = SELF if draft == model else draft
                 cases += [Case(suite.name, model, cell.runtime, PRECISION, p, variant=variant)
                           for p in prompts]
-        elif isinstance(runtime, LlamaCppRuntime):
+        elif Capability.PROMPT_LOOKUP in cell.capabilities:
             cases += [Case(suite.name, model, cell.runtime, quant, p, variant=LOOKUP)
                       for quant in cell.quantizations for p in prompts]
     return cases
@@ -239,5 +237,6 @@ SUITE = Suite(
         "min_acceptance": None,  # off by default: set one with a [[bounds]] rule
     },
     expand=_cases,
+    falsify=False,  # judges the draft with the target
     rank=90,
 )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.prompt_check import prompt_failure
+from pytest_groundtruth.suites.quality import Weight, q_mismatches
 from pytest_groundtruth.suites.result import SuiteResult, bound_of, token_table
-from pytest_groundtruth.suites.spec import Suite
+from pytest_groundtruth.suites.spec import Suite, Work
 
 
 def run(case: Case, ctx: Context) -> SuiteResult:
@@ -52,5 +53,8 @@ SUITE = Suite(
         "max_mismatches": {"int8": 3, "int4": 5, "float32": 2, "bfloat16": 3, "float16": 5,
                            "*": 5},
     },
+    weight=Weight(10, q_mismatches, "the original workflow's count; weak on a small model "
+                  "(one near tie makes the rest drift), so it weighs little"),
+    work=frozenset({Work.GENERATE}),
     rank=20,
 )

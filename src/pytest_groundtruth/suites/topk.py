@@ -20,8 +20,9 @@ from pytest_groundtruth.oracle.format import Oracle
 from pytest_groundtruth.runtimes.base import Capability, Generation
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.prompt_check import prompt_failure
+from pytest_groundtruth.suites.quality import Weight, q_topk
 from pytest_groundtruth.suites.result import SuiteResult, bound_of, token_table
-from pytest_groundtruth.suites.spec import Suite
+from pytest_groundtruth.suites.spec import Suite, Work
 
 
 @dataclass(frozen=True)
@@ -118,5 +119,8 @@ SUITE = Suite(
     run,
     needs=((Capability.TOPK, Capability.SCORE),),
     params={"k": 5},
+    weight=Weight(15, q_topk, "judges the first divergence by how likely the oracle found the "
+                  "runtime's token: robust to near ties, per prompt"),
+    work=frozenset({Work.GENERATE}),
     rank=70,
 )

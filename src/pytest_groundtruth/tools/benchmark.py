@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 from pytest_groundtruth.config.prompts import load_prompts
 from pytest_groundtruth.config.settings import Settings, load_settings
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.core import process
 from pytest_groundtruth.core.machine import cpu_kernel_family
 from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.core.tables import markdown_table
@@ -88,8 +88,8 @@ def pytest_run(root: Path, tests: str, cache: Path, workers: int, label: str,
         cmd = [sys.executable, "-m", "pytest", tests, "-q", "-p", "no:cacheprovider",
                "-n", str(workers), *extra]
         start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False,
-                              env=child_env(cache, stats))
+        proc = process.invoke(cmd, None, tool="pytest", cwd=root,
+                              environ=child_env(cache, stats))
         seconds = time.perf_counter() - start
         found = tuple(read_process_stats(stats))
     lines = [line for line in proc.stdout.splitlines() if line.strip()]

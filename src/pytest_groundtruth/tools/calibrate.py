@@ -2,7 +2,7 @@
 
 Every quantization the project names is calibrated: the original workflow's (float32,
 float16, bfloat16, int8, int4) and every type of llama.cpp's quantizer (q8_0, q6_k,
-q5_k_m, q4_k_m, ..., :data:`~pytest_groundtruth.ggufio.quantize.CATALOG`), each on its own
+q5_k_m, q4_k_m, ..., :data:`~pytest_groundtruth.ggufio.quants.CATALOG`), each on its own
 correct conversions.
 
 The rule, per quantization q (written to docs/calibration.md with the numbers):
@@ -63,7 +63,7 @@ from pytest_groundtruth.framework.rules import (
     Measured,
     derive,
 )
-from pytest_groundtruth.ggufio.quantize import CATALOG
+from pytest_groundtruth.ggufio.quants import CATALOG
 from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites.agreement import Agreement, measure, measure_text
 from pytest_groundtruth.suites.case import Case

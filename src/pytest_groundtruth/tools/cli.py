@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -25,7 +26,10 @@ from pytest_groundtruth.core.paths import OutsideFolder
 from pytest_groundtruth.framework.bounds import DATA
 from pytest_groundtruth.models.sources import ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
+from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites import agreement, consistency, ppl, rescore
+from pytest_groundtruth.suites.matrix import check_quantizations
+from pytest_groundtruth.suites.spec import suite_names
 from pytest_groundtruth.tools import (
     benchmark,
     calibrate,
@@ -47,7 +51,7 @@ class Exit(enum.IntEnum):
     """``groundtruth``'s exit statuses, one per kind of failure (see ``EXIT_MEANINGS``)."""
 
     OK = 0
-    DIFFERS = 1
+    FAILED = 1
     USAGE = 2
     UNAVAILABLE = 3
     BAD_INPUT = 4
@@ -57,8 +61,10 @@ class Exit(enum.IntEnum):
 
 EXIT_MEANINGS = {
     Exit.OK: "done; the oracle files are up to date or were written",
-    Exit.DIFFERS: "oracle files differ and were not written (--check, or no --force)",
-    Exit.USAGE: "a bad option or configuration key",
+    Exit.FAILED: "oracle files differ and were not written (--check, or no --force);\n"
+                 "     convert: an artifact failed; fetch: a model did not resolve;\n"
+                 "     falsify: a fault no suite caught",
+    Exit.USAGE: "a bad option, argument or configuration key",
     Exit.UNAVAILABLE: "a model cannot be obtained here (the message says how)",
     Exit.BAD_INPUT: "a prompt, the evaluation text, a model or an oracle file is\n"
                     "     unusable (e.g. a prompt longer than the model's context)",
@@ -72,7 +78,52 @@ EXIT_STATUSES = "exit statuses:\n" + "\n".join(
 def _settings(args: argparse.Namespace) -> Settings:
     root = Path(args.root).resolve()
     extra = [Path(p) for p in args.config]
+    for file in extra:
+        if not file.is_file():
+            raise ConfigError(f"--config {file}: no such file")
     return apply_overrides(load_settings(root, extra), args)
+
+
+def _workers(text: str) -> list[int]:
+    try:
+        counts = [int(n) for n in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or any(n < 0 for n in counts):
+        raise ConfigError(f"--workers {text!r}: expected comma-separated worker counts >= 0, "
+                          "e.g. 0,2")
+    return counts
+
+
+def _known(what: str, values: Sequence[str], allowed: Sequence[str]) -> None:
+    for value in values:
+        if value not in allowed:
+            raise ConfigError(f"{what} {value!r} is not one of {', '.join(allowed)}")
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Every option value that can be checked without work, checked before any: a bad one
+    is a :class:`ConfigError` (exit 2, one line), never a traceback after minutes."""
+    settings = _settings(args) if hasattr(args, "root") else None
+    tolerance = getattr(args, "tolerance", None)
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ConfigError(f"--tolerance {tolerance!r}: expected a finite number of nats >= 0")
+    if args.command == "bench":
+        _workers(args.workers)
+        if args.repeat < 1:
+            raise ConfigError(f"--repeat {args.repeat}: expected a count >= 1")
+    if args.command == "suite-report":
+        _known("--suite", args.suite, suite_names())
+    if args.command == "falsify" and settings is not None:
+        _known("--suite", args.suite or (), falsify.SUITES)
+        _known("--model", [args.model], sorted(settings.roster))
+        _known("--quant", args.quant or (),
+               make_runtime(falsify.RUNTIME, settings).quantizations)
+    if settings is not None and getattr(args, "gt_quant", None):
+        check_quantizations(settings)
+        offered = {q for name in settings.runtimes
+                   for q in make_runtime(name, settings).quantizations}
+        _known("--gt-quant", args.gt_quant, sorted(offered))
 
 
 def _context(args: argparse.Namespace, settings: Settings) -> Context:
@@ -127,6 +178,7 @@ def cmd_oracle(args: argparse.Namespace) -> int:
         check=args.check,
         tolerance=args.tolerance,
         progress=not args.quiet,
+        perplexity=not args.gt_prompt,  # --prompt NAME: that prompt's files, nothing else
     ):
         if change.status == "unchanged":
             if not args.quiet:
@@ -137,11 +189,11 @@ def cmd_oracle(args: argparse.Namespace) -> int:
                                                else "kept" if noise else "NOT written")
         print(f"{change.status:<10} {change.path}: {verb}"
               + (f" - {change.detail}" if change.detail else ""))
-        blocked += not (change.written or noise)
+        blocked += not (change.written or noise or change.status == "sealed")
     if blocked:
         hint = "" if args.check else "; rerun with --force to overwrite"
         print(f"{blocked} oracle file(s) differ from what was generated{hint}", file=sys.stderr)
-        return Exit.DIFFERS
+        return Exit.FAILED
     return Exit.OK
 
 
@@ -157,7 +209,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         ctx.close()
     print(", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to convert",
           file=sys.stderr)
-    return 1 if counts.get("failed") else 0
+    return Exit.FAILED if counts.get("failed") else Exit.OK
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -173,7 +225,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if done.untagged:
         print(f"{done.untagged} older result file(s) name no artifact and were kept; "
               "`pytest --gt-no-cache` reruns every engine regardless", file=sys.stderr)
-    return 0
+    return Exit.OK
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -183,7 +235,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         _publish(args, roster.markdown(found))
     else:
         print(roster.text(found), end="")
-    return 0
+    return Exit.OK
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -195,8 +247,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             print(f"{slug}: {model.path}")
         except ModelUnavailable as exc:
             print(f"{slug}: {exc}", file=sys.stderr)
-            return 1
-    return 0
+            return Exit.FAILED
+    return Exit.OK
 
 
 def _publish(args: argparse.Namespace, text: str) -> None:
@@ -216,7 +268,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     finally:
         ctx.close()
     _publish(args, text)
-    return 0
+    return Exit.OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -229,11 +281,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         result = compare.compare(ctx, list(settings.models), list(runtimes), list(quants))
     except compare.CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     finally:
         ctx.close()
     print(compare.render(result, args.format))
-    return 0
+    return Exit.OK
 
 
 def cmd_qualify(args: argparse.Namespace) -> int:
@@ -242,9 +294,9 @@ def cmd_qualify(args: argparse.Namespace) -> int:
         data = qualify.load(path)
     except qualify.ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     _publish(args, qualify.render(path, data))
-    return 0
+    return Exit.OK
 
 
 def cmd_falsify(args: argparse.Namespace) -> int:
@@ -258,7 +310,7 @@ def cmd_falsify(args: argparse.Namespace) -> int:
         print(f"error: unknown fault(s) {', '.join(unknown)} (file faults: "
               f"{', '.join(falsify.FILE_FAULT_NAMES)}; engine faults: "
               f"{', '.join(falsify.ENGINE_FAULT_NAMES)})", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     rows = falsify.falsify(
         settings, settings.cache_root(), args.model, quants,
         [f for f in chosen if f in falsify.FILE_FAULT_NAMES],
@@ -274,16 +326,16 @@ def cmd_falsify(args: argparse.Namespace) -> int:
     escaped = falsify.missed(rows)
     if escaped:
         print(f"faults no suite caught: {', '.join(escaped)}", file=sys.stderr)
-    return 1 if escaped else 0
+    return Exit.FAILED if escaped else Exit.OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    workers = [int(n) for n in args.workers.split(",")]
+    workers = _workers(args.workers)
     text = benchmark.run_bench(settings, args.tests, workers, repeat=args.repeat,
                                parity=not args.no_parity, torchao=not args.no_torchao)
     _publish(args, text)
-    return 0
+    return Exit.OK
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -329,7 +381,14 @@ def cmd_suite_report(args: argparse.Namespace) -> int:
     text = suite_report.suite_report(settings, args.suite, refresh_token="measure"
                                      if args.gt_no_cache else None)
     _publish(args, text)
-    return 0
+    return Exit.OK
+
+
+def add_write(parser: argparse.ArgumentParser,
+              help: str = "also write the markdown to FILE") -> None:
+    """``--write FILE``: where a command that prints a document also writes it (atomically,
+    :func:`_publish`)."""
+    parser.add_argument("--write", metavar="FILE", help=help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -383,13 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolve", action="store_true",
                    help="resolve each model (may convert or download) and read its shape")
     p.add_argument("--markdown", action="store_true", help="a markdown table (docs/roster.md)")
-    p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    add_write(p)
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("measure", parents=[common],
                        help="table: runtime x quantization x prompt against the oracle")
     add_cli_options(p, [n for n in RUN_OPTIONS if n != "cache-dir"])
-    p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    add_write(p)
     p.set_defaults(func=cmd_measure)
 
     p = sub.add_parser("compare", parents=[common],
@@ -402,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("qualify",
                        help="the qualification table (scores, grades) of a --gt-results file")
     p.add_argument("results", metavar="RESULTS.json")
-    p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    add_write(p)
     p.set_defaults(func=cmd_qualify)
 
     p = sub.add_parser("falsify", parents=[common],
@@ -417,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-other-tools", action="store_true",
                    help="skip the correct files made by llama.cpp's converter and quantizer "
                    "and the published file")
-    p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    add_write(p)
     p.add_argument("--readme", metavar="FILE",
                    help="also write the per-suite table between the markers in FILE")
     p.set_defaults(func=cmd_falsify)
@@ -433,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-parity", action="store_true", help="measure the floor only")
     p.add_argument("--no-torchao", action="store_true",
                    help="leave out the comparison of torchao's int4 paths on CPU")
-    p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    add_write(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("calibrate", parents=[common],
@@ -447,10 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random-weight models for their own bounds (default: the tiny "
                    "models; repeatable)")
     add_cli_options(p, ["no-cache"])
-    p.add_argument("--write", metavar="FILE",
-                   help="recalibrate the package defaults on --model's correct conversions "
-                   "(every runtime and quantization): write the report to FILE and the "
-                   "bounds into the package")
+    add_write(p, "recalibrate the package defaults on --model's correct conversions (every "
+              "runtime and quantization): write the report to FILE and the bounds into the "
+              "package")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("suite-report", parents=[common],
@@ -458,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", action="append", required=True, metavar="NAME",
                    help="a registered suite (repeatable)")
     add_cli_options(p, [n for n in RUN_OPTIONS if n != "cache-dir"])
-    p.add_argument("--write", metavar="FILE", help="also write the markdown to FILE")
+    add_write(p)
     p.set_defaults(func=cmd_suite_report)
 
     p = sub.add_parser("fetch", parents=[common],
@@ -480,6 +538,7 @@ def plain_progress() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        validate_args(args)
         code: int = args.func(args)
     except ConfigError as exc:
         return _error(exc, Exit.USAGE)

@@ -33,22 +33,22 @@ from pathlib import Path
 from pytest_groundtruth.config.settings import ExternalArtifact, Settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.tables import markdown_table
+from pytest_groundtruth.ggufio.quants import short_name
 from pytest_groundtruth.runtimes.base import Runtime
 from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites.matrix import build_cases
-from pytest_groundtruth.suites.spec import get_suite, suite_names
+from pytest_groundtruth.suites.spec import Box, get_suite, suite_names
 from pytest_groundtruth.tools.engine_faults import ENGINE_FAULTS, FaultyLlamaCppRuntime
 from pytest_groundtruth.tools.file_faults import FAULTS, FaultNotApplicable, broken_artifact
 from pytest_groundtruth.tools.other_tools import correct_files
 
 RUNTIME = "llamacpp"
-# Suites that need a derived model (a draft, a LoRA adapter) the fault harness does not
-# make: they would judge the derived model, not the faulty file; name them to run them.
-NEEDS_DERIVED = ("lora", "speculative")
+# Every registered CPU suite but those that judge a derived model (a draft, a LoRA
+# adapter) the fault harness does not make (``Suite.falsify``; name them to run them).
 SUITES = tuple(s for s in suite_names()
-               if get_suite(s).device == "cpu" and s not in NEEDS_DERIVED)
-WHITE_BOX = ("integrity",)  # reads the artifact's bytes; every other suite is black-box
-SHORT = {"float32": "f32", "int8": "q8", "int4": "q4", "q4_1": "q4_1", "float16": "f16"}
+               if get_suite(s).device == "cpu" and get_suite(s).falsify)
+# The suites that read the artifact's bytes (``Suite.box``); every other one is black-box.
+WHITE_BOX = tuple(s for s in suite_names() if get_suite(s).box is Box.WHITE)
 FILE_FAULT_NAMES = tuple(FAULTS)
 ENGINE_FAULT_NAMES = tuple(ENGINE_FAULTS)
 README_BEGIN = "<!-- groundtruth falsify: suite table -->"
@@ -68,7 +68,7 @@ class RowResult:
 
 
 def short(quant: str) -> str:
-    return "+".join(SHORT.get(q, q) for q in quant.split("+"))
+    return "+".join(short_name(q) for q in quant.split("+"))
 
 
 def _run_row(settings: Settings, cache_dir: Path, label: str, kind: str,

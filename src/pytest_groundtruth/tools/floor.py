@@ -5,16 +5,16 @@ directory; convert each artifact once (llama.cpp: our GGUF export; torchao: quan
 load); load it once; generate once per artifact x prompt; score once per artifact
 (perplexity of the evaluation text, teacher-forced scoring for ``agreement``); measure
 its integrity once; export and reimport it once for ``roundtrip`` and generate with the
-reimport; and regenerate each committed oracle once (the drift check). Suites whose
-work is none of these (speculative decoding with a draft, LoRA merges; third-party
-suites) are timed whole: their runnable cases run one
-after another through the suite's own ``run`` after the pieces above, in the same cache
-(so the artifacts already exist, and every result is made: the generations they share
-with ``token`` are counted twice, a few seconds that raise the floor). :func:`work_of`
-reads which of these the configured cases need; :func:`measure_floor` does each piece
-directly on the engines (no result store, no pytest), one after another in one
-process, in an empty cache, and times it. The sum is the floor a cold run is compared
-with (``groundtruth bench``).
+reimport; and regenerate each committed oracle once (the drift check). Which of these a
+suite needs is its declaration's :attr:`~pytest_groundtruth.suites.spec.Suite.work`.
+Suites whose work is none of these (speculative decoding with a draft, LoRA merges: no
+``work`` declared) are timed whole: their runnable cases run one after another through
+the suite's own ``run`` after the pieces above, in the same cache (so the artifacts
+already exist, and every result is made: the generations they share with ``token`` are
+counted twice, a few seconds that raise the floor). :func:`work_of` reads which of these
+the configured cases need; :func:`measure_floor` does each piece directly on the engines
+(no result store, no pytest), one after another in one process, in an empty cache, and
+times it. The sum is the floor a cold run is compared with (``groundtruth bench``).
 """
 
 from __future__ import annotations
@@ -36,21 +36,9 @@ from pytest_groundtruth.runtimes.base import Capability, respond
 from pytest_groundtruth.store.artifacts import exported, reimported
 from pytest_groundtruth.suites import integrity
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.spec import Work as Kind
 from pytest_groundtruth.suites.spec import get_suite
 from pytest_groundtruth.tools import oracle_check
-
-# What each built-in suite needs from the engines, per artifact it touches.
-SUITE_WORK: dict[str, frozenset[str]] = {
-    "canary": frozenset({"generate"}),
-    "token": frozenset({"generate"}),
-    "topk": frozenset({"generate"}),
-    "drift": frozenset({"generate"}),
-    "roundtrip": frozenset({"generate", "roundtrip"}),
-    "ppl": frozenset({"perplexity"}),
-    "agreement": frozenset({"score"}),
-    "integrity": frozenset({"integrity"}),
-    "gateway": frozenset({"generate"}),  # G1 is the load, G2-G4 read the generations
-}
 
 T = TypeVar("T")
 
@@ -62,25 +50,25 @@ class Work:
     model: str
     runtime: str
     quant: str
-    kinds: frozenset[str]
+    kinds: frozenset[Kind]
 
 
 def work_of(cases: Sequence[Case]) -> tuple[list[Work], tuple[str, ...]]:
     """Per artifact (in case order), the work the runnable CPU cases need; and the suites
-    whose work the floor does not know (third-party suites: left out, and said so)."""
-    needs: dict[tuple[str, str, str], set[str]] = {}
+    that declare no work of their own (:attr:`Suite.work`: their cases are timed whole)."""
+    needs: dict[tuple[str, str, str], set[Kind]] = {}
     unknown: set[str] = set()
     for case in cases:
         if case.skip or case.device != "cpu":
             continue
-        kinds = SUITE_WORK.get(case.suite)
+        kinds = get_suite(case.suite).work
         if kinds is None:
             unknown.add(case.suite)
             continue
         needs.setdefault((case.model, case.runtime, case.quant), set()).update(kinds)
         if case.other:  # a pair case: the other artifact's side of the comparison
             needs.setdefault((case.model, case.runtime, case.other), set()).update(
-                kinds - {"roundtrip"})
+                kinds - {Kind.ROUNDTRIP})
     work = [Work(m, r, q, frozenset(k)) for (m, r, q), k in needs.items()]
     return work, tuple(sorted(unknown))
 
@@ -145,25 +133,25 @@ def measure_artifact(ctx: Context, work: Work) -> ArtifactFloor:
     quantize = float(getattr(runner, "quantize_seconds", 0.0))  # torchao converts at load
     generate = score = check = roundtrip = 0.0
     tokens = 0
-    if "generate" in work.kinds:
+    if Kind.GENERATE in work.kinds:
         for prompt in prompts:
             gen, seconds = timed(partial(respond, runner, prompt, settings.max_new_tokens,
                                          top_k))
             generate += seconds
             tokens += len(gen.tokens)
-    if "perplexity" in work.kinds:
+    if Kind.PERPLEXITY in work.kinds:
         _, seconds = timed(lambda: runner.perplexity(ctx.inputs.eval_text[1]))
         score += seconds
-    if "score" in work.kinds:
+    if Kind.SCORE in work.kinds:
         for prompt in prompts:
             oracle = ctx.inputs.oracle(work.model, prompt.name)
             ids = list(oracle.prompt_tokens) + list(oracle.tokens)
             _, seconds = timed(partial(runner.score, ids, len(oracle.prompt_tokens)))
             score += seconds
-    if "integrity" in work.kinds:
+    if Kind.INTEGRITY in work.kinds:
         case = Case("integrity", work.model, work.runtime, work.quant)
         _, check = timed(lambda: integrity.measure(case, ctx, artifact, model))
-    if "roundtrip" in work.kinds:
+    if Kind.ROUNDTRIP in work.kinds:
         start = time.perf_counter()
         gguf = exported(artifact, lambda: runner, gguf_problem, ctx.engines.artifacts)
         again = reimported(runtime, model, work.quant, gguf.path, ctx.engines.artifacts)

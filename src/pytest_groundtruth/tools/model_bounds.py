@@ -24,7 +24,8 @@ from pytest_groundtruth.core.failures import RuntimeUnavailable
 from pytest_groundtruth.core.hashing import file_sha256
 from pytest_groundtruth.framework import auto
 from pytest_groundtruth.framework.bounds import BUILT, Table, model_document, model_file
-from pytest_groundtruth.suites.spec import get_suite, suite_names
+from pytest_groundtruth.suites.matrix import configured_suites
+from pytest_groundtruth.suites.spec import get_suite
 
 
 @dataclass
@@ -43,8 +44,8 @@ def calibrate_model(ctx: Context, model: str) -> ModelCalibration:
     started = time.perf_counter()
     settings = ctx.settings
     found = ModelCalibration(model, ctx.engines.model(model).fingerprint)
-    calibrated = [get_suite(n) for n in suite_names()
-                  if n in settings.suites and get_suite(n).calibration is not None]
+    calibrated = [get_suite(n) for n in configured_suites(settings)
+                  if get_suite(n).calibration is not None]
     for runtime in settings.runtimes:
         try:
             offered = ctx.engines.runtime(runtime).quantizations

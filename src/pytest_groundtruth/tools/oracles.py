@@ -168,8 +168,10 @@ def build_all(
     check: bool = False,
     tolerance: float | None = None,
     progress: bool = True,
+    perplexity: bool = True,
 ) -> Iterator[OracleChange]:
-    """Regenerate the oracles of ``models`` x ``prompts``; yield one change per file.
+    """Regenerate the oracles of ``models`` x ``prompts``; yield one change per file
+    (with ``perplexity``, each model's perplexity record too).
 
     The progress bar is drawn only on a terminal: in CI logs and pipes it would be a
     stream of carriage-return frames, and the caller prints a line per file anyway.
@@ -177,7 +179,7 @@ def build_all(
     from tqdm import tqdm
 
     models = list(models)
-    bar = tqdm(total=len(models) * (len(prompts) + 1), unit="file", desc="oracles",
+    bar = tqdm(total=len(models) * (len(prompts) + perplexity), unit="file", desc="oracles",
                disable=not (progress and sys.stderr.isatty()))
     for model in models:
         artifact = Artifact("transformers", model.slug, precision, model.path,
@@ -193,9 +195,9 @@ def build_all(
                 yield reconcile(path, oracle.to_json(), force, check,
                                 runner.tokenizer.decode, tolerance)
                 bar.update()
-            if device == "cpu" and precision == "float32":
+            if perplexity and device == "cpu" and precision == "float32":
                 text = perplexity_record(runner, model, eval_text, root)
                 yield reconcile(perplexity_path(oracle_root, model.slug), text, force,
                                 check, tolerance=tolerance)
-            bar.update()
+                bar.update()
     bar.close()

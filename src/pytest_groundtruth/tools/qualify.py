@@ -14,7 +14,7 @@ from typing import Any
 
 from pytest_groundtruth.core.tables import markdown_table
 from pytest_groundtruth.report.results_json import SCHEMA
-from pytest_groundtruth.report.score import WEIGHTS
+from pytest_groundtruth.report.score import weights
 
 
 class ResultsError(ValueError):
@@ -37,7 +37,7 @@ def load(path: Path) -> dict[str, Any]:
 
 def weights_table() -> list[str]:
     return markdown_table(["suite", "weight", "why"],
-                          [[name, f"{w.weight:g}", w.reason] for name, w in WEIGHTS.items()])
+                          [[name, f"{w.weight:g}", w.reason] for name, w in weights().items()])
 
 
 def render(path: Path, data: dict[str, Any]) -> str:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind
+from pytest_groundtruth.ggufio.quants import GGUF_TYPES
 from pytest_groundtruth.standins.apr.archive import (
     FORMAT_VERSION,
     open_model,
@@ -71,7 +72,9 @@ __all__ = ["FAULT_ENV", "VERSION_LINE", "is_standin_version", "main", "write_lau
 STANDIN_MARKER = "groundtruth-standin"  # in the --version line; how tests tell it from apr
 STANDIN_VERSION = f"0.0.0+{STANDIN_MARKER}.{FORMAT_VERSION}"
 QUANTS = ("int8", "int4", "fp16")
-GGUF_QTYPES = {"int8": "Q8_0", "int4": "Q4_0", "fp16": "F16", "none": "F32"}
+# apr's quantization names -> the catalogue's names, whose GGUF types its export writes.
+GGUF_QTYPES = {apr: GGUF_TYPES[ours] for apr, ours in
+               {"int8": "int8", "int4": "int4", "fp16": "float16", "none": "float32"}.items()}
 DEFAULT_EVAL_THRESHOLD = 20.0
 SAMPLE_TEXT = (
     "The quick brown fox jumps over the lazy dog. Language models assign a probability to "

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from typing import Any
+
+from pytest_groundtruth.core import process
 
 FAULT_ENV = "APR_STANDIN_FAULT"
 FAULTS = (
@@ -79,7 +80,8 @@ def hang() -> int:
     print("Loading model...", flush=True)
     # Killing only the parent would leave the caller waiting for EOF on the pipes; the
     # runner must kill the process group.
-    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    helper = process.spawn([sys.executable, "-c", "import time; time.sleep(3600)"],
+                           own_group=False)
     sys.stderr.write(f"apr stand-in: hanging ({FAULT_ENV}=hang), helper pid {helper.pid}\n")
     sys.stderr.flush()
     while True:

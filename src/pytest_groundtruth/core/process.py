@@ -1,6 +1,9 @@
-"""The one subprocess harness: every engine or tool the plugin runs as a program goes here.
+"""The subprocess harness: every child process of the package starts here (the
+architecture test keeps ``subprocess`` imported in this module alone).
 
-:func:`invoke` runs an argument list (never a shell) with ``NO_COLOR=1`` under a timeout.
+:func:`invoke` runs an argument list (never a shell) with ``NO_COLOR=1`` under a timeout;
+:func:`spawn` starts one in the background (a server, a helper) and :func:`stop` ends it
+with its whole process group.
 Its failures are :class:`~pytest_groundtruth.core.failures.EngineFailure` s that carry
 the exact command line (``shlex.join``), the exit status and the tool's stderr tail:
 
@@ -10,7 +13,11 @@ the exact command line (``shlex.join``), the exit status and the tool's stderr t
   argument limit, ~128 KiB per argument on Linux; ``EACCES``, ``ENOEXEC``): ``REFUSED``
   with the real reason, never "not installed";
 * it runs past the timeout: its whole process group is killed (children that hold the
-  pipes die with it), ``TIMEOUT``;
+  pipes die with it), and on Linux every descendant too, found through ``/proc`` before
+  the kill (a grandchild that called ``setsid()`` has left the group), as is any process
+  still holding its output pipes (a daemon whose parent already exited); ``TIMEOUT``.
+  A daemon that detached and closed the pipes before the timeout is out of reach (a
+  cgroup would be needed);
 * a non-zero exit: :func:`exit_failure`, ``REFUSED`` when stderr says a flag or value was
   not accepted (clap, argparse and friends), else ``CRASHED`` (with the signal's name when
   it was killed by one).
@@ -36,7 +43,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeAlias
 
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
 
@@ -44,6 +51,7 @@ STDERR_LINES = 40
 STDERR_CHARS = 4000
 EXCERPT_CHARS = 200
 KILL_GRACE = 5.0  # seconds to collect output after killing a timed-out process group
+Child: TypeAlias = "subprocess.Popen[bytes]"  # a process started by :func:`spawn`
 
 # CSI sequences (colours, cursor moves), OSC sequences (titles, hyperlinks), two-byte
 # escapes, and the 8-bit CSI introducer.
@@ -154,12 +162,65 @@ def exit_failure(done: Completed, tool: str, refused_hint: str = "") -> EngineFa
 
 
 def kill_group(proc: subprocess.Popen[Any]) -> None:
-    """Kill ``proc`` and every process of its group (it was started in a new session)."""
+    """Kill ``proc``, every process of its group (it was started in a new session) and
+    every descendant that left the group (``setsid``), where ``/proc`` lists them."""
     if sys.platform == "win32":  # pragma: no cover - the project runs on POSIX
         proc.kill()
         return
+    strays = descendants(proc.pid)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # start_new_session: its pgid is its pid
+    _kill(strays)
+
+
+def _kill(pids: Sequence[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process ``/proc`` shows (empty where there is none)."""
+    found = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # after "(comm)": state, ppid, ...
+        if len(fields) > 1 and fields[1].isdigit():
+            found[int(entry.name)] = int(fields[1])
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children first), from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for child, parent in _parents().items():
+        children.setdefault(parent, []).append(child)
+    out: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo and len(out) < 10_000:
+        child = todo.pop(0)
+        out.append(child)
+        todo.extend(children.get(child, []))
+    return out
+
+
+def pipe_holders(*files: Any) -> list[int]:
+    """The processes (other than this one) holding an end of the pipes behind ``files``."""
+    inodes = set()
+    for file in files:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            inodes.add(f"pipe:[{os.fstat(file.fileno()).st_ino}]")
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        if not inodes or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if any(str(fd.readlink()) in inodes for fd in (entry / "fd").iterdir()):
+                found.append(int(entry.name))
+    return found
 
 
 def _start_failure(argv: tuple[str, ...], exc: OSError, tool: str, install_hint: str
@@ -182,12 +243,13 @@ def _start_failure(argv: tuple[str, ...], exc: OSError, tool: str, install_hint:
                          f"the operating system refused to start {tool}: {exc}", call=call)
 
 
-def invoke(argv: Sequence[str], timeout: float, *, tool: str = "the tool",
+def invoke(argv: Sequence[str], timeout: float | None, *, tool: str = "the tool",
            env: Mapping[str, str] | None = None, cwd: Path | None = None,
-           install_hint: str = "") -> Completed:
-    """Run ``argv`` (no shell) with ``NO_COLOR=1`` under ``timeout`` seconds.
+           install_hint: str = "", environ: Mapping[str, str] | None = None) -> Completed:
+    """Run ``argv`` (no shell) with ``NO_COLOR=1`` under ``timeout`` seconds (None: no limit).
 
-    ``tool`` names the program in messages; ``env`` adds variables to the environment.
+    ``tool`` names the program in messages; ``env`` adds variables to the environment,
+    which is ``environ`` where given (a whole environment), else this process's.
     Raises :class:`RuntimeUnavailable` when the executable does not exist,
     ``EngineFailure(REFUSED)`` when the OS will not start it, ``EngineFailure(TIMEOUT)``
     (after killing the whole process group) when it runs out of time.
@@ -201,7 +263,8 @@ def invoke(argv: Sequence[str], timeout: float, *, tool: str = "the tool",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, **(env or {}), "NO_COLOR": "1"},
+            env={**(os.environ if environ is None else environ), **(env or {}),
+                 "NO_COLOR": "1"},
             cwd=cwd,
             start_new_session=True,
         )
@@ -214,11 +277,15 @@ def invoke(argv: Sequence[str], timeout: float, *, tool: str = "the tool",
         try:
             out, err = proc.communicate(timeout=KILL_GRACE)
         except subprocess.TimeoutExpired:  # a grandchild in its own session holds the pipes
+            _kill(pipe_holders(proc.stdout, proc.stderr))
             proc.kill()
-            out, err = b"", b""
+            try:
+                out, err = proc.communicate(timeout=KILL_GRACE)
+            except subprocess.TimeoutExpired:
+                out, err = b"", b""
         raise EngineFailure(
             FailureKind.TIMEOUT,
-            f"{tool} did not finish within {timeout:g} s (its process group was killed)",
+            f"{tool} did not finish within {timeout or 0:g} s (its process group was killed)",
             call=call,
             stderr=tail(strip_ansi(err.decode("utf-8", "replace"))),
         ) from None
@@ -233,3 +300,35 @@ def invoke(argv: Sequence[str], timeout: float, *, tool: str = "the tool",
         stderr=err.decode("utf-8", "replace"),
         seconds=time.perf_counter() - start,
     )
+
+
+def spawn(argv: Sequence[str], *, log: IO[bytes] | None = None,
+          environ: Mapping[str, str] | None = None, own_group: bool = True) -> Child:
+    """Start ``argv`` (no shell, stdin closed) and return at once.
+
+    stdout and stderr go to ``log`` (inherited when None); ``environ`` is the whole
+    environment (None: this process's). ``own_group``: in a new session, so that
+    :func:`stop` ends it with every process it started; False keeps it in the caller's
+    group (a helper that must die with its parent's group).
+    """
+    return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT if log is not None else None,
+                            env=None if environ is None else dict(environ),
+                            start_new_session=own_group)
+
+
+def stop(proc: Child, grace: float) -> None:
+    """End ``proc`` (started by :func:`spawn` in its own group): SIGTERM to its group, then
+    after ``grace`` seconds SIGKILL; waits until it is gone."""
+    if proc.poll() is not None:
+        return
+    if sys.platform == "win32":  # pragma: no cover - the project runs on POSIX
+        proc.terminate()
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        proc.wait()
