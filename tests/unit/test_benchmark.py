@@ -40,7 +40,7 @@ def test_the_floor_holds_each_artifacts_unavoidable_work() -> None:
     work, unknown = work_of(build_cases(settings, prompts))
     kinds = {(w.runtime, w.quant): w.kinds for w in work if w.model == "smollm2-135m"}
     # no piece of theirs (rescore: the reference scores the runtime's tokens): timed whole
-    assert unknown == ("consistency", "lora", "rescore", "speculative")
+    assert unknown == ("consistency", "lora", "paired", "rescore", "speculative")
     assert kinds[("llamacpp", "int4")] == {"generate", "perplexity", "score", "integrity",
                                            "roundtrip"}
     assert kinds[("llamacpp", "int8")] == {"generate", "perplexity", "score", "integrity"}

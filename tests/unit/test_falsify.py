@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_groundtruth.config.settings import load_settings
+from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.tools.falsify import (
     README_BEGIN,
@@ -113,9 +114,15 @@ def test_other_tools_files_are_judged_at_their_own_type_where_offered(
     tiny: Callable[[str], ResolvedModel], gt_cache: Path
 ) -> None:
     files = correct_files(gt_cache, tiny("llama"), ("float32", "int8", "int4", "q4_k_m"))
-    judged = {f.gguf_type: f.quant for f in files}
+    judged = {f.gguf_type: f.quant for f in files if "pure" not in f.label}
     if files[0].path is None:
         pytest.skip(files[0].recipe)
     assert judged == {"F32": "float32", "Q8_0": "int8", "Q4_0": "int4", "Q4_K_M": "q4_k_m",
                       "Q5_K_M": "int4", "Q6_K": "int4"}
     assert all(f.path is not None and f.path.is_file() for f in files)
+    # the all-Q4_0 recipe: every 2-D tensor Q4_0, the token embeddings included
+    pure = next(f for f in files if "pure" in f.label)
+    assert pure.quant == "int4"
+    assert pure.path is not None
+    scan = scan_gguf(pure.path)
+    assert {t.type for t in scan.tensors.values() if len(t.dims) == 2} == {"Q4_0"}

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from pytest_groundtruth.config.roster import BUILTIN, ModelSpec, RosterError, spec_from_table
-from pytest_groundtruth.config.settings import ConfigError, Settings, load_settings
+from pytest_groundtruth.config.settings import Bound, ConfigError, Settings, load_settings
+from pytest_groundtruth.framework.bounds import resolve
+from pytest_groundtruth.suites.spec import get_suite
 
 GOOD = {
     "source": "hf:org/model",
@@ -132,21 +134,29 @@ def test_bounds_most_specific_rule_wins_and_says_why(tmp_path: Path) -> None:
         "prompt = 'code'\nmax_mismatches = 16\nreason = 'measured 13 at 19'\n"
     )
     settings = load_settings(root, [tmp_path / "groundtruth.toml"])
-    specific = settings.bound("token", "max_mismatches", model="smollm2-135m",
-                              runtime="llamacpp", quantization="int8", prompt="code")
+    specific = bound(settings, "token", "max_mismatches", model="smollm2-135m",
+                     runtime="llamacpp", quant="int8", prompt="code")
     assert specific.value == 16
     assert "measured 13 at 19" in specific.origin
-    assert settings.bound("token", "max_mismatches", runtime="torchao",
-                          quantization="int8").value == 10
-    default = settings.bound("token", "max_mismatches", quantization="int4")
+    assert bound(settings, "token", "max_mismatches", runtime="torchao",
+                 quant="int8").value == 10
+    default = bound(settings, "token", "max_mismatches", quant="int4")
     assert (default.value, default.origin) == (5, "default")
-    ceiling = settings.bound("ppl", "ceiling", model="smollm2-135m")
-    assert ceiling.value == BUILTIN["smollm2-135m"].ppl_ceiling
 
 
 def test_defaults_without_configuration(tmp_path: Path) -> None:
     settings = load_settings(tmp_path)
     assert settings == Settings(root=tmp_path)
-    assert settings.bound("token", "max_mismatches", quantization="int8").value == 3
-    assert settings.bound("drift", "slack").value == 1
-    assert settings.bound("ppl", "max_gap").value == 0.5
+    assert bound(settings, "token", "max_mismatches", quant="int8").value == 3
+    assert bound(settings, "drift", "slack").value == 1
+    assert bound(settings, "ppl", "max_gap").value == 0.5
+
+
+def bound(settings: Settings, suite: str, param: str, model: str | None = None,
+          runtime: str | None = None, quant: str | None = None,
+          prompt: str | None = None) -> Bound:
+    """A bound as the suites resolve it, without the automatic calibration."""
+    declared = get_suite(suite)
+    return resolve(settings, suite, param, declared.default(param, quant, runtime),
+                   declared.calibration, model=model, runtime=runtime, quant=quant,
+                   prompt=prompt)

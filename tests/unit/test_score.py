@@ -33,6 +33,7 @@ from pytest_groundtruth.report.score import (
     weights,
 )
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.quality import q_agreement
 from pytest_groundtruth.suites.result import SuiteResult
 from pytest_groundtruth.suites.spec import get_suite
 
@@ -217,3 +218,13 @@ def test_a_perplexity_within_its_calibrated_ratio_scores_as_headroom_not_zero() 
     found = quality(worse)
     assert found is not None
     assert found < AT_BOUND
+
+
+def test_agreements_text_case_is_scored_by_its_own_bounds() -> None:
+    def scored(bound: dict[str, float]) -> float:
+        case = Case("agreement", "m", "llamacpp", "int4", variant="text")
+        return q_agreement(SuiteResult(case, True, "", measured={"top1": 0.95, "kl": 0.005},
+                                       bound=bound))
+
+    assert scored({"text_min_top1": 0.9, "text_max_kl": 0.01}) == \
+        scored({"min_top1": 0.9, "max_kl": 0.01})

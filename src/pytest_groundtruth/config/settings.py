@@ -178,7 +178,7 @@ class Settings:
                 f"add it under [tool.groundtruth.roster.{slug}]"
             ) from None
 
-    def bound(
+    def rule(
         self,
         suite: str,
         param: str,
@@ -187,8 +187,9 @@ class Settings:
         runtime: str | None = None,
         quantization: str | None = None,
         prompt: str | None = None,
-    ) -> Bound:
-        """The most specific rule for this suite parameter, else the catalog default."""
+    ) -> Bound | None:
+        """The most specific ``[[bounds]]`` rule for this suite parameter, or None (the
+        suite framework resolves the rest: :func:`pytest_groundtruth.framework.bounds.resolve`)."""
         context = {"model": model, "runtime": runtime, "quantization": quantization,
                    "prompt": prompt}
         best: BoundRule | None = None
@@ -202,10 +203,7 @@ class Settings:
                 best = rule
         if best is not None:
             return Bound(best.values[param], f"{best.origin}: {best.reason}")
-        default = load(SUITES, suite).default(param, quantization, runtime)
-        if param == "ceiling" and default is None and model is not None:
-            return Bound(self.spec(model).ppl_ceiling, f"roster entry {model!r} (ppl_ceiling)")
-        return Bound(default, "default")
+        return None
 
 
 def known_runtimes(settings: Settings) -> set[str]:

@@ -79,13 +79,17 @@ class Results:
                    ) -> tuple[PerplexityResult, Artifact]:
         """Perplexity of the evaluation text."""
         artifact = self.engines.artifact(slug, runtime, quant)
+        return self.perplexity_of(artifact), artifact
+
+    def perplexity_of(self, artifact: Artifact) -> PerplexityResult:
+        """Perplexity of the evaluation text by any artifact."""
         _, text = self.inputs.eval_text
 
         def make() -> dict[str, Any]:
             return self.engines.runner(artifact).perplexity(text).to_json()
 
         return self.cached("perplexity", artifact, text_sha256(text), make,
-                           PerplexityResult.from_json), artifact
+                           PerplexityResult.from_json)
 
     def scored_top_k(self, artifact: Artifact, ids: Sequence[int], k: int) -> tuple[int, ...]:
         """The runtime's top-``k`` ids at the last position of ``ids``: its distribution

@@ -8,8 +8,10 @@ it must not be pytest's).
 
 from __future__ import annotations
 
+import json
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pytest_groundtruth.core import process
@@ -27,25 +29,39 @@ def ftype_number(ftype: str) -> int:
     return number
 
 
-def command(source: Path, out: Path, quant: str, threads: int, pure: bool = False
-            ) -> list[str]:
+def command(source: Path, out: Path, quant: str, threads: int, pure: bool = False,
+            tensor_types: Mapping[str, str] | None = None) -> list[str]:
     """The child process that quantizes ``source`` (F32 or F16 GGUF) to ``out``."""
+    types = [f"types={json.dumps(dict(tensor_types), sort_keys=True)}"] if tensor_types else []
     return [sys.executable, "-m", __name__, str(source), str(out), CATALOG[quant].ftype,
-            str(threads), *(["pure"] if pure else [])]
+            str(threads), *(["pure"] if pure else []), *types]
+
+
+def main_quant(types: Mapping[str, str]) -> str | None:
+    """The :data:`CATALOG` name whose main type most of ``types``' quantized tensors have
+    (a file's type mix -> the llama.cpp type it is closest to), or None."""
+    mains = {t.main: t.name for t in reversed(CATALOG.values())}
+    counts: dict[str, int] = {}
+    for kind in types.values():
+        if kind in mains:
+            counts[kind] = counts.get(kind, 0) + 1
+    return mains[max(counts, key=lambda k: counts[k])] if counts else None
 
 
 def quantize(source: Path, out: Path, quant: str, threads: int = 2, pure: bool = False,
-             timeout: float = 1800.0) -> str:
+             timeout: float = 1800.0, tensor_types: Mapping[str, str] | None = None) -> str:
     """Quantize ``source`` to ``out`` as ``quant`` (a :data:`CATALOG` name) with llama.cpp's
     quantizer; return the call. ``pure``: every tensor at the type's main type, token
-    embeddings and output included (``llama-quantize --pure``). A failure raises
+    embeddings and output included (``llama-quantize --pure``). ``tensor_types``: tensor
+    name -> GGML type name (``Q6_K``) for each tensor that gets a type of its own
+    (``llama-quantize --tensor-type``, matched by whole name). A failure raises
     :class:`EngineFailure` with its stderr."""
     if quant not in CATALOG:
         raise ValueError(f"{quant!r} is not a llama.cpp quantizer type here (known: "
                          f"{', '.join(CATALOG)}; needing an importance matrix: "
                          f"{', '.join(NEEDS_IMATRIX)})")
-    argv = command(source, out, quant, threads, pure)
-    call = quantize_call(source, out, quant, threads, pure)
+    argv = command(source, out, quant, threads, pure, tensor_types)
+    call = quantize_call(source, out, quant, threads, pure, tensor_types)
     try:
         done = process.invoke(argv, timeout, tool="llama.cpp's quantizer")
     except EngineFailure as exc:  # the call as the user would make it in Python
@@ -59,12 +75,13 @@ def quantize(source: Path, out: Path, quant: str, threads: int = 2, pure: bool =
     return call
 
 
-def quantize_call(source: Path, out: Path, quant: str, threads: int = 2, pure: bool = False
-                  ) -> str:
+def quantize_call(source: Path, out: Path, quant: str, threads: int = 2, pure: bool = False,
+                  tensor_types: Mapping[str, str] | None = None) -> str:
     """What :func:`quantize` calls (in its child process), as a user would call it."""
     return (f"llama_cpp.llama_model_quantize({str(source)!r}, {str(out)!r}, "
             f"ftype=LLAMA_FTYPE_MOSTLY_{CATALOG[quant].ftype}, nthread={threads}"
-            f"{', pure=True' if pure else ''})")
+            f"{', pure=True' if pure else ''}"
+            f"{f', tt_overrides=<{len(tensor_types)} tensor types>' if tensor_types else ''})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +95,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     params.ftype = ftype_number(ftype)
     params.nthread = int(threads)
     params.pure = "pure" in flags
+    types: dict[str, str] = next(
+        (json.loads(f[len("types="):]) for f in flags if f.startswith("types=")), {})
+    if types:
+        import gguf
+
+        overrides = (llama_cpp.llama_model_tensor_override * (len(types) + 1))()
+        for i, (name, kind) in enumerate(sorted(types.items())):
+            overrides[i].pattern = f"^{re.escape(name)}$".encode()
+            overrides[i].type = int(gguf.GGMLQuantizationType[kind])
+        overrides[len(types)].pattern = None  # the list ends at a null pattern
+        params.tt_overrides = ctypes.cast(
+            overrides, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
     code = int(llama_cpp.llama_model_quantize(source.encode(), out.encode(),
                                               ctypes.byref(params)))
     if code != 0:

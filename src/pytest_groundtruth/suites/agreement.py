@@ -13,15 +13,19 @@ span) weigh more there, and its ~240 positions make the mean KL's standard error
 enough to bound tightly at lossy quantizations (docs/calibration.md).
 
 Bounds are per quantization (and per runtime where one name covers several schemes),
-calibrated by ``groundtruth calibrate``.
+calibrated by ``groundtruth calibrate`` (the package defaults) or on the model's own
+reference conversions (:mod:`pytest_groundtruth.framework.auto`). The text case's bounds
+are ``text_min_top1`` and ``text_max_kl``, the names its failures print and a
+``[[bounds]]`` rule sets.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+import statistics as statistics_
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,34 +34,24 @@ from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.hashing import text_sha256
+from pytest_groundtruth.framework import rules
+from pytest_groundtruth.framework.bounds import Calibration
 from pytest_groundtruth.measures.agreement import PositionAgreement, agreement
 from pytest_groundtruth.measures.logprobs import TopK, top_k
 from pytest_groundtruth.oracle.format import REFERENCE
-from pytest_groundtruth.runtimes.base import Capability
-from pytest_groundtruth.suites import calibrated
+from pytest_groundtruth.runtimes.base import Artifact, Capability
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.quality import Weight, q_agreement
-from pytest_groundtruth.suites.result import SuiteResult, token_table
+from pytest_groundtruth.suites.result import SuiteResult, bound_of, token_table
 from pytest_groundtruth.suites.spec import Cell, Suite, Work, each_artifact
 
-BOUNDS_FILE = Path(__file__).parents[1] / "data" / "agreement_bounds.json"
+PARAMS = ("min_top1", "max_kl", "text_min_top1", "text_max_kl")  # calibrated
+BOUNDS_FILE = "agreement_bounds.json"  # the package defaults (pytest_groundtruth/data)
 
 
-def load_bounds(path: Path = BOUNDS_FILE) -> dict[str, dict[str, float]]:
-    """The calibrated agreement bounds (written by `groundtruth calibrate`)."""
-    bounds: dict[str, dict[str, float]] = json.loads(path.read_text())["bounds"]
-    return bounds
-
-
-BOUNDS = load_bounds()
-# tiny random-weight models have bounds of their own (docs/calibration.md)
-RANDOM_BOUNDS: dict[str, dict[str, float]] = calibrated.read(BOUNDS_FILE).get("random_bounds", {})
-
-
-def _score(case: Case, ctx: Context) -> tuple[dict[str, list[PositionAgreement]], str]:
-    artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
-    oracles = {name: ctx.inputs.oracle(case.model, name)
-               for name in ctx.inputs.answerable(case.model)}
+def _score(ctx: Context, artifact: Artifact) -> tuple[dict[str, list[PositionAgreement]], str]:
+    oracles = {name: ctx.inputs.oracle(artifact.model, name)
+               for name in ctx.inputs.answerable(artifact.model)}
     runner = ctx.engines.runner(artifact)
     per_prompt = {}
     for name, oracle in oracles.items():
@@ -134,8 +128,12 @@ def reference_text(ctx: Context, model: str) -> ReferenceText:
 def measure_text(case: Case, ctx: Context) -> Agreement:
     """Teacher-forced agreement of the case's artifact with the reference on the
     evaluation text (cached by artifact and the reference's view of the text)."""
-    artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
-    ref = reference_text(ctx, case.model)
+    return text_of(ctx, ctx.engines.artifact(case.model, case.runtime, case.quant))
+
+
+def text_of(ctx: Context, artifact: Artifact) -> Agreement:
+    """:func:`measure_text` of any artifact of the model."""
+    ref = reference_text(ctx, artifact.model)
 
     def make() -> dict[str, Any]:
         rows = np.asarray(ctx.engines.runner(artifact).score(list(ref.ids), 1))
@@ -154,15 +152,19 @@ def measure(case: Case, ctx: Context) -> Agreement:
     """Teacher-forced agreement of the case's artifact, cached by artifact and by what the
     measurement reads from the oracles (prompt ids, tokens, top-k): regenerating an oracle
     file with the same content in another layout or schema does not invalidate it."""
-    artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
+    return measure_of(ctx, ctx.engines.artifact(case.model, case.runtime, case.quant))
+
+
+def measure_of(ctx: Context, artifact: Artifact) -> Agreement:
+    """:func:`measure` of any artifact of the model."""
     read = {n: [list(o.prompt_tokens), list(o.tokens),
                 [[list(s.ids), list(s.logprobs)] for s in o.steps]]
-            for n in ctx.inputs.answerable(case.model)
-            for o in [ctx.inputs.oracle(case.model, n)]}
+            for n in ctx.inputs.answerable(artifact.model)
+            for o in [ctx.inputs.oracle(artifact.model, n)]}
     oracles = json.dumps(read, sort_keys=True)
 
     def make() -> dict[str, Any]:
-        per_prompt, call = _score(case, ctx)
+        per_prompt, call = _score(ctx, artifact)
         return {"call": call,
                 "positions": {n: [[int(p.top1), p.kl, p.runtime_argmax] for p in ps]
                               for n, ps in per_prompt.items()}}
@@ -175,9 +177,9 @@ def _text(case: Case, ctx: Context) -> SuiteResult:
     artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
     measured = measure_text(case, ctx)
     ref = reference_text(ctx, case.model)
-    min_top1 = calibrated.bound(ctx, case, "text_min_top1", RANDOM_BOUNDS)
-    max_kl = calibrated.bound(ctx, case, "text_max_kl", RANDOM_BOUNDS)
-    verdict = _verdict(measured, min_top1.value, max_kl.value)
+    min_top1 = bound_of(ctx, case, "text_min_top1")
+    max_kl = bound_of(ctx, case, "text_max_kl")
+    verdict = _verdict(measured, min_top1.value, max_kl.value, "text_")
     positions = measured.pooled
     worst = max(range(len(positions)), key=lambda i: positions[i].kl)
     reference = [s.ids[0] for s in ref.steps]
@@ -188,8 +190,8 @@ def _text(case: Case, ctx: Context) -> SuiteResult:
         passed=verdict[0],
         summary=f"{ref.name}: {verdict[1]}",
         measured={"top1": measured.top1, "kl": measured.kl},
-        bound={"min_top1": min_top1.value, "max_kl": max_kl.value},
-        bound_origin=f"min_top1: {min_top1.origin}; max_kl: {max_kl.origin}",
+        bound={"text_min_top1": min_top1.value, "text_max_kl": max_kl.value},
+        bound_origin=f"text_min_top1: {min_top1.origin}; text_max_kl: {max_kl.origin}",
         rows=token_table(ctx, case, reference, runtime, [worst]),
         artifact=str(artifact.path),
         recipe=artifact.recipe,
@@ -202,17 +204,18 @@ def _text(case: Case, ctx: Context) -> SuiteResult:
     )
 
 
-def _verdict(measured: Agreement, min_top1: Any, max_kl: Any) -> tuple[bool, str]:
+def _verdict(measured: Agreement, min_top1: Any, max_kl: Any, prefix: str = ""
+             ) -> tuple[bool, str]:
     top1, kl = measured.top1, measured.kl
     if min_top1 is None or max_kl is None:
         return False, ("no calibrated bound for this quantization: run `groundtruth "
-                       "calibrate --write docs/calibration.md` or set one under "
+                       "calibrate --model <model>` or set one under "
                        "[tool.groundtruth.bounds]")
     passed = top1 >= min_top1 and kl <= max_kl
     return passed, (
         f"top-1 agreement {top1:.3f} ({'>=' if top1 >= min_top1 else '<'} "
-        f"{min_top1}), mean KL {kl:.4g} ({'<=' if kl <= max_kl else '>'} "
-        f"{max_kl}) over {len(measured.pooled)} teacher-forced positions")
+        f"{prefix}min_top1 {min_top1}), mean KL {kl:.4g} ({'<=' if kl <= max_kl else '>'} "
+        f"{prefix}max_kl {max_kl}) over {len(measured.pooled)} teacher-forced positions")
 
 
 def run(case: Case, ctx: Context) -> SuiteResult:
@@ -222,8 +225,8 @@ def run(case: Case, ctx: Context) -> SuiteResult:
     measured = measure(case, ctx)
     positions, pooled = measured.positions, measured.pooled
     top1, kl = measured.top1, measured.kl
-    min_top1 = calibrated.bound(ctx, case, "min_top1", RANDOM_BOUNDS)
-    max_kl = calibrated.bound(ctx, case, "max_kl", RANDOM_BOUNDS)
+    min_top1 = bound_of(ctx, case, "min_top1")
+    max_kl = bound_of(ctx, case, "max_kl")
     passed, summary = _verdict(measured, min_top1.value, max_kl.value)
     worst_name, worst = max(
         ((n, i) for n, ps in positions.items() for i in range(len(ps))),
@@ -260,17 +263,44 @@ def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[st
     return base + [replace(c, variant=TEXT) for c in base]
 
 
+def statistics(ctx: Context, artifact: Artifact) -> dict[str, Any]:
+    """What the calibration reads of one correct conversion: top-1 and mean KL with the
+    KL's standard error, on the prompts and on the evaluation text."""
+
+    def summary(measured: Agreement) -> dict[str, Any]:
+        kls = [p.kl for p in measured.pooled]
+        se = statistics_.stdev(kls) / math.sqrt(len(kls)) if len(kls) > 1 else 0.0
+        return {"top1": measured.top1, "kl": measured.kl, "kl_se": se,
+                "positions": len(kls)}
+
+    return {**summary(measure_of(ctx, artifact)), "text": summary(text_of(ctx, artifact))}
+
+
+def derive(stats: Sequence[Mapping[str, Any]], quant: str) -> dict[str, float]:
+    """:func:`~pytest_groundtruth.framework.rules.derive` on conversions' statistics."""
+    def row(s: Mapping[str, Any], text: rules.Measured | None = None) -> rules.Measured:
+        return rules.Measured("", "", quant, s["top1"], s["kl"], s["positions"], None,
+                              s["kl_se"], text)
+
+    found = rules.derive([row(s, row(s["text"])) for s in stats], quant)
+    return {k: v for k, v in found.items() if k != "max_ratio"}
+
+
+CALIBRATION = Calibration(BOUNDS_FILE, PARAMS, statistics, derive,
+                          rule="KL: worst correct + 3 standard errors (or llama.cpp's "
+                          "published figure); top-1: worst correct - 3 binomial standard "
+                          "errors")
+
+
 SUITE = Suite(
     "agreement",
     "teacher-forced top-1 agreement and KL divergence against the oracle's top-k",
     run,
     needs=((Capability.SCORE,),),
     per_prompt=False,
-    # `groundtruth calibrate` derives these (docs/calibration.md).
-    params={
-        name: {q: b[name] for q, b in BOUNDS.items() if name in b}
-        for name in ("min_top1", "max_kl", "text_min_top1", "text_max_kl")
-    },
+    # calibrated (docs/calibration.md): package defaults, or the model's own
+    params=dict.fromkeys(PARAMS),
+    calibration=CALIBRATION,
     expand=_cases,
     weight=Weight(30, q_agreement, "teacher-forced over every prompt's positions, so "
                   "one early near-tie flip cannot cascade; bounds calibrated on correct "

@@ -10,40 +10,35 @@ or repeated prompt token, positions off by one, a KV cache kept across prompts, 
 sampler that is not greedy), at every precision.
 
 ``max_gap`` is per quantization, calibrated on correct conversions by
-``groundtruth calibrate`` (docs/calibration.md). The own scoring goes through the result
+``groundtruth calibrate`` (docs/calibration.md), or on the model's own reference
+conversions (:mod:`pytest_groundtruth.framework.auto`). The own scoring goes through the result
 store, keyed by the artifact and the token ids, so an unchanged re-run does no engine work.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import RuntimeUnavailable
+from pytest_groundtruth.framework import rules
+from pytest_groundtruth.framework.bounds import Calibration
 from pytest_groundtruth.measures.consistency import check
 from pytest_groundtruth.measures.rescore import Rating, judged_span, rate
 from pytest_groundtruth.runtimes.base import Artifact, Capability, Generation
-from pytest_groundtruth.suites import calibrated
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.prompt_check import prompt_failure
 from pytest_groundtruth.suites.rescore import rating_rows
 from pytest_groundtruth.suites.result import SuiteResult, bound_of
 from pytest_groundtruth.suites.spec import Suite
 
-BOUNDS_FILE = Path(__file__).parents[1] / "data" / "consistency_bounds.json"
-
-
-def load_bounds(path: Path = BOUNDS_FILE) -> dict[str, dict[str, float]]:
-    """The calibrated consistency bounds (written by `groundtruth calibrate`)."""
-    bounds: dict[str, dict[str, float]] = calibrated.read(path).get("bounds", {})
-    return bounds
-
-
-BOUNDS = load_bounds()
+PARAMS = ("max_gap",)  # calibrated
+BOUNDS_FILE = "consistency_bounds.json"  # the package defaults (pytest_groundtruth/data)
 
 
 @dataclass(frozen=True)
@@ -124,13 +119,37 @@ def run(case: Case, ctx: Context) -> SuiteResult:
     )
 
 
+def statistics(ctx: Context, artifact: Artifact) -> dict[str, Any]:
+    """What the calibration reads of one correct conversion: the largest gap between a
+    generated token and its own scoring's best, over every prompt."""
+    gaps = []
+    for name in ctx.prompts_for(artifact.runtime):
+        oracle = ctx.inputs.oracle(artifact.model, name)
+        gen = ctx.results.generation(artifact, name)
+        scored = self_scored(ctx, artifact, gen, tuple(oracle.eos_token_ids or ()))
+        gaps.append(check(scored.ratings, math.inf).max_gap)
+    return {"self_gap": max(gaps)}
+
+
+def derive(stats: Sequence[Mapping[str, Any]], quant: str) -> dict[str, float]:
+    """:func:`~pytest_groundtruth.framework.rules.derive_consistency` on conversions'
+    statistics."""
+    rows = [rules.RescoreMeasured("", quant, 0.0, "", 0.0, 0, s["self_gap"]) for s in stats]
+    return rules.derive_consistency(rows, quant)
+
+
+CALIBRATION = Calibration(BOUNDS_FILE, PARAMS, statistics, derive,
+                          rule="2 x the largest correct gap to its own scoring")
+
+
 SUITE = Suite(
     "consistency",
     "the runtime's greedy tokens are the argmax of its own teacher-forced scoring "
     "(decode vs prefill), within a calibrated float-noise bound",
     run,
     needs=((Capability.GENERATE,), (Capability.SCORE,)),
-    # `groundtruth calibrate` derives these (docs/calibration.md).
-    params={"max_gap": {q: b["max_gap"] for q, b in BOUNDS.items()}},
+    # calibrated (docs/calibration.md): package defaults, or the model's own
+    params=dict.fromkeys(PARAMS),
+    calibration=CALIBRATION,
     rank=78,
 )

@@ -4,7 +4,8 @@ The evaluation text is ``eval_text`` (default prompts/eval/perplexity.txt). Each
 is judged relative to the float32 oracle's perplexity on the same text (its perplexity
 record): ``ppl(artifact) / ppl(oracle) <= max_ratio``, a bound per quantization that
 ``groundtruth calibrate`` measures on correct conversions of the embedded model (and, for
-``tiny:`` random-weight models, of the tiny models; docs/calibration.md). A roster entry's
+``tiny:`` random-weight models, of the tiny models; docs/calibration.md), or on the
+model's own reference conversions (:mod:`pytest_groundtruth.framework.auto`). A roster entry's
 ``ppl_ceiling`` (or a ``ceiling`` bound rule) is the original workflow's absolute bound
 and applies as well: ``ppl < ceiling``. Without an oracle perplexity record and without a
 ceiling there is nothing to judge by, which fails with the command that makes the record.
@@ -13,14 +14,15 @@ ceiling there is nothing to judge by, which fails with the command that makes th
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from pytest_groundtruth.config.settings import Settings
+from pytest_groundtruth.config.settings import Bound, Settings
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.framework import rules
+from pytest_groundtruth.framework.bounds import Calibration
 from pytest_groundtruth.oracle.format import OracleError
-from pytest_groundtruth.runtimes.base import Capability
-from pytest_groundtruth.suites import calibrated
+from pytest_groundtruth.runtimes.base import Artifact, Capability
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.quality import Weight, q_perplexity
 from pytest_groundtruth.suites.result import SuiteResult, bound_of
@@ -51,7 +53,10 @@ def _reference(case: Case, ctx: Context) -> tuple[dict[str, float], list[str]]:
 def _ceiling(case: Case, ctx: Context) -> SuiteResult:
     result, artifact = ctx.results.perplexity(case.model, case.runtime, case.quant)
     ceiling = bound_of(ctx, case, "ceiling")
-    max_ratio = calibrated.bound(ctx, case, "max_ratio", RANDOM_MAX_RATIO)
+    if ceiling.value is None and ctx.settings.spec(case.model).ppl_ceiling is not None:
+        ceiling = Bound(ctx.settings.spec(case.model).ppl_ceiling,
+                        f"roster entry {case.model!r} (ppl_ceiling)")
+    max_ratio = bound_of(ctx, case, "max_ratio")
     details, notes = _reference(case, ctx)
     ppl = result.perplexity
     verdicts: list[str] = []
@@ -126,17 +131,24 @@ def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[st
             + each_pair(suite, model, cells, prompts, settings, variant="gap"))
 
 
-BOUNDS_FILE = calibrated.PPL_FILE
+PARAMS = ("max_ratio",)  # calibrated
+BOUNDS_FILE = "ppl_bounds.json"  # the package defaults (pytest_groundtruth/data)
 
 
-def load_bounds(path: Path = BOUNDS_FILE, key: str = "max_ratio") -> dict[str, float]:
-    """max ppl(artifact) / ppl(oracle) per quantization (written by `groundtruth calibrate`;
-    none before it first ran); ``random_max_ratio``: for the tiny random-weight models."""
-    bounds: dict[str, float] = calibrated.read(path).get(key, {})
-    return bounds
+def statistics(ctx: Context, artifact: Artifact) -> dict[str, Any]:
+    """What the calibration reads of one correct conversion: its perplexity of the
+    evaluation text over the oracle's."""
+    ppl = ctx.results.perplexity_of(artifact).perplexity
+    return {"ratio": ppl / float(ctx.inputs.oracle_perplexity(artifact.model)["perplexity"])}
 
 
-RANDOM_MAX_RATIO = load_bounds(key="random_max_ratio")
+def derive(stats: Sequence[Mapping[str, Any]], quant: str) -> dict[str, float]:
+    """:func:`~pytest_groundtruth.framework.rules.derive_ratio` on conversions' ratios."""
+    return {"max_ratio": rules.derive_ratio([s["ratio"] for s in stats])}
+
+
+CALIBRATION = Calibration(BOUNDS_FILE, PARAMS, statistics, derive,
+                          rule="1 + 3 x the worst correct excess ratio")
 
 
 SUITE = Suite(
@@ -146,7 +158,8 @@ SUITE = Suite(
     run,
     needs=((Capability.PERPLEXITY,),),
     per_prompt=False,
-    params={"ceiling": None, "max_ratio": load_bounds(), "max_gap": 0.5},
+    params={"ceiling": None, "max_ratio": None, "max_gap": 0.5},
+    calibration=CALIBRATION,
     expand=_cases,
     weight=Weight(15, q_perplexity, "whole-text damage in one number against the oracle's "
                   "perplexity; insensitive to where a flip happens"),

@@ -65,9 +65,10 @@ def q_agreement(r: SuiteResult) -> float:
     bound, averaged."""
     measured = r.measured if isinstance(r.measured, dict) else {}
     bound = r.bound if isinstance(r.bound, dict) else {}
+    prefix = "text_" if "text_max_kl" in bound else ""  # the text case's bounds
     deficit = 1.0 - _number(measured.get("top1"))
-    allowed = 1.0 - _number(bound.get("min_top1"))
-    kl, max_kl = _number(measured.get("kl")), _number(bound.get("max_kl"))
+    allowed = 1.0 - _number(bound.get(f"{prefix}min_top1"))
+    kl, max_kl = _number(measured.get("kl")), _number(bound.get(f"{prefix}max_kl"))
     return (headroom(deficit, allowed, min(1.0, BEYOND * allowed))
             + headroom(kl, max_kl, BEYOND * max_kl)) / 2
 

@@ -12,7 +12,8 @@ rule says, and no position's gap to the reference's best token may exceed ``max_
 Per artifact (variant ``nll``, all prompts pooled): the reference's mean NLL of the
 runtime's continuations may exceed that of the oracle's own by at most
 ``max_excess_nll`` nats per token. Both bounds are per quantization, calibrated on
-correct conversions by ``groundtruth calibrate`` (docs/calibration.md).
+correct conversions by ``groundtruth calibrate`` (docs/calibration.md), or on the model's
+own reference conversions (:mod:`pytest_groundtruth.framework.auto`).
 
 The reference forward passes go through the result store, keyed by the reference model
 and the token ids, so each distinct continuation is scored once, whichever runtime
@@ -21,16 +22,17 @@ produced it.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.framework import rules
+from pytest_groundtruth.framework.bounds import Calibration
 from pytest_groundtruth.measures.rescore import (
     Rating,
     judge,
@@ -40,25 +42,18 @@ from pytest_groundtruth.measures.rescore import (
     stop_problem,
 )
 from pytest_groundtruth.oracle.format import REFERENCE, Oracle
+from pytest_groundtruth.runtimes.base import Artifact
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.prompt_check import prompt_failure
 from pytest_groundtruth.suites.result import SuiteResult, TokenRow, bound_of
 from pytest_groundtruth.suites.spec import Cell, Suite, each_artifact
 
-BOUNDS_FILE = Path(__file__).parents[1] / "data" / "rescore_bounds.json"
+PARAMS = ("max_gap", "max_excess_nll")  # calibrated
+BOUNDS_FILE = "rescore_bounds.json"  # the package defaults (pytest_groundtruth/data)
 POOLED = "nll"  # the variant of the per-artifact sequence-level case
 # What rescoring reads from an oracle (a file in the original workflow's format lacks
 # them: the test skips, saying so, before any engine runs).
 NEEDS = ("prompt_tokens", "eos_token_ids", "topk")
-
-
-def load_bounds(path: Path = BOUNDS_FILE) -> dict[str, dict[str, float]]:
-    """The calibrated rescoring bounds (written by `groundtruth calibrate`)."""
-    bounds: dict[str, dict[str, float]] = json.loads(path.read_text())["bounds"]
-    return bounds
-
-
-BOUNDS = load_bounds()
 
 
 @dataclass(frozen=True)
@@ -188,13 +183,19 @@ class Pooled:
 def pooled(ctx: Context, model: str, runtime: str, quant: str, device: str = "cpu"
            ) -> Pooled:
     """Pooled excess NLL of the artifact's continuations on every prompt."""
+    return pooled_of(ctx, ctx.engines.artifact(model, runtime, quant, device), device)
+
+
+def pooled_of(ctx: Context, artifact: Artifact, device: str = "cpu") -> Pooled:
+    """:func:`pooled` of any artifact of the model."""
     runtime_lp: list[float] = []
     oracle_lp: list[float] = []
     per_prompt: dict[str, float] = {}
     calls: list[str] = []
-    for name in ctx.prompts_for(runtime, device, model):
+    model = artifact.model
+    for name in ctx.prompts_for(artifact.runtime, device, model):
         oracle = ctx.inputs.oracle(model, name, needs=NEEDS)
-        gen, _ = ctx.results.generate(model, runtime, quant, name, device)
+        gen = ctx.results.generation(artifact, name, device)
         scored = rescored(ctx, model, oracle, gen.tokens)
         mine = [r.logprob for r in scored.ratings]
         theirs = oracle_logprobs(oracle)
@@ -252,16 +253,52 @@ def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[st
                               c.device) for c in artifacts.values()]
 
 
+def oracle_nll_se(ctx: Context, model: str) -> tuple[float, int]:
+    """(standard error of a pooled mean-NLL difference, tokens): from the oracle's own
+    per-token NLL over every prompt."""
+    values = [-lp for name in ctx.inputs.prompts
+              for lp in oracle_logprobs(ctx.inputs.oracle(model, name))]
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return sd * math.sqrt(2 / n), n
+
+
+def statistics(ctx: Context, artifact: Artifact) -> dict[str, Any]:
+    """What the calibration reads of one correct conversion: the largest gap over every
+    prompt, the pooled excess NLL and its standard error."""
+    gaps = {}
+    for name in ctx.prompts_for(artifact.runtime):
+        oracle = ctx.inputs.oracle(artifact.model, name, needs=NEEDS)
+        gen = ctx.results.generation(artifact, name)
+        gaps[name] = judge(rescored(ctx, artifact.model, oracle, gen.tokens).ratings,
+                           oracle_logprobs(oracle), math.inf, math.inf).max_gap
+    pool = pooled_of(ctx, artifact)
+    worst = max(gaps, key=lambda p: gaps[p])
+    return {"max_gap": gaps[worst], "worst_prompt": worst, "excess_nll": pool.excess_nll,
+            "tokens": pool.tokens, "se": oracle_nll_se(ctx, artifact.model)[0]}
+
+
+def derive(stats: Sequence[Mapping[str, Any]], quant: str) -> dict[str, float]:
+    """:func:`~pytest_groundtruth.framework.rules.derive_rescore` on conversions' statistics."""
+    rows = [rules.RescoreMeasured("", quant, s["max_gap"], s["worst_prompt"], s["excess_nll"],
+                                  s["tokens"]) for s in stats]
+    return rules.derive_rescore(rows, quant, max(s["se"] for s in stats))
+
+
+CALIBRATION = Calibration(BOUNDS_FILE, PARAMS, statistics, derive,
+                          rule="gap: 2 x the largest correct gap; excess NLL: worst correct "
+                          "+ 3 standard errors")
+
+
 SUITE = Suite(
     "rescore",
     "the float32 reference rates the runtime's own continuation: every position's gap to "
     "its best token, and the excess NLL, within calibrated per-quantization bounds",
     run,
-    # `groundtruth calibrate` derives these (docs/calibration.md).
-    params={
-        "max_gap": {q: b["max_gap"] for q, b in BOUNDS.items()},
-        "max_excess_nll": {q: b["max_excess_nll"] for q, b in BOUNDS.items()},
-    },
+    # calibrated (docs/calibration.md): package defaults, or the model's own
+    params=dict.fromkeys(PARAMS),
+    calibration=CALIBRATION,
     expand=_cases,
     rank=75,
 )

@@ -17,10 +17,14 @@ from typing import Any
 
 from pytest_groundtruth.config.settings import Bound
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.core.hashing import file_sha256
 from pytest_groundtruth.core.tables import text_table
+from pytest_groundtruth.framework import auto
+from pytest_groundtruth.framework.bounds import BUILT, resolve
 from pytest_groundtruth.measures.near_ties import MARGIN
 from pytest_groundtruth.oracle.format import Oracle
 from pytest_groundtruth.suites.case import Case
+from pytest_groundtruth.suites.spec import get_suite
 
 MAX_TABLE_ROWS = 12
 
@@ -165,8 +169,25 @@ def token_rows(
 
 
 def bound_of(ctx: Context, case: Case, param: str) -> Bound:
-    """The bound on ``param`` of the case's suite, for exactly this case."""
-    return ctx.settings.bound(case.suite, param, **case.match)
+    """The bound on ``param`` of the case's suite, for exactly this case, with where it came
+    from (:func:`pytest_groundtruth.framework.bounds.resolve`)."""
+    suite = get_suite(case.suite)
+    automatic = None
+    if suite.calibration is not None:
+        calibration = suite.calibration
+
+        def automatic() -> tuple[dict[str, float] | None, str]:
+            return auto.bounds(ctx, case.suite, calibration, case.model, case.runtime,
+                               case.quant)
+
+    def artifact() -> str:
+        supplied = ctx.settings.supplied_artifact(case.model, case.runtime, case.quant)
+        return BUILT if supplied is None else file_sha256(supplied)
+
+    return resolve(ctx.settings, case.suite, param,
+                   suite.default(param, case.quant, case.runtime), suite.calibration,
+                   model=case.model, runtime=case.runtime, quant=case.quant,
+                   prompt=case.prompt, automatic=automatic, artifact=artifact)
 
 
 def token_table(ctx: Context, case: Case, reference: Sequence[int], tokens: Sequence[int],

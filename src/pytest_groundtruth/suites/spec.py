@@ -13,7 +13,9 @@ the engine (:attr:`Suite.box`) and whether ``groundtruth falsify`` runs it
 declaration, with no edit in this package.
 
 A bound's default is one number or a table keyed by quantization (``"*"`` for any
-other).
+other). A calibrated suite declares its :class:`~pytest_groundtruth.framework.bounds.Calibration`
+instead (its package file, its statistics, its rule): its bounds then resolve in the
+suite framework (:func:`pytest_groundtruth.framework.bounds.resolve`), per model.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
 from pytest_groundtruth.core import plugins
+from pytest_groundtruth.framework.bounds import Calibration, lookup, package_file
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.quality import VERDICT, Weight
@@ -89,6 +92,8 @@ class Suite:
     # Which way the measured value gets worse, for the baseline ratchet: "higher" or
     # "lower", or one per key when the measured value is a mapping.
     worse: str | Mapping[str, str] = "higher"
+    # Calibrated bounds (their parameters are listed in ``params`` with the value None).
+    calibration: Calibration | None = None
     # Its part of the qualification score (suites/quality.py): by default its verdict at
     # the default weight; None: it never counts (a gate, timings).
     weight: Weight | None = VERDICT
@@ -117,7 +122,12 @@ class Suite:
                 runtime: str | None = None) -> int | float | None:
         """The declared default: per quantization where ``params`` maps them, the entry
         ``"<runtime>:<quantization>"`` first (one runtime's scheme at that name, e.g.
-        llama.cpp's Q4_0 at int4), then ``"<quantization>"``, then ``"*"``."""
+        llama.cpp's Q4_0 at int4), then ``"<quantization>"``, then ``"*"``; a calibrated
+        parameter: the package default (the model at hand may have its own: the suite
+        framework resolves a case's bound)."""
+        if self.calibration is not None and param in self.calibration.params:
+            return lookup(package_file(self.calibration.file).bounds, param, quantization,
+                          runtime)
         value = self.params[param]
         if isinstance(value, dict):
             q = quantization or "*"

@@ -45,7 +45,6 @@ never typed by hand.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -54,31 +53,20 @@ from typing import Protocol, TypeVar
 
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import EngineFailure, RuntimeUnavailable
+from pytest_groundtruth.framework.bounds import package_document
+from pytest_groundtruth.framework.rules import (
+    KL_FLOOR,
+    PUBLISHED,
+    RATIO_FLOOR,
+    STANDARD_ERRORS,
+    TEXT_KL_FLOOR,
+    Measured,
+    derive,
+)
 from pytest_groundtruth.ggufio.quants import CATALOG
 from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites.agreement import Agreement, measure, measure_text
 from pytest_groundtruth.suites.case import Case
-
-KL_FLOOR = 1e-4
-# The text case compares with the reference's log-probabilities at full precision (no
-# 6-decimal rounding): its floor is float32 noise between engines and machines, which
-# stays below 1e-9 here (llama.cpp against transformers at float32: ~6e-12), three
-# orders of magnitude under it.
-TEXT_KL_FLOOR = 1e-6
-STANDARD_ERRORS = 3.0
-RATIO_FLOOR = 0.002
-
-# llama.cpp `llama-perplexity --kl-divergence`, Llama-3-8B, wikitext-2 (tools/perplexity README).
-PUBLISHED: dict[str, dict[str, float | str]] = {
-    "int8": {"top1": 0.977, "kl": 0.0014, "source": "q8_0: same top 97.7 %, KLD 0.0014"},
-    "int4": {"top1": 0.919, "kl": 0.072,
-             "source": "q4_0 KLD 0.072; same top of q4_K_M 91.9 % (q4_0's is not published)"},
-    "float16": {"top1": 0.997, "kl": 0.000025,
-                "source": "FP16 vs BF16: same top 99.7 %, KLD 0.000025"},
-    "q8_0": {"top1": 0.977, "kl": 0.0014, "source": "q8_0: same top 97.7 %, KLD 0.0014"},
-    "q4_k_m": {"top1": 0.919, "kl": 0.031, "source": "q4_K_M: same top 91.9 %, KLD 0.031"},
-    "q4_0": {"kl": 0.072, "source": "q4_0: KLD 0.072"},
-}
 
 CORRECT = {  # the correct conversions measured per quantization
     "float32": (("llamacpp", "float32"), ("transformers", "float32")),
@@ -89,57 +77,6 @@ CORRECT = {  # the correct conversions measured per quantization
     **{name: (("llamacpp", name),) for name in CATALOG},  # llama.cpp's quantizer
 }
 CATCH_ALL = "int4"  # quantizations without their own bounds (q4_1, ...) get int4's
-
-
-@dataclass(frozen=True)
-class Measured:
-    model: str
-    runtime: str
-    quant: str
-    top1: float
-    kl: float
-    positions: int
-    ratio: float | None = None  # ppl / the oracle's ppl
-    kl_se: float = 0.0  # standard error of the mean KL over its positions
-    text: Measured | None = None  # the same measures on the evaluation text (agreement's text)
-
-
-def _round_down(x: float) -> float:
-    if x <= 0:
-        return 0.0
-    scale = 10.0 ** (math.floor(math.log10(abs(x))) - 1)
-    return float(math.floor(x / scale) * scale)
-
-
-def _round_up(x: float) -> float:
-    scale = 10.0 ** (math.floor(math.log10(abs(x))) - 1)
-    return float(math.ceil(x / scale - 1e-9) * scale)
-
-
-def derive(measured: list[Measured], quant: str, published_figures: bool = True,
-           kl_floor: float = KL_FLOOR) -> dict[str, float]:
-    rows = [m for m in measured if m.quant == quant]
-    if not rows:
-        raise ValueError(f"no correct conversion was measured at {quant}")
-    published = PUBLISHED.get(quant, {}) if published_figures else {}
-    published_kl = float(published.get("kl", 0.0))
-    max_kl = max(max(max(m.kl, published_kl) + STANDARD_ERRORS * m.kl_se for m in rows),
-                 kl_floor)
-    t = min([m.top1 for m in rows] + ([float(published["top1"])] if "top1" in published
-                                       else []))
-    n = min(m.positions for m in rows)
-    min_top1 = 1 - 1 / n if t >= 1.0 else t - STANDARD_ERRORS * math.sqrt(t * (1 - t) / n)
-    bounds = {"min_top1": round(_round_down(min_top1), 6), "max_kl": round(_round_up(max_kl), 8)}
-    texts = [m.text for m in rows if m.text is not None]
-    if len(texts) == len(rows):  # the evaluation text's bounds, by the same rule
-        for name, value in derive(texts, quant, published_figures=False,
-                                  kl_floor=TEXT_KL_FLOOR).items():
-            bounds[f"text_{name}"] = value
-    ratios = [m.ratio for m in rows if m.ratio is not None]
-    if ratios:
-        excess = max(3 * (max(ratios) - 1), RATIO_FLOOR)
-        bounds["max_ratio"] = round(1 + _round_up(excess), 8)
-    return bounds
 
 
 class _Row(Protocol):
@@ -294,21 +231,21 @@ def bounds_document(cal: Calibration) -> str:
     keys = ("min_top1", "max_kl", "text_min_top1", "text_max_kl")
 
     def agreement(bounds: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        return {q: {k: v for k, v in b.items() if k in keys}
-                for q, b in bounds.items()}
+        return {q: {k: v for k, v in b.items() if k in keys} for q, b in bounds.items()}
 
-    return json.dumps({"generated_by": "groundtruth calibrate", "model": cal.model,
-                       "bounds": agreement(cal.bounds), "random_models": list(cal.random_models),
-                       "random_bounds": agreement(cal.random_bounds)},
-                      indent=2, sort_keys=True) + "\n"
+    return package_document(cal.model, agreement(cal.bounds), cal.random_models,
+                            agreement(cal.random_bounds))
 
 
 def ppl_document(cal: Calibration) -> str:
     """data/ppl_bounds.json: max_ratio (ppl / the oracle's ppl) per quantization."""
-    def ratios(bounds: dict[str, dict[str, float]]) -> dict[str, float]:
-        return {q: b["max_ratio"] for q, b in bounds.items() if "max_ratio" in b}
+    def ratios(bounds: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        return {q: {"max_ratio": b["max_ratio"]} for q, b in bounds.items() if "max_ratio" in b}
 
-    return json.dumps({"generated_by": "groundtruth calibrate", "model": cal.model,
-                       "max_ratio": ratios(cal.bounds), "random_models": list(cal.random_models),
-                       "random_max_ratio": ratios(cal.random_bounds)},
-                      indent=2, sort_keys=True) + "\n"
+    return package_document(cal.model, ratios(cal.bounds), cal.random_models,
+                            ratios(cal.random_bounds))
+
+
+__all__ = ["KL_FLOOR", "PUBLISHED", "RATIO_FLOOR", "STANDARD_ERRORS", "TEXT_KL_FLOOR",
+           "Calibration", "Measured", "bounds_document", "calibrate", "derive",
+           "measure_correct", "ppl_document"]

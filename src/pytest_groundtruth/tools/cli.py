@@ -26,16 +26,15 @@ from pytest_groundtruth.core.atomic import atomic_write_text, remove_stale
 from pytest_groundtruth.core.failures import EngineFailure, InputError
 from pytest_groundtruth.core.paths import OutsideFolder
 from pytest_groundtruth.core.usage import Lease, parse_size, show_size
+from pytest_groundtruth.framework.bounds import DATA
 from pytest_groundtruth.models.sources import ModelUnavailable, resolve
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
 from pytest_groundtruth.report.results_json import ResultsError
 from pytest_groundtruth.runtimes.hf import MemoryBudget
 from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.store.entries import trim
-from pytest_groundtruth.suites.agreement import BOUNDS_FILE
-from pytest_groundtruth.suites.consistency import BOUNDS_FILE as CONSISTENCY_BOUNDS_FILE
+from pytest_groundtruth.suites import agreement, consistency, ppl, rescore
 from pytest_groundtruth.suites.matrix import check_quantizations
-from pytest_groundtruth.suites.ppl import BOUNDS_FILE as PPL_BOUNDS_FILE
 from pytest_groundtruth.suites.spec import suite_names
 from pytest_groundtruth.tools import (
     benchmark,
@@ -47,6 +46,7 @@ from pytest_groundtruth.tools import (
     measure,
     memory_bench,
     merge,
+    model_bounds,
     near_tie_margin,
     oracles,
     qualify,
@@ -436,6 +436,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     ctx = _context(args, settings)
+    if not args.write:  # the model's own bounds, beside its oracles
+        try:
+            found = model_bounds.calibrate_model(ctx, args.model)
+            path = model_bounds.write(ctx, found) if found.suites else None
+        finally:
+            ctx.close()
+        print(model_bounds.render(found))
+        if path is None:
+            print(f"error: no bounds could be calibrated for {args.model} (see 'Not "
+                  "calibrated' above)", file=sys.stderr)
+            return Exit.UNAVAILABLE
+        print(f"wrote {path}", file=sys.stderr)
+        return Exit.OK
     random = tuple(args.random_model if args.random_model is not None else TINY_MODELS)
     try:
         cal, text = calibrate.calibrate(ctx, args.model, random)
@@ -445,17 +458,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         ctx.close()
     text += "\n" + rescore_text
     print(text)
-    if args.write:
-        atomic_write_text(Path(args.write), text)
-        atomic_write_text(BOUNDS_FILE, calibrate.bounds_document(cal))
-        atomic_write_text(PPL_BOUNDS_FILE, calibrate.ppl_document(cal))
-        atomic_write_text(rescore_calibration.BOUNDS_FILE,
-                          rescore_calibration.bounds_document(args.model, rescore_bounds))
-        atomic_write_text(CONSISTENCY_BOUNDS_FILE,
-                          rescore_calibration.bounds_document(args.model, consistency_bounds))
-        print(f"wrote {args.write}, {BOUNDS_FILE}, {PPL_BOUNDS_FILE}, "
-              f"{rescore_calibration.BOUNDS_FILE} and {CONSISTENCY_BOUNDS_FILE}",
-              file=sys.stderr)
+    files = {agreement.BOUNDS_FILE: calibrate.bounds_document(cal),
+             ppl.BOUNDS_FILE: calibrate.ppl_document(cal),
+             rescore.BOUNDS_FILE: rescore_calibration.bounds_document(args.model,
+                                                                      rescore_bounds),
+             consistency.BOUNDS_FILE: rescore_calibration.bounds_document(args.model,
+                                                                          consistency_bounds)}
+    atomic_write_text(Path(args.write), text)
+    for name, document in files.items():
+        atomic_write_text(DATA / name, document)
+    print(f"wrote {args.write} and {', '.join(str(DATA / n) for n in files)}", file=sys.stderr)
     return Exit.OK
 
 
@@ -622,13 +634,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("calibrate", parents=[common],
-                       help="derive the agreement and ppl suites' default bounds")
-    p.add_argument("--model", default="smollm2-135m", metavar="SLUG")
+                       help="the model's own bounds from its reference conversions, written "
+                       "to <oracle_dir>/<model>/bounds.json; with --write, the package "
+                       "defaults")
+    p.add_argument("--model", default="smollm2-135m", metavar="SLUG",
+                   help="the model whose bounds to calibrate on its configured GGUF runtimes "
+                   "and quantizations (default: smollm2-135m)")
     p.add_argument("--random-model", action="append", metavar="SLUG",
                    help="random-weight models for their own bounds (default: the tiny "
                    "models; repeatable)")
     add_cli_options(p, ["no-cache"])
-    add_write(p, "write the report to FILE and the bounds into the package")
+    add_write(p, "recalibrate the package defaults on --model's correct conversions (every "
+              "runtime and quantization): write the report to FILE and the bounds into the "
+              "package")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("suite-report", parents=[common],

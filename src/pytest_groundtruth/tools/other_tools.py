@@ -8,7 +8,9 @@ tool that makes them for everyone:
   llama-cpp-python, :mod:`~pytest_groundtruth.ggufio.hfconvert`) at F32 and Q8_0;
 * llama.cpp's quantizer (``llama_model_quantize`` through llama-cpp-python in a child
   process, :mod:`~pytest_groundtruth.ggufio.quantize`) from that F32 file at Q4_0,
-  Q4_K_M, Q5_K_M and Q6_K (token embeddings and mixes as llama.cpp chooses them);
+  Q4_K_M, Q5_K_M and Q6_K (token embeddings and mixes as llama.cpp chooses them), and an
+  all-Q4_0 file (``--pure``: every 2-D tensor Q4_0, the token embeddings included: a
+  recipe other converters use);
 * the published file the model was read from (the embedded model's Q4_1 GGUF).
 
 Each file is judged at the project quantization it stands for: its own name where the
@@ -35,6 +37,8 @@ from pytest_groundtruth.models.sources import ResolvedModel
 # GGUF type (a llama.cpp quantizer type, ggufio/quantize.py) -> the project quantization
 # it stands for when the runtime has no quantization of that name
 QUANTIZER_TYPES = {"Q4_0": "int4", "Q4_K_M": "int4", "Q5_K_M": "int4", "Q6_K": "int4"}
+# every 2-D tensor at the type (llama-quantize --pure), judged at int4
+PURE_TYPES = {"Q4_0": "int4"}
 CONVERTER_TYPES = {"F32": ("f32", "float32"), "Q8_0": ("q8_0", "int8")}
 
 
@@ -56,14 +60,14 @@ def _convert(cache_dir: Path, model: Path, outtype: str, out: Path) -> str:
     return hfconvert.convert_call(model, outtype, out, cache_dir)
 
 
-def _quantize(source: Path, gguf_type: str, out: Path) -> str:
+def _quantize(source: Path, gguf_type: str, out: Path, pure: bool = False) -> str:
     """llama.cpp's quantizer (:mod:`~pytest_groundtruth.ggufio.quantize`, a child process)
-    from ``source`` to ``out``, once."""
+    from ``source`` to ``out``, once; ``pure``: every 2-D tensor at the type."""
     with locked(out):
         if not out.is_file():
             with atomic_path(out) as tmp:
-                quantizer.quantize(source, tmp, gguf_type.lower())
-    return quantizer.quantize_call(source, out, gguf_type.lower())
+                quantizer.quantize(source, tmp, gguf_type.lower(), pure=pure)
+    return quantizer.quantize_call(source, out, gguf_type.lower(), pure=pure)
 
 
 def correct_files(cache_dir: Path, model: ResolvedModel,
@@ -102,6 +106,15 @@ def correct_files(cache_dir: Path, model: ResolvedModel,
         recipe = _quantize(f32, gguf_type, path)
         out.append(OtherFile(label, gguf_type, judged(gguf_type, quant), path,
                              f"{recipe} from {f32.name}"))
+    for gguf_type, quant in PURE_TYPES.items():
+        label = f"llama.cpp quantizer all-{gguf_type} (--pure)"
+        if f32 is None:
+            out.append(OtherFile(label, gguf_type, quant, None,
+                                 "needs llama.cpp's F32 conversion, which is not at hand"))
+            continue
+        path = folder / f"quantize-{gguf_type.lower()}-pure.gguf"
+        recipe = _quantize(f32, gguf_type, path, pure=True)
+        out.append(OtherFile(label, gguf_type, quant, path, f"{recipe} from {f32.name}"))
     if model.gguf_file is not None:
         gguf_type = model.gguf_file.stem.rsplit(".", 1)[-1].upper()
         quant = gguf_type.lower() if gguf_type.lower() in offered else "int4"

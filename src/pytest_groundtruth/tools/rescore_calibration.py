@@ -36,53 +36,25 @@ little power, until the type is calibrated. The bounds go to
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
 
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.failures import EngineFailure, RuntimeUnavailable
+from pytest_groundtruth.framework.bounds import package_document
+from pytest_groundtruth.framework.rules import (
+    RescoreMeasured,
+    derive_consistency,
+    derive_rescore,
+)
 from pytest_groundtruth.measures.consistency import check
 from pytest_groundtruth.measures.rescore import judge, mean_nll
-from pytest_groundtruth.oracle.format import NEAR_TIE_MARGIN
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.runtimes.registry import make_runtime
 from pytest_groundtruth.suites.consistency import self_scored
-from pytest_groundtruth.suites.rescore import BOUNDS_FILE, oracle_logprobs, pooled, rescored
+from pytest_groundtruth.suites.rescore import oracle_logprobs, oracle_nll_se, pooled, rescored
 from pytest_groundtruth.tools.calibrate import engine_finding, per_runtime
 
 RUNTIMES = ("llamacpp", "torchao", "transformers")
-GAP_FACTOR = 2.0
-STANDARD_ERRORS = 3.0
-
-
-@dataclass(frozen=True)
-class RescoreMeasured:
-    runtime: str
-    quant: str
-    max_gap: float  # over every prompt
-    worst_prompt: str
-    excess_nll: float  # pooled
-    tokens: int
-    self_gap: float | None = None  # consistency: largest gap to its own scoring's best
-
-
-def _round_up(x: float) -> float:
-    if x <= 0:
-        return 0.0
-    scale = 10.0 ** (math.floor(math.log10(x)) - 1)
-    return round(math.ceil(x / scale - 1e-9) * scale, 10)
-
-
-def oracle_nll_se(ctx: Context, model: str) -> tuple[float, int]:
-    """(standard error of a pooled mean-NLL difference, tokens): from the oracle's own
-    per-token NLL over every prompt."""
-    values = [-lp for name in ctx.inputs.prompts
-              for lp in oracle_logprobs(ctx.inputs.oracle(model, name))]
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return sd * math.sqrt(2 / n), n
 
 
 def measure_correct(ctx: Context, model: str, runtimes: tuple[str, ...] = RUNTIMES,
@@ -120,27 +92,7 @@ def measure_correct(ctx: Context, model: str, runtimes: tuple[str, ...] = RUNTIM
 
 
 def derive(measured: list[RescoreMeasured], quant: str, se: float) -> dict[str, float]:
-    rows = [m for m in measured if m.quant == quant]
-    if not rows:
-        raise ValueError(f"no correct conversion was measured at {quant}")
-    gap = max(NEAR_TIE_MARGIN, GAP_FACTOR * max(m.max_gap for m in rows))
-    excess = max(0.0, max(m.excess_nll for m in rows)) + STANDARD_ERRORS * se
-    return {"max_gap": _round_up(gap), "max_excess_nll": _round_up(excess)}
-
-
-LOSSLESS = ("float32", "float16", "bfloat16")  # no quantized kernels: judged on their own
-
-
-def derive_consistency(measured: list[RescoreMeasured], quant: str) -> dict[str, float]:
-    rows = [m for m in measured if m.quant == quant and m.self_gap is not None]
-    if not rows:
-        raise ValueError(f"no correct conversion was self-scored at {quant}")
-    runtimes = {m.runtime for m in rows}
-    pool = rows if quant in LOSSLESS else [
-        m for m in measured
-        if m.runtime in runtimes and m.quant not in LOSSLESS and m.self_gap is not None]
-    gap = max(m.self_gap for m in pool if m.self_gap is not None)
-    return {"max_gap": _round_up(max(NEAR_TIE_MARGIN, GAP_FACTOR * gap))}
+    return derive_rescore(measured, quant, se)
 
 
 Bounds = dict[str, dict[str, float]]
@@ -195,10 +147,8 @@ def calibrate(ctx: Context, model: str) -> tuple[Bounds, Bounds, str]:
 
 
 def bounds_document(model: str, bounds: dict[str, dict[str, float]]) -> str:
-    return json.dumps({"generated_by": "groundtruth calibrate", "model": model,
-                       "bounds": bounds}, indent=2, sort_keys=True) + "\n"
+    return package_document(model, bounds)
 
 
-__all__ = ["BOUNDS_FILE", "RescoreMeasured", "bounds_document", "calibrate", "derive",
-           "derive_consistency",
+__all__ = ["RescoreMeasured", "bounds_document", "calibrate", "derive", "derive_consistency",
            "measure_correct"]
