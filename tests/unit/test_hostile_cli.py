@@ -64,8 +64,10 @@ def test_a_single_prompt_oracle_run_leaves_the_perplexity_record_alone(
     data = json.loads(record.read_text())
     record.write_text(json.dumps({**data, "perplexity": data["perplexity"] * 1.01}, indent=2))
     before = record.read_text()
+    # --tolerance: under xdist a worker's thread share moves log-probabilities in the sixth
+    # decimal; what is checked here is that the perplexity record is left alone.
     done = groundtruth(project, "oracle", "--model", "tiny-llama", "--prompt", "code",
-                       "--quiet", "--check")
+                       "--quiet", "--check", "--tolerance")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "perplexity" not in done.stdout + done.stderr
     assert record.read_text() == before

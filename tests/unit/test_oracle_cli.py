@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_groundtruth.oracle.format import seal_of
 from pytest_groundtruth.tools.cli import main
 
 ROOT = Path(__file__).parents[2]
@@ -59,6 +60,7 @@ def test_tolerance_separates_noise_from_change(
     path = project / "oracle" / "tiny-llama" / "completion.json"
     data = json.loads(path.read_text())
     data["topk"][5]["logprobs"] = [x - shift for x in data["topk"][5]["logprobs"]]
+    data["seal"] = seal_of(data)  # as written by another machine, not edited by hand
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     assert run(project, "--check", "--tolerance", "1e-4") == code
     out = capsys.readouterr().out
@@ -76,6 +78,7 @@ def test_changed_oracle_is_not_overwritten_without_force(
     data["tokens"][3] = 7
     data["topk"][3] = {"ids": [7, *data["topk"][3]["ids"][1:]],
                        "logprobs": data["topk"][3]["logprobs"]}
+    data["seal"] = seal_of(data)  # a regeneration that changed, not a hand edit
     tampered = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     path.write_text(tampered)
 

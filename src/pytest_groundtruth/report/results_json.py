@@ -35,6 +35,9 @@ SCHEMA = "pytest-groundtruth/results/1"
 TIMING_FIELDS = ("started", "finished", "durations")
 RESULT_TIMING_FIELDS = ("duration",)
 TIMING_SUITES = ("perf",)
+# Thread counts in a call (llama.cpp's n_threads): a process's share of the machine, like a
+# timing, which sharded runs (one CPU each) and one run (all of them) divide differently.
+THREADS = re.compile(r"\b(n_threads(?:_batch)?)=\d+")
 CACHE_PATH = re.compile(r"""(?:[A-Za-z]:)?/[^\s'"<>]*?/(artifacts|models|other-tools)/""")
 
 
@@ -136,6 +139,7 @@ def comparable(data: dict[str, Any]) -> dict[str, Any]:
         results.append(entry)
     out["results"] = results
     text = CACHE_PATH.sub(lambda m: f"<cache>/{m.group(1)}/", json.dumps(out, sort_keys=True))
+    text = THREADS.sub(r"\1=<threads>", text)
     loaded: dict[str, Any] = json.loads(text)
     return loaded
 
