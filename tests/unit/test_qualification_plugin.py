@@ -68,7 +68,7 @@ def test_gateway_and_score_in_the_terminal_matrix_and_the_json(make_project: Pro
         "model*runtime*quant*gateway*token*agreement*score",
         "tiny-llama*transformers*bfloat16*1C*2F 2C*2C*B",
         "tiny-llama*transformers*float32*1C*4C*2C*1000 A+",
-        "X Crashed  T Timeout  F Falsified*C Corroborated  s skipped",
+        "*X Crashed  T Timeout  F Falsified*C Corroborated  s skipped*",
     ])
     data = results(pytester)
     scores = qualification(data)
