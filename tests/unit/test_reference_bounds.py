@@ -4,6 +4,7 @@ conversions of a tiny model; they need llama.cpp's converter from the llama-cpp-
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -69,7 +70,9 @@ def test_automatic_bounds_are_made_once_and_committed_by_the_command(ctx: Contex
     supplied = ctx.engines.artifact(MODEL, "llamacpp", "int4").path
     settings = replace(ctx.settings, artifacts=(ExternalArtifact(MODEL, "llamacpp", "int4",
                                                                  supplied),))
-    fresh = Context.open(settings)
+    # A refresh token of its own: the calibration is computed now even where an earlier run
+    # left it in the shared cache (results written under another token are not read).
+    fresh = Context.open(settings, refresh_token=uuid.uuid4().hex)
     try:
         found, how = auto.bounds(fresh, "agreement", suite.calibration, MODEL, "llamacpp",
                                  "int4", force=True)

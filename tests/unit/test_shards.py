@@ -159,8 +159,10 @@ TOOL = ('models = ["tiny-llama"]\nruntimes = ["llamacpp", "torchao"]\n'
 
 
 def comparable_ticket(path: Path) -> list[str]:
-    """The ticket without its date, paths into the local cache as in the results."""
+    """The ticket without its date, paths into the local cache and thread counts as in the
+    results."""
     text = results_json.CACHE_PATH.sub(lambda m: f"<cache>/{m.group(1)}/", path.read_text())
+    text = results_json.THREADS.sub(r"\1=<threads>", text)
     return [line for line in text.splitlines() if not line.startswith("**Date:**")]
 
 
