@@ -28,10 +28,12 @@ from pytest_groundtruth.plugin.fixtures import (  # noqa: F401 - fixtures are fo
 from pytest_groundtruth.plugin.items import BaselineRegression, ParityFailure, ParityItem
 from pytest_groundtruth.plugin.rootdir import check_rootdir
 from pytest_groundtruth.plugin.session import SESSION_KEY, GroundtruthSession, attach, session_of
-from pytest_groundtruth.plugin.stats import write_process_stats
+from pytest_groundtruth.plugin.stats import PhaseMeter, phase_meter, write_process_stats
 from pytest_groundtruth.report import grid, html
 from pytest_groundtruth.report.records import ParityRecord
 from pytest_groundtruth.suites.spec import get_suite, suite_names
+
+METER_KEY = pytest.StashKey[PhaseMeter | None]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,6 +48,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): pytest-xdist --dist loadgroup group")
     session = GroundtruthSession(config)
     config.stash[SESSION_KEY] = session
+    config.stash[METER_KEY] = phase_meter()  # each test's peak memory, for groundtruth bench
     config.pluginmanager.register(session, "groundtruth-session")  # receives the reports
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "groundtruth-xdist")
@@ -66,7 +69,8 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object
 def pytest_unconfigure(config: pytest.Config) -> None:
     if SESSION_KEY in config.stash:
         session = session_of(config)
-        write_process_stats(session.contexts.values(), session.worker_id)
+        write_process_stats(session.contexts.values(), session.worker_id,
+                            config.stash.get(METER_KEY, None))
         session.close()
 
 
@@ -103,6 +107,18 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
         collector: GroundtruthFile = GroundtruthFile.from_parent(parent, path=file_path)
         return collector
     return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    meter = item.config.stash.get(METER_KEY, None)
+    if meter is None:
+        return (yield)
+    meter.begin()
+    try:
+        return (yield)
+    finally:
+        meter.end(item.nodeid)
 
 
 @pytest.hookimpl(wrapper=True)

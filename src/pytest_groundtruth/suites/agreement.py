@@ -106,7 +106,7 @@ def reference_text(ctx: Context, model: str) -> ReferenceText:
     path, text = ctx.inputs.eval_text
 
     def make() -> dict[str, Any]:
-        runner = ctx.engines.runner(reference)
+        runner = ctx.engines.runner(reference, alone=True)
         ids = list(runner.tokenize(text))
         if len(ids) < 2:
             raise InputError(f"{path}: the evaluation text is {len(ids)} token(s) long; "

@@ -73,7 +73,7 @@ def rescored(ctx: Context, model: str, oracle: Oracle, tokens: Sequence[int]) ->
         return Rescored((), "nothing to score")
 
     def make() -> dict[str, Any]:
-        runner = ctx.engines.runner(reference)
+        runner = ctx.engines.runner(reference, alone=True)
         rows = runner.score(prompt + judged, len(prompt))
         ratings = rate(judged, np.asarray(rows))
         call = (f"{reference.recipe} -> score(<{len(prompt)} oracle prompt ids> + "

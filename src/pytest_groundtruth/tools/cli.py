@@ -412,6 +412,16 @@ def cmd_falsify(args: argparse.Namespace) -> int:
     return Exit.FAILED if escaped else Exit.OK
 
 
+def _write_section(args: argparse.Namespace, text: str, begin: str, end: str) -> None:
+    """One section of ``groundtruth bench`` into --write FILE and each --also-write FILE,
+    between its markers; the rest of each file is kept."""
+    for name in [*([args.write] if args.write else []), *(args.also_write or [])]:
+        target = Path(name)
+        document = target.read_text() if target.is_file() else ""
+        atomic_write_text(target, benchmark.replace_between(document, text, begin, end))
+        print(f"wrote {target}", file=sys.stderr)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
     workers = _workers(args.workers)
@@ -420,12 +430,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="gt-memory-") as tmp:
             text = memory_bench.run_memory_bench(settings, args.tests, Path(tmp), budget)
         print(text)
-        if args.write:  # the memory section only: the rest of the file is kept
-            target = Path(args.write)
-            document = target.read_text() if target.is_file() else ""
-            atomic_write_text(target, memory_bench.replace_section(document, text))
-            print(f"wrote {target}", file=sys.stderr)
+        _write_section(args, text, memory_bench.BEGIN, memory_bench.END)
         return 0
+    if args.shards_only:
+        if args.shards < 2:
+            print("--shards-only needs --shards N with N >= 2", file=sys.stderr)
+            return Exit.USAGE
+        text = benchmark.run_shard_bench(settings, args.tests, args.shards, args.select)
+        print(text)
+        _write_section(args, text, benchmark.SHARDS_BEGIN, benchmark.SHARDS_END)
+        return Exit.OK
     text = benchmark.run_bench(settings, args.tests, workers, repeat=args.repeat,
                                parity=not args.no_parity, torchao=not args.no_torchao,
                                shards=args.shards)
@@ -630,6 +644,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, default=2, metavar="N",
                    help="also run the parity tests as N shards together (-n 1 each, a "
                    "shared cache_url) against one unsharded run; 0: leave out (default: 2)")
+    p.add_argument("--shards-only", action="store_true",
+                   help="only the shards' section (written between its markers in --write "
+                   "FILE, the rest of the file kept)")
+    p.add_argument("--also-write", metavar="FILE", action="append",
+                   help="with --memory or --shards-only: also write the section between its "
+                   "markers in FILE (repeatable)")
+    p.add_argument("--select", metavar="EXPR",
+                   help="with --shards-only: run only the parity tests -k EXPR selects (a "
+                   "quick check of the bench; its verdict is then not judged)")
     add_write(p)
     p.set_defaults(func=cmd_bench)
 
