@@ -41,7 +41,8 @@ class ProcessStats:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProcessStats:
-        phases = tuple(PhasePeak(*p) for p in data.get("phases") or ())
+        phases = tuple(PhasePeak(**p) if isinstance(p, dict) else PhasePeak(*p)
+                       for p in data.get("phases") or ())
         return cls(**{**data, "imported": tuple(data.get("imported") or ()),
                       "phases": phases})
 
