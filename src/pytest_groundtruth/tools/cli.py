@@ -428,7 +428,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.memory:
         budget = memory_size(args.budget, "--budget") if args.budget else None
         with tempfile.TemporaryDirectory(prefix="gt-memory-") as tmp:
-            text = memory_bench.run_memory_bench(settings, args.tests, Path(tmp), budget)
+            text = memory_bench.run_memory_bench(settings, args.tests, Path(tmp), budget,
+                                                 args.quant)
         print(text)
         _write_section(args, text, memory_bench.BEGIN, memory_bench.END)
         return 0
@@ -639,6 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the memory budget's section: the reference-loading suites "
                    "with max_memory below the model's float32 size (written between its "
                    "markers in --write FILE)")
+    p.add_argument("--quant", metavar="NAME",
+                   help="--memory: only the suites' tests of this quantization's artifacts "
+                   "(and the oracle drift check): a shorter run")
     p.add_argument("--budget", metavar="SIZE",
                    help="--memory's max_memory (default: 3/4 of the float32 size)")
     p.add_argument("--shards", type=int, default=2, metavar="N",

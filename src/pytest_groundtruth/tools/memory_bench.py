@@ -60,10 +60,12 @@ class MemoryRun:
         return [p for s in self.run.stats for p in s.phases]
 
 
-def selection(slug: str) -> str:
-    """``-k``: the suites' tests of ``slug`` and its own oracle drift check (not that of
-    a model whose name starts with it)."""
-    return f"(({SUITES}) and {slug}) or (oracle_drift and {slug}])"
+def selection(slug: str, quant: str | None = None) -> str:
+    """``-k``: the suites' tests of ``slug`` (of its ``quant`` artifacts only, when
+    given) and its own oracle drift check (not that of a model whose name starts with
+    it)."""
+    only = f" and {quant}" if quant else ""
+    return f"(({SUITES}) and {slug}{only}) or (oracle_drift and {slug}])"
 
 
 @dataclass(frozen=True)
@@ -88,15 +90,15 @@ def import_floor(modules: tuple[str, ...]) -> Floor:
     return Floor(int(rss), int(anon))
 
 
-def measure(settings: Settings, tests: str, cache: Path, budget: int | None = None
-            ) -> tuple[list[MemoryRun], Floor, int]:
+def measure(settings: Settings, tests: str, cache: Path, budget: int | None = None,
+            quant: str | None = None) -> tuple[list[MemoryRun], Floor, int]:
     """The three runs (see the module doc), the import floor and the float32 size."""
     root = settings.root
     parity = load_settings(root, [root / tests / CONFIG_FILE])
     model = resolve(parity.spec(parity.models[0]), cache, root, parity.roster)
     float32 = weights_bytes(model.path)
     budget = budget or int(float32 * BUDGET_SHARE) // MIB * MIB
-    select = ["-k", selection(model.slug), f"--gt-runtime={RUNTIME}",
+    select = ["-k", selection(model.slug, quant), f"--gt-runtime={RUNTIME}",
               f"--gt-model={model.slug}"]
     runs = []
     for label, limit in (("prepare", None), ("default budget", None), ("budget", budget)):
@@ -119,7 +121,8 @@ def _short(nodeid: str) -> str:
     return nodeid.rsplit("::", 1)[-1]
 
 
-def section(runs: list[MemoryRun], floor: Floor, float32: int, slug: str) -> list[str]:
+def section(runs: list[MemoryRun], floor: Floor, float32: int, slug: str,
+            quant: str | None = None) -> list[str]:
     rows = []
     outcomes = {r.label: r.run.summary.split(" in ")[0] for r in runs}
     for r in runs:
@@ -138,7 +141,8 @@ def section(runs: list[MemoryRun], floor: Floor, float32: int, slug: str) -> lis
     out = [
         BEGIN, "",
         f"### Memory budget ({slug}: {float32 / MIB:.0f} MiB of float32 weights)", "",
-        f"`pytest tests/parity -k \"{selection(slug)}\" --gt-runtime={RUNTIME} -n 0` in a warm "
+        f"`pytest tests/parity -k \"{selection(slug, quant)}\" --gt-runtime={RUNTIME} -n 0` "
+        "in a warm "
         "artifact cache with no results: the oracle drift check regenerates the oracles, "
         "rescore and agreement score with the float32 reference. With `--gt-max-memory` "
         "below the float32 size the reference is loaded with accelerate's disk offload "
@@ -172,10 +176,10 @@ def section(runs: list[MemoryRun], floor: Floor, float32: int, slug: str) -> lis
 
 
 def run_memory_bench(settings: Settings, tests: str, cache: Path,
-                     budget: int | None = None) -> str:
-    runs, floor, float32 = measure(settings, tests, cache, budget)
+                     budget: int | None = None, quant: str | None = None) -> str:
+    runs, floor, float32 = measure(settings, tests, cache, budget, quant)
     parity = load_settings(settings.root, [settings.root / tests / CONFIG_FILE])
-    return "\n".join(section(runs, floor, float32, parity.models[0])) + "\n"
+    return "\n".join(section(runs, floor, float32, parity.models[0], quant)) + "\n"
 
 
 def replace_section(document: str, text: str) -> str:
