@@ -30,6 +30,7 @@ from pytest_groundtruth.plugin.rootdir import check_rootdir
 from pytest_groundtruth.plugin.session import SESSION_KEY, GroundtruthSession, attach, session_of
 from pytest_groundtruth.plugin.stats import write_process_stats
 from pytest_groundtruth.report import grid, html
+from pytest_groundtruth.report.outcomes import Outcome
 from pytest_groundtruth.report.records import ParityRecord
 from pytest_groundtruth.suites.spec import get_suite, suite_names
 
@@ -158,8 +159,8 @@ def skip_lines(records: list[ParityRecord], strict: bool) -> tuple[list[str], bo
     holes (``case.skip``, known at collection) never count.
     """
     lines = []
-    missing = [r for r in records if r.outcome == "skipped" and r.case.skip is None]
-    if records and all(r.outcome == "skipped" for r in records):
+    missing = [r for r in records if r.outcome is Outcome.SKIPPED and r.case.skip is None]
+    if records and all(r.outcome is Outcome.SKIPPED for r in records):
         lines.append(f"groundtruth: every parity test of this run skipped ({len(records)}): "
                      "nothing was checked; the reasons are in the skip summary (-rs)"
                      + ("" if strict else "; --gt-strict-skips makes this fail the run"))
