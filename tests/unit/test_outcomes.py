@@ -19,6 +19,7 @@ import execnet
 import pytest
 
 from pytest_groundtruth.core.failures import CacheUnusable, EngineFailure, FailureKind
+from pytest_groundtruth.plugin.session import outcome_of
 from pytest_groundtruth.report import results_json
 from pytest_groundtruth.report.grid import CODE, code_of
 from pytest_groundtruth.report.outcomes import Outcome, Verdict, of_exception, of_fault
@@ -118,6 +119,22 @@ def test_verdicts_of_faults_and_exceptions() -> None:
     assert of_exception(CacheUnusable("disk full")) is None
     assert of_exception(EngineFailure(FailureKind.TIMEOUT, "slow")) is Verdict.TIMEOUT
     assert of_exception(RuntimeError("bug")) is Verdict.CRASHED
+
+
+def _report(outcome: str, when: str = "call") -> pytest.TestReport:
+    return pytest.TestReport("t.toml::token[x]", ("t.toml", 0, "token[x]"), {},
+                             outcome, None, when)  # type: ignore[arg-type]
+
+
+def test_pytest_statuses_become_outcomes_and_foreign_ones_are_not_recorded() -> None:
+    assert outcome_of(_report("passed")) is Outcome.PASSED
+    assert outcome_of(_report("failed")) is Outcome.FAILED
+    assert outcome_of(_report("skipped")) is Outcome.SKIPPED
+    xfailed = _report("skipped")
+    xfailed.wasxfail = "known"
+    assert outcome_of(xfailed) is Outcome.XFAILED
+    # pytest-rerunfailures marks an attempt "rerun"; the final report is the test's
+    assert outcome_of(_report("rerun")) is None
 
 
 # --------------------------------------------------------------------------- xdist, for real

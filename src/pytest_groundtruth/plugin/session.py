@@ -146,10 +146,12 @@ class GroundtruthSession:
         final = report.when == "call" or (report.when == "setup" and not report.passed)
         if data is None or not final:
             return
+        outcome = outcome_of(report)
+        if outcome is None:
+            return
         record = ParityRecord.from_json(data)
         self.run.records.append(record.__class__(
-            **{**record.__dict__, "outcome": outcome_of(report),
-               "duration": round(report.duration, 3)}))
+            **{**record.__dict__, "outcome": outcome, "duration": round(report.duration, 3)}))
 
     def finish(self) -> None:
         """Write the requested files, each on its own: one that cannot be written is
@@ -253,12 +255,17 @@ def verdict_of(report: pytest.TestReport, call: pytest.CallInfo[None]) -> Verdic
     return outcomes.of_exception(exc)
 
 
-def outcome_of(report: pytest.TestReport) -> Outcome:
+def outcome_of(report: pytest.TestReport) -> Outcome | None:
+    """pytest's status of a parity test; None for another plugin's own (pytest-rerunfailures'
+    ``rerun``: an attempt, whose final report comes later)."""
     if hasattr(report, "wasxfail"):
         return Outcome.XFAILED if report.skipped else Outcome.XPASSED
     if report.failed and str(report.longrepr).startswith("[XPASS(strict)]"):
         return Outcome.XPASSED
-    return Outcome(report.outcome)
+    try:
+        return Outcome(report.outcome)
+    except ValueError:
+        return None
 
 
 def attach(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
