@@ -8,7 +8,9 @@ so no relock; its error locations name the table and the key, and its JSON Schem
 generated from the same classes that validate, so the published schema cannot drift
 from what the loader accepts (``tests/unit/test_config_schema.py`` keeps the committed
 file equal). msgspec would validate as well and faster, but needs a new locked
-dependency; the configuration is read once per process, in well under a millisecond.
+dependency. The cost, measured on 2 shared cores: importing pydantic and building these
+classes takes about 0.19 s once per process; loading the parity configuration, 4.9 ms
+against 2.4 ms with the hand-made checks.
 
 What this module checks is each value's shape: types (``strict``: ``true`` is not a
 number, ``"3"`` not an integer), unknown keys, positive counts, finite numbers. What
