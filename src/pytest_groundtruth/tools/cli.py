@@ -73,7 +73,7 @@ class Exit(enum.IntEnum):
 EXIT_MEANINGS = {
     Exit.OK: "done; the oracle files are up to date or were written",
     Exit.FAILED: "oracle files differ and were not written (--check, or no --force);\n"
-                 "     convert: an artifact failed; fetch: a model did not resolve;\n"
+                 "     convert: an artifact failed;\n"
                  "     falsify: a fault no suite caught",
     Exit.USAGE: "a bad option, argument or configuration key",
     Exit.UNAVAILABLE: "a model cannot be obtained here (the message says how)",
@@ -294,7 +294,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             print(f"{slug}: {model.path}")
         except ModelUnavailable as exc:
             print(f"{slug}: {exc}", file=sys.stderr)
-            return Exit.FAILED
+            return Exit.UNAVAILABLE
     return Exit.OK
 
 
