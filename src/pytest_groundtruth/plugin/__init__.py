@@ -29,7 +29,15 @@ from pytest_groundtruth.plugin.items import BaselineRegression, ParityFailure, P
 from pytest_groundtruth.plugin.rootdir import check_rootdir
 from pytest_groundtruth.plugin.session import SESSION_KEY, GroundtruthSession, attach, session_of
 from pytest_groundtruth.plugin.stats import PhaseMeter, phase_meter, write_process_stats
+from pytest_groundtruth.plugin.workers import (
+    WorkerCrashes,
+    crashed,
+    failed_exit,
+    prefer_no_restart,
+    summary_lines,
+)
 from pytest_groundtruth.report import grid, html
+from pytest_groundtruth.report.outcomes import Outcome
 from pytest_groundtruth.report.records import ParityRecord
 from pytest_groundtruth.suites.spec import get_suite, suite_names
 
@@ -54,6 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(XdistHooks(), "groundtruth-xdist")
         if not session.is_worker:
             config.pluginmanager.register(PlainNodeIds(), "groundtruth-plain-ids")
+            config.pluginmanager.register(WorkerCrashes(config), "groundtruth-worker-crashes")
     if config.pluginmanager.hasplugin("html"):
         config.pluginmanager.register(HtmlHooks(), "groundtruth-html")
 
@@ -63,6 +72,7 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object
     """``pytest -n N`` distributes as ``loadgroup`` unless ``--dist`` says otherwise (a
     wrapper: it must act before xdist's own ``tryfirst`` implementation)."""
     prefer_loadgroup(config.option)
+    prefer_no_restart(config.option)
     return (yield)
 
 
@@ -151,6 +161,7 @@ def pytest_runtest_makereport(
 def pytest_sessionfinish(session: pytest.Session) -> None:
     groundtruth = session_of(session.config)
     if not groundtruth.is_worker:
+        session.exitstatus = failed_exit(crashed(session.config), session.exitstatus)
         groundtruth.finish()
         if groundtruth.write_errors and session.exitstatus in (pytest.ExitCode.OK,
                                                                pytest.ExitCode.NO_TESTS_COLLECTED):
@@ -174,8 +185,8 @@ def skip_lines(records: list[ParityRecord], strict: bool) -> tuple[list[str], bo
     holes (``case.skip``, known at collection) never count.
     """
     lines = []
-    missing = [r for r in records if r.outcome == "skipped" and r.case.skip is None]
-    if records and all(r.outcome == "skipped" for r in records):
+    missing = [r for r in records if r.outcome is Outcome.SKIPPED and r.case.skip is None]
+    if records and all(r.outcome is Outcome.SKIPPED for r in records):
         lines.append(f"groundtruth: every parity test of this run skipped ({len(records)}): "
                      "nothing was checked; the reasons are in the skip summary (-rs)"
                      + ("" if strict else "; --gt-strict-skips makes this fail the run"))
@@ -187,6 +198,11 @@ def skip_lines(records: list[ParityRecord], strict: bool) -> tuple[list[str], bo
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    crashes = crashed(config)
+    if crashes:
+        terminalreporter.section("crashed xdist workers", red=True, bold=True)
+        for line in summary_lines(crashes, getattr(config.option, "maxworkerrestart", None)):
+            terminalreporter.write_line(line, red=True)
     session = session_of(config)
     lines = grid.render_text(session.run.records)
     if session.split is not None:

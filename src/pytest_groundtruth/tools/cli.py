@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import json
 import math
 import os
 import sys
@@ -17,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pytest_groundtruth.config import schema as config_schema
 from pytest_groundtruth.config.options import RUN_OPTIONS, add_cli_options, apply_overrides
 from pytest_groundtruth.config.prompts import load_prompts
 from pytest_groundtruth.config.roster import TINY_MODELS
@@ -71,7 +73,7 @@ class Exit(enum.IntEnum):
 EXIT_MEANINGS = {
     Exit.OK: "done; the oracle files are up to date or were written",
     Exit.FAILED: "oracle files differ and were not written (--check, or no --force);\n"
-                 "     convert: an artifact failed; fetch: a model did not resolve;\n"
+                 "     convert: an artifact failed;\n"
                  "     falsify: a fault no suite caught",
     Exit.USAGE: "a bad option, argument or configuration key",
     Exit.UNAVAILABLE: "a model cannot be obtained here (the message says how)",
@@ -292,8 +294,18 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             print(f"{slug}: {model.path}")
         except ModelUnavailable as exc:
             print(f"{slug}: {exc}", file=sys.stderr)
-            return Exit.FAILED
+            return Exit.UNAVAILABLE
     return Exit.OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    _publish(args, schema_text())
+    return Exit.OK
+
+
+def schema_text() -> str:
+    """The configuration's JSON Schema as ``docs/schema.json`` holds it."""
+    return json.dumps(config_schema.json_schema(), indent=2)
 
 
 def _publish(args: argparse.Namespace, text: str) -> None:
@@ -561,6 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="a markdown table (docs/roster.md)")
     add_write(p)
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("schema", help="the JSON Schema of [tool.groundtruth] and "
+                       "groundtruth.toml (docs/schema.json: editors, validate-pyproject)")
+    add_write(p, "also write the schema to FILE")
+    p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("measure", parents=[common],
                        help="table: runtime x quantization x prompt against the oracle")
