@@ -126,3 +126,35 @@ def test_other_tools_files_are_judged_at_their_own_type_where_offered(
     assert pure.path is not None
     scan = scan_gguf(pure.path)
     assert {t.type for t in scan.tensors.values() if len(t.dims) == 2} == {"Q4_0"}
+
+
+def test_a_suite_of_one_precision_runs_on_a_file_of_that_precision_under_its_type_name(
+        tmp_path: Path) -> None:
+    """canary judges int8 generations: llama.cpp's Q8_0 file, judged at ``q8_0``, is one
+    (the other tools' correct files are judged at their own type's name)."""
+    from pytest_groundtruth.config.settings import Settings
+    from pytest_groundtruth.suites.matrix import build_cases
+
+    for quant in ("int8", "q8_0"):
+        settings = Settings(root=tmp_path, runtimes=("llamacpp",), quantizations=(quant,),
+                            suites=("canary",))
+        cases = build_cases(settings, ["code"])
+        assert [(c.suite, c.quant) for c in cases] == [("canary", quant)]
+    settings = Settings(root=tmp_path, runtimes=("llamacpp",), quantizations=("q4_0",),
+                        suites=("canary",))
+    assert not build_cases(settings, ["code"])
+
+
+@pytest.mark.slow
+@pytest.mark.requires_llamacpp
+def test_only_the_selected_precisions_correct_files_are_judged(gt_cache: Path) -> None:
+    """``--quant int8 --suite canary``: the other tools' float32 and 4-bit files are not
+    judged (they used to be, and canary's absence at float32 was an error ending the run)."""
+    settings = load_settings(ROOT)
+    rows = falsify(settings, gt_cache, "tiny-llama", ("int8",), [], [], ("canary",),
+                   progress=False)
+    if len(rows) == 1:
+        pytest.skip("llama.cpp's converter is not at hand: no other tool's file to judge")
+    assert [r.label for r in rows] == ["correct conversion", "llama.cpp converter Q8_0"]
+    assert not any(r.not_applicable for r in rows)
+    assert all(r.seconds for r in rows)  # canary ran on both

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pytest_groundtruth.config.settings import ExternalArtifact, Settings
+from pytest_groundtruth.config.settings import ConfigError, ExternalArtifact, Settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.core.tables import markdown_table
 from pytest_groundtruth.ggufio.quants import GGUF_TYPES, short_name
@@ -81,7 +81,12 @@ def _run_row(settings: Settings, cache_dir: Path, label: str, kind: str,
     if runtime is not None:
         ctx.engines.use_runtime(runtime)
     try:
-        for case in build_cases(settings, prompts):
+        try:
+            cases = build_cases(settings, prompts)
+        except ConfigError as exc:  # e.g. no selected suite runs at this file's quantization
+            row.not_applicable = str(exc)
+            return row
+        for case in cases:
             if case.suite not in suites or case.skip:
                 continue
             quant = case.quant if case.other is None else f"{case.quant}+{case.other}"
@@ -131,6 +136,8 @@ def falsify(settings: Settings, cache_dir: Path, model: str, quants: tuple[str, 
     if other_tools:
         offered = make_runtime(RUNTIME, base).quantizations
         for other in correct_files(cache_dir, resolved, offered):
+            if other.width not in quants:  # a precision this run does not judge
+                continue
             if other.path is None:
                 rows.append(RowResult(other.label, "correct", not_applicable=other.recipe))
                 continue

@@ -49,6 +49,11 @@ class OtherFile:
     quant: str  # the project quantization it is judged at
     path: Path | None  # None: not available here
     recipe: str  # how it was made, or why it is not available
+    width: str = ""  # the project quantization of the same bit width (float32, int8, int4)
+
+    def __post_init__(self) -> None:
+        if not self.width:
+            object.__setattr__(self, "width", self.quant)
 
 
 def _convert(cache_dir: Path, model: Path, outtype: str, out: Path) -> str:
@@ -68,6 +73,13 @@ def _quantize(source: Path, gguf_type: str, out: Path, pure: bool = False) -> st
             with atomic_path(out) as tmp:
                 quantizer.quantize(source, tmp, gguf_type.lower(), pure=pure)
     return quantizer.quantize_call(source, out, gguf_type.lower(), pure=pure)
+
+
+def _width(gguf_type: str) -> str:
+    """The project quantization of a GGUF type's bit width (a published file's type)."""
+    if gguf_type in ("F32", "F16", "BF16"):
+        return "float32"
+    return "int8" if gguf_type.startswith("Q8") else "int4"
 
 
 def correct_files(cache_dir: Path, model: ResolvedModel,
@@ -90,34 +102,35 @@ def correct_files(cache_dir: Path, model: ResolvedModel,
     for gguf_type, (outtype, quant) in CONVERTER_TYPES.items():
         label = f"llama.cpp converter {gguf_type}"
         if missing:
-            out.append(OtherFile(label, gguf_type, quant, None, missing))
+            out.append(OtherFile(label, gguf_type, quant, None, missing, quant))
             continue
         path = folder / f"convert-{outtype}.gguf"
         recipe = _convert(cache_dir, model.path, outtype, path)
-        out.append(OtherFile(label, gguf_type, judged(gguf_type, quant), path, recipe))
+        out.append(OtherFile(label, gguf_type, judged(gguf_type, quant), path, recipe, quant))
         f32 = path if gguf_type == "F32" else f32
     for gguf_type, quant in QUANTIZER_TYPES.items():
         label = f"llama.cpp quantizer {gguf_type}"
         if f32 is None:
             out.append(OtherFile(label, gguf_type, quant, None,
-                                 "needs llama.cpp's F32 conversion, which is not at hand"))
+                                 "needs llama.cpp's F32 conversion, which is not at hand", quant))
             continue
         path = folder / f"quantize-{gguf_type.lower()}.gguf"
         recipe = _quantize(f32, gguf_type, path)
         out.append(OtherFile(label, gguf_type, judged(gguf_type, quant), path,
-                             f"{recipe} from {f32.name}"))
+                             f"{recipe} from {f32.name}", quant))
     for gguf_type, quant in PURE_TYPES.items():
         label = f"llama.cpp quantizer all-{gguf_type} (--pure)"
         if f32 is None:
             out.append(OtherFile(label, gguf_type, quant, None,
-                                 "needs llama.cpp's F32 conversion, which is not at hand"))
+                                 "needs llama.cpp's F32 conversion, which is not at hand", quant))
             continue
         path = folder / f"quantize-{gguf_type.lower()}-pure.gguf"
         recipe = _quantize(f32, gguf_type, path, pure=True)
-        out.append(OtherFile(label, gguf_type, quant, path, f"{recipe} from {f32.name}"))
+        out.append(OtherFile(label, gguf_type, quant, path, f"{recipe} from {f32.name}", quant))
     if model.gguf_file is not None:
         gguf_type = model.gguf_file.stem.rsplit(".", 1)[-1].upper()
         quant = gguf_type.lower() if gguf_type.lower() in offered else "int4"
         out.append(OtherFile(f"published {model.gguf_file.name}", gguf_type, quant,
-                             model.gguf_file, f"the file {model.spec.source} ships"))
+                             model.gguf_file, f"the file {model.spec.source} ships",
+                             _width(gguf_type)))
     return out
