@@ -412,7 +412,7 @@ def cmd_falsify(args: argparse.Namespace) -> int:
             settings, settings.cache_root(), args.model, quants,
             [f for f in chosen if f in falsify.FILE_FAULT_NAMES],
             [f for f in chosen if f in falsify.ENGINE_FAULT_NAMES], suites,
-            other_tools=not args.no_other_tools)
+            other_tools=not args.no_other_tools, other_types=args.other_type or ())
     if args.rows_out:
         atomic_write_text(Path(args.rows_out), falsify.rows_json(args.model, rows))
         print(f"wrote the rows to {args.rows_out}", file=sys.stderr)
@@ -633,6 +633,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust", metavar="FILE",
                    help="write each suite's false alarms per quantization to FILE (the "
                    "score's trust facts: src/pytest_groundtruth/data/trust.json)")
+    p.add_argument("--other-type", action="append", metavar="TYPE",
+                   help="judge only the other tools' correct files of this GGUF type (F32, "
+                   "Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K, the published file's type; "
+                   "repeatable; default: all)")
     p.add_argument("--rows-out", metavar="FILE",
                    help="also write the run's rows to FILE (JSON), for --from")
     p.add_argument("--from", dest="from_rows", action="append", metavar="FILE",

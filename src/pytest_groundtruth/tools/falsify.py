@@ -167,8 +167,9 @@ def falsify(settings: Settings, cache_dir: Path, model: str, quants: tuple[str, 
             faults: Sequence[str] = FILE_FAULT_NAMES,
             engine_faults: Sequence[str] = ENGINE_FAULT_NAMES,
             suites: tuple[str, ...] = SUITES, other_tools: bool = True,
-            progress: bool = True) -> list[RowResult]:
-    """Every row: the correct files, then each file fault, then each engine fault."""
+            progress: bool = True, other_types: Sequence[str] = ()) -> list[RowResult]:
+    """Every row: the correct files, then each file fault, then each engine fault.
+    ``other_types``: judge only the other tools' files of these GGUF types (all if empty)."""
 
     def say(text: str) -> None:
         if progress:
@@ -192,6 +193,8 @@ def falsify(settings: Settings, cache_dir: Path, model: str, quants: tuple[str, 
         offered = make_runtime(RUNTIME, base).quantizations
         for other in correct_files(cache_dir, resolved, offered):
             if other.width not in quants:  # a precision this run does not judge
+                continue
+            if other_types and other.gguf_type not in {t.upper() for t in other_types}:
                 continue
             if other.path is None:
                 rows.append(RowResult(other.label, "correct", not_applicable=other.recipe))

@@ -23,6 +23,7 @@ makes its rows say why instead of failing the run.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,14 @@ def _quantize(source: Path, gguf_type: str, out: Path, pure: bool = False) -> st
             with atomic_path(out) as tmp:
                 quantizer.quantize(source, tmp, gguf_type.lower(), pure=pure)
     return quantizer.quantize_call(source, out, gguf_type.lower(), pure=pure)
+
+
+def published_type(name: str) -> str:
+    """The GGUF type a published file's name ends with (``...Instruct.Q4_1.gguf`` ->
+    ``Q4_1``, ``gemma-3-270m-q4_k_m.gguf`` -> ``Q4_K_M``); ``?`` when it names none."""
+    found = re.search(r"(?i)(?:^|[.\-_])(i?q\d(?:_k)?(?:_[0-9a-z]{1,2})?|bf16|f16|f32)\.gguf$",
+                      name)
+    return found.group(1).upper() if found else "?"
 
 
 def _width(gguf_type: str) -> str:
@@ -128,7 +137,7 @@ def correct_files(cache_dir: Path, model: ResolvedModel,
         recipe = _quantize(f32, gguf_type, path, pure=True)
         out.append(OtherFile(label, gguf_type, quant, path, f"{recipe} from {f32.name}", quant))
     if model.gguf_file is not None:
-        gguf_type = model.gguf_file.stem.rsplit(".", 1)[-1].upper()
+        gguf_type = published_type(model.gguf_file.name)
         quant = gguf_type.lower() if gguf_type.lower() in offered else "int4"
         out.append(OtherFile(f"published {model.gguf_file.name}", gguf_type, quant,
                              model.gguf_file, f"the file {model.spec.source} ships",
