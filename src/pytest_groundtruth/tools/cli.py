@@ -412,7 +412,9 @@ def cmd_falsify(args: argparse.Namespace) -> int:
             settings, settings.cache_root(), args.model, quants,
             [f for f in chosen if f in falsify.FILE_FAULT_NAMES],
             [f for f in chosen if f in falsify.ENGINE_FAULT_NAMES], suites,
-            other_tools=not args.no_other_tools, other_types=args.other_type or ())
+            other_tools=not args.no_other_tools, other_types=args.other_type or (),
+            on_row=None if not args.rows_out else lambda so_far: atomic_write_text(
+                Path(args.rows_out), falsify.rows_json(args.model, so_far)))
     if args.rows_out:
         atomic_write_text(Path(args.rows_out), falsify.rows_json(args.model, rows))
         print(f"wrote the rows to {args.rows_out}", file=sys.stderr)
@@ -638,7 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K, the published file's type; "
                    "repeatable; default: all)")
     p.add_argument("--rows-out", metavar="FILE",
-                   help="also write the run's rows to FILE (JSON), for --from")
+                   help="also write the run's rows to FILE (JSON), for --from; rewritten after "
+                   "each row, so an interrupted run keeps the rows it finished")
     p.add_argument("--from", dest="from_rows", action="append", metavar="FILE",
                    help="run nothing: merge the rows of earlier runs (--rows-out; split "
                    "by quantization, fault or suite) and write their tables (repeatable)")

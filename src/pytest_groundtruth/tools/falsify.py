@@ -27,7 +27,7 @@ import platform
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -167,17 +167,23 @@ def falsify(settings: Settings, cache_dir: Path, model: str, quants: tuple[str, 
             faults: Sequence[str] = FILE_FAULT_NAMES,
             engine_faults: Sequence[str] = ENGINE_FAULT_NAMES,
             suites: tuple[str, ...] = SUITES, other_tools: bool = True,
-            progress: bool = True, other_types: Sequence[str] = ()) -> list[RowResult]:
+            progress: bool = True, other_types: Sequence[str] = (),
+            on_row: Callable[[list[RowResult]], None] | None = None) -> list[RowResult]:
     """Every row: the correct files, then each file fault, then each engine fault.
-    ``other_types``: judge only the other tools' files of these GGUF types (all if empty)."""
+    ``other_types``: judge only the other tools' files of these GGUF types (all if empty).
+    ``on_row``: called with the rows so far after each row (an interrupted run keeps them)."""
 
     def say(text: str) -> None:
         if progress:
             print(f"falsify: {model}: {text}", file=sys.stderr, flush=True)
 
+    rows: list[RowResult] = []
+
     def done(row: RowResult) -> RowResult:
         times = ", ".join(f"{k} {v:.0f}s" for k, v in row.seconds.items())
         say(f"  {row.label}: {times}")
+        if on_row is not None:
+            on_row([*rows, row])
         return row
 
     base = replace(settings, models=(model,), runtimes=(RUNTIME,), quantizations=quants,
@@ -188,14 +194,17 @@ def falsify(settings: Settings, cache_dir: Path, model: str, quants: tuple[str, 
     resolved = ctx.engines.model(model)
     ctx.close()
     say("correct conversion")
-    rows = [done(_run_row(base, cache_dir, "correct conversion", "correct", suites, prompts))]
+    rows.append(done(_run_row(base, cache_dir, "correct conversion", "correct", suites,
+                              prompts)))
     if other_tools:
         offered = make_runtime(RUNTIME, base).quantizations
-        for other in correct_files(cache_dir, resolved, offered):
-            if other.width not in quants:  # a precision this run does not judge
-                continue
-            if other_types and other.gguf_type not in {t.upper() for t in other_types}:
-                continue
+        types = {t.upper() for t in other_types}
+
+        def keep(gguf_type: str, width: str) -> bool:
+            # a precision this run does not judge, a type not asked for: not even built
+            return width in quants and (not types or gguf_type in types)
+
+        for other in correct_files(cache_dir, resolved, offered, keep):
             if other.path is None:
                 rows.append(RowResult(other.label, "correct", not_applicable=other.recipe))
                 continue

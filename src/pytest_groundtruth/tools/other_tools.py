@@ -24,7 +24,7 @@ makes its rows say why instead of failing the run.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,10 +91,18 @@ def _width(gguf_type: str) -> str:
     return "int8" if gguf_type.startswith("Q8") else "int4"
 
 
-def correct_files(cache_dir: Path, model: ResolvedModel,
-                  offered: Sequence[str]) -> list[OtherFile]:
+def correct_files(cache_dir: Path, model: ResolvedModel, offered: Sequence[str],
+                  keep: Callable[[str, str], bool] | None = None) -> list[OtherFile]:
     """The other tools' correct files of ``model`` (built once), each with the project
-    quantization it is judged at (its own name when the runtime ``offered`` it)."""
+    quantization it is judged at (its own name when the runtime ``offered`` it).
+    ``keep(gguf_type, width)``: only the files it keeps are listed and built (the F32
+    conversion also when a quantizer file needs it)."""
+    files = _correct_files(cache_dir, model, offered, keep or (lambda _t, _w: True))
+    return [f for f in files if keep is None or keep(f.gguf_type, f.width)]
+
+
+def _correct_files(cache_dir: Path, model: ResolvedModel, offered: Sequence[str],
+                   keep: Callable[[str, str], bool]) -> list[OtherFile]:
     out: list[OtherFile] = []
     # The files are llama.cpp's output (its converter and quantizer ship in
     # llama-cpp-python): another version makes them again, beside these.
@@ -108,8 +116,11 @@ def correct_files(cache_dir: Path, model: ResolvedModel,
 
     missing = hfconvert.unavailable(cache_dir)
     f32: Path | None = None
+    quantized = any(keep(t, q) for t, q in (*QUANTIZER_TYPES.items(), *PURE_TYPES.items()))
     for gguf_type, (outtype, quant) in CONVERTER_TYPES.items():
         label = f"llama.cpp converter {gguf_type}"
+        if not keep(gguf_type, quant) and not (gguf_type == "F32" and quantized):
+            continue
         if missing:
             out.append(OtherFile(label, gguf_type, quant, None, missing, quant))
             continue
@@ -119,6 +130,8 @@ def correct_files(cache_dir: Path, model: ResolvedModel,
         f32 = path if gguf_type == "F32" else f32
     for gguf_type, quant in QUANTIZER_TYPES.items():
         label = f"llama.cpp quantizer {gguf_type}"
+        if not keep(gguf_type, quant):
+            continue
         if f32 is None:
             out.append(OtherFile(label, gguf_type, quant, None,
                                  "needs llama.cpp's F32 conversion, which is not at hand", quant))
@@ -129,6 +142,8 @@ def correct_files(cache_dir: Path, model: ResolvedModel,
                              f"{recipe} from {f32.name}", quant))
     for gguf_type, quant in PURE_TYPES.items():
         label = f"llama.cpp quantizer all-{gguf_type} (--pure)"
+        if not keep(gguf_type, quant):
+            continue
         if f32 is None:
             out.append(OtherFile(label, gguf_type, quant, None,
                                  "needs llama.cpp's F32 conversion, which is not at hand", quant))
