@@ -221,3 +221,12 @@ def test_other_files_not_kept_are_not_listed(
         pytest.skip("llama.cpp's converter is not at hand")
     assert [(f.label, f.quant, f.width) for f in files] == [
         ("llama.cpp quantizer Q4_K_M", "q4_k_m", "int4")]
+
+
+def test_a_document_from_before_the_sections_is_written_anew() -> None:
+    from pytest_groundtruth.tools.falsify import DOC_HEAD, replace_model_section
+
+    old = f"{DOC_HEAD}\n\n### one on llama.cpp (f32 = float32)\n\nstale tables\n"
+    document = replace_model_section(old, "one", render("one", ROWS, SUITES, ("float32",)))
+    assert "stale tables" not in document
+    assert document.count("### one on llama.cpp") == 1

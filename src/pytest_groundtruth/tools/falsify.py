@@ -402,8 +402,8 @@ def section_end(model: str) -> str:
 def replace_model_section(document: str, model: str, section: str) -> str:
     """``document`` (docs/falsification.md) with ``model``'s section replaced by
     ``section``, or appended when it has none: one file holds a section per model."""
-    if not document.startswith(DOC_HEAD):
-        document = DOC_HEAD + "\n"
+    if not document.startswith(DOC_HEAD) or "<!-- groundtruth falsify: " not in document:
+        document = DOC_HEAD + "\n"  # none, or one from before the sections: written anew
     start, end = document.find(section_begin(model)), document.find(section_end(model))
     if start < 0 or end < start:
         return document.rstrip("\n") + "\n\n" + section
