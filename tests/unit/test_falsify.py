@@ -230,3 +230,14 @@ def test_a_document_from_before_the_sections_is_written_anew() -> None:
     document = replace_model_section(old, "one", render("one", ROWS, SUITES, ("float32",)))
     assert "stale tables" not in document
     assert document.count("### one on llama.cpp") == 1
+
+
+def test_faults_run_at_one_quantization_count_only_there() -> None:
+    correct = RowResult("correct conversion", "correct", ("float32", "int4"))
+    fault = RowResult("layer_dropped", "file", ("int4",))
+    fault.caught["rescore"] = ["q4"]
+    rows = [correct, fault]
+    assert power(rows, SUITES, "q4")[:3] == (1, 0, 1)
+    assert power(rows, SUITES, "f32")[:3] == (0, 0, 0)  # not "0/1": it did not run there
+    text = render("m", rows, SUITES, ("float32", "int4"))
+    assert "| f32 | no fault run here |" in text

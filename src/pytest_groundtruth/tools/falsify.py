@@ -277,8 +277,11 @@ def trusted(rows: Sequence[RowResult], suites: Sequence[str], quant: str) -> lis
     return [s for s in suites if s not in WHITE_BOX and quant not in alarms.get(s, set())]
 
 
-def faults_of(rows: Sequence[RowResult]) -> list[RowResult]:
-    return [r for r in rows if r.kind != "correct" and not r.not_applicable]
+def faults_of(rows: Sequence[RowResult], quant: str | None = None) -> list[RowResult]:
+    """The fault rows that ran (at ``quant``, a short name, when given: a run split by
+    quantization ran some faults at some quantizations only)."""
+    return [r for r in rows if r.kind != "correct" and not r.not_applicable
+            and (quant is None or not r.quants or quant in {short(q) for q in r.quants})]
 
 
 def power(rows: Sequence[RowResult], suites: Sequence[str], quant: str
@@ -286,7 +289,7 @@ def power(rows: Sequence[RowResult], suites: Sequence[str], quant: str
     """(caught by a trusted black-box suite, caught by the white-box suite, faults, the
     faults no trusted black-box suite caught) at ``quant`` (short name)."""
     quiet = trusted(rows, suites, quant)
-    faults = faults_of(rows)
+    faults = faults_of(rows, quant)
     black = [r for r in faults if any(quant in r.caught.get(s, []) for s in quiet)]
     white = [r for r in faults if any(quant in r.caught.get(s, []) for s in WHITE_BOX)]
     missed = [r.label for r in faults if r not in black]
@@ -306,12 +309,12 @@ def suite_table(rows: Sequence[RowResult], suites: Sequence[str],
     """Per suite: black or white box, its false alarms, and its catches per quantization
     (counting only where it raised no false alarm)."""
     alarms = false_alarms(rows)
-    faults = faults_of(rows)
     body = []
     for suite in suites:
         box = "white" if suite in WHITE_BOX else "black"
         cells = []
         for q in (short(q) for q in quants):
+            faults = faults_of(rows, q)
             n = sum(1 for r in faults if q in r.caught.get(suite, []))
             cells.append(f"{n}/{len(faults)}" + (" (false alarms)" if q in alarms.get(suite, ())
                                                  else ""))
@@ -327,6 +330,10 @@ def power_table(rows: Sequence[RowResult], suites: Sequence[str],
     body = []
     for q in (short(q) for q in quants):
         black, white, total, escaped = power(rows, suites, q)
+        if not total:
+            body.append([q, "no fault run here", ", ".join(
+                f"`{s}`" for s in trusted(rows, suites, q)) or "none", "-", "-"])
+            continue
         body.append([q, f"{black}/{total} ({100 * black / max(total, 1):.0f} %)",
                      ", ".join(f"`{s}`" for s in trusted(rows, suites, q)) or "none",
                      f"{white}/{total}", ", ".join(escaped) or "-"])
