@@ -268,7 +268,7 @@ def statistics(ctx: Context, artifact: Artifact) -> dict[str, Any]:
     """What the calibration reads of one correct conversion: the largest gap over every
     prompt, the pooled excess NLL and its standard error."""
     gaps = {}
-    for name in ctx.prompts_for(artifact.runtime):
+    for name in ctx.prompts_for(artifact.runtime, model=artifact.model):
         oracle = ctx.inputs.oracle(artifact.model, name, needs=NEEDS)
         gen = ctx.results.generation(artifact, name)
         gaps[name] = judge(rescored(ctx, artifact.model, oracle, gen.tokens).ratings,

@@ -33,8 +33,11 @@ from pathlib import Path
 
 from pytest_groundtruth.config.settings import ConfigError, ExternalArtifact, Settings
 from pytest_groundtruth.context import Context
+from pytest_groundtruth.core.failures import RuntimeUnavailable
 from pytest_groundtruth.core.tables import markdown_table
 from pytest_groundtruth.ggufio.quants import GGUF_TYPES, short_name
+from pytest_groundtruth.models.sources import ModelUnavailable
+from pytest_groundtruth.oracle.format import OracleIncomplete
 from pytest_groundtruth.report.trust import Trust, from_alarms
 from pytest_groundtruth.runtimes.base import Runtime
 from pytest_groundtruth.runtimes.registry import make_runtime
@@ -69,6 +72,7 @@ class RowResult:
     evidence: dict[str, str] = field(default_factory=dict)  # suite -> first failure summary
     not_applicable: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # suite -> time spent; "total"
+    skipped: dict[str, str] = field(default_factory=dict)  # suite -> first skip's reason
 
 
 def short(quant: str) -> str:
@@ -96,7 +100,8 @@ def read_rows(path: Path) -> tuple[str, list[RowResult]]:
     for item in data["rows"]:
         row = RowResult(item["label"], item["kind"], tuple(item["quants"]),
                         dict(item["change"]), defaultdict(list, item["caught"]),
-                        dict(item["evidence"]), item["not_applicable"], dict(item["seconds"]))
+                        dict(item["evidence"]), item["not_applicable"], dict(item["seconds"]),
+                        dict(item.get("skipped", {})))
         rows.append(row)
     return str(data["model"]), rows
 
@@ -112,7 +117,8 @@ def merge_rows(*runs: Sequence[RowResult]) -> list[RowResult]:
             if have is None or (have.not_applicable and not row.not_applicable):
                 merged[row.label] = replace(row, caught=defaultdict(list, {
                     k: list(v) for k, v in row.caught.items()}), change=dict(row.change),
-                    evidence=dict(row.evidence), seconds=dict(row.seconds))
+                    evidence=dict(row.evidence), seconds=dict(row.seconds),
+                    skipped=dict(row.skipped))
                 continue
             if row.not_applicable:
                 continue
@@ -122,6 +128,8 @@ def merge_rows(*runs: Sequence[RowResult]) -> list[RowResult]:
                 have.caught[suite] = list(dict.fromkeys([*have.caught.get(suite, []), *quants]))
             for suite, text in row.evidence.items():
                 have.evidence.setdefault(suite, text)
+            for suite, why in row.skipped.items():
+                have.skipped.setdefault(suite, why)
             for key, sec in row.seconds.items():
                 have.seconds[key] = have.seconds.get(key, 0.0) + sec
     return list(merged.values())
@@ -149,6 +157,11 @@ def _run_row(settings: Settings, cache_dir: Path, label: str, kind: str,
             try:
                 result = get_suite(case.suite).run(case, ctx)
                 failed, summary = not result.passed, result.summary
+            except (ModelUnavailable, RuntimeUnavailable, OracleIncomplete) as exc:
+                # pytest skips it (a chat prompt of a model without a template): neither a
+                # catch nor a false alarm; the first reason per suite is kept
+                row.skipped.setdefault(case.suite, f"{case.name}: {exc}".splitlines()[0][:300])
+                continue
             except Exception as exc:  # a crash or an error fails the test: it is caught too
                 failed, summary = True, f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             row.seconds[case.suite] = row.seconds.get(case.suite, 0.0) + (
@@ -394,6 +407,8 @@ def render(model: str, rows: list[RowResult], suites: tuple[str, ...],
         for suite in suites:
             if suite in row.evidence:
                 out.append(f"  - `{suite}`: {row.evidence[suite]}")
+            elif suite in row.skipped and suite not in row.seconds:
+                out.append(f"  - `{suite}` skipped every test: {row.skipped[suite]}")
     out += ["", section_end(model)]
     return "\n".join(out) + "\n"
 
