@@ -256,7 +256,7 @@ def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[st
 def oracle_nll_se(ctx: Context, model: str) -> tuple[float, int]:
     """(standard error of a pooled mean-NLL difference, tokens): from the oracle's own
     per-token NLL over every prompt."""
-    values = [-lp for name in ctx.inputs.prompts
+    values = [-lp for name in ctx.inputs.answerable(model)
               for lp in oracle_logprobs(ctx.inputs.oracle(model, name))]
     n = len(values)
     mean = sum(values) / n
