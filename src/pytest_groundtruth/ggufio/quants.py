@@ -45,6 +45,13 @@ def short_name(quant: str) -> str:
     return found.lower().removesuffix("_0") if found else quant
 
 
+def precision(quant: str) -> str:
+    """One name per precision: ``int8`` and ``q8_0`` are one (the GGUF type's lower-case
+    name for the quantized types; other names as they are)."""
+    found = GGUF_TYPES.get(quant)
+    return found.lower() if found and found.startswith("Q") else quant
+
+
 LLAMA_3_8B_WEIGHTS = 8.03e9  # the model QUANT_OPTIONS sizes refer to
 
 

@@ -19,16 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_groundtruth.ggufio.quants import GGUF_TYPES
+from pytest_groundtruth.ggufio.quants import precision
 
 TRUST_FILE = Path(__file__).parents[1] / "data" / "trust.json"
 SCHEMA = "pytest-groundtruth/trust/1"
-
-
-def precision(quant: str) -> str:
-    """One name per precision: ``int8`` and ``q8_0`` are one (the GGUF type's name)."""
-    found = GGUF_TYPES.get(quant)
-    return found.lower() if found and found.startswith("Q") else quant
 
 
 @dataclass(frozen=True)

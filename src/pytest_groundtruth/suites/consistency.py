@@ -123,7 +123,7 @@ def statistics(ctx: Context, artifact: Artifact) -> dict[str, Any]:
     """What the calibration reads of one correct conversion: the largest gap between a
     generated token and its own scoring's best, over every prompt."""
     gaps = []
-    for name in ctx.prompts_for(artifact.runtime):
+    for name in ctx.prompts_for(artifact.runtime, model=artifact.model):
         oracle = ctx.inputs.oracle(artifact.model, name)
         gen = ctx.results.generation(artifact, name)
         scored = self_scored(ctx, artifact, gen, tuple(oracle.eos_token_ids or ()))

@@ -252,7 +252,7 @@ def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[st
 def oracle_nll_se(ctx: Context, model: str) -> tuple[float, int]:
     """(standard error of a pooled mean-NLL difference, tokens): from the oracle's own
     per-token NLL over every prompt."""
-    values = [-lp for name in ctx.inputs.prompts
+    values = [-lp for name in ctx.inputs.answerable(model)
               for lp in oracle_logprobs(ctx.inputs.oracle(model, name))]
     n = len(values)
     mean = sum(values) / n
@@ -264,7 +264,7 @@ def statistics(ctx: Context, artifact: Artifact) -> dict[str, Any]:
     """What the calibration reads of one correct conversion: the largest gap over every
     prompt, the pooled excess NLL and its standard error."""
     gaps = {}
-    for name in ctx.prompts_for(artifact.runtime):
+    for name in ctx.prompts_for(artifact.runtime, model=artifact.model):
         oracle = ctx.inputs.oracle(artifact.model, name, needs=NEEDS)
         gen = ctx.results.generation(artifact, name)
         gaps[name] = judge(rescored(ctx, artifact.model, oracle, gen.tokens).ratings,

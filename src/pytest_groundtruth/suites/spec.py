@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from pytest_groundtruth.core import plugins
 from pytest_groundtruth.framework.bounds import Calibration, lookup, package_file
+from pytest_groundtruth.ggufio.quants import precision
 from pytest_groundtruth.runtimes.base import Capability
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.quality import VERDICT, Weight
@@ -153,7 +154,8 @@ def each_artifact(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequ
     for cell in cells:
         skip = suite.gap(cell)
         for quant in cell.quantizations:
-            if suite.quantizations is not None and quant not in suite.quantizations:
+            if suite.quantizations is not None and precision(quant) not in {
+                    precision(q) for q in suite.quantizations}:  # int8 is q8_0 too
                 continue
             base = Case(suite.name, model, cell.runtime, quant, skip=skip, device=suite.device)
             cases.extend(_per_prompt(suite, base, prompts))

@@ -402,13 +402,41 @@ def cmd_falsify(args: argparse.Namespace) -> int:
               f"{', '.join(falsify.FILE_FAULT_NAMES)}; engine faults: "
               f"{', '.join(falsify.ENGINE_FAULT_NAMES)})", file=sys.stderr)
         return Exit.USAGE
-    rows = falsify.falsify(
-        settings, settings.cache_root(), args.model, quants,
-        [f for f in chosen if f in falsify.FILE_FAULT_NAMES],
-        [f for f in chosen if f in falsify.ENGINE_FAULT_NAMES], suites,
-        other_tools=not args.no_other_tools)
+    if args.from_rows:
+        runs = []
+        for name in args.from_rows:
+            try:
+                model, rows = falsify.read_rows(Path(name))
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return Exit.USAGE
+            if model != args.model:
+                print(f"error: {name} holds rows of model {model!r}, not --model "
+                      f"{args.model!r}", file=sys.stderr)
+                return Exit.USAGE
+            runs.append(rows)
+        rows = falsify.merge_rows(*runs)
+        quants = falsify.quants_of(rows, quants)
+        ran = {s for r in rows for s in r.caught} | set(args.suite or falsify.SUITES)
+        suites = tuple(s for s in falsify.SUITES if s in ran) if not args.suite else suites
+    else:
+        rows = falsify.falsify(
+            settings, settings.cache_root(), args.model, quants,
+            [f for f in chosen if f in falsify.FILE_FAULT_NAMES],
+            [f for f in chosen if f in falsify.ENGINE_FAULT_NAMES], suites,
+            other_tools=not args.no_other_tools, other_types=args.other_type or (),
+            on_row=None if not args.rows_out else lambda so_far: atomic_write_text(
+                Path(args.rows_out), falsify.rows_json(args.model, so_far)))
+    if args.rows_out:
+        atomic_write_text(Path(args.rows_out), falsify.rows_json(args.model, rows))
+        print(f"wrote the rows to {args.rows_out}", file=sys.stderr)
     text = falsify.render(args.model, rows, suites, quants)
-    _publish(args, text)
+    print(text)
+    if args.write:  # one section per model: the other models' sections stay
+        target = Path(args.write)
+        document = target.read_text(encoding="utf-8") if target.is_file() else ""
+        atomic_write_text(target, falsify.replace_model_section(document, args.model, text))
+        print(f"wrote {args.model}'s section of {args.write}", file=sys.stderr)
     if args.trust:
         facts = falsify.trust_facts(args.model, rows, suites)
         atomic_write_text(Path(args.trust), facts.to_json())
@@ -639,6 +667,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust", metavar="FILE",
                    help="write each suite's false alarms per quantization to FILE (the "
                    "score's trust facts: src/pytest_groundtruth/data/trust.json)")
+    p.add_argument("--other-type", action="append", metavar="TYPE",
+                   help="judge only the other tools' correct files of this GGUF type (F32, "
+                   "Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K, the published file's type; "
+                   "repeatable; default: all)")
+    p.add_argument("--rows-out", metavar="FILE",
+                   help="also write the run's rows to FILE (JSON), for --from; rewritten after "
+                   "each row, so an interrupted run keeps the rows it finished")
+    p.add_argument("--from", dest="from_rows", action="append", metavar="FILE",
+                   help="run nothing: merge the rows of earlier runs (--rows-out; split "
+                   "by quantization, fault or suite) and write their tables (repeatable)")
     p.set_defaults(func=cmd_falsify)
 
     p = sub.add_parser("bench", parents=[common],

@@ -23,7 +23,8 @@ makes its rows say why instead of failing the run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,11 @@ class OtherFile:
     quant: str  # the project quantization it is judged at
     path: Path | None  # None: not available here
     recipe: str  # how it was made, or why it is not available
+    width: str = ""  # the project quantization of the same bit width (float32, int8, int4)
+
+    def __post_init__(self) -> None:
+        if not self.width:
+            object.__setattr__(self, "width", self.quant)
 
 
 def _convert(cache_dir: Path, model: Path, outtype: str, out: Path) -> str:
@@ -70,10 +76,33 @@ def _quantize(source: Path, gguf_type: str, out: Path, pure: bool = False) -> st
     return quantizer.quantize_call(source, out, gguf_type.lower(), pure=pure)
 
 
-def correct_files(cache_dir: Path, model: ResolvedModel,
-                  offered: Sequence[str]) -> list[OtherFile]:
+def published_type(name: str) -> str:
+    """The GGUF type a published file's name ends with (``...Instruct.Q4_1.gguf`` ->
+    ``Q4_1``, ``gemma-3-270m-q4_k_m.gguf`` -> ``Q4_K_M``); ``?`` when it names none."""
+    found = re.search(r"(?i)(?:^|[.\-_])(i?q\d(?:_k)?(?:_[0-9a-z]{1,2})?|bf16|f16|f32)\.gguf$",
+                      name)
+    return found.group(1).upper() if found else "?"
+
+
+def _width(gguf_type: str) -> str:
+    """The project quantization of a GGUF type's bit width (a published file's type)."""
+    if gguf_type in ("F32", "F16", "BF16"):
+        return "float32"
+    return "int8" if gguf_type.startswith("Q8") else "int4"
+
+
+def correct_files(cache_dir: Path, model: ResolvedModel, offered: Sequence[str],
+                  keep: Callable[[str, str], bool] | None = None) -> list[OtherFile]:
     """The other tools' correct files of ``model`` (built once), each with the project
-    quantization it is judged at (its own name when the runtime ``offered`` it)."""
+    quantization it is judged at (its own name when the runtime ``offered`` it).
+    ``keep(gguf_type, width)``: only the files it keeps are listed and built (the F32
+    conversion also when a quantizer file needs it)."""
+    files = _correct_files(cache_dir, model, offered, keep or (lambda _t, _w: True))
+    return [f for f in files if keep is None or keep(f.gguf_type, f.width)]
+
+
+def _correct_files(cache_dir: Path, model: ResolvedModel, offered: Sequence[str],
+                   keep: Callable[[str, str], bool]) -> list[OtherFile]:
     out: list[OtherFile] = []
     # The files are llama.cpp's output (its converter and quantizer ship in
     # llama-cpp-python): another version makes them again, beside these.
@@ -87,37 +116,45 @@ def correct_files(cache_dir: Path, model: ResolvedModel,
 
     missing = hfconvert.unavailable(cache_dir)
     f32: Path | None = None
+    quantized = any(keep(t, q) for t, q in (*QUANTIZER_TYPES.items(), *PURE_TYPES.items()))
     for gguf_type, (outtype, quant) in CONVERTER_TYPES.items():
         label = f"llama.cpp converter {gguf_type}"
+        if not keep(gguf_type, quant) and not (gguf_type == "F32" and quantized):
+            continue
         if missing:
-            out.append(OtherFile(label, gguf_type, quant, None, missing))
+            out.append(OtherFile(label, gguf_type, quant, None, missing, quant))
             continue
         path = folder / f"convert-{outtype}.gguf"
         recipe = _convert(cache_dir, model.path, outtype, path)
-        out.append(OtherFile(label, gguf_type, judged(gguf_type, quant), path, recipe))
+        out.append(OtherFile(label, gguf_type, judged(gguf_type, quant), path, recipe, quant))
         f32 = path if gguf_type == "F32" else f32
     for gguf_type, quant in QUANTIZER_TYPES.items():
         label = f"llama.cpp quantizer {gguf_type}"
+        if not keep(gguf_type, quant):
+            continue
         if f32 is None:
             out.append(OtherFile(label, gguf_type, quant, None,
-                                 "needs llama.cpp's F32 conversion, which is not at hand"))
+                                 "needs llama.cpp's F32 conversion, which is not at hand", quant))
             continue
         path = folder / f"quantize-{gguf_type.lower()}.gguf"
         recipe = _quantize(f32, gguf_type, path)
         out.append(OtherFile(label, gguf_type, judged(gguf_type, quant), path,
-                             f"{recipe} from {f32.name}"))
+                             f"{recipe} from {f32.name}", quant))
     for gguf_type, quant in PURE_TYPES.items():
         label = f"llama.cpp quantizer all-{gguf_type} (--pure)"
+        if not keep(gguf_type, quant):
+            continue
         if f32 is None:
             out.append(OtherFile(label, gguf_type, quant, None,
-                                 "needs llama.cpp's F32 conversion, which is not at hand"))
+                                 "needs llama.cpp's F32 conversion, which is not at hand", quant))
             continue
         path = folder / f"quantize-{gguf_type.lower()}-pure.gguf"
         recipe = _quantize(f32, gguf_type, path, pure=True)
-        out.append(OtherFile(label, gguf_type, quant, path, f"{recipe} from {f32.name}"))
+        out.append(OtherFile(label, gguf_type, quant, path, f"{recipe} from {f32.name}", quant))
     if model.gguf_file is not None:
-        gguf_type = model.gguf_file.stem.rsplit(".", 1)[-1].upper()
+        gguf_type = published_type(model.gguf_file.name)
         quant = gguf_type.lower() if gguf_type.lower() in offered else "int4"
         out.append(OtherFile(f"published {model.gguf_file.name}", gguf_type, quant,
-                             model.gguf_file, f"the file {model.spec.source} ships"))
+                             model.gguf_file, f"the file {model.spec.source} ships",
+                             _width(gguf_type)))
     return out
