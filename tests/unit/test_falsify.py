@@ -241,3 +241,15 @@ def test_faults_run_at_one_quantization_count_only_there() -> None:
     assert power(rows, SUITES, "f32")[:3] == (0, 0, 0)  # not "0/1": it did not run there
     text = render("m", rows, SUITES, ("float32", "int4"))
     assert "| f32 | no fault run here |" in text
+
+
+def test_a_suite_that_never_ran_is_not_reported_quiet() -> None:
+    """Defect: `perf` read "no false alarms" (and was trusted) though no row ran it."""
+    from pytest_groundtruth.tools.falsify import RowResult, suites_run
+
+    timed = RowResult("ours", "correct", ("int8",), seconds={"token": 1.0, "total": 1.0})
+    failed = RowResult("theirs", "correct", ("int8",))
+    failed.caught["ppl"].append("q8")
+    skipped = RowResult("published", "correct", ("int8",), skipped={"canary": "no oracle"})
+    rows = [timed, failed, skipped]
+    assert suites_run(rows, ("token", "ppl", "canary", "perf")) == ("token", "ppl", "canary")

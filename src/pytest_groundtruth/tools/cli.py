@@ -417,8 +417,6 @@ def cmd_falsify(args: argparse.Namespace) -> int:
             runs.append(rows)
         rows = falsify.merge_rows(*runs)
         quants = falsify.quants_of(rows, quants)
-        ran = {s for r in rows for s in r.caught} | set(args.suite or falsify.SUITES)
-        suites = tuple(s for s in falsify.SUITES if s in ran) if not args.suite else suites
     else:
         rows = falsify.falsify(
             settings, settings.cache_root(), args.model, quants,
@@ -427,10 +425,11 @@ def cmd_falsify(args: argparse.Namespace) -> int:
             other_tools=not args.no_other_tools, other_types=args.other_type or (),
             on_row=None if not args.rows_out else lambda so_far: atomic_write_text(
                 Path(args.rows_out), falsify.rows_json(args.model, so_far)))
+    suites = falsify.suites_run(rows, suites)
     if args.rows_out:
         atomic_write_text(Path(args.rows_out), falsify.rows_json(args.model, rows))
         print(f"wrote the rows to {args.rows_out}", file=sys.stderr)
-    text = falsify.render(args.model, rows, suites, quants)
+    text = falsify.render(args.model, rows, suites, quants, settings.cache_root())
     print(text)
     if args.write:  # one section per model: the other models' sections stay
         target = Path(args.write)

@@ -87,6 +87,13 @@ def rows_json(model: str, rows: Sequence[RowResult]) -> str:
                                 for r in rows]}, indent=1) + "\n"
 
 
+def suites_run(rows: Sequence[RowResult], suites: Sequence[str]) -> tuple[str, ...]:
+    """Those of ``suites`` that ran on some row (timed, failed or skipped a test): a suite
+    that never ran must not read "no false alarms" in the tables or the trust facts."""
+    ran = {s for r in rows for s in (*r.caught, *r.seconds, *r.skipped)}
+    return tuple(s for s in suites if s in ran)
+
+
 def read_rows(path: Path) -> tuple[str, list[RowResult]]:
     """(the model, the rows) of a ``--rows-out`` file; an unreadable one names the file."""
     try:
@@ -355,7 +362,9 @@ def power_table(rows: Sequence[RowResult], suites: Sequence[str],
 
 
 def render(model: str, rows: list[RowResult], suites: tuple[str, ...],
-           quants: tuple[str, ...]) -> str:
+           quants: tuple[str, ...], cache: Path | None = None) -> str:
+    """The model's section of docs/falsification.md; ``cache``'s path reads ``<cache>`` in
+    the recipes and evidence, so the document is the same on every machine."""
     legend = ", ".join(f"{short(q)} = {q}" for q in quants)
     out = [
         section_begin(model),
@@ -410,7 +419,8 @@ def render(model: str, rows: list[RowResult], suites: tuple[str, ...],
             elif suite in row.skipped and suite not in row.seconds:
                 out.append(f"  - `{suite}` skipped every test: {row.skipped[suite]}")
     out += ["", section_end(model)]
-    return "\n".join(out) + "\n"
+    text = "\n".join(out) + "\n"
+    return text.replace(str(cache), "<cache>") if cache is not None else text
 
 
 def section_begin(model: str) -> str:
