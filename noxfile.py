@@ -92,11 +92,13 @@ def install_locked(session: nox.Session, *names: str) -> None:
 
 
 def llama_cpp_sources(session: nox.Session) -> None:
-    """Put the locked llama-cpp-python's sdist in the cache (once per machine, ~1 min).
+    """Put the installed llama-cpp-python's sdist in the cache (once per machine, ~1 min).
 
     Its vendored convert_hf_to_gguf.py is the reference our GGUF exporter and integrity
     checks are compared with (tests/unit/test_ggufio.py, test_integrity.py); the download is
-    checked against the lock's hash.
+    checked against the lock's hash when the lock pins the installed version (`nox -s latest`
+    may install a newer one: then that version's own sdist, unhashed, never the lock's under
+    the newer name).
     """
     where = session.run(
         "python", "-c",
@@ -112,11 +114,16 @@ def llama_cpp_sources(session: nox.Session) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         part = Path(scratch) / "part.txt"
-        part.write_text(locked_block(lock_path("dev"), "llama-cpp-python"), encoding="utf-8")
+        pinned = locked_block(lock_path("dev"), "llama-cpp-python")
+        if pinned.startswith(f"llama-cpp-python=={version} "):
+            part.write_text(pinned, encoding="utf-8")
+            hashes = ["--require-hashes"]
+        else:
+            part.write_text(f"llama-cpp-python=={version}\n", encoding="utf-8")
+            hashes = []
         try:
             session.run("python", "-m", "pip", "download", "--quiet", "--no-deps",
-                        "--no-binary", ":all:", "--require-hashes", "-r", str(part),
-                        "-d", scratch)
+                        "--no-binary", ":all:", *hashes, "-r", str(part), "-d", scratch)
         except nox.command.CommandFailed:
             # No index reachable: the converter comparisons skip and say how to provide it.
             session.warn(f"could not download the llama-cpp-python {version} sdist")
@@ -412,9 +419,14 @@ def lock_embedded(session: nox.Session) -> None:
 def latest(session: nox.Session) -> None:
     """The newest versions pyproject.toml allows, no lock, through the parity matrix: upstream
     releases met on purpose (not in CI). torch stays the machine's CPU build (the README's
-    install step; a newer release is a CUDA build of several GB here)."""
+    install step; a newer release is a CUDA build of several GB here): the eager upgrade of
+    everything else runs under a constraint that holds it."""
     session.install(TORCH)
-    session.install("--upgrade", "--upgrade-strategy=eager", "-e", ".[dev]", env=CMAKE)
+    with tempfile.TemporaryDirectory() as scratch:
+        hold = Path(scratch) / "torch.txt"
+        hold.write_text(f"{TORCH}\n", encoding="utf-8")
+        session.install("--upgrade", "--upgrade-strategy=eager", "--constraint", str(hold),
+                        "-e", ".[dev]", env=CMAKE)
     session.install("--no-deps", EMBEDDED)
     session.run("pip", "freeze", "--exclude-editable")
     llama_cpp_sources(session)
