@@ -107,6 +107,8 @@ def llama_cpp_sources(session: nox.Session) -> None:
         "print(default_cache_dir() / 'sdist', version('llama-cpp-python'))",
         silent=True,
     )
+    if where is None:  # `nox --install-only`: nothing runs, nothing to fetch
+        return
     folder, version = str(where).split()
     target = Path(folder) / f"llama_cpp_python-{version}.tar.gz"
     if target.is_file():
@@ -155,6 +157,7 @@ def exhaustive(session: nox.Session) -> None:
 def parity(session: nox.Session) -> None:
     """The main job: check the oracles, run the parity suites, write the HTML report."""
     install(session)
+    llama_cpp_sources(session)
     # The oracles are checked once, by tests/parity/test_oracle_drift.py (with the
     # cross-machine tolerance; its verdict is stored and rerun only when what decides it
     # changes), not a second time by `groundtruth oracle --check` here.
@@ -262,6 +265,7 @@ def check(session: nox.Session) -> None:
     Suite names first (none: every suite), then pytest options.
     """
     install(session)
+    llama_cpp_sources(session)
     suites, args = split_posargs(session)
     session.run("pytest", *PARITY, *suite_selection(session, suites),
                 f"--gt-results={REPORTS}/check.json", *args)
@@ -276,6 +280,7 @@ def ticket(session: nox.Session) -> None:
     this session. Suites and pytest options as for check.
     """
     install(session)
+    llama_cpp_sources(session)
     suites, args = split_posargs(session)
     path = Path(REPORTS) / "parity-ticket.md"
     path.unlink(missing_ok=True)  # never show an earlier run's ticket as this one's
@@ -291,6 +296,7 @@ def ticket(session: nox.Session) -> None:
 def ci(session: nox.Session) -> None:
     """make ci: convert, then check (suites and pytest options as for check)."""
     install(session)
+    llama_cpp_sources(session)
     suites, args = split_posargs(session)
     session.run("groundtruth", "convert")
     session.run("pytest", *PARITY, *suite_selection(session, suites),
@@ -306,6 +312,7 @@ def recheck(session: nox.Session) -> None:
     (`groundtruth clean`), rebuilds them (`groundtruth convert`) and runs their checks.
     """
     install(session)
+    llama_cpp_sources(session)
     runtimes, args = split_posargs(session)
     cli = [f"--runtime={r}" for r in runtimes]
     session.run("groundtruth", "clean", *cli)
