@@ -23,7 +23,6 @@ import importlib.util
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -73,57 +72,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for name, reason in missing.items():
             if reason and item.get_closest_marker(name):
                 item.add_marker(pytest.mark.skip(reason=reason))
-
-
-# --------------------------------------------------------------------------- crashed workers
-# A pytest-xdist worker that dies (a segfault, the OOM killer, os._exit) is replaced by
-# default, and xdist 3.8's loadgroup/loadscope scheduler mishandles a replacement that
-# joins while the first collections arrive (it schedules a worker whose collection it
-# has not registered: KeyError, or a run that waits for work no worker holds). The
-# project's own runs therefore end at the first crashed worker (an explicit
-# ``--max-worker-restart N`` is kept), and a crash fails the run even where xdist would
-# finish green (a worker lost during collection: "no tests ran", exit status 0).
-CRASHED_WORKERS = pytest.StashKey[list[str]]()
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_cmdline_main(config: pytest.Config) -> None:
-    if getattr(config.option, "maxworkerrestart", "unset") is None:
-        config.option.maxworkerrestart = "0"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.stash[CRASHED_WORKERS] = []
-    if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(WorkerCrashes(config), "project-worker-crashes")
-
-
-class WorkerCrashes:
-    """On the xdist controller: every worker that went down with an error, reported at the
-    end of the log and turned into a failed run."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-
-    def pytest_testnodedown(self, node: Any, error: object | None) -> None:
-        if error is not None:
-            self.config.stash[CRASHED_WORKERS].append(f"{node.gateway.id}: {error}")
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    if session.config.stash.get(CRASHED_WORKERS, []) and session.exitstatus in (
-            pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
-        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    crashed = config.stash.get(CRASHED_WORKERS, [])
-    if crashed:
-        terminalreporter.section("crashed xdist workers", red=True, bold=True)
-        for line in crashed:
-            terminalreporter.write_line(f"worker {line} (the run ends at the first crashed "
-                                        "worker: --max-worker-restart=0, conftest.py)", red=True)
 
 
 @pytest.fixture(scope="session")

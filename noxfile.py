@@ -1,5 +1,5 @@
-"""Sessions: tests, parity, lint, typecheck, bench, lock, latest; and the original workflow's
-make targets: oracle, oracle-gpu, convert, check, ticket, ci, recheck; reference.
+"""Sessions: tests, parity, lint, typecheck, bench, fast-loop, lock, latest; and the original
+workflow's make targets: oracle, oracle-gpu, convert, check, ticket, ci, recheck; reference.
 
 Each session builds its own virtual environment from the repo's files alone, from the lock
 files in locks/ (exact versions and hashes of every distribution, transitive ones too, written
@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import nox
@@ -195,6 +196,61 @@ def bench(session: nox.Session) -> None:
     """The floor of a parity run against its cold and warm timings (docs/benchmarks.md)."""
     install(session)
     session.run("groundtruth", "bench", *session.posargs)
+
+
+FAST_LOOP = ["pytest", "-m", "not slow", "-n", "2"]
+FAST_LOOP_BUDGET = 60.0  # seconds a run, the README's budget for the fast loop
+
+
+@nox.session(name="fast-loop")
+def fast_loop(session: nox.Session) -> None:
+    """The fast loop's wall time, `pytest -m "not slow" -n 2`, over consecutive runs:
+    `-- 20` runs it 20 times (default 5), `-- 20 --write` also replaces the section in
+    docs/benchmarks.md. Fails if a run fails or takes more than the one-minute budget."""
+    install(session)
+    args = list(session.posargs)
+    write = "--write" in args
+    counts = [a for a in args if a != "--write"]
+    runs = int(counts[0]) if counts else 5
+    load = os.getloadavg()[0]
+    seconds: list[float] = []
+    for run in range(1, runs + 1):
+        start = time.monotonic()
+        session.run(*FAST_LOOP, "-q", "-p", "no:cacheprovider")
+        seconds.append(time.monotonic() - start)
+        session.log(f"run {run}/{runs}: {seconds[-1]:.1f} s")
+    ordered = sorted(seconds)
+    over = [s for s in seconds if s > FAST_LOOP_BUDGET]
+    text = "\n".join([
+        f"`{' '.join(FAST_LOOP)}`, {runs} consecutive runs on {os.cpu_count()} CPUs "
+        f"(1-minute load average {load:.2f} before the first): min {ordered[0]:.1f} s, "
+        f"median {ordered[len(ordered) // 2]:.1f} s, max {ordered[-1]:.1f} s; "
+        f"{len(over)} over the {FAST_LOOP_BUDGET:.0f} s budget.",
+        "",
+        "| run | " + " | ".join(str(i) for i in range(1, runs + 1)) + " |",
+        "|---|" + "---|" * runs,
+        "| seconds | " + " | ".join(f"{s:.1f}" for s in seconds) + " |",
+    ])
+    session.log(text)
+    if write:
+        replace_section(Path("docs/benchmarks.md"), "nox -s fast-loop", text)
+    if over:
+        session.error(f"{len(over)} of {runs} runs took more than {FAST_LOOP_BUDGET:.0f} s")
+
+
+def replace_section(document: Path, command: str, text: str) -> None:
+    """Replace (or append) the part of ``document`` between ``<!-- command -->`` and
+    ``<!-- end of command -->``, written through a temporary file."""
+    start, end = f"<!-- {command} -->", f"<!-- end of {command} -->"
+    old = document.read_text()
+    block = f"{start}\n{text}\n{end}"
+    if start in old and end in old:
+        new = old[: old.index(start)] + block + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + f"\n\n## The fast loop\n\n{block}\n"
+    partial = document.with_name(document.name + ".partial")
+    partial.write_text(new)
+    partial.replace(document)
 
 
 # --------------------------------------------------------------------------- the original

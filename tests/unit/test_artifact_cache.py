@@ -29,6 +29,7 @@ def fresh_cache(tmp_path: Path, gt_cache: Path) -> Path:
     return cache
 
 
+@pytest.mark.slow
 def test_built_once_then_reused(fresh_cache: Path, tiny: Callable[[str], ResolvedModel]) -> None:
     model = tiny("llama")
     runtime = LlamaCppRuntime()
@@ -96,6 +97,7 @@ def test_two_xdist_workers_convert_one_artifact_once(
     assert len(entries) == 1, entries
 
 
+@pytest.mark.slow
 def test_a_warm_get_trusts_an_untouched_file_without_hashing(
         fresh_cache: Path, tiny: Callable[[str], ResolvedModel],
         monkeypatch: pytest.MonkeyPatch) -> None:

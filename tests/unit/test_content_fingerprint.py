@@ -189,6 +189,7 @@ def test_a_merge_to_other_bytes_is_another_model_and_says_which_tensors(
            "tiny-llama-lora`" in message
 
 
+@pytest.mark.slow
 def test_the_builtin_adapter_config_holds_our_fields_only(
         tiny: Callable[[str], ResolvedModel], tmp_path: Path) -> None:
     """Defect (issue 21): peft 0.22.0's save_pretrained wrote ``astra_config``, which peft

@@ -235,7 +235,9 @@ def test_metadata_follows_the_converter(
     assert "<|im_start|>" in meta["tokenizer.chat_template"]
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+# The first architecture in the fast loop, the others ``slow`` (an export each).
+@pytest.mark.parametrize("arch", [ARCHS[0], *(pytest.param(a, marks=pytest.mark.slow)
+                                              for a in ARCHS[1:])])
 def test_tied_embeddings_are_written_once(arch: str, exported: Callable[[str, str], Path]) -> None:
     types = tensor_types(exported(arch, "F32"))
     tied = tiny_builder.CONFIGS[arch]["tie_word_embeddings"]

@@ -188,7 +188,7 @@ def test_a_full_disk_is_named_and_not_the_engines_fault(
     assert str(full_disk) in text
     assert "ENOSPC" in text
     assert not isinstance(info.value, EngineFailure)
-    assert of_exception(info.value) == ""  # no Crashed verdict: the engine is not at fault
+    assert of_exception(info.value) is None  # no Crashed verdict: the engine is not at fault
     assert not [p for p in full_disk.rglob("*.partial")]
 
 

@@ -71,3 +71,18 @@ def test_a_single_prompt_oracle_run_leaves_the_perplexity_record_alone(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "perplexity" not in done.stdout + done.stderr
     assert record.read_text() == before
+
+
+@pytest.mark.slow
+def test_fetch_of_a_model_that_cannot_be_obtained_is_exit_3(tmp_path: Path) -> None:
+    """`fetch` said "unavailable" with the failure status 1; 3 is the CLI's status for a
+    model that cannot be obtained here, as `oracle` uses it."""
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.groundtruth]\nmodels = ["elsewhere"]\n'
+        f'cache_dir = {str(tmp_path / "cache")!r}\n'
+        '[tool.groundtruth.roster.elsewhere]\nsource = "path:absent/model.gguf"\n'
+        'architecture = "llama"\n')
+    done = groundtruth(tmp_path, "fetch", "elsewhere")
+    assert done.returncode == 3, done.stderr
+    assert "elsewhere:" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,13 @@ pytestmark = [
 ]
 
 ARCHS = ("llama", "qwen2", "gpt2", "qwen3", "gemma3", "phi3")
+
+
+def first_fast(values: Sequence[str]) -> list[Any]:
+    """The first value in the fast loop, the others ``slow``: each architecture opens two
+    engines on its tiny model (seconds), and the full run still covers all of them."""
+    return [values[0], *(pytest.param(v, marks=pytest.mark.slow) for v in values[1:])]
+
 EXACT = ("llama", "qwen2", "qwen3", "phi3")  # F32 greedy identical to transformers
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 PROMPTS = {p.stem: p.read_text().strip() for p in sorted(PROMPTS_DIR.glob("*.txt"))}
@@ -193,7 +200,7 @@ def test_build_and_validate(
 # --------------------------------------------------------------------------- tokens and text
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", first_fast(ARCHS))
 def test_tokenization_matches_transformers(
     arch: str,
     runners: Callable[[str, str], LlamaCppRunner],
@@ -212,7 +219,7 @@ def test_tokenization_matches_transformers(
 
 @pytest.mark.parametrize(
     "arch",
-    [
+    first_fast([
         "llama",
         "gpt2",
         # transformers loads qwen2 tokenizers with Qwen2Tokenizer's pre-tokenizer; the
@@ -221,7 +228,7 @@ def test_tokenization_matches_transformers(
         "qwen3",
         "gemma3",
         "phi3",
-    ],
+    ]),
 )
 def test_tokenization_of_newline_runs_matches_transformers(
     arch: str,
@@ -248,7 +255,7 @@ def test_decode_matches_transformers_skip_special_tokens(
 # --------------------------------------------------------------------------- generation
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", first_fast(ARCHS))
 def test_f32_greedy_against_transformers(
     arch: str,
     runners: Callable[[str, str], LlamaCppRunner],

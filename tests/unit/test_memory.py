@@ -29,6 +29,7 @@ def test_trim_and_release_run_here() -> None:
     assert release_memory() in (True, False)
 
 
+@pytest.mark.slow
 def test_opening_a_runner_closes_the_other_pools_runners(
         tiny: Callable[[str], ResolvedModel]) -> None:
     fixtures, matrix = RunnerPool(2), RunnerPool(1)
@@ -82,6 +83,7 @@ def test_largest_first_quantizes_as_one_pass(tiny: Callable[[str], ResolvedModel
             assert torch.equal(x, y), name
 
 
+@pytest.mark.slow
 @pytest.mark.requires_torchao
 @pytest.mark.skipif(not Path("/proc/self/maps").is_file(),
                     reason="reads /proc/self/maps: Linux only")

@@ -2,19 +2,20 @@
 
 * A hung test ends by the per-test ``timeout`` of ``pyproject.toml`` with its stack in the
   log, and the run goes on, with and without xdist.
-* A crashed xdist worker ends the run and fails it (``conftest.py``): it is not replaced
+* A crashed xdist worker ends the run and fails it (the plugin, for every project that
+  runs it under xdist, ``plugin/workers.py``): it is not replaced
   (xdist 3.8's loadgroup scheduler mishandles a replacement) and a worker lost during
   collection no longer finishes as "no tests ran", exit status 0.
 * The ``slow`` marker reads the same in ``pyproject.toml`` and the README.
 
-The pytester projects take the repository's own settings (the timeout keys, the
-``conftest.py``), so these tests check the configuration the project runs with.
+The pytester projects take the repository's own settings (the timeout keys), so these
+tests check the configuration the project runs with; the crash guard comes with the
+plugin, as a user's project gets it.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -81,8 +82,7 @@ def test_a_hung_test_ends_by_the_timeout_with_its_stack(pytester: pytest.Pyteste
 
 @pytest.mark.parametrize("when", ["collection", "test"])
 def test_a_crashed_worker_ends_and_fails_the_run(pytester: pytest.Pytester, when: str) -> None:
-    shutil.copy(ROOT / "conftest.py", pytester.path / "conftest.py")
-    project_ini(pytester)
+    project_ini(pytester)  # no conftest.py: the plugin alone
     crash = "os.kill(os.getpid(), signal.SIGKILL)"
     at_import = crash if when == "collection" else "pass"  # gw1 dies while collecting
     in_test = crash if when == "test" else "pass"  # the worker running test_dies dies
@@ -105,7 +105,8 @@ def test_ok():
     out = result.stdout.str()
     assert "replacing crashed worker" not in out
     assert "crashed xdist workers" in out
-    assert re.search(r"worker gw\d: .* \(the run ends at the first crashed worker", out), out
+    assert re.search(r"worker gw\d: .* \(the run ends at the first crashed worker: "
+                     r"--max-worker-restart=0, pytest-groundtruth's default", out), out
     if when == "collection":  # xdist alone: "no tests ran", exit status 0
         assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     else:
@@ -119,3 +120,29 @@ def test_the_slow_marker_reads_the_same_in_pyproject_and_readme() -> None:
                if m.startswith("slow:")]
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f'"{slow}"' in readme
+
+
+def test_no_restart_is_the_default_only_under_xdist_and_when_unset() -> None:
+    from types import SimpleNamespace
+
+    from pytest_groundtruth.plugin.workers import prefer_no_restart
+
+    unset = SimpleNamespace(numprocesses=2, maxworkerrestart=None)
+    assert prefer_no_restart(unset)
+    assert unset.maxworkerrestart == "0"
+    explicit = SimpleNamespace(numprocesses=2, maxworkerrestart="3")
+    assert not prefer_no_restart(explicit)
+    assert explicit.maxworkerrestart == "3"
+    plain = SimpleNamespace(numprocesses=None, maxworkerrestart=None)
+    assert not prefer_no_restart(plain)
+    assert plain.maxworkerrestart is None
+
+
+def test_a_crash_fails_only_a_run_that_would_end_green() -> None:
+    from pytest_groundtruth.plugin.workers import failed_exit
+
+    crash = ["gw1: Not properly terminated"]
+    assert failed_exit(crash, pytest.ExitCode.OK) == pytest.ExitCode.INTERNAL_ERROR
+    assert failed_exit(crash, pytest.ExitCode.NO_TESTS_COLLECTED) == pytest.ExitCode.INTERNAL_ERROR
+    assert failed_exit(crash, pytest.ExitCode.TESTS_FAILED) == pytest.ExitCode.TESTS_FAILED
+    assert failed_exit([], pytest.ExitCode.OK) == pytest.ExitCode.OK

@@ -103,7 +103,7 @@ def test_automatic_bounds_are_made_once_and_committed_by_the_command(ctx: Contex
 def _paired(settings: Settings) -> SuiteResult:
     context = Context.open(settings)
     try:
-        return get_suite("paired").run(Case("paired", MODEL, "llamacpp", "int4"), context)
+        return get_suite("paired").judge(Case("paired", MODEL, "llamacpp", "int4"), context)
     finally:
         context.close()
 

@@ -94,6 +94,7 @@ ppl_ceiling = 1e6
 """
 
 
+@pytest.mark.slow
 def test_a_slug_that_leads_out_of_the_oracle_folder_is_refused(project: Path) -> None:
     """Defect 1: slug `..` and a prompt named `package` replaced the project's package.json."""
     (project / "pyproject.toml").write_text(
@@ -302,6 +303,7 @@ def test_a_context_too_small_says_which_option_raises_it(make_project: Project) 
     short_error(result.stdout.str())
 
 
+@pytest.mark.slow
 def test_a_truncated_model_in_the_cache_is_detected_and_rebuilt(tmp_path: Path,
                                                                 gt_cache: Path) -> None:
     """A cached model folder was used as long as its `.complete` marker existed."""
@@ -365,6 +367,7 @@ def test_a_malformed_baseline_is_a_usage_error(make_project: Project, content: b
 # --------------------------------------------------------------------------- groundtruth oracle
 
 
+@pytest.mark.slow
 def test_oracle_empty_prompts_folder_is_bad_input(project: Path) -> None:
     for prompt in (project / "prompts").glob("*.txt"):
         prompt.unlink()
@@ -375,6 +378,7 @@ def test_oracle_empty_prompts_folder_is_bad_input(project: Path) -> None:
     short_error(done.stderr)
 
 
+@pytest.mark.slow
 def test_oracle_non_utf8_prompt_is_bad_input(project: Path) -> None:
     (project / "prompts" / "latin1.txt").write_bytes("café".encode("latin-1"))
     done = groundtruth(project, "oracle")
@@ -415,6 +419,7 @@ def test_oracle_unavailable_model_and_unwritable_folder_have_their_own_status(
     short_error(done.stderr)
 
 
+@pytest.mark.slow
 def test_oracle_help_and_readme_document_the_exit_statuses() -> None:
     done = subprocess.run([sys.executable, "-m", "pytest_groundtruth.tools.cli", "oracle",
                            "--help"], capture_output=True, text=True, timeout=120, check=True)

@@ -23,6 +23,7 @@ from pytest_groundtruth.config.qualification import (
     threshold_table,
 )
 from pytest_groundtruth.report import score, trust
+from pytest_groundtruth.report.outcomes import Outcome, Verdict
 from pytest_groundtruth.report.records import ParityRecord, SettingsSummary
 from pytest_groundtruth.report.score import (
     AT_BOUND,
@@ -46,7 +47,7 @@ def every_suite_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def record(suite: str, passed: bool = True, measured: Any = 0, bound: Any = 3,
-           quant: str = "int8", prompt: str | None = "code", verdict: str | None = None,
+           quant: str = "int8", prompt: str | None = "code", verdict: Verdict | None = None,
            details: dict[str, Any] | None = None, other: str | None = None,
            first: int | None = None, min_grade: str = "", variant: str = "",
            result: bool = True) -> ParityRecord:
@@ -57,8 +58,8 @@ def record(suite: str, passed: bool = True, measured: Any = 0, bound: Any = 3,
         name=case.name, nodeid=case.name, case=case, result=found, runtime_version="v",
         reason="", settings=SettingsSummary(("pyproject.toml",), "oracle", "eval.txt",
                                             min_grade),
-        outcome="passed" if passed else "failed",
-        verdict=verdict if verdict is not None else ("Corroborated" if passed else "Falsified"))
+        outcome=Outcome.PASSED if passed else Outcome.FAILED,
+        verdict=verdict or (Verdict.CORROBORATED if passed else Verdict.FALSIFIED))
 
 
 GATEWAY = record("gateway", prompt=None, measured=4, bound="G1-G4 pass")
@@ -89,7 +90,7 @@ def test_a_failed_gateway_zeroes_the_score() -> None:
                                      bound={"min_top1": 0.9, "max_kl": 0.01}, prompt=None)]
     (q,) = qualify([GATEWAY, *good])
     assert (q.score, q.grade, q.gateway) == (1000, "A+", "passed")
-    broken = record("gateway", passed=False, prompt=None, verdict="Crashed")
+    broken = record("gateway", passed=False, prompt=None, verdict=Verdict.CRASHED)
     (q,) = qualify([broken, *good])
     assert (q.score, q.grade, q.label) == (0, "F", "0 F (gateway)")
     assert q.gateway.startswith("failed: ")
@@ -98,8 +99,8 @@ def test_a_failed_gateway_zeroes_the_score() -> None:
 def test_without_a_gateway_there_is_no_score_and_it_says_why() -> None:
     (q,) = qualify([record("token")])
     assert (q.score, q.label) == (None, "n/a (no gateway)")
-    skipped = record("gateway", prompt=None, verdict="", result=False)
-    skipped = ParityRecord(**{**skipped.__dict__, "outcome": "skipped",
+    skipped = record("gateway", prompt=None, result=False)
+    skipped = ParityRecord(**{**skipped.__dict__, "outcome": Outcome.SKIPPED, "verdict": None,
                               "reason": "llama-cpp-python cannot be imported"})
     (q,) = qualify([skipped, record("token")])
     assert q.label == "n/a (skipped)"
@@ -144,9 +145,9 @@ def test_each_suites_quality_from_its_measured_values() -> None:
 
 
 def test_crashes_count_zero_skips_do_not_count() -> None:
-    crashed = record("token", passed=False, verdict="Crashed", result=False)
-    skipped = ParityRecord(**{**record("topk", result=False).__dict__, "verdict": "",
-                              "outcome": "skipped"})
+    crashed = record("token", passed=False, verdict=Verdict.CRASHED, result=False)
+    skipped = ParityRecord(**{**record("topk", result=False).__dict__, "verdict": None,
+                              "outcome": Outcome.SKIPPED})
     (q,) = qualify([GATEWAY, record("token"), crashed, skipped])
     assert {p.suite: (p.quality, p.tests) for p in q.parts} == {"token": (0.5, 2)}
     assert q.score == 500

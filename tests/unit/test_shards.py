@@ -306,3 +306,40 @@ def test_bench_deals_the_cpus_out_to_the_shards() -> None:
     assert all(s is not None and len(s) == 1 for s in shares)
     assert frozenset().union(*(s for s in shares if s is not None)) == mine
     assert cpu_shares(len(mine) + 1) == [None] * (len(mine) + 1)  # too few: shared
+
+
+def test_the_shard_section_judges_time_results_and_subsets() -> None:
+    from pytest_groundtruth.tools.benchmark import (
+        SHARDS_BEGIN,
+        SHARDS_END,
+        RunTiming,
+        ShardBench,
+        replace_between,
+        shards_section,
+    )
+
+    def run(label: str, seconds: float, code: int = 0) -> RunTiming:
+        return RunTiming(label, 1, seconds, code, "10 passed", ())
+
+    def bench(a: float, b: float, identical: bool = True, select: str | None = None,
+              code: int = 0) -> str:
+        return "\n".join(shards_section(ShardBench(
+            run("unsharded", 100.0), (run("shard 1/2", a), run("shard 2/2", b, code)),
+            identical, () if identical else ("t::x",), ("5 parity tests", "5 parity tests"),
+            ("0", "1"), select)))
+
+    met = bench(50.0, 58.0)
+    assert met.startswith(SHARDS_BEGIN)
+    assert met.endswith(SHARDS_END)
+    assert "| unsharded (CPUs 0) | 1 | 100.0 | 1.00 |" in met  # one machine's share
+    assert "0.58 (target <= 0.6 for 2 shards: met)" in met
+    assert "MISSED (slower)" in bench(50.0, 61.0)
+    assert "MISSED (results differ)" in bench(50.0, 55.0, identical=False)
+    assert "MISSED (a run failed)" in bench(50.0, 55.0, code=1)
+    subset = bench(50.0, 55.0, select="token")
+    assert "not judged: a subset" in subset
+    assert 'only `-k "token"`' in subset
+    document = f"# B\n\n{SHARDS_BEGIN}\nstale\n{SHARDS_END}\n\nafter\n"
+    replaced = replace_between(document, met, SHARDS_BEGIN, SHARDS_END)
+    assert "stale" not in replaced
+    assert replaced.endswith("\n\nafter\n")

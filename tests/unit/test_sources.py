@@ -104,7 +104,9 @@ def _digest(directory: Path) -> str:
     return hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "qwen3", "gemma3", "phi3"])
+# The first architecture in the fast loop, the others ``slow`` (two builds each).
+@pytest.mark.parametrize("arch", ["llama", *(
+    pytest.param(a, marks=pytest.mark.slow) for a in ("qwen2", "gpt2", "qwen3", "gemma3", "phi3"))])
 def test_tiny_models_are_deterministic(tiny: Callable[[str], ResolvedModel], gt_cache: Path,
                                        tmp_path: Path, arch: str) -> None:
     cached = tiny(arch)

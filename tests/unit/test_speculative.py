@@ -134,6 +134,7 @@ def _runner(model: ResolvedModel) -> TransformersRunner:
                                        model.fingerprint, "test"))
 
 
+@pytest.mark.slow
 def test_assisted_generation_gives_the_oracle_and_the_target_accepts_itself(
         tiny: Callable[[str], ResolvedModel], gt_cache: Path) -> None:
     target = _runner(tiny("llama"))
@@ -156,6 +157,7 @@ def test_assisted_generation_gives_the_oracle_and_the_target_accepts_itself(
     assert "generate" not in vars(target.model)
 
 
+@pytest.mark.slow
 def test_a_verifier_that_trusts_the_draft_gives_the_drafts_tokens(
         tiny: Callable[[str], ResolvedModel], gt_cache: Path) -> None:
     target = _runner(tiny("llama"))

@@ -56,6 +56,7 @@ def test_n_threads_is_a_transformers_runtime_option() -> None:
         TransformersRuntime.from_config("transformers", {"n_threads": "x"}, settings)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("sixteen_cpus", "restore_torch_threads")
 def test_an_open_runner_sets_torchs_threads(monkeypatch: pytest.MonkeyPatch,
                                             tiny: Callable[[str], ResolvedModel]) -> None:

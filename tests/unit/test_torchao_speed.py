@@ -27,6 +27,7 @@ def runner(model: ResolvedModel, quant: str, fast: bool) -> TorchaoRunner:
     return TorchaoRunner(Artifact("torchao", model.slug, quant, model.path, "k", "r"), fast=fast)
 
 
+@pytest.mark.slow
 def test_int4_dequantized_once_is_bit_identical(tiny: Callable[[str], ResolvedModel]) -> None:
     import numpy as np
     import torch

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pytest_groundtruth.report import trust
+from pytest_groundtruth.report.outcomes import Outcome, Verdict
 from pytest_groundtruth.report.records import ParityRecord, SettingsSummary
 from pytest_groundtruth.report.score import qualify, quality
 from pytest_groundtruth.suites.case import Case
@@ -23,8 +24,8 @@ def record(suite: str, passed: bool, measured: Any, bound: Any, quant: str = "in
     return ParityRecord(
         name=case.name, nodeid=case.name, case=case, result=result, runtime_version="v",
         reason="", settings=SettingsSummary(("pyproject.toml",), "oracle", "eval.txt", ""),
-        outcome="passed" if passed else "failed",
-        verdict="Corroborated" if passed else "Falsified")
+        outcome=Outcome.PASSED if passed else Outcome.FAILED,
+        verdict=Verdict.CORROBORATED if passed else Verdict.FALSIFIED)
 
 
 FACTS = trust.from_alarms({"token": ["int8", "q4_k_m"], "drift": ["int8+int4"],

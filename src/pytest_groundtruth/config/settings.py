@@ -38,6 +38,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from pytest_groundtruth.config import schema
 from pytest_groundtruth.config.qualification import (
     ANY_RUNTIME,
     GRADE_NAMES,
@@ -45,6 +48,7 @@ from pytest_groundtruth.config.qualification import (
     threshold_table,
 )
 from pytest_groundtruth.config.roster import BUILTIN, ModelSpec, RosterError, spec_from_table
+from pytest_groundtruth.config.schema import Speculative
 from pytest_groundtruth.core.budget import process_budget
 from pytest_groundtruth.core.failures import InputError
 from pytest_groundtruth.core.paths import default_cache_dir, name_problem
@@ -91,24 +95,6 @@ class ExternalArtifact:
     runtime: str
     quantization: str
     path: Path
-
-
-@dataclass(frozen=True)
-class Speculative:
-    """``[tool.groundtruth.speculative]``: which drafts assist which target, and how many
-    tokens a draft proposes per step (docs/speculative.md)."""
-
-    drafts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # target -> draft slugs
-    draft_tokens: int = 5  # transformers: num_assistant_tokens (constant schedule)
-    lookup_tokens: int = 10  # llama.cpp prompt lookup: num_pred_tokens
-    lookup_ngram: int = 2  # llama.cpp prompt lookup: max_ngram_size
-
-    def drafts_for(self, target: str, roster: dict[str, ModelSpec]) -> tuple[str, ...]:
-        """The configured drafts of ``target``, else its ``<target>-draft`` roster entry
-        (when there is one) and the target itself."""
-        if target in self.drafts:
-            return self.drafts[target]
-        return (*(d for d in (f"{target}-draft",) if d in roster), target)
 
 
 @dataclass(frozen=True)
@@ -221,31 +207,12 @@ def check_name(name: str, where: str) -> None:
 
 # --------------------------------------------------------------------------- loading
 
-_LIST_KEYS = {
-    "models": str,
-    "runtimes": str,
-    "quantizations": str,
-    "suites": str,
-    "prompts": str,
-    "cuda_precisions": str,
-}
-_PATH_KEYS = ("oracle_dir", "prompts_dir", "eval_text", "cache_dir")
-_SCALAR_KEYS: dict[str, type | tuple[type, ...]] = {
-    "max_new_tokens": int,
-    "top_k": int,
-    "near_ties": str,
-    "apr_bin": str,
-    "cache_url": str,
-    "timeout": (int, float),
-    "min_grade": str,
-    "cache_max_size": (str, int),
-    "max_memory": (str, int),
-}
 # Scalar keys whose value is parsed (the error names the file and the key).
 _PARSED: dict[str, Callable[[Any], Any]] = {"cache_max_size": parse_size,
                                             "max_memory": lambda v: memory_size(v, "")}
+_PATH_KEYS = ("oracle_dir", "prompts_dir", "eval_text", "cache_dir")
 _TABLE_KEYS = ("roster", "runtime", "bounds", "artifacts", "adapters", "speculative")
-KNOWN_KEYS = (*_LIST_KEYS, *_PATH_KEYS, *_SCALAR_KEYS, *_TABLE_KEYS, *THRESHOLD_KEYS)
+KNOWN_KEYS = schema.KNOWN_KEYS
 
 
 def read_pyproject(root: Path) -> tuple[dict[str, Any], str] | None:
@@ -285,69 +252,57 @@ def load_settings(root: Path, extra_files: list[Path] | tuple[Path, ...] = ()) -
 
 
 def apply_table(settings: Settings, table: dict[str, Any], origin: str) -> Settings:
-    """Layer one configuration table over ``settings``; validate every key."""
-    unknown = sorted(set(table) - set(KNOWN_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"{origin}: unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"known keys: {', '.join(KNOWN_KEYS)}"
-        )
+    """Layer one configuration table over ``settings``; validate every key (the shapes by
+    the declaration, config/schema.py; names against the registries by :func:`validate`)."""
+    try:
+        parsed = schema.Groundtruth.model_validate(table)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {schema.explain(exc.errors(), table)}") from None
+    given = parsed.model_fields_set
     changes: dict[str, Any] = {"sources": (*settings.sources, origin)}
-    for key, kind in _LIST_KEYS.items():
-        if key in table:
-            value = table[key]
-            if not isinstance(value, list) or not all(isinstance(v, kind) for v in value):
-                raise ConfigError(f"{origin}: key {key!r} must be a list of strings")
-            changes[key] = tuple(value)
-    for key in _PATH_KEYS:
-        if key in table:
-            if not isinstance(table[key], str) or not table[key]:
-                raise ConfigError(f"{origin}: key {key!r} must be a non-empty path string")
-            changes[key] = Path(table[key])
-    for key, scalar in _SCALAR_KEYS.items():
-        if key in table:
-            value = table[key]
-            if isinstance(value, bool) or not isinstance(value, scalar):
-                raise ConfigError(f"{origin}: key {key!r} = {value!r} has the wrong type")
-            if key in _PARSED:
-                try:
-                    value = _PARSED[key](value)
-                except ValueError as exc:
-                    raise ConfigError(f"{origin}: key {key!r}: {exc}") from None
-            changes[key] = value
+    for key in KNOWN_KEYS:
+        if key not in given or key in _TABLE_KEYS or key in THRESHOLD_KEYS:
+            continue
+        value = getattr(parsed, key)
+        if isinstance(value, list):
+            value = tuple(value)
+        elif key in _PATH_KEYS:
+            value = Path(value)
+        elif key in _PARSED:
+            try:
+                value = _PARSED[key](value)
+            except ValueError as exc:
+                raise ConfigError(f"{origin}: key {key!r}: {exc}") from None
+        changes[key] = value
     for key in THRESHOLD_KEYS:
-        if key in table:
+        if key in given:
             try:
                 changes[key] = {**getattr(settings, key), **threshold_table(table[key], key)}
             except ValueError as exc:
                 raise ConfigError(f"{origin}: key {exc}") from None
     roster = dict(settings.roster)
-    for slug, entry in _table(table, "roster", origin).items():
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{origin}: [roster.{slug}] must be a table")
+    for slug in parsed.roster or {}:
         try:
-            roster[slug] = spec_from_table(slug, entry, base=roster.get(slug))
+            # the table as written (checked): a ceiling of 35 stays 35
+            roster[slug] = spec_from_table(slug, dict(table["roster"][slug]),
+                                           base=roster.get(slug))
         except (RosterError, TypeError) as exc:
             raise ConfigError(f"{origin}: {exc}") from exc
-    roster.update(_adapters(_table(table, "adapters", origin), roster, origin))
+    roster.update(_adapters(parsed.adapters or {}, roster, origin))
     changes["roster"] = roster
-    if "speculative" in table:
-        changes["speculative"] = _speculative(settings.speculative,
-                                              _table(table, "speculative", origin), origin)
+    if "speculative" in given:
+        assert parsed.speculative is not None
+        changes["speculative"] = _speculative(settings.speculative, parsed.speculative)
     runtime_options = dict(settings.runtime_options)
-    for name, entry in _table(table, "runtime", origin).items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
-            raise ConfigError(f"{origin}: [runtime.{name}] must be a table with a string key "
-                              f"'kind' (a registered runtime kind, e.g. 'command')")
+    for name in parsed.runtime or {}:
         check_name(name, f"{origin}: [runtime.{name}]")
-        runtime_options[name] = dict(entry)
+        runtime_options[name] = dict(table["runtime"][name])
     changes["runtime_options"] = runtime_options
     changes["bounds"] = settings.bounds + tuple(
-        _bound_rule(rule, origin, i) for i, rule in enumerate(_list(table, "bounds", origin))
-    )
+        _bound_rule(rule, origin, i) for i, rule in enumerate(parsed.bounds or ()))
     changes["artifacts"] = settings.artifacts + tuple(
-        _external(entry, origin, i) for i, entry in enumerate(_list(table, "artifacts", origin))
-    )
+        ExternalArtifact(a.model, a.runtime, a.quantization, Path(a.path))
+        for a in parsed.artifacts or ())
     result = replace(settings, **changes)
     validate(result, origin)
     return result
@@ -368,69 +323,27 @@ def memory_size(value: Any, where: str) -> int:
     return size
 
 
-def _table(table: dict[str, Any], key: str, origin: str) -> dict[str, Any]:
-    value = table.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{origin}: key {key!r} must be a table")
-    return value
-
-
-def _list(table: dict[str, Any], key: str, origin: str) -> list[dict[str, Any]]:
-    value = table.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise ConfigError(f"{origin}: key {key!r} must be an array of tables ([[{key}]])")
-    return value
-
-
-def _bound_rule(rule: dict[str, Any], origin: str, index: int) -> BoundRule:
+def _bound_rule(rule: schema.Bound, origin: str, index: int) -> BoundRule:
     where = f"{origin}: bounds[{index}]"
-    suite = rule.get("suite")
+    suite = rule.suite
     if suite not in registered(SUITES):
         raise ConfigError(f"{where}: key 'suite' = {suite!r} is not one of "
                           f"{', '.join(registered(SUITES))}")
-    reason = rule.get("reason")
-    if not isinstance(reason, str) or not reason.strip():
-        raise ConfigError(
-            f"{where}: key 'reason' is required: say which measurement justifies the bound"
-        )
     params = load(SUITES, suite).params
-    values: dict[str, int | float] = {}
-    match: dict[str, str] = {}
-    for key, value in rule.items():
-        if key in ("suite", "reason"):
-            continue
-        if key in MATCH_KEYS:
-            if not isinstance(value, str):
-                raise ConfigError(f"{where}: key {key!r} must be a string")
-            match[key] = value
-        elif key in params:
-            if (isinstance(value, bool) or not isinstance(value, (int, float))
-                    or not math.isfinite(value)):
-                raise ConfigError(f"{where}: key {key!r} = {value!r} must be a finite number")
-            values[key] = value
-        else:
+    values = dict(rule.model_extra or {})
+    for key in values:
+        if key not in params:
             raise ConfigError(
                 f"{where}: unknown key {key!r} for suite {suite!r}; it takes "
                 f"{', '.join(params) or 'no bounds'} and may match on {', '.join(MATCH_KEYS[1:])}"
             )
     if not values:
         raise ConfigError(f"{where}: sets no bound (suite {suite!r} takes {', '.join(params)})")
-    return BoundRule(suite, values, reason.strip(), origin, match)
+    match = {key: getattr(rule, key) for key in MATCH_KEYS[1:] if getattr(rule, key) is not None}
+    return BoundRule(suite, values, rule.reason.strip(), origin, match)
 
 
-def _external(entry: dict[str, Any], origin: str, index: int) -> ExternalArtifact:
-    where = f"{origin}: artifacts[{index}]"
-    keys = ("model", "runtime", "quantization", "path")
-    unknown = sorted(set(entry) - set(keys))
-    missing = [k for k in keys if not isinstance(entry.get(k), str)]
-    if unknown or missing:
-        raise ConfigError(f"{where}: needs string keys {', '.join(keys)} "
-                          f"(unknown: {unknown}, missing: {missing})")
-    return ExternalArtifact(entry["model"], entry["runtime"], entry["quantization"],
-                            Path(entry["path"]))
-
-
-def _adapters(table: dict[str, Any], roster: dict[str, ModelSpec], origin: str
+def _adapters(table: dict[str, schema.Adapter], roster: dict[str, ModelSpec], origin: str
               ) -> dict[str, ModelSpec]:
     """``[adapters.NAME]`` (``base``, optional ``path``): the merged model NAME, a roster
     entry of ``base``'s shape with source ``lora:BASE[:PATH]``."""
@@ -438,47 +351,23 @@ def _adapters(table: dict[str, Any], roster: dict[str, ModelSpec], origin: str
     for name, entry in table.items():
         where = f"{origin}: [adapters.{name}]"
         check_name(name, where)
-        if not isinstance(entry, dict) or set(entry) - {"base", "path"} \
-                or not isinstance(entry.get("base"), str) \
-                or not isinstance(entry.get("path", ""), str):
-            raise ConfigError(f"{where}: must be a table with a string key 'base' (a roster "
-                              "model) and optionally 'path' (a peft LoRA adapter directory; "
-                              "default: the built-in deterministic adapter)")
-        base = entry["base"]
+        base = entry.base
         if base not in roster:
             raise ConfigError(f"{where}: key 'base' = {base!r} is not in the roster")
         if name in roster and roster[name].scheme != "lora":
             raise ConfigError(f"{where}: {name!r} is already a roster model")
-        source = f"lora:{base}" + (f":{entry['path']}" if entry.get("path") else "")
+        source = f"lora:{base}" + (f":{entry.path}" if entry.path else "")
         found[name] = replace(roster[base], slug=name, source=source,
                               description=f"{base} with the adapter {source} merged")
     return found
 
 
-def _speculative(current: Speculative, table: dict[str, Any], origin: str) -> Speculative:
-    changes: dict[str, Any] = {}
-    for key in ("draft_tokens", "lookup_tokens", "lookup_ngram"):
-        if key in table:
-            value = table[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{origin}: [speculative] key {key!r} = {value!r} must be a "
-                                  "positive integer")
-            changes[key] = value
-    drafts = table.get("drafts", {})
-    if not isinstance(drafts, dict) or not all(
-            isinstance(v, list) and v and all(isinstance(d, str) for d in v)
-            for v in drafts.values()):
-        raise ConfigError(f"{origin}: [speculative] key 'drafts' must map a target model to a "
-                          "non-empty list of draft models, e.g. drafts = "
-                          "{ smollm2-135m = ['smollm2-135m-draft', 'smollm2-135m'] }")
-    if drafts:
-        changes["drafts"] = {**current.drafts, **{k: tuple(v) for k, v in drafts.items()}}
-    unknown = sorted(set(table) - {"drafts", "draft_tokens", "lookup_tokens", "lookup_ngram"})
-    if unknown:
-        raise ConfigError(f"{origin}: [speculative] unknown key(s) "
-                          f"{', '.join(map(repr, unknown))}; known keys: drafts, draft_tokens, "
-                          "lookup_tokens, lookup_ngram")
-    return replace(current, **changes)
+def _speculative(current: Speculative, parsed: Speculative) -> Speculative:
+    """``[speculative]`` over ``current``: the keys it gives replace, its drafts join."""
+    changes = {key: getattr(parsed, key) for key in parsed.model_fields_set}
+    if parsed.drafts:
+        changes["drafts"] = {**current.drafts, **parsed.drafts}
+    return current.model_copy(update=changes)
 
 
 def validate(settings: Settings, origin: str) -> None:

@@ -14,13 +14,14 @@ import time
 from pathlib import Path
 
 from pytest_groundtruth.config.settings import Settings
-from pytest_groundtruth.core.budget import weights_bytes
+from pytest_groundtruth.core.budget import rss_bytes, weights_bytes
 from pytest_groundtruth.core.failures import InputError, RuntimeUnavailable
 from pytest_groundtruth.core.hashing import digest, tree_sha256
 from pytest_groundtruth.core.memory import trim_heap
 from pytest_groundtruth.models.sources import ModelUnavailable, ResolvedModel, resolve
 from pytest_groundtruth.runtimes.base import Artifact, Runner, Runtime
 from pytest_groundtruth.runtimes.registry import make_runtime
+from pytest_groundtruth.runtimes.threads import xdist_workers
 from pytest_groundtruth.store.artifacts import ArtifactCache, prepare
 from pytest_groundtruth.store.pool import RunnerPool
 
@@ -86,8 +87,15 @@ class Engines:
                 self._built[key] = prepare(runtime, self.model(slug), quant, self.artifacts)
         return self._built[key]
 
-    def runner(self, artifact: Artifact, device: str = "cpu") -> Runner:
-        """An open runner on ``artifact`` (from the pool)."""
+    def runner(self, artifact: Artifact, device: str = "cpu", alone: bool = False) -> Runner:
+        """An open runner on ``artifact`` (from the pool). ``alone``: when the artifact's
+        weights do not fit the process's memory budget beside what the process holds now,
+        close the other open runners first (the float32 reference under a budget: the
+        artifact under test's engine, which maps its whole file, is opened again after).
+        Only for callers that hold no other runner while they use this one."""
+        key = f"{artifact.key}@{device}"
+        if alone and key not in self.pool and len(self.pool) and not self.fits(artifact):
+            self.pool.close()
 
         def open_runner() -> Runner:
             self.artifacts.verify(artifact.path)  # its content, before an engine reads it
@@ -100,7 +108,13 @@ class Engines:
                                            weights_bytes(artifact.path), source_bytes)
             return runner
 
-        return self.pool.get(f"{artifact.key}@{device}", open_runner)
+        return self.pool.get(key, open_runner)
+
+    def fits(self, artifact: Artifact) -> bool:
+        """Whether ``artifact``'s weights fit this process's memory budget beside what it
+        holds now (its resident memory)."""
+        budget = self.settings.memory_budget(xdist_workers())
+        return weights_bytes(artifact.path) + rss_bytes() <= budget
 
     def close(self) -> None:
         self.pool.close()

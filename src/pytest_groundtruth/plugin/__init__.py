@@ -28,10 +28,20 @@ from pytest_groundtruth.plugin.fixtures import (  # noqa: F401 - fixtures are fo
 from pytest_groundtruth.plugin.items import BaselineRegression, ParityFailure, ParityItem
 from pytest_groundtruth.plugin.rootdir import check_rootdir
 from pytest_groundtruth.plugin.session import SESSION_KEY, GroundtruthSession, attach, session_of
-from pytest_groundtruth.plugin.stats import write_process_stats
+from pytest_groundtruth.plugin.stats import PhaseMeter, phase_meter, write_process_stats
+from pytest_groundtruth.plugin.workers import (
+    WorkerCrashes,
+    crashed,
+    failed_exit,
+    prefer_no_restart,
+    summary_lines,
+)
 from pytest_groundtruth.report import grid, html
+from pytest_groundtruth.report.outcomes import Outcome
 from pytest_groundtruth.report.records import ParityRecord
 from pytest_groundtruth.suites.spec import get_suite, suite_names
+
+METER_KEY = pytest.StashKey[PhaseMeter | None]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,11 +56,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): pytest-xdist --dist loadgroup group")
     session = GroundtruthSession(config)
     config.stash[SESSION_KEY] = session
+    config.stash[METER_KEY] = phase_meter()  # each test's peak memory, for groundtruth bench
     config.pluginmanager.register(session, "groundtruth-session")  # receives the reports
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "groundtruth-xdist")
         if not session.is_worker:
             config.pluginmanager.register(PlainNodeIds(), "groundtruth-plain-ids")
+            config.pluginmanager.register(WorkerCrashes(config), "groundtruth-worker-crashes")
     if config.pluginmanager.hasplugin("html"):
         config.pluginmanager.register(HtmlHooks(), "groundtruth-html")
 
@@ -60,13 +72,15 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object
     """``pytest -n N`` distributes as ``loadgroup`` unless ``--dist`` says otherwise (a
     wrapper: it must act before xdist's own ``tryfirst`` implementation)."""
     prefer_loadgroup(config.option)
+    prefer_no_restart(config.option)
     return (yield)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if SESSION_KEY in config.stash:
         session = session_of(config)
-        write_process_stats(session.contexts.values(), session.worker_id)
+        write_process_stats(session.contexts.values(), session.worker_id,
+                            config.stash.get(METER_KEY, None))
         session.close()
 
 
@@ -106,6 +120,18 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    meter = item.config.stash.get(METER_KEY, None)
+    if meter is None:
+        return (yield)
+    meter.begin()
+    try:
+        return (yield)
+    finally:
+        meter.end(item.nodeid)
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     try:
         return (yield)
@@ -135,6 +161,7 @@ def pytest_runtest_makereport(
 def pytest_sessionfinish(session: pytest.Session) -> None:
     groundtruth = session_of(session.config)
     if not groundtruth.is_worker:
+        session.exitstatus = failed_exit(crashed(session.config), session.exitstatus)
         groundtruth.finish()
         if groundtruth.write_errors and session.exitstatus in (pytest.ExitCode.OK,
                                                                pytest.ExitCode.NO_TESTS_COLLECTED):
@@ -158,8 +185,8 @@ def skip_lines(records: list[ParityRecord], strict: bool) -> tuple[list[str], bo
     holes (``case.skip``, known at collection) never count.
     """
     lines = []
-    missing = [r for r in records if r.outcome == "skipped" and r.case.skip is None]
-    if records and all(r.outcome == "skipped" for r in records):
+    missing = [r for r in records if r.outcome is Outcome.SKIPPED and r.case.skip is None]
+    if records and all(r.outcome is Outcome.SKIPPED for r in records):
         lines.append(f"groundtruth: every parity test of this run skipped ({len(records)}): "
                      "nothing was checked; the reasons are in the skip summary (-rs)"
                      + ("" if strict else "; --gt-strict-skips makes this fail the run"))
@@ -171,6 +198,11 @@ def skip_lines(records: list[ParityRecord], strict: bool) -> tuple[list[str], bo
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    crashes = crashed(config)
+    if crashes:
+        terminalreporter.section("crashed xdist workers", red=True, bold=True)
+        for line in summary_lines(crashes, getattr(config.option, "maxworkerrestart", None)):
+            terminalreporter.write_line(line, red=True)
     session = session_of(config)
     lines = grid.render_text(session.run.records)
     if session.split is not None:

@@ -83,7 +83,7 @@ class ParityItem(pytest.Item):
         try:
             ctx.engines.model(case.model)  # unavailable model or engine: skip before anything
             ctx.engines.runtime(case.runtime, case.device)
-            self.result = get_suite(case.suite).run(case, ctx)
+            self.result = get_suite(case.suite).judge(case, ctx)
         except (ModelUnavailable, RuntimeUnavailable, OracleIncomplete) as exc:
             pytest.skip(str(exc))
         self.runtime_version = runtime_version(ctx, case)

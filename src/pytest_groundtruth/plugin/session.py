@@ -34,6 +34,7 @@ from pytest_groundtruth.plugin.baseline import (
 )
 from pytest_groundtruth.plugin.items import ParityFailure, ParityItem
 from pytest_groundtruth.report import html, outcomes, results_json, ticket
+from pytest_groundtruth.report.outcomes import Outcome, Verdict
 from pytest_groundtruth.report.records import ParityRecord, Run, SettingsSummary
 from pytest_groundtruth.report.score import below_minimum
 from pytest_groundtruth.store.entries import trim
@@ -145,10 +146,12 @@ class GroundtruthSession:
         final = report.when == "call" or (report.when == "setup" and not report.passed)
         if data is None or not final:
             return
+        outcome = outcome_of(report)
+        if outcome is None:
+            return
         record = ParityRecord.from_json(data)
         self.run.records.append(record.__class__(
-            **{**record.__dict__, "outcome": outcome_of(report),
-               "duration": round(report.duration, 3)}))
+            **{**record.__dict__, "outcome": outcome, "duration": round(report.duration, 3)}))
 
     def finish(self) -> None:
         """Write the requested files, each on its own: one that cannot be written is
@@ -192,7 +195,7 @@ class GroundtruthSession:
             entries.update({
                 r.name: entry_for(r.result.measured, get_suite(r.case.suite).worse)
                 for r in records
-                if r.outcome in ("failed", "xfailed") and r.result is not None
+                if r.outcome in (Outcome.FAILED, Outcome.XFAILED) and r.result is not None
                 and not r.result.passed
             })
 
@@ -240,24 +243,29 @@ class GroundtruthSession:
         return [f"groundtruth: {line}" for line in self.below_grade]
 
 
-def verdict_of(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
-    """Corroborated | Falsified | Timeout | Crashed, or "" when the test did not run."""
+def verdict_of(report: pytest.TestReport, call: pytest.CallInfo[None]) -> Verdict | None:
+    """What the engine did, or None when the test did not run."""
     if report.skipped and not hasattr(report, "wasxfail"):
-        return ""
+        return None
     if call.excinfo is None:
-        return outcomes.CORROBORATED  # passed (or a baseline entry that passed: XPASS)
+        return Verdict.CORROBORATED  # passed (or a baseline entry that passed: XPASS)
     exc = call.excinfo.value
     if isinstance(exc, ParityFailure):
         return outcomes.of_fault(exc.result.fault)
     return outcomes.of_exception(exc)
 
 
-def outcome_of(report: pytest.TestReport) -> str:
+def outcome_of(report: pytest.TestReport) -> Outcome | None:
+    """pytest's status of a parity test; None for another plugin's own (pytest-rerunfailures'
+    ``rerun``: an attempt, whose final report comes later)."""
     if hasattr(report, "wasxfail"):
-        return "xfailed" if report.skipped else "xpassed"
+        return Outcome.XFAILED if report.skipped else Outcome.XPASSED
     if report.failed and str(report.longrepr).startswith("[XPASS(strict)]"):
-        return "xpassed"
-    return report.outcome
+        return Outcome.XPASSED
+    try:
+        return Outcome(report.outcome)
+    except ValueError:
+        return None
 
 
 def attach(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
@@ -286,8 +294,9 @@ def attach(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestRe
         if isinstance(exc, EngineFailure):
             failure = exc.kind.value
     verdict = verdict_of(report, call)
-    if verdict and report.when in ("setup", "call"):  # JUnit reads the teardown report's
-        item.user_properties.append(("groundtruth_outcome", verdict))
+    if verdict is not None and report.when in ("setup", "call"):  # JUnit reads teardown's
+        # the value: xdist's execnet sends the report's properties, built-in types only
+        item.user_properties.append(("groundtruth_outcome", verdict.value))
     settings = item.settings
     record = ParityRecord(
         name=item.name, nodeid=item.plain_nodeid, case=item.case, result=item.result,

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
 from pytest_groundtruth.core.tables import text_table
-from pytest_groundtruth.report.outcomes import CORROBORATED, CRASHED, FALSIFIED, TIMEOUT
+from pytest_groundtruth.report.outcomes import Outcome, Verdict
 from pytest_groundtruth.report.records import ParityRecord
 from pytest_groundtruth.report.score import Qualification, qualify
 from pytest_groundtruth.suites.spec import suite_names
@@ -20,14 +20,16 @@ from pytest_groundtruth.suites.spec import suite_names
 # (code, meaning), in the order cells list them: the worst first.
 CODES = (
     ("E", "error before a verdict, not the engine's (e.g. the cache's disk is full)"),
-    ("X", f"{CRASHED}"),
-    ("T", f"{TIMEOUT}"),
-    ("F", f"{FALSIFIED}"),
-    ("C!", f"{CORROBORATED}, but listed as a known falsification (XPASS: fails the run)"),
-    ("f", f"{FALSIFIED}, known (baseline: xfail)"),
-    ("C", f"{CORROBORATED}"),
+    ("X", f"{Verdict.CRASHED}"),
+    ("T", f"{Verdict.TIMEOUT}"),
+    ("F", f"{Verdict.FALSIFIED}"),
+    ("C!", f"{Verdict.CORROBORATED}, but listed as a known falsification (XPASS: fails the run)"),
+    ("f", f"{Verdict.FALSIFIED}, known (baseline: xfail)"),
+    ("C", f"{Verdict.CORROBORATED}"),
     ("s", "skipped"),
 )
+CODE = {Verdict.CORROBORATED: "C", Verdict.FALSIFIED: "F", Verdict.TIMEOUT: "T",
+        Verdict.CRASHED: "X"}
 ORDER = tuple(code for code, _ in CODES)
 LEGEND = "  ".join(f"{code} {meaning}" for code, meaning in CODES)
 SCORE_COLUMN = "score"
@@ -37,13 +39,13 @@ Row = tuple[str, str, str]  # model, runtime, quant
 
 def code_of(record: ParityRecord) -> str:
     """The cell code of one test: its outcome, with the baseline's xfail/XPASS marked."""
-    if not record.verdict:
-        return "E" if record.outcome == "failed" else "s"
-    if record.outcome == "xpassed":
+    if record.verdict is None:
+        return "E" if record.outcome is Outcome.FAILED else "s"
+    if record.outcome is Outcome.XPASSED:
         return "C!"
-    if record.outcome == "xfailed" and record.verdict == FALSIFIED:
+    if record.outcome is Outcome.XFAILED and record.verdict is Verdict.FALSIFIED:
         return "f"
-    return {CORROBORATED: "C", FALSIFIED: "F", TIMEOUT: "T", CRASHED: "X"}[record.verdict]
+    return CODE[record.verdict]
 
 
 def aggregate(records: Iterable[ParityRecord]

@@ -23,14 +23,15 @@ from typing import Any
 
 from pytest_groundtruth.report.chart import svg
 from pytest_groundtruth.report.grid import LEGEND, SCORE_COLUMN, aggregate, cell_text, scores_by_row
+from pytest_groundtruth.report.outcomes import Verdict
 from pytest_groundtruth.report.records import ParityRecord
 from pytest_groundtruth.report.score import suite_quality
 from pytest_groundtruth.report.sidebyside import SideBySide, html_view
 from pytest_groundtruth.suites.result import SuiteResult
 
 SKIPPED = "#e2e3e5"
-OUTCOME_COLOURS = {"Corroborated": "#d1e7dd", "Falsified": "#f8d7da", "Timeout": "#ffe5b4",
-                   "Crashed": "#e4c1f9"}
+OUTCOME_COLOURS = {Verdict.CORROBORATED: "#d1e7dd", Verdict.FALSIFIED: "#f8d7da",
+                   Verdict.TIMEOUT: "#ffe5b4", Verdict.CRASHED: "#e4c1f9"}
 
 
 def colour(quality: float) -> str:
@@ -57,12 +58,12 @@ def _table(header: list[str], rows: list[list[str]], styles: list[list[str]] | N
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
-def result_html(result: SuiteResult, verdict: str = "",
+def result_html(result: SuiteResult, verdict: Verdict | None = None,
                 views: Sequence[SideBySide] = ()) -> str:
     parts = []
-    if verdict:
+    if verdict is not None:
         parts.append(f'<p class="gt-outcome" style="background:'
-                     f'{OUTCOME_COLOURS.get(verdict, "")}">outcome: <b>{verdict}</b></p>')
+                     f'{OUTCOME_COLOURS[verdict]}">outcome: <b>{verdict}</b></p>')
     parts.append(f"<p><b>{html.escape(result.case.name)}</b>: {html.escape(result.summary)}</p>")
     if result.bound is not None:
         parts.append(f"<p>bound: {html.escape(str(result.bound))} "
@@ -100,7 +101,7 @@ def result_html(result: SuiteResult, verdict: str = "",
     return '<div class="groundtruth-result">' + "".join(parts) + "</div>"
 
 
-def extra_for(result: SuiteResult, verdict: str = "",
+def extra_for(result: SuiteResult, verdict: Verdict | None = None,
               views: Sequence[SideBySide] = ()) -> dict[str, Any]:
     """A pytest-html extra (dict form) holding the result's explanation."""
     return {"name": "groundtruth", "format_type": "html", "extension": "html",

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_groundtruth.core.atomic import atomic_write_bytes
+from pytest_groundtruth.report.outcomes import Outcome
 from pytest_groundtruth.report.records import ParityRecord, Run
 
 PROPERTY = "groundtruth_outcome"  # the user property the plugin records (plugin/session.py)
@@ -37,11 +38,11 @@ def test_address(nodeid: str) -> tuple[str, str]:
 
 def kind_of(record: ParityRecord) -> tuple[str, str] | None:
     """The child element (tag, type) a record's outcome gets, None for a pass."""
-    if record.outcome in ("failed", "xpassed"):
+    if record.failed:
         return "failure", ""
-    if record.outcome == "skipped":
+    if record.outcome is Outcome.SKIPPED:
         return "skipped", "pytest.skip"
-    if record.outcome == "xfailed":
+    if record.outcome is Outcome.XFAILED:
         return "skipped", "pytest.xfail"
     return None
 
@@ -55,9 +56,9 @@ def render(run: Run, records: Sequence[ParityRecord] | None = None) -> bytes:
         classname, name = test_address(record.nodeid)
         case = ET.Element("testcase", classname=classname, name=name,
                           time=f"{record.duration:.3f}")
-        if record.verdict:
+        if record.verdict is not None:
             props = ET.SubElement(case, "properties")
-            ET.SubElement(props, "property", name=PROPERTY, value=record.verdict)
+            ET.SubElement(props, "property", name=PROPERTY, value=record.verdict.value)
         kind = kind_of(record)
         if kind is not None:
             tag, type_ = kind

@@ -27,7 +27,7 @@ STYLE = ("body{font-family:sans-serif;margin:1em}table.groundtruth{border-collap
 
 def render(run: Run, title: str = "pytest-groundtruth parity report") -> str:
     records = sorted(run.records, key=lambda r: r.nodeid)
-    counts = Counter(r.outcome for r in records)
+    counts = Counter(r.outcome.value if r.outcome is not None else "" for r in records)
     summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
     finished = run.finished.isoformat(timespec="seconds") if run.finished else ""
     rows = []
@@ -35,7 +35,8 @@ def render(run: Run, title: str = "pytest-groundtruth parity report") -> str:
         detail = (result_html(r.result, r.verdict) if r.result is not None
                   else f"<p>{html.escape(r.reason)}</p>" if r.reason else "")
         rows.append(f"<tr><td><code>{html.escape(r.nodeid)}</code></td>"
-                    f"<td>{html.escape(r.outcome)}</td><td>{html.escape(r.verdict)}</td>"
+                    f"<td>{html.escape(str(r.outcome or ''))}</td>"
+                    f"<td>{html.escape(str(r.verdict or ''))}</td>"
                     f"<td>{r.duration:.2f}</td><td>{detail}</td></tr>")
     return (
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"

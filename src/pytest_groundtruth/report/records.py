@@ -11,10 +11,9 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pytest_groundtruth.report.outcomes import Outcome, Verdict
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult
-
-FAILED = ("failed", "xpassed")
 
 
 @dataclass(frozen=True)
@@ -36,15 +35,22 @@ class ParityRecord:
     runtime_version: str
     reason: str  # the skip reason or the error's first line
     settings: SettingsSummary
-    outcome: str = ""  # passed | failed | skipped | xfailed | xpassed (set by the controller)
+    outcome: Outcome | None = None  # pytest's status (set by the controller)
     duration: float = 0.0
     failure: str = ""  # the engine failure kind (crashed, timeout, ...) when there was one
-    # Corroborated | Falsified | Timeout | Crashed (report/outcomes.py); "" when skipped
-    verdict: str = ""
+    verdict: Verdict | None = None  # what the engine did; None when there was no verdict
+
+    def __post_init__(self) -> None:
+        # A record rebuilt from plain data (``{**record.__dict__, "outcome": "skipped"}``)
+        # holds the members all the same; "" is None, an unknown name a ValueError.
+        for name, kind in (("outcome", Outcome), ("verdict", Verdict)):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                object.__setattr__(self, name, kind(value) if value else None)
 
     @property
     def failed(self) -> bool:
-        return self.outcome in FAILED
+        return self.outcome is not None and self.outcome.failed
 
     def to_json(self, transport: bool = False) -> dict[str, Any]:
         """The record as the JSON results show it; ``transport`` adds the whole case, for
@@ -59,8 +65,8 @@ class ParityRecord:
             "runtime_version": self.runtime_version,
             "reason": self.reason,
             "settings": {**asdict(self.settings), "sources": list(self.settings.sources)},
-            "outcome": self.outcome,
-            "verdict": self.verdict or None,
+            "outcome": self.outcome.value if self.outcome is not None else "",
+            "verdict": self.verdict.value if self.verdict is not None else None,
             "duration": self.duration,
         }
         if self.failure:
@@ -79,8 +85,9 @@ class ParityRecord:
             runtime_version=data["runtime_version"], reason=data["reason"],
             settings=SettingsSummary(tuple(settings["sources"]), settings["oracle_dir"],
                                      settings["eval_text"], settings.get("min_grade", "")),
-            outcome=data.get("outcome", ""), duration=data.get("duration", 0.0),
-            failure=data.get("fault", ""), verdict=data.get("verdict") or "",
+            outcome=Outcome(data["outcome"]) if data.get("outcome") else None,
+            duration=data.get("duration", 0.0), failure=data.get("fault", ""),
+            verdict=Verdict(data["verdict"]) if data.get("verdict") else None,
         )
 
 

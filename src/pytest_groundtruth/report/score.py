@@ -35,6 +35,7 @@ from typing import Any
 from pytest_groundtruth.config.qualification import grade_floor, grade_of
 from pytest_groundtruth.core.plugins import PluginError
 from pytest_groundtruth.report import trust as trust_facts
+from pytest_groundtruth.report.outcomes import Outcome, Verdict
 from pytest_groundtruth.report.records import ParityRecord
 from pytest_groundtruth.suites.quality import AT_BOUND, DEFAULT_WEIGHT, VERDICT, Weight, headroom
 from pytest_groundtruth.suites.spec import get_suite, suite_names
@@ -93,7 +94,7 @@ def quality(record: ParityRecord, trust: trust_facts.Trust | None = None) -> flo
     """A test's quality in [0, 1]; None when it does not count (skipped, not scored, or
     a verdict the falsification runs do not trust at this precision)."""
     weight = declared(record.case.suite)
-    if weight is None or not record.verdict:
+    if weight is None or record.verdict is None:
         return None
     if informs_only(record, trust):
         return None
@@ -152,9 +153,9 @@ def _gateway(records: list[ParityRecord]) -> str:
     gates = [r for r in records if r.case.suite == GATEWAY]
     if not gates:
         return "not run"
-    if all(r.outcome == "skipped" and not r.verdict for r in gates):
+    if all(r.outcome is Outcome.SKIPPED and r.verdict is None for r in gates):
         return f"skipped: {gates[0].reason}"
-    failed = [r for r in gates if r.verdict and r.verdict != "Corroborated"]
+    failed = [r for r in gates if r.verdict not in (None, Verdict.CORROBORATED)]
     if failed:
         r = failed[0]
         return f"failed: {r.result.summary if r.result is not None else r.reason}"
@@ -178,7 +179,7 @@ def qualify(records: Iterable[ParityRecord], trust: trust_facts.Trust | None = N
             q = quality(record, trust)
             if q is not None:
                 by_suite[record.case.suite].append(q)
-            elif record.verdict and informs_only(record, trust) \
+            elif record.verdict is not None and informs_only(record, trust) \
                     and record.case.suite not in informs:
                 informs.append(record.case.suite)
         parts = tuple(Part(s, weight_of(s), sum(qs) / len(qs), len(qs))
@@ -201,8 +202,8 @@ def suite_quality(records: Iterable[ParityRecord]) -> dict[tuple[Key, str], floa
     for record in records:
         case = record.case
         q = quality(record)
-        if q is None and record.verdict:  # the gateway, perf: their verdict
-            q = 1.0 if record.verdict == "Corroborated" else 0.0
+        if q is None and record.verdict is not None:  # the gateway, perf: their verdict
+            q = 1.0 if record.verdict is Verdict.CORROBORATED else 0.0
         if q is not None:
             found[((case.model, case.runtime, case.quant_label), case.suite)].append(q)
     return {k: sum(v) / len(v) for k, v in found.items()}

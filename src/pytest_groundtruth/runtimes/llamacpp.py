@@ -85,7 +85,7 @@ from pytest_groundtruth.runtimes.base import (
     read_options,
 )
 from pytest_groundtruth.runtimes.logits import LogitsRunner
-from pytest_groundtruth.runtimes.threads import default_threads
+from pytest_groundtruth.runtimes.threads import default_threads, xdist_workers
 from pytest_groundtruth.runtimes.toolchain import QUANTIZATIONS, Toolchain
 
 if TYPE_CHECKING:
@@ -117,6 +117,31 @@ def kv_cache_type(setting: str, quant: str) -> str:
 
 class ContextTooSmall(InputError):
     """A prompt or text does not fit the llama.cpp context; says which option raises it."""
+
+
+DEFAULT_BATCH = 512  # llama-cpp-python's n_batch (and n_ubatch)
+MIN_BATCH = 32
+LOGITS_SHARE = 8  # the logits buffers may take this part of the process's budget
+
+
+def logits_batch(budget: int | None, n_vocab: int) -> int | None:
+    """``n_batch`` for a process budget of ``budget`` bytes, None for llama.cpp's own.
+
+    With ``logits_all`` llama.cpp keeps a batch's logits twice while it evaluates
+    (``n_batch x n_vocab`` float32 in its output buffer and in the compute graph's
+    result), 384 KiB a position for SmolLM2 and 2 MiB for Gemma 3's 262k tokens. When
+    the default batch would take more than an eighth of the budget, the largest power
+    of two that does not (at least 32). Prompts longer than the batch are evaluated in
+    several batches: the logits are the same bit for bit
+    (``tests/unit/test_llamacpp_budget.py``)."""
+    per_position = 2 * n_vocab * 4
+    room = (budget or 0) // LOGITS_SHARE
+    if budget is None or DEFAULT_BATCH * per_position <= room:
+        return None
+    n = DEFAULT_BATCH
+    while n > MIN_BATCH and n * per_position > room:
+        n //= 2
+    return n
 
 
 def _ctx_for(n: int) -> int:
@@ -169,6 +194,7 @@ class LlamaCppRuntime(Runtime):
         self.converter = converter
         self.cache_dir = cache_dir
         self.toolchain = Toolchain(converter, self.n_threads, cache_dir)  # checks converter
+        self.memory_budget: int | None = None  # the process's (from_config): sizes n_batch
 
     @classmethod
     def from_config(cls, name: str, options: Mapping[str, Any], settings: Settings,
@@ -182,6 +208,7 @@ class LlamaCppRuntime(Runtime):
         except ValueError as exc:
             raise ConfigError(f"runtime {name!r}: {exc}") from None
         runtime.name = name
+        runtime.memory_budget = settings.memory_budget(xdist_workers())
         return runtime
 
     def kv_cache_type(self, quant: str) -> str:
@@ -245,6 +272,7 @@ class LlamaCppRuntime(Runtime):
             n_ctx=self.n_ctx,
             seed=self.seed,
             kv_cache=self.kv_cache_type(artifact.quant),
+            memory_budget=self.memory_budget,
         )
 
 
@@ -259,11 +287,13 @@ class LlamaCppRunner(LogitsRunner):
         kv_cache: str = "f16",
         lora_path: Path | None = None,
         overrides: Mapping[str, Any] | None = None,
+        memory_budget: int | None = None,
     ) -> None:
         """Load ``artifact`` (a GGUF). ``eos_ids``: the stop set (default: the GGUF's
         eos_token_id); ``kv_cache``: ``f16`` (llama.cpp's default) or ``f32``;
         ``lora_path``: a GGUF LoRA adapter applied at load time (scale 1);
-        ``overrides``: further ``llama_cpp.Llama`` arguments (shown in every call)."""
+        ``overrides``: further ``llama_cpp.Llama`` arguments (shown in every call);
+        ``memory_budget``: the process's, which sizes ``n_batch`` (:func:`logits_batch`)."""
         super().__init__(artifact)
         import llama_cpp
 
@@ -280,6 +310,9 @@ class LlamaCppRunner(LogitsRunner):
         if kv_cache not in ("f16", "f32"):
             raise ValueError(f"kv_cache must be 'f16' or 'f32', got {kv_cache!r}")
         kv_type = llama_cpp.GGML_TYPE_F32 if kv_cache == "f32" else llama_cpp.GGML_TYPE_F16
+        embd = scan.tensors.get("token_embd.weight")
+        n_batch = logits_batch(memory_budget, embd.dims[-1]) if embd and embd.dims else None
+        overrides = {**({"n_batch": n_batch} if n_batch else {}), **(overrides or {})}
         self.load_call = (
             f"llama_cpp.Llama({str(path)!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads}, "
             f"n_threads_batch={self.n_threads}, logits_all=True, seed={seed}, "

@@ -32,6 +32,8 @@ class RunnerPool:
     def __len__(self) -> int:
         return len(self._open)
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._open
     def get(self, key: str, open_runner: Callable[[], Runner]) -> Runner:
         if key in self._open:
             self._open.move_to_end(key)

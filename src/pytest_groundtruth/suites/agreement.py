@@ -106,7 +106,7 @@ def reference_text(ctx: Context, model: str) -> ReferenceText:
     path, text = ctx.inputs.eval_text
 
     def make() -> dict[str, Any]:
-        runner = ctx.engines.runner(reference)
+        runner = ctx.engines.runner(reference, alone=True)
         ids = list(runner.tokenize(text))
         if len(ids) < 2:
             raise InputError(f"{path}: the evaluation text is {len(ids)} token(s) long; "
@@ -219,8 +219,6 @@ def _verdict(measured: Agreement, min_top1: Any, max_kl: Any, prefix: str = ""
 
 
 def run(case: Case, ctx: Context) -> SuiteResult:
-    if case.variant == TEXT:
-        return _text(case, ctx)
     artifact = ctx.engines.artifact(case.model, case.runtime, case.quant)
     measured = measure(case, ctx)
     positions, pooled = measured.positions, measured.pooled
@@ -296,6 +294,7 @@ SUITE = Suite(
     "agreement",
     "teacher-forced top-1 agreement and KL divergence against the oracle's top-k",
     run,
+    checks={TEXT: _text},
     needs=((Capability.SCORE,),),
     per_prompt=False,
     # calibrated (docs/calibration.md): package defaults, or the model's own

@@ -6,7 +6,7 @@ bf16 <= 3/32 and fp16 <= 5/32 mismatches against the float32 oracle; bf16 agains
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pytest_groundtruth.config.settings import Settings
 from pytest_groundtruth.context import Context
@@ -21,13 +21,15 @@ DEVICE = "cuda"
 RUNTIME = "transformers"  # the reference, at GPU precisions
 
 
-def run(case: Case, ctx: Context) -> SuiteResult:
-    ctx.engines.runtime(case.runtime, case.device)  # raises RuntimeUnavailable without CUDA
-    if case.variant == "drift":
-        return drift.run(case, ctx)
-    if case.variant == "pair":
-        return _pair(case, ctx)
-    return token.run(case, ctx)
+def on_cuda(check: Callable[[Case, Context], SuiteResult]
+            ) -> Callable[[Case, Context], SuiteResult]:
+    """``check`` once the runtime is up on the GPU (RuntimeUnavailable without CUDA)."""
+
+    def run(case: Case, ctx: Context) -> SuiteResult:
+        ctx.engines.runtime(case.runtime, case.device)
+        return check(case, ctx)
+
+    return run
 
 
 def _pair(case: Case, ctx: Context) -> SuiteResult:
@@ -76,7 +78,8 @@ def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[st
 SUITE = Suite(
     "cuda",
     "GPU precision ladder: bf16/fp16 against the float32 oracle and each other",
-    run,
+    on_cuda(token.run),
+    checks={"pair": on_cuda(_pair), "drift": on_cuda(drift.run)},
     params={
         "max_mismatches": {"bfloat16": 3, "float16": 5, "*": 5},
         "pair_max_mismatches": 3,

@@ -56,6 +56,11 @@ def adapters_of(model: str, settings: Settings) -> list[str]:
             if spec.scheme == "lora" and spec.location.split(":", 1)[0] == model]
 
 
+# Its checks (the cases' ``variant``): unmerged vs merged per prompt, the adapter changes
+# the output, llama.cpp's hot-applied adapter vs the merged model per prompt.
+MERGE, CHANGES, HOT = "merge", "changes", "hot"
+
+
 def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[str],
            settings: Settings) -> list[Case]:
     transformers = [c.runtime for c in cells if Capability.LORA_UNMERGED in c.capabilities]
@@ -63,24 +68,26 @@ def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[st
     cases = []
     for merged in adapters_of(model, settings):
         for runtime in transformers[:1]:
-            cases += [Case(suite.name, merged, runtime, PRECISION, p, variant="merge")
+            cases += [Case(suite.name, merged, runtime, PRECISION, p, variant=MERGE)
                       for p in prompts]
-            cases.append(Case(suite.name, merged, runtime, PRECISION, variant="changes"))
-        cases += [Case(suite.name, merged, runtime, PRECISION, p, variant="hot")
+            cases.append(Case(suite.name, merged, runtime, PRECISION, variant=CHANGES))
+        cases += [Case(suite.name, merged, runtime, PRECISION, p, variant=HOT)
                   for runtime in llamacpp[:1] for p in prompts]
     return cases
 
 
-def run(case: Case, ctx: Context) -> SuiteResult:
-    spec = ctx.settings.spec(case.model)
-    ctx.engines.model(base_of(spec, ctx.settings.roster).slug)
-    ctx.engines.model(case.model)  # the merged model (built once, cached)
-    parts = lora_parts(spec, ctx.engines.cache_dir, ctx.settings.root, ctx.settings.roster)
-    if case.variant == "changes":
-        return _changes(case, ctx, parts)
-    if case.variant == "hot":
-        return _hot(case, ctx, parts)
-    return _merge(case, ctx, parts)
+def with_parts(check: Callable[[Case, Context, LoraParts], SuiteResult]
+               ) -> Callable[[Case, Context], SuiteResult]:
+    """``check`` given the base and merged models (built once, cached) and the adapter."""
+
+    def run(case: Case, ctx: Context) -> SuiteResult:
+        spec = ctx.settings.spec(case.model)
+        ctx.engines.model(base_of(spec, ctx.settings.roster).slug)
+        ctx.engines.model(case.model)  # the merged model (built once, cached)
+        return check(case, ctx, lora_parts(spec, ctx.engines.cache_dir, ctx.settings.root,
+                                           ctx.settings.roster))
+
+    return run
 
 
 def _transformers(ctx: Context, slug: str, runtime: str) -> TransformersRunner:
@@ -298,7 +305,8 @@ SUITE = Suite(
     "lora",
     "a LoRA adapter: unmerged vs merged (tokens, logits), it changes the output, "
     "llama.cpp hot-applied vs merged",
-    run,
+    with_parts(_merge),
+    checks={MERGE: with_parts(_merge), CHANGES: with_parts(_changes), HOT: with_parts(_hot)},
     per_prompt=True,
     # plain prompts: the unmerged and hot-applied paths generate from prompt text
     chat=False,

@@ -29,10 +29,6 @@ from pytest_groundtruth.suites.result import SuiteResult, bound_of
 from pytest_groundtruth.suites.spec import Cell, Suite, Work, each_artifact, each_pair
 
 
-def run(case: Case, ctx: Context) -> SuiteResult:
-    return _gap(case, ctx) if case.variant == "gap" else _ceiling(case, ctx)
-
-
 def _reference(case: Case, ctx: Context) -> tuple[dict[str, float], list[str]]:
     path, text = ctx.inputs.eval_text
     details: dict[str, float] = {}
@@ -155,7 +151,8 @@ SUITE = Suite(
     "ppl",
     "perplexity within a calibrated ratio of the oracle's (and below the model's ceiling, "
     "if any); |ppl(int4) - ppl(int8)| below a gap",
-    run,
+    _ceiling,
+    checks={"gap": _gap},
     needs=((Capability.PERPLEXITY,),),
     per_prompt=False,
     params={"ceiling": None, "max_ratio": None, "max_gap": 0.5},

@@ -73,7 +73,7 @@ def rescored(ctx: Context, model: str, oracle: Oracle, tokens: Sequence[int]) ->
         return Rescored((), "nothing to score")
 
     def make() -> dict[str, Any]:
-        runner = ctx.engines.runner(reference)
+        runner = ctx.engines.runner(reference, alone=True)
         rows = runner.score(prompt + judged, len(prompt))
         ratings = rate(judged, np.asarray(rows))
         call = (f"{reference.recipe} -> score(<{len(prompt)} oracle prompt ids> + "
@@ -240,10 +240,6 @@ def _pooled(case: Case, ctx: Context) -> SuiteResult:
     )
 
 
-def run(case: Case, ctx: Context) -> SuiteResult:
-    return _pooled(case, ctx) if case.variant == POOLED else _per_prompt(case, ctx)
-
-
 def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[str],
            settings: Settings) -> list[Case]:
     """A case per artifact and prompt, and one pooled (``nll``) case per artifact."""
@@ -295,7 +291,8 @@ SUITE = Suite(
     "rescore",
     "the float32 reference rates the runtime's own continuation: every position's gap to "
     "its best token, and the excess NLL, within calibrated per-quantization bounds",
-    run,
+    _per_prompt,
+    checks={POOLED: _pooled},
     # calibrated (docs/calibration.md): package defaults, or the model's own
     params=dict.fromkeys(PARAMS),
     calibration=CALIBRATION,

@@ -72,13 +72,14 @@ class Cell:
 
 
 Expand: TypeAlias = "Callable[[Suite, str, Sequence[Cell], Sequence[str], Settings], list[Case]]"
+Check: TypeAlias = "Callable[[Case, Context], SuiteResult]"
 
 
 @dataclass(frozen=True)
 class Suite:
     name: str
     summary: str  # the marker's description
-    run: Callable[[Case, Context], SuiteResult]
+    run: Check  # the suite's check; a case naming one of ``checks`` runs that one instead
     # What the suite needs from a runtime: every tuple must be met by one of its members.
     needs: tuple[tuple[Capability, ...], ...] = ((Capability.GENERATE,),)
     per_prompt: bool = True
@@ -104,6 +105,14 @@ class Suite:
     # Whether `groundtruth falsify` runs it on correct and broken files (False: it judges
     # a derived model, a draft or an adapter, that the fault harness does not make).
     falsify: bool = True
+    # Separate checks on one cell, each a parameter of its cases: a case whose ``variant``
+    # names one runs it (lora's merge, changes and hot; ppl's gap; cuda's pair and drift),
+    # so reports and tools can list them and no ``run`` dispatches on strings.
+    checks: Mapping[str, Check] = field(default_factory=dict)
+
+    def judge(self, case: Case, ctx: Context) -> SuiteResult:
+        """Run ``case``: the declared check its ``variant`` names, else :attr:`run`."""
+        return self.checks.get(case.variant, self.run)(case, ctx)
 
     def cases(self, model: str, cells: Sequence[Cell], prompts: Sequence[str],
               settings: Settings) -> list[Case]:

@@ -71,13 +71,6 @@ def _cases(suite: Suite, model: str, cells: Sequence[Cell], prompts: Sequence[st
     return cases
 
 
-def run(case: Case, ctx: Context) -> SuiteResult:
-    assert case.prompt is not None
-    if case.variant == LOOKUP:
-        return _lookup(case, ctx)
-    return _assisted(case, ctx)
-
-
 def _assisted(case: Case, ctx: Context) -> SuiteResult:
     assert case.prompt is not None
     draft_slug = draft_of(case)
@@ -226,7 +219,8 @@ SUITE = Suite(
     "speculative",
     "greedy speculative decoding (a draft model; llama.cpp prompt lookup) gives the "
     "target's own greedy tokens; reports acceptance",
-    run,
+    _assisted,  # the variant names the draft (its slug, or "self")
+    checks={LOOKUP: _lookup},
     per_prompt=True,
     # plain prompts: drafting and prompt lookup run on prompt text, not conversations
     chat=False,

@@ -358,26 +358,37 @@ class ShardBench:
     identical: bool  # the merged results equal the unsharded run's (comparable())
     differing: tuple[str, ...]  # the node ids whose results differ (the first few)
     loads: tuple[str, ...]  # how many parity tests each shard ran
-    cpus: tuple[str, ...]  # the CPUs each shard ran on ("all": shared)
+    cpus: tuple[str, ...]  # the CPUs each shard ran on ("all": shared); the unsharded
+    # run ran on the first shard's
+    select: str | None = None  # the -k subset every run ran, None: the whole matrix
 
 
-def measure_shards(root: Path, tests: str, count: int, scratch: Path, workers: int = 1
-                   ) -> ShardBench:
+def measure_shards(root: Path, tests: str, count: int, scratch: Path, workers: int = 1,
+                   select: str | None = None) -> ShardBench:
     """The parity tests cold and unsharded (``-n workers``, ``--gt-results``), then as
     ``count`` shards started together (``-n workers`` each, each its own empty local
     cache, one shared ``cache_url`` folder, balanced by the unsharded run's timings), the
-    shards merged and compared with the unsharded results."""
+    shards merged and compared with the unsharded results.
+
+    Each shard stands for one CI machine: it runs on its own share of the CPUs
+    (:func:`cpu_shares`). The unsharded run stands for one such machine too, so it runs
+    on the first share: "N machines against one machine of the same size". (On all the
+    CPUs it would be one machine N times the size of each shard's, against which N
+    shards can at best tie.) ``select``: a ``-k`` expression for every run (a subset,
+    to check the bench end to end quickly)."""
+    keyword = ["-k", select] if select else []
+    shares = cpu_shares(count)
     whole_json = scratch / "whole.json"
-    whole = pytest_run(root, tests, scratch / "whole", workers, "unsharded",
-                       [f"--gt-results={whole_json}"])
+    (whole,) = pytest_runs(root, tests, [(scratch / "whole", workers, "unsharded",
+                                          [f"--gt-results={whole_json}", *keyword])],
+                           shares[:1])
     shared = scratch / "shared"
     shared.mkdir(parents=True, exist_ok=True)
     runs = [(scratch / f"shard{k}", workers, f"shard {k}/{count}",
              [f"--gt-shard={k}/{count}", f"--gt-shard-timings={whole_json}",
               f"--gt-cache-url=file://{shared}", f"--gt-results={scratch / f'shard{k}.json'}",
-              "-rN"])
+              "-rN", *keyword])
             for k in range(1, count + 1)]
-    shares = cpu_shares(count)
     shards = tuple(pytest_runs(root, tests, runs, shares))
     merged_json = scratch / "merged.json"
     results_json.write(merged_json, merge.merge([scratch / f"shard{k}.json"
@@ -391,25 +402,51 @@ def measure_shards(root: Path, tests: str, count: int, scratch: Path, workers: i
         run = results_json.read(scratch / f"shard{k}.json")
         loads.append(f"{len(run.records)} parity tests")
     return ShardBench(whole, shards, a == b, differing[:5], tuple(loads),
-                      tuple(",".join(map(str, sorted(c))) if c else "all" for c in shares))
+                      tuple(",".join(map(str, sorted(c))) if c else "all" for c in shares),
+                      select)
+
+
+SHARDS_BEGIN = "<!-- groundtruth bench --shards -->"
+SHARDS_END = "<!-- end of groundtruth bench --shards -->"
+
+
+def replace_between(document: str, text: str, begin: str, end: str) -> str:
+    """``document`` with the section between the markers ``begin`` and ``end`` replaced
+    by ``text`` (which carries the markers); appended when it has none."""
+    start, stop = document.find(begin), document.find(end)
+    if start < 0 or stop < start:
+        return document.rstrip("\n") + "\n\n" + text
+    return document[:start] + text.rstrip("\n") + document[stop + len(end):]
 
 
 def shards_section(bench: ShardBench) -> list[str]:
     count = len(bench.shards)
-    rows = [["unsharded", str(bench.whole.workers), f"{bench.whole.seconds:.1f}", "1.00",
-             bench.whole.summary]]
+    rows = [[f"unsharded (CPUs {bench.cpus[0]})", str(bench.whole.workers),
+             f"{bench.whole.seconds:.1f}", "1.00", bench.whole.summary]]
     for run, load, cpus in zip(bench.shards, bench.loads, bench.cpus, strict=True):
         rows.append([f"{run.label} ({load}; CPUs {cpus})", str(run.workers),
                      f"{run.seconds:.1f}", ratio(run.seconds, bench.whole.seconds),
                      run.summary])
     slowest = max(r.seconds for r in bench.shards)
     worst = slowest / bench.whole.seconds if bench.whole.seconds else 0.0
-    verdict = "met" if worst <= SHARD_TARGET and count == 2 else (
-        "MISSED" if count == 2 else f"(the target is stated for 2 shards; {count} here)")
-    out = [f"### Shards (`--gt-shard K/{count}`, cold, started together on this machine)", "",
-           f"The parity tests cold and unsharded on every CPU, then as {count} shards "
-           "started at once, each on its own share of the CPUs (as on its own machine: "
-           "the engines' threads follow the affinity), with its own empty local cache "
+    ran = bench.whole.returncode == 0 and all(r.returncode == 0 for r in bench.shards)
+    if bench.select:
+        verdict = "not judged: a subset"
+    elif count != 2:
+        verdict = f"not judged: the target is stated for 2 shards, {count} here"
+    else:
+        verdict = ("met" if worst <= SHARD_TARGET and bench.identical and ran else
+                   "MISSED" + ("" if worst <= SHARD_TARGET else " (slower)")
+                   + ("" if bench.identical else " (results differ)")
+                   + ("" if ran else " (a run failed)"))
+    subset = f" (only `-k \"{bench.select}\"`: a check of the bench, not a measurement)" \
+        if bench.select else ""
+    out = [SHARDS_BEGIN, "",
+           f"### Shards (`--gt-shard K/{count}`, cold, started together on this machine)", "",
+           f"The parity tests{subset} cold and unsharded on one share of the CPUs, then as "
+           f"{count} shards started at once, each on its own share (as on its own machine: "
+           "the engines' threads follow the affinity; the unsharded run is one such "
+           "machine), with its own empty local cache "
            "and one shared `cache_url` (`file://`), balanced by the unsharded run's "
            "timings (`--gt-shard-timings`); the shards' results merged with "
            "`groundtruth merge`.", ""]
@@ -419,7 +456,7 @@ def shards_section(bench: ShardBench) -> list[str]:
     out += ["", f"Merged results against the unsharded run's (without timings and cache "
             f"paths, `results_json.comparable`): {same}.",
             f"Slowest shard / unsharded: {worst:.2f} (target <= {SHARD_TARGET} for 2 shards: "
-            f"{verdict})."]
+            f"{verdict}).", "", SHARDS_END]
     return out
 
 
@@ -439,6 +476,19 @@ def torchao_section(settings: Settings, cache: Path) -> list[str]:
              for r in rows]
     return [*out, *markdown_table(["path", "tok/s", "mismatches vs oracle (per prompt)",
                                    "tokens = the runtime's"], table)]
+
+
+def run_shard_bench(settings: Settings, tests: str, shards: int,
+                    select: str | None = None) -> str:
+    """Only the shards' section (``groundtruth bench --shards-only``), with the load
+    average around it."""
+    started = load_average()
+    with tempfile.TemporaryDirectory(prefix="gt-bench-shards-") as tmp:
+        lines = shards_section(measure_shards(settings.root, tests, shards, Path(tmp),
+                                              select=select))
+    note = (f"Load average (1, 5, 15 min) at the start: {started}; at the end: "
+            f"{load_average()}.")
+    return "\n".join([*lines[:-1], note, "", lines[-1]]) + "\n"
 
 
 def run_bench(settings: Settings, tests: str = "tests/parity", workers: Sequence[int] = (0, 2),
@@ -482,7 +532,7 @@ def run_bench(settings: Settings, tests: str = "tests/parity", workers: Sequence
                     *targets_section(collect, runs, floor, worst, workers, trivial)]
         if shards > 1:
             out += ["", *shards_section(measure_shards(root, tests, shards,
-                                                       Path(tmp) / "shards"))]
+                                                       Path(tmp) / "shards")), ""]
     out += ["", f"Load average (1, 5, 15 min) at the start: {started}; at the end: "
             f"{load_average()}. Cold runs are single runs, warm runs and collect-only the "
             f"best of {repeat}; rerun `groundtruth bench --write docs/benchmarks.md` on an "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import json
 import math
 import os
 import sys
@@ -17,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pytest_groundtruth.config import schema as config_schema
 from pytest_groundtruth.config.options import RUN_OPTIONS, add_cli_options, apply_overrides
 from pytest_groundtruth.config.prompts import load_prompts
 from pytest_groundtruth.config.roster import TINY_MODELS
@@ -71,7 +73,7 @@ class Exit(enum.IntEnum):
 EXIT_MEANINGS = {
     Exit.OK: "done; the oracle files are up to date or were written",
     Exit.FAILED: "oracle files differ and were not written (--check, or no --force);\n"
-                 "     convert: an artifact failed; fetch: a model did not resolve;\n"
+                 "     convert: an artifact failed;\n"
                  "     falsify: a fault no suite caught",
     Exit.USAGE: "a bad option, argument or configuration key",
     Exit.UNAVAILABLE: "a model cannot be obtained here (the message says how)",
@@ -292,8 +294,18 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             print(f"{slug}: {model.path}")
         except ModelUnavailable as exc:
             print(f"{slug}: {exc}", file=sys.stderr)
-            return Exit.FAILED
+            return Exit.UNAVAILABLE
     return Exit.OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    _publish(args, schema_text())
+    return Exit.OK
+
+
+def schema_text() -> str:
+    """The configuration's JSON Schema as ``docs/schema.json`` holds it."""
+    return json.dumps(config_schema.json_schema(), indent=2)
 
 
 def _publish(args: argparse.Namespace, text: str) -> None:
@@ -412,20 +424,35 @@ def cmd_falsify(args: argparse.Namespace) -> int:
     return Exit.FAILED if escaped else Exit.OK
 
 
+def _write_section(args: argparse.Namespace, text: str, begin: str, end: str) -> None:
+    """One section of ``groundtruth bench`` into --write FILE and each --also-write FILE,
+    between its markers; the rest of each file is kept."""
+    for name in [*([args.write] if args.write else []), *(args.also_write or [])]:
+        target = Path(name)
+        document = target.read_text() if target.is_file() else ""
+        atomic_write_text(target, benchmark.replace_between(document, text, begin, end))
+        print(f"wrote {target}", file=sys.stderr)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
     workers = _workers(args.workers)
     if args.memory:
         budget = memory_size(args.budget, "--budget") if args.budget else None
         with tempfile.TemporaryDirectory(prefix="gt-memory-") as tmp:
-            text = memory_bench.run_memory_bench(settings, args.tests, Path(tmp), budget)
+            text = memory_bench.run_memory_bench(settings, args.tests, Path(tmp), budget,
+                                                 args.quant)
         print(text)
-        if args.write:  # the memory section only: the rest of the file is kept
-            target = Path(args.write)
-            document = target.read_text() if target.is_file() else ""
-            atomic_write_text(target, memory_bench.replace_section(document, text))
-            print(f"wrote {target}", file=sys.stderr)
+        _write_section(args, text, memory_bench.BEGIN, memory_bench.END)
         return 0
+    if args.shards_only:
+        if args.shards < 2:
+            print("--shards-only needs --shards N with N >= 2", file=sys.stderr)
+            return Exit.USAGE
+        text = benchmark.run_shard_bench(settings, args.tests, args.shards, args.select)
+        print(text)
+        _write_section(args, text, benchmark.SHARDS_BEGIN, benchmark.SHARDS_END)
+        return Exit.OK
     text = benchmark.run_bench(settings, args.tests, workers, repeat=args.repeat,
                                parity=not args.no_parity, torchao=not args.no_torchao,
                                shards=args.shards)
@@ -547,6 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_write(p)
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser("schema", help="the JSON Schema of [tool.groundtruth] and "
+                       "groundtruth.toml (docs/schema.json: editors, validate-pyproject)")
+    add_write(p, "also write the schema to FILE")
+    p.set_defaults(func=cmd_schema)
+
     p = sub.add_parser("measure", parents=[common],
                        help="table: runtime x quantization x prompt against the oracle")
     add_cli_options(p, [n for n in RUN_OPTIONS if n != "cache-dir"])
@@ -625,11 +657,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the memory budget's section: the reference-loading suites "
                    "with max_memory below the model's float32 size (written between its "
                    "markers in --write FILE)")
+    p.add_argument("--quant", metavar="NAME",
+                   help="--memory: only the suites' tests of this quantization's artifacts "
+                   "(and the oracle drift check): a shorter run")
     p.add_argument("--budget", metavar="SIZE",
                    help="--memory's max_memory (default: 3/4 of the float32 size)")
     p.add_argument("--shards", type=int, default=2, metavar="N",
                    help="also run the parity tests as N shards together (-n 1 each, a "
                    "shared cache_url) against one unsharded run; 0: leave out (default: 2)")
+    p.add_argument("--shards-only", action="store_true",
+                   help="only the shards' section (written between its markers in --write "
+                   "FILE, the rest of the file kept)")
+    p.add_argument("--also-write", metavar="FILE", action="append",
+                   help="with --memory or --shards-only: also write the section between its "
+                   "markers in FILE (repeatable)")
+    p.add_argument("--select", metavar="EXPR",
+                   help="with --shards-only: run only the parity tests -k EXPR selects (a "
+                   "quick check of the bench; its verdict is then not judged)")
     add_write(p)
     p.set_defaults(func=cmd_bench)
 

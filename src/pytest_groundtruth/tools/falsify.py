@@ -87,7 +87,7 @@ def _run_row(settings: Settings, cache_dir: Path, label: str, kind: str,
             quant = case.quant if case.other is None else f"{case.quant}+{case.other}"
             began = time.perf_counter()
             try:
-                result = get_suite(case.suite).run(case, ctx)
+                result = get_suite(case.suite).judge(case, ctx)
                 failed, summary = not result.passed, result.summary
             except Exception as exc:  # a crash or an error fails the test: it is caught too
                 failed, summary = True, f"{type(exc).__name__}: {exc}".splitlines()[0][:300]

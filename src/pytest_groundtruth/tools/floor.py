@@ -213,7 +213,7 @@ def measure_suite(ctx: Context, suite: str, cases: Sequence[Case]) -> tuple[str,
         if case.suite != suite or case.skip or case.device != "cpu":
             continue
         try:
-            get_suite(suite).run(case, ctx)
+            get_suite(suite).judge(case, ctx)
             ran += 1
         except (RuntimeUnavailable, ModelUnavailable, EngineFailure):
             failed += 1

@@ -36,7 +36,7 @@ def suite_report(settings: Settings, suites: Sequence[str], cache_dir: Path | No
                 rows.append((case.name, "skip", case.skip))
                 continue
             try:
-                result = get_suite(case.suite).run(case, ctx)
+                result = get_suite(case.suite).judge(case, ctx)
                 said = result.summary if result.passed else "; ".join(
                     [result.summary, *(n for n in result.notes if not n.startswith("method:"))])
                 rows.append((case.name, "pass" if result.passed else "FAIL", said))
