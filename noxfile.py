@@ -93,11 +93,13 @@ def install_locked(session: nox.Session, *names: str) -> None:
 
 
 def llama_cpp_sources(session: nox.Session) -> None:
-    """Put the locked llama-cpp-python's sdist in the cache (once per machine, ~1 min).
+    """Put the installed llama-cpp-python's sdist in the cache (once per machine, ~1 min).
 
     Its vendored convert_hf_to_gguf.py is the reference our GGUF exporter and integrity
     checks are compared with (tests/unit/test_ggufio.py, test_integrity.py); the download is
-    checked against the lock's hash.
+    checked against the lock's hash when the lock pins the installed version (`nox -s latest`
+    may install a newer one: then that version's own sdist, unhashed, never the lock's under
+    the newer name).
     """
     where = session.run(
         "python", "-c",
@@ -106,6 +108,8 @@ def llama_cpp_sources(session: nox.Session) -> None:
         "print(default_cache_dir() / 'sdist', version('llama-cpp-python'))",
         silent=True,
     )
+    if where is None:  # `nox --install-only`: nothing runs, nothing to fetch
+        return
     folder, version = str(where).split()
     target = Path(folder) / f"llama_cpp_python-{version}.tar.gz"
     if target.is_file():
@@ -113,11 +117,16 @@ def llama_cpp_sources(session: nox.Session) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         part = Path(scratch) / "part.txt"
-        part.write_text(locked_block(lock_path("dev"), "llama-cpp-python"), encoding="utf-8")
+        pinned = locked_block(lock_path("dev"), "llama-cpp-python")
+        if pinned.startswith(f"llama-cpp-python=={version} "):
+            part.write_text(pinned, encoding="utf-8")
+            hashes = ["--require-hashes"]
+        else:
+            part.write_text(f"llama-cpp-python=={version}\n", encoding="utf-8")
+            hashes = []
         try:
             session.run("python", "-m", "pip", "download", "--quiet", "--no-deps",
-                        "--no-binary", ":all:", "--require-hashes", "-r", str(part),
-                        "-d", scratch)
+                        "--no-binary", ":all:", *hashes, "-r", str(part), "-d", scratch)
         except nox.command.CommandFailed:
             # No index reachable: the converter comparisons skip and say how to provide it.
             session.warn(f"could not download the llama-cpp-python {version} sdist")
@@ -149,6 +158,7 @@ def exhaustive(session: nox.Session) -> None:
 def parity(session: nox.Session) -> None:
     """The main job: check the oracles, run the parity suites, write the HTML report."""
     install(session)
+    llama_cpp_sources(session)
     # The oracles are checked once, by tests/parity/test_oracle_drift.py (with the
     # cross-machine tolerance; its verdict is stored and rerun only when what decides it
     # changes), not a second time by `groundtruth oracle --check` here.
@@ -311,6 +321,7 @@ def check(session: nox.Session) -> None:
     Suite names first (none: every suite), then pytest options.
     """
     install(session)
+    llama_cpp_sources(session)
     suites, args = split_posargs(session)
     session.run("pytest", *PARITY, *suite_selection(session, suites),
                 f"--gt-results={REPORTS}/check.json", *args)
@@ -325,6 +336,7 @@ def ticket(session: nox.Session) -> None:
     this session. Suites and pytest options as for check.
     """
     install(session)
+    llama_cpp_sources(session)
     suites, args = split_posargs(session)
     path = Path(REPORTS) / "parity-ticket.md"
     path.unlink(missing_ok=True)  # never show an earlier run's ticket as this one's
@@ -340,6 +352,7 @@ def ticket(session: nox.Session) -> None:
 def ci(session: nox.Session) -> None:
     """make ci: convert, then check (suites and pytest options as for check)."""
     install(session)
+    llama_cpp_sources(session)
     suites, args = split_posargs(session)
     session.run("groundtruth", "convert")
     session.run("pytest", *PARITY, *suite_selection(session, suites),
@@ -355,6 +368,7 @@ def recheck(session: nox.Session) -> None:
     (`groundtruth clean`), rebuilds them (`groundtruth convert`) and runs their checks.
     """
     install(session)
+    llama_cpp_sources(session)
     runtimes, args = split_posargs(session)
     cli = [f"--runtime={r}" for r in runtimes]
     session.run("groundtruth", "clean", *cli)
@@ -468,9 +482,14 @@ def lock_embedded(session: nox.Session) -> None:
 def latest(session: nox.Session) -> None:
     """The newest versions pyproject.toml allows, no lock, through the parity matrix: upstream
     releases met on purpose (not in CI). torch stays the machine's CPU build (the README's
-    install step; a newer release is a CUDA build of several GB here)."""
+    install step; a newer release is a CUDA build of several GB here): the eager upgrade of
+    everything else runs under a constraint that holds it."""
     session.install(TORCH)
-    session.install("--upgrade", "--upgrade-strategy=eager", "-e", ".[dev]", env=CMAKE)
+    with tempfile.TemporaryDirectory() as scratch:
+        hold = Path(scratch) / "torch.txt"
+        hold.write_text(f"{TORCH}\n", encoding="utf-8")
+        session.install("--upgrade", "--upgrade-strategy=eager", "--constraint", str(hold),
+                        "-e", ".[dev]", env=CMAKE)
     session.install("--no-deps", EMBEDDED)
     session.run("pip", "freeze", "--exclude-editable")
     llama_cpp_sources(session)
