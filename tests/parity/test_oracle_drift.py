@@ -8,7 +8,7 @@ the measurement). On the machine that wrote them the files regenerate byte for b
 
 The regeneration runs again only when something it depends on changed (model content,
 prompts, evaluation text, the oracle files, library versions, this package's oracle
-code, the CPU's kernel family: ``pytest_groundtruth.tools.oracle_check``); otherwise the
+code, the CPU's kernel family: ``pytest_groundtruth.oracle.generation.oracle_check``); otherwise the
 stored verdict of the last check is the verdict, failures included. ``--gt-no-cache``
 checks again.
 
@@ -26,7 +26,7 @@ import pytest
 
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
-from pytest_groundtruth.tools.oracle_check import check_model
+from pytest_groundtruth.oracle.generation.oracle_check import check_model
 
 ROOT = Path(__file__).parents[2]
 COMMITTED = sorted(p.name for p in (ROOT / "oracle").iterdir() if p.is_dir())

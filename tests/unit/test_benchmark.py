@@ -14,14 +14,7 @@ import pytest
 
 from pytest_groundtruth.config.prompts import load_prompts
 from pytest_groundtruth.config.settings import load_settings
-from pytest_groundtruth.plugin.stats import (
-    ProcessStats,
-    peak_rss_bytes,
-    read_process_stats,
-    write_process_stats,
-)
-from pytest_groundtruth.suites.matrix import build_cases
-from pytest_groundtruth.tools.benchmark import (
+from pytest_groundtruth.lab.benchmark import (
     RunTiming,
     attainable_ratio,
     child_env,
@@ -29,7 +22,14 @@ from pytest_groundtruth.tools.benchmark import (
     targets_section,
     trivial_run,
 )
-from pytest_groundtruth.tools.floor import ArtifactFloor, Floor, work_of
+from pytest_groundtruth.lab.floor import ArtifactFloor, Floor, work_of
+from pytest_groundtruth.plugin.stats import (
+    ProcessStats,
+    peak_rss_bytes,
+    read_process_stats,
+    write_process_stats,
+)
+from pytest_groundtruth.suites.matrix import build_cases
 
 ROOT = Path(__file__).parents[2]
 
@@ -125,7 +125,7 @@ def test_bench_children_write_bytecode_and_report(tmp_path: Path,
 
 
 def test_phase_peaks_are_judged_against_the_budget() -> None:
-    from pytest_groundtruth.tools.benchmark import phase_memory_section
+    from pytest_groundtruth.lab.benchmark import phase_memory_section
 
     mib = 2**20
     floor = Floor((), (ArtifactFloor("m", "r", "q", peaks=(("load", 900 * mib),
@@ -139,8 +139,7 @@ def test_phase_peaks_are_judged_against_the_budget() -> None:
 
 
 def test_the_memory_section_judges_outcomes_and_peak() -> None:
-    from pytest_groundtruth.plugin.stats import PhasePeak
-    from pytest_groundtruth.tools.memory_bench import (
+    from pytest_groundtruth.lab.memory_bench import (
         BEGIN,
         END,
         Floor,
@@ -148,6 +147,7 @@ def test_the_memory_section_judges_outcomes_and_peak() -> None:
         replace_section,
         section,
     )
+    from pytest_groundtruth.plugin.stats import PhasePeak
 
     mib = 2**20
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from pytest_groundtruth.cli.main import main
 from pytest_groundtruth.config.settings import Bound, Settings, load_settings
 from pytest_groundtruth.framework import bounds
 from pytest_groundtruth.framework.bounds import BoundsFileError, lookup, model_document, resolve
 from pytest_groundtruth.suites.spec import get_suite, suite_names
-from pytest_groundtruth.tools.cli import main
 
 CALIBRATED = ("agreement", "ppl", "rescore", "consistency")
 

@@ -157,7 +157,7 @@ def test_this_processs_lease_is_live_until_released(tmp_path: Path) -> None:
 
 
 def _clean(pytester: pytest.Pytester, cache: Path, *args: str) -> pytest.RunResult:
-    return pytester.run(sys.executable, "-m", "pytest_groundtruth.tools.cli", "clean",
+    return pytester.run(sys.executable, "-m", "pytest_groundtruth.cli.main", "clean",
                         "--cache-dir", str(cache), *args)
 
 

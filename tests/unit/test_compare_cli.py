@@ -17,14 +17,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from pytest_groundtruth.tools.cli import main
+from pytest_groundtruth.cli.main import main
 
 ROOT = Path(__file__).parents[2]
 F = TypeVar("F", bound=Callable[..., None])
 
 
 def needs_engines(test: F) -> F:
-    """llama.cpp and torchao (conftest.py skips with the install command without them);
+    """llama.cpp and torchao (tests/conftest.py skips with the install command without them);
     seconds to minutes of engine work."""
     marked: F = pytest.mark.slow(pytest.mark.requires_torchao(pytest.mark.requires_llamacpp(
         test)))

@@ -17,9 +17,9 @@ from typing import Any
 import jsonschema
 import pytest
 
+from pytest_groundtruth.cli.main import main, schema_text
 from pytest_groundtruth.config import schema
 from pytest_groundtruth.config.settings import ConfigError, apply_table, load_settings
-from pytest_groundtruth.tools.cli import main, schema_text
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pytest_groundtruth.lab.engine_faults import ENGINE_FAULTS, FaultyLlamaCppRunner
+from pytest_groundtruth.lab.rescore_calibration import RescoreMeasured, derive_consistency
 from pytest_groundtruth.measures.consistency import check
 from pytest_groundtruth.measures.rescore import rate
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.base import Artifact
 from pytest_groundtruth.runtimes.llamacpp import LlamaCppRunner, LlamaCppRuntime
 from pytest_groundtruth.store.artifacts import ArtifactCache, prepare
-from pytest_groundtruth.tools.engine_faults import ENGINE_FAULTS, FaultyLlamaCppRunner
-from pytest_groundtruth.tools.rescore_calibration import RescoreMeasured, derive_consistency
 
 Project = Callable[..., pytest.Pytester]
 

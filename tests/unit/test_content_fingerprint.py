@@ -24,7 +24,7 @@ from pytest_groundtruth.models import content, lora
 from pytest_groundtruth.models.sources import ResolvedModel, resolve
 from pytest_groundtruth.oracle.files import OracleChange
 from pytest_groundtruth.oracle.format import StaleOracle
-from pytest_groundtruth.tools.oracles import WeightsChange
+from pytest_groundtruth.oracle.generation.oracles import WeightsChange
 
 ROOT = Path(__file__).parents[2]
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from pytest_groundtruth.cli.main import main
 from pytest_groundtruth.config.settings import load_settings
 from pytest_groundtruth.context import Context
-from pytest_groundtruth.tools.cli import main
 
 ROOT = Path(__file__).parents[2]
 
@@ -100,7 +100,7 @@ def test_convert_builds_each_artifact_once_and_clean_drops_one_runtime(
 @pytest.mark.slow
 def test_no_carriage_return_frames_when_output_is_not_a_terminal(project: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pytest_groundtruth.tools.cli", "oracle", "--root",
+        [sys.executable, "-m", "pytest_groundtruth.cli.main", "oracle", "--root",
          str(project), "--model", "tiny-llama", "--check", "--tolerance"],
         # --tolerance: under xdist the oracle runs with a share of the threads, and a
         # float32 sum in another order moves the last digit of a log-probability

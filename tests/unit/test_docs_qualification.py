@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytest_groundtruth.config.qualification import GRADES
-from pytest_groundtruth.tools.qualify import weights_table
+from pytest_groundtruth.lab.qualify import weights_table
 
 ROOT = Path(__file__).parents[2]
 

@@ -9,8 +9,7 @@ import pytest
 
 from pytest_groundtruth.config.settings import load_settings
 from pytest_groundtruth.ggufio.reader import scan_gguf
-from pytest_groundtruth.models.sources import ResolvedModel
-from pytest_groundtruth.tools.falsify import (
+from pytest_groundtruth.lab.falsify import (
     README_BEGIN,
     README_END,
     RowResult,
@@ -23,10 +22,11 @@ from pytest_groundtruth.tools.falsify import (
     replace_readme_section,
     trusted,
 )
-from pytest_groundtruth.tools.falsify import (
+from pytest_groundtruth.lab.falsify import (
     SUITES as DEFAULT_SUITES,
 )
-from pytest_groundtruth.tools.other_tools import correct_files
+from pytest_groundtruth.lab.other_tools import correct_files
+from pytest_groundtruth.models.sources import ResolvedModel
 
 ROOT = Path(__file__).parents[2]
 SUITES = ("token", "rescore", "integrity")
@@ -161,7 +161,7 @@ def test_only_the_selected_precisions_correct_files_are_judged(gt_cache: Path) -
 
 
 def test_runs_split_by_quantization_merge_into_one_runs_tables(tmp_path: Path) -> None:
-    from pytest_groundtruth.tools.falsify import merge_rows, quants_of, read_rows, rows_json
+    from pytest_groundtruth.lab.falsify import merge_rows, quants_of, read_rows, rows_json
 
     def at(quant: str, **caught: list[str]) -> list[RowResult]:
         correct = RowResult("correct conversion", "correct", (quant,))
@@ -187,7 +187,7 @@ def test_runs_split_by_quantization_merge_into_one_runs_tables(tmp_path: Path) -
 
 
 def test_each_model_has_its_own_section_in_the_document() -> None:
-    from pytest_groundtruth.tools.falsify import replace_model_section
+    from pytest_groundtruth.lab.falsify import replace_model_section
 
     one = render("one", ROWS, SUITES, ("float32", "int4"))
     two = render("two", ROWS[:2], SUITES, ("float32",))
@@ -206,7 +206,7 @@ def test_each_model_has_its_own_section_in_the_document() -> None:
     ("gemma-3-270m-q4_k_m.gguf", "Q4_K_M"),  # a dash, lower case: was read as the whole stem
     ("model-Q8_0.gguf", "Q8_0"), ("m.f16.gguf", "F16"), ("model.gguf", "?")])
 def test_a_published_files_type_is_read_from_its_name(name: str, gguf_type: str) -> None:
-    from pytest_groundtruth.tools.other_tools import published_type
+    from pytest_groundtruth.lab.other_tools import published_type
 
     assert published_type(name) == gguf_type
 
@@ -224,7 +224,7 @@ def test_other_files_not_kept_are_not_listed(
 
 
 def test_a_document_from_before_the_sections_is_written_anew() -> None:
-    from pytest_groundtruth.tools.falsify import DOC_HEAD, replace_model_section
+    from pytest_groundtruth.lab.falsify import DOC_HEAD, replace_model_section
 
     old = f"{DOC_HEAD}\n\n### one on llama.cpp (f32 = float32)\n\nstale tables\n"
     document = replace_model_section(old, "one", render("one", ROWS, SUITES, ("float32",)))
@@ -245,7 +245,7 @@ def test_faults_run_at_one_quantization_count_only_there() -> None:
 
 def test_a_suite_that_never_ran_is_not_reported_quiet() -> None:
     """Defect: `perf` read "no false alarms" (and was trusted) though no row ran it."""
-    from pytest_groundtruth.tools.falsify import RowResult, suites_run
+    from pytest_groundtruth.lab.falsify import RowResult, suites_run
 
     timed = RowResult("ours", "correct", ("int8",), seconds={"token": 1.0, "total": 1.0})
     failed = RowResult("theirs", "correct", ("int8",))

@@ -10,12 +10,12 @@ import pytest
 
 from pytest_groundtruth.core.failures import EngineFailure
 from pytest_groundtruth.ggufio.reader import read_metadata
+from pytest_groundtruth.lab.calibrate import Measured, derive
+from pytest_groundtruth.lab.file_faults import FAULTS, FaultNotApplicable, broken_artifact, inject
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.base import Artifact
 from pytest_groundtruth.runtimes.llamacpp import LlamaCppRunner, LlamaCppRuntime
 from pytest_groundtruth.store.artifacts import ArtifactCache, prepare
-from pytest_groundtruth.tools.calibrate import Measured, derive
-from pytest_groundtruth.tools.file_faults import FAULTS, FaultNotApplicable, broken_artifact, inject
 
 pytestmark = pytest.mark.requires_llamacpp
 

@@ -14,7 +14,7 @@ import pytest
 
 
 def groundtruth(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", "from pytest_groundtruth.tools.cli import run; "
+    return subprocess.run([sys.executable, "-c", "from pytest_groundtruth.cli.main import run; "
                            "run()", *args], cwd=root, capture_output=True, text=True,
                           timeout=120)
 

@@ -54,7 +54,7 @@ def test_the_cli_says_it_in_one_line(broken: Path, tmp_path: Path, gt_cache: Pat
         + roster(tmp_path, broken))
 
     def groundtruth(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-c", "from pytest_groundtruth.tools.cli "
+        return subprocess.run([sys.executable, "-c", "from pytest_groundtruth.cli.main "
                                "import run; run()", *args, "--root", str(tmp_path)],
                               capture_output=True, text=True, timeout=300)
 

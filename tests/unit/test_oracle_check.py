@@ -12,8 +12,8 @@ from pytest_groundtruth.config.settings import load_settings
 from pytest_groundtruth.context import Context
 from pytest_groundtruth.oracle.diff import CROSS_MACHINE_TOLERANCE
 from pytest_groundtruth.oracle.format import seal_of
-from pytest_groundtruth.tools import oracle_check
-from pytest_groundtruth.tools.oracle_check import check_inputs, check_model
+from pytest_groundtruth.oracle.generation import oracle_check
+from pytest_groundtruth.oracle.generation.oracle_check import check_inputs, check_model
 
 ROOT = Path(__file__).parents[2]
 SLUG = "tiny-llama"

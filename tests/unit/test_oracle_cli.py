@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_groundtruth.cli.main import main
 from pytest_groundtruth.oracle.format import seal_of
-from pytest_groundtruth.tools.cli import main
 
 ROOT = Path(__file__).parents[2]
 

@@ -230,7 +230,7 @@ def test_original_oracles_run_the_suites_they_can_and_skip_the_others(
         original_from_committed(pytester.path / "oracle", "tiny-llama", prompt)
     result = pytester.runpytest("-rs", "--gt-results", "r.json")
     # token: float32 equals the oracle (4 pass); bfloat16 drifts on two prompts, as
-    # against our own oracles (tests/unit/test_plugin_run.py). topk x 8 and agreement x 2
+    # against our own oracles (tests/plugin/test_plugin_run.py). topk x 8 and agreement x 2
     # need the top-k that original files do not have; agreement's text cases (2) need no
     # oracle file and pass.
     result.assert_outcomes(passed=8, failed=2, skipped=10)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from pytest_groundtruth.lab.file_faults import inject
 from pytest_groundtruth.measures.prompt_parity import PromptDifference, prompt_difference
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.llamacpp import LlamaCppRuntime
 from pytest_groundtruth.store.artifacts import ArtifactCache, prepare
-from pytest_groundtruth.tools.file_faults import inject
 
 Project = Callable[..., pytest.Pytester]
 

@@ -17,11 +17,11 @@ from pytest_groundtruth.framework import auto, reference
 from pytest_groundtruth.framework.bounds import committed
 from pytest_groundtruth.ggufio import hfconvert
 from pytest_groundtruth.ggufio import quantize as quantizer
+from pytest_groundtruth.lab import model_bounds
+from pytest_groundtruth.lab.file_faults import inject
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult
 from pytest_groundtruth.suites.spec import get_suite
-from pytest_groundtruth.tools import model_bounds
-from pytest_groundtruth.tools.file_faults import inject
 
 ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.requires_llamacpp]

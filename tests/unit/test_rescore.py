@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pytest_groundtruth.lab.file_faults import inject
+from pytest_groundtruth.lab.rescore_calibration import RescoreMeasured, derive
 from pytest_groundtruth.measures.rescore import (
     Rating,
     judge,
@@ -19,8 +21,6 @@ from pytest_groundtruth.measures.rescore import (
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.runtimes.llamacpp import LlamaCppRuntime
 from pytest_groundtruth.store.artifacts import ArtifactCache, prepare
-from pytest_groundtruth.tools.file_faults import inject
-from pytest_groundtruth.tools.rescore_calibration import RescoreMeasured, derive
 
 Project = Callable[..., pytest.Pytester]
 
@@ -135,7 +135,7 @@ def test_the_suite_fails_a_broken_file_naming_the_position(
 
 
 def test_the_suite_needs_only_tokens_apr_stand_in(make_project: Project, tmp_path: Path) -> None:
-    from pytest_groundtruth.standins.apr.cli import write_launcher
+    from standins.apr.cli import write_launcher
 
     launcher = write_launcher(tmp_path / "bin")
     pytester = make_project(
@@ -148,7 +148,7 @@ def test_the_suite_needs_only_tokens_apr_stand_in(make_project: Project, tmp_pat
 
 def test_only_chat_prompts_on_a_runtime_without_chat_skip_saying_what_to_select(
         make_project: Project, tmp_path: Path) -> None:
-    from pytest_groundtruth.standins.apr.cli import write_launcher
+    from standins.apr.cli import write_launcher
 
     launcher = write_launcher(tmp_path / "bin")
     pytester = make_project(

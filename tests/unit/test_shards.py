@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_groundtruth.cli.main import main
+from pytest_groundtruth.lab.benchmark import cpu_shares
 from pytest_groundtruth.models.sources import ResolvedModel
 from pytest_groundtruth.report import results_json
 from pytest_groundtruth.suites.shards import (
@@ -34,8 +36,6 @@ from pytest_groundtruth.suites.shards import (
     split,
     units,
 )
-from pytest_groundtruth.tools.benchmark import cpu_shares
-from pytest_groundtruth.tools.cli import main
 
 Project = Callable[..., pytest.Pytester]
 
@@ -309,7 +309,7 @@ def test_bench_deals_the_cpus_out_to_the_shards() -> None:
 
 
 def test_the_shard_section_judges_time_results_and_subsets() -> None:
-    from pytest_groundtruth.tools.benchmark import (
+    from pytest_groundtruth.lab.benchmark import (
         SHARDS_BEGIN,
         SHARDS_END,
         RunTiming,

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+from pytest_groundtruth.lab.falsify import RowResult, trust_facts
 from pytest_groundtruth.report import trust
 from pytest_groundtruth.report.outcomes import Outcome, Verdict
 from pytest_groundtruth.report.records import ParityRecord, SettingsSummary
 from pytest_groundtruth.report.score import qualify, quality
 from pytest_groundtruth.suites.case import Case
 from pytest_groundtruth.suites.result import SuiteResult
-from pytest_groundtruth.tools.falsify import RowResult, trust_facts
 
 
 def record(suite: str, passed: bool, measured: Any, bound: Any, quant: str = "int8",

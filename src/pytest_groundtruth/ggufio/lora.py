@@ -1,6 +1,6 @@
 """A peft LoRA adapter as a GGUF adapter file, for llama.cpp to apply at load time.
 
-What ``convert_lora_to_gguf.py`` writes for a plain LoRA (tests/unit/test_lora.py
+What ``convert_lora_to_gguf.py`` writes for a plain LoRA (tests/engines/test_lora.py
 compares the two tensor by tensor): ``general.type = "adapter"``, ``adapter.type =
 "lora"``, ``adapter.lora.alpha``, and per adapted weight ``<gguf name>.lora_a``
 (``[rank, in]``) and ``<gguf name>.lora_b`` (``[out, rank]``) in F32. The rows of a llama

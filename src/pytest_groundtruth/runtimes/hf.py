@@ -10,7 +10,7 @@ Memory (docs/memory.md): a model whose weights do not fit the process's memory b
 accelerate (``device_map="auto"``, ``max_memory``, ``offload_folder``): the layers that
 fit stay in memory, the others are read from the safetensors files at each forward
 pass. The arithmetic is the same float32 arithmetic on the same values, so tokens and
-log-probabilities are identical to the whole load (``tests/unit/test_offload.py``), only
+log-probabilities are identical to the whole load (``tests/engines/test_offload.py``), only
 slower.
 
 Greedy decoding uses an explicit ``GenerationConfig`` (no sampling, one beam, no

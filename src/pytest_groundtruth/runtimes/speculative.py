@@ -25,7 +25,7 @@ Acceptance is then counted from the proposals and the generated tokens
 ``trust_draft=True`` (tests only) breaks transformers' verification on purpose: a logits
 processor replaces the target's scores at every drafted position with the draft's own
 token, so every draft is "accepted without checking". The speculative suite must fail
-on it (tests/unit/test_speculative.py).
+on it (tests/engines/test_speculative.py).
 """
 
 from __future__ import annotations

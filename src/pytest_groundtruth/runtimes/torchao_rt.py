@@ -13,7 +13,7 @@ dequantizing the whole weight (the 49152 x 576 tied output layer included) at ev
 call: most of a generation's time (cProfile). :func:`dequantize_once` computes each such
 ``weight.dequantize()`` once when the runner opens and gives the module a forward that
 makes exactly that call with it, so logits are bit-identical to torchao's own path
-(``tests/unit/test_torchao_speed.py``) at float32 speed; the quantized tensors stay in
+(``tests/engines/test_torchao_speed.py``) at float32 speed; the quantized tensors stay in
 the module's ``state_dict`` for the integrity suite. The copies are float32 (540 MiB for
 SmolLM2, more than the float32 model's linear layers): they are made only while they fit
 the memory budget (:mod:`~pytest_groundtruth.core.budget`) beside what the process holds,

@@ -1,1 +1,0 @@
-"""The apr stand-in: see :mod:`pytest_groundtruth.standins.apr.cli`."""

@@ -1,0 +1,1 @@
+"""The apr stand-in: see :mod:`standins.apr.cli`."""
