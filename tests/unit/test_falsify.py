@@ -143,6 +143,11 @@ def test_a_suite_of_one_precision_runs_on_a_file_of_that_precision_under_its_typ
     settings = Settings(root=tmp_path, runtimes=("llamacpp",), quantizations=("q4_0",),
                         suites=("canary",))
     assert not build_cases(settings, ["code"])
+    # and not the other way: roundtrip declares q8_0 (the K-quant runs), which adds no
+    # int8 case to the matrix (it did, 21 cases, after the first version of this rule)
+    settings = Settings(root=tmp_path, runtimes=("llamacpp",), quantizations=("int8", "q8_0"),
+                        suites=("roundtrip",))
+    assert [c.quant for c in build_cases(settings, ["code"])] == ["q8_0"]
 
 
 @pytest.mark.slow
