@@ -222,3 +222,12 @@ def test_process_stats_keep_the_phases(tmp_path: Path, monkeypatch: pytest.Monke
     if meter.enabled:
         assert [p.test for p in found.phases] == ["a::b"]
         assert found.peak_rss_bytes >= found.phases[0].rss_bytes > 0
+
+
+def test_a_difference_between_results_is_named_by_its_path() -> None:
+    from pytest_groundtruth.lab.benchmark import first_difference
+
+    a = {"result": {"details": {"gates": [{"detail": "built"}, {"detail": "ok"}]}}}
+    b = {"result": {"details": {"gates": [{"detail": "fetched"}, {"detail": "ok"}]}}}
+    assert first_difference(a, b) == "result.details.gates[0].detail: 'built' != 'fetched'"
+    assert first_difference({"x": 1}, {"x": 1, "y": 2}) == "y: 'None' != '2'"

@@ -343,3 +343,15 @@ def test_the_shard_section_judges_time_results_and_subsets() -> None:
     replaced = replace_between(document, met, SHARDS_BEGIN, SHARDS_END)
     assert "stale" not in replaced
     assert replaced.endswith("\n\nafter\n")
+
+
+def test_durations_inside_texts_do_not_make_two_runs_differ() -> None:
+    """The bench found one run and its merged shards 'different' by a gateway gate's
+    'artifact.gguf opened in 0.20 s' against '... in 0.19 s'."""
+    def doc(detail: str) -> dict[str, object]:
+        return {"results": [{"nodeid": "t", "case": {"suite": "gateway"},
+                             "result": {"details": {"gates": [{"detail": detail}]}}}]}
+
+    first = results_json.comparable(doc("artifact.gguf opened in 0.20 s"))
+    assert first == results_json.comparable(doc("artifact.gguf opened in 0.19 s"))
+    assert first != results_json.comparable(doc("artifact.gguf failed to open"))

@@ -40,6 +40,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pytest_groundtruth.config.prompts import load_prompts
 from pytest_groundtruth.config.settings import Settings, load_settings
@@ -49,6 +50,7 @@ from pytest_groundtruth.core.budget import format_size
 from pytest_groundtruth.core.machine import cpu_kernel_family
 from pytest_groundtruth.core.plugins import package_version
 from pytest_groundtruth.core.tables import markdown_table
+from pytest_groundtruth.ggufio import hfconvert
 from pytest_groundtruth.lab import merge
 from pytest_groundtruth.lab.floor import Floor, measure_floor
 from pytest_groundtruth.lab.torchao_cpu import compare_paths
@@ -85,6 +87,11 @@ class RunTiming:
 def child_env(cache: Path, stats: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["GROUNDTRUTH_CACHE_DIR"] = str(cache)  # the plugin's and the project's fixtures' cache
+    # The converter's source is a download, not a build: the cold caches keep the user's
+    # sdist (else every paired test skips, "convert_hf_to_gguf.py is not at hand").
+    sdist = hfconvert.sdist_path()
+    if sdist is not None and sdist.is_file():
+        env.setdefault(hfconvert.SDIST_ENV, str(sdist))
     env[STATS_ENV] = str(stats)
     env.pop("PYTEST_XDIST_WORKER_COUNT", None)
     return env
@@ -396,7 +403,8 @@ def measure_shards(root: Path, tests: str, count: int, scratch: Path, workers: i
     a = results_json.comparable(json.loads(whole_json.read_text()))
     b = results_json.comparable(json.loads(merged_json.read_text()))
     by_id = {r["nodeid"]: r for r in b["results"]}
-    differing = tuple(r["nodeid"] for r in a["results"] if by_id.get(r["nodeid"]) != r)
+    differing = tuple(f"{r['nodeid']}: {first_difference(r, by_id.get(r['nodeid']))}"
+                      for r in a["results"] if by_id.get(r["nodeid"]) != r)
     loads = []
     for k in range(1, count + 1):
         run = results_json.read(scratch / f"shard{k}.json")
@@ -417,6 +425,20 @@ def replace_between(document: str, text: str, begin: str, end: str) -> str:
     if start < 0 or stop < start:
         return document.rstrip("\n") + "\n\n" + text
     return document[:start] + text.rstrip("\n") + document[stop + len(end):]
+
+
+def first_difference(a: Any, b: Any, path: str = "") -> str:
+    """Where two JSON values first differ: ``path: a != b`` (values cut at 80 characters),
+    so a bench that finds results differ says what differs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if a.get(key) != b.get(key):
+                return first_difference(a.get(key), b.get(key), f"{path}.{key}")
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return first_difference(x, y, f"{path}[{i}]")
+    return f"{path.lstrip('.') or 'the record'}: {str(a)[:80]!r} != {str(b)[:80]!r}"
 
 
 def shards_section(bench: ShardBench) -> list[str]:
@@ -452,7 +474,7 @@ def shards_section(bench: ShardBench) -> list[str]:
            "`groundtruth merge`.", ""]
     out += markdown_table(["run", "-n", "seconds", "ratio to unsharded", "pytest says"], rows)
     same = ("identical" if bench.identical else
-            "DIFFERENT (" + ", ".join(bench.differing) + ")")
+            "DIFFERENT (" + "; ".join(bench.differing) + ")")
     out += ["", f"Merged results against the unsharded run's (without timings and cache "
             f"paths, `results_json.comparable`): {same}.",
             f"Slowest shard / unsharded: {worst:.2f} (target <= {SHARD_TARGET} for 2 shards: "

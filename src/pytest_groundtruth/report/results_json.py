@@ -39,6 +39,8 @@ TIMING_SUITES = ("perf",)
 # timing, which sharded runs (one CPU each) and one run (all of them) divide differently.
 THREADS = re.compile(r"\b(n_threads(?:_batch)?)=\d+")
 CACHE_PATH = re.compile(r"""(?:[A-Za-z]:)?/[^\s'"<>]*?/(artifacts|models|other-tools)/""")
+# a duration inside a text ("artifact.gguf opened in 0.20 s", a gateway gate's detail)
+SECONDS_TEXT = re.compile(r"(?<![\w.])\d+(?:\.\d+)? s\b")
 
 
 class ResultsError(ValueError):
@@ -140,6 +142,7 @@ def comparable(data: dict[str, Any]) -> dict[str, Any]:
     out["results"] = results
     text = CACHE_PATH.sub(lambda m: f"<cache>/{m.group(1)}/", json.dumps(out, sort_keys=True))
     text = THREADS.sub(r"\1=<threads>", text)
+    text = SECONDS_TEXT.sub("<seconds> s", text)
     loaded: dict[str, Any] = json.loads(text)
     return loaded
 
