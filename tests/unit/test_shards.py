@@ -355,3 +355,14 @@ def test_durations_inside_texts_do_not_make_two_runs_differ() -> None:
     first = results_json.comparable(doc("artifact.gguf opened in 0.20 s"))
     assert first == results_json.comparable(doc("artifact.gguf opened in 0.19 s"))
     assert first != results_json.comparable(doc("artifact.gguf failed to open"))
+
+
+def test_paths_into_each_runs_own_cache_do_not_make_two_runs_differ() -> None:
+    """paired's call names llama.cpp's converter in the run's own cache."""
+    def doc(cache: str) -> dict[str, object]:
+        return {"results": [{"nodeid": "t", "case": {"suite": "paired"}, "result": {
+            "calls": [f"reference conversion: python {cache}/llama.cpp/0.3.36-1/"
+                      f"convert_hf_to_gguf.py {cache}/models/m-1 --outtype f32"]}}]}
+
+    assert results_json.comparable(doc("/tmp/b/whole")) == results_json.comparable(
+        doc("/tmp/b/shard1"))

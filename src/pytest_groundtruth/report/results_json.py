@@ -38,7 +38,9 @@ TIMING_SUITES = ("perf",)
 # Thread counts in a call (llama.cpp's n_threads): a process's share of the machine, like a
 # timing, which sharded runs (one CPU each) and one run (all of them) divide differently.
 THREADS = re.compile(r"\b(n_threads(?:_batch)?)=\d+")
-CACHE_PATH = re.compile(r"""(?:[A-Za-z]:)?/[^\s'"<>]*?/(artifacts|models|other-tools)/""")
+# a path into the local cache, by the cache's top folders (store/entries.py)
+CACHE_PATH = re.compile(
+    r"""(?:[A-Za-z]:)?/[^\s'"<>]*?/(artifacts|models|other-tools|llama\.cpp|results|faults)/""")
 # a duration inside a text ("artifact.gguf opened in 0.20 s", a gateway gate's detail)
 SECONDS_TEXT = re.compile(r"(?<![\w.])\d+(?:\.\d+)? s\b")
 
