@@ -64,3 +64,19 @@ def test_lock_serialises_processes(tmp_path: Path) -> None:
         p.join(30)
     events = [line.split()[0] for line in log.read_text().splitlines()]
     assert events == ["start", "end", "start", "end"]
+
+
+def test_a_temporary_names_the_file_it_becomes(tmp_path: Path) -> None:
+    """A recipe named the converter's random temporary (``.artifact.gguf.X.gtP-H.partial``),
+    so two runs that made the same file recorded different recipes."""
+    from pytest_groundtruth.core.atomic import atomic_path, final_path
+    from pytest_groundtruth.ggufio import hfconvert
+
+    target = tmp_path / "artifact.gguf"
+    with atomic_path(target) as tmp:
+        assert tmp != target
+        assert final_path(tmp) == target
+        call = hfconvert.convert_call(tmp_path / "model", "q8_0", tmp)
+        assert call.endswith(f"--outfile {target}")
+        tmp.write_bytes(b"x")
+    assert final_path(target) == target

@@ -84,6 +84,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
         _remove(tmp)
 
 
+_TEMPORARY = re.compile(r"^\.(.+)\.[^.]+\.gt\d+-[0-9a-f]{8}\.partial$")
+
+
+def final_path(path: Path) -> Path:
+    """The file an :func:`atomic_path` temporary becomes (``path`` itself otherwise): what
+    a recipe names, so that it reads the same in every run."""
+    found = _TEMPORARY.match(path.name)
+    return path.with_name(found.group(1)) if found else path
+
+
 def _is_temporary(path: Path) -> bool:
     return path.name.startswith(".") and _OWNED.search(path.name) is not None
 

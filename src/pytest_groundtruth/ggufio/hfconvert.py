@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 from pytest_groundtruth.core import process
-from pytest_groundtruth.core.atomic import atomic_path, locked
+from pytest_groundtruth.core.atomic import atomic_path, final_path, locked
 from pytest_groundtruth.core.failures import EngineFailure, FailureKind, RuntimeUnavailable
 from pytest_groundtruth.core.paths import default_cache_dir
 from pytest_groundtruth.core.usage import touch
@@ -197,8 +197,9 @@ def command(model_dir: Path, outtype: str, out: Path, cache_dir: Path | None = N
 
 def convert_call(model_dir: Path, outtype: str, out: Path, cache_dir: Path | None = None
                  ) -> str:
-    """The command line :func:`convert` runs, as a user would type it."""
-    return "python " + " ".join(command(model_dir, outtype, out, cache_dir)[1:])
+    """The command line :func:`convert` runs, as a user would type it, naming the file it
+    makes (not the temporary it writes first, whose name is random)."""
+    return "python " + " ".join(command(model_dir, outtype, final_path(out), cache_dir)[1:])
 
 
 # --------------------------------------------------------------------------- pre-tokenizer
