@@ -87,7 +87,8 @@ def test_the_calibrations_read_only_the_prompts_a_model_without_a_chat_template_
     root = Path(__file__).parents[2]
     config = tmp_path / "gemma.toml"
     config.write_text(f'models = ["gemma3-270m"]\nruntimes = ["llamacpp"]\n'
-                      f'oracle_dir = "{root / "oracle"}"\nprompts_dir = "{root / "prompts"}"\n'
+                      f'oracle_dir = "{root / "docs" / "models" / "oracle"}"\n'
+                      f'prompts_dir = "{root / "prompts"}"\n'
                       f'[roster.gemma3-270m]\nsource = "path:{gguf}"\n')
     ctx = Context.open(load_settings(root, [config]), gt_cache)
     try:
