@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_groundtruth.config.settings import load_settings
+from pytest_groundtruth.ggufio import hfconvert
 from pytest_groundtruth.ggufio.reader import scan_gguf
 from pytest_groundtruth.lab.falsify import (
     README_BEGIN,
@@ -159,7 +160,8 @@ def test_only_the_selected_precisions_correct_files_are_judged(gt_cache: Path) -
     rows = falsify(settings, gt_cache, "tiny-llama", ("int8",), [], [], ("canary",),
                    progress=False)
     if len(rows) == 1:
-        pytest.skip("llama.cpp's converter is not at hand: no other tool's file to judge")
+        pytest.skip("llama.cpp's converter is not at hand, so no other tool's file to judge: "
+                    f"{hfconvert.unavailable(gt_cache)}")
     assert [r.label for r in rows] == ["correct conversion", "llama.cpp converter Q8_0"]
     assert not any(r.not_applicable for r in rows)
     assert all(r.seconds for r in rows)  # canary ran on both
@@ -223,7 +225,7 @@ def test_other_files_not_kept_are_not_listed(
     files = correct_files(gt_cache, tiny("llama"), ("float32", "int8", "int4", "q4_k_m"),
                           keep=lambda gguf_type, width: gguf_type == "Q4_K_M")
     if not files or files[0].path is None:
-        pytest.skip("llama.cpp's converter is not at hand")
+        pytest.skip(f"llama.cpp's converter is not at hand: {hfconvert.unavailable(gt_cache)}")
     assert [(f.label, f.quant, f.width) for f in files] == [
         ("llama.cpp quantizer Q4_K_M", "q4_k_m", "int4")]
 
